@@ -1,0 +1,609 @@
+//! The TOML configuration: its shape, its defaults, and validation whose every
+//! error names the key (and the file) at fault. Nothing here opens sockets or
+//! reads certificates; `server` does that with the paths resolved here.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+use crate::auth::Policy;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A secret from the config (an upstream password): never printed, not even by `{:?}`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "defaults::data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub go: GoConfig,
+    #[serde(default)]
+    pub registry: RegistryConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    Off,
+    /// Ask for a certificate, verify one if sent, let the HTTP policy decide
+    /// about clients without one (the `go` command never sends one).
+    #[default]
+    Optional,
+    Required,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Server certificate and key. Both absent: a PKI is created in `data_dir/pki`.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// CA whose client certificates are accepted.
+    pub client_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    pub crl: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// bcrypt entries as `htpasswd -B` writes them.
+    pub htpasswd: Option<PathBuf>,
+    #[serde(default = "defaults::authenticated")]
+    pub read: Policy,
+    #[serde(default = "defaults::authenticated")]
+    pub write: Policy,
+    /// Who may scrape `/metrics`.
+    #[serde(default = "defaults::authenticated")]
+    pub metrics: Policy,
+    /// How long a verified password is trusted without running bcrypt again.
+    #[serde(default = "defaults::credential_ttl", with = "humantime_serde")]
+    pub credential_cache_ttl: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            htpasswd: None,
+            read: Policy::Authenticated,
+            write: Policy::Authenticated,
+            metrics: Policy::Authenticated,
+            credential_cache_ttl: defaults::credential_ttl(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    #[serde(default = "defaults::handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Time to send a request's headers, and the idle time allowed between
+    /// requests on a kept-alive HTTP/1.1 connection (slowloris).
+    #[serde(default = "defaults::header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    #[serde(default = "defaults::max_header_size")]
+    pub max_header_size: ByteSize,
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// How long open requests may run on after a shutdown signal.
+    #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// How often certificate, CA, CRL and htpasswd files are checked for changes
+    /// (SIGHUP reloads at once).
+    #[serde(default = "defaults::reload_poll", with = "humantime_serde")]
+    pub reload_poll: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            handshake_timeout: defaults::handshake_timeout(),
+            header_timeout: defaults::header_timeout(),
+            max_header_size: defaults::max_header_size(),
+            max_connections: defaults::max_connections(),
+            shutdown_grace: defaults::shutdown_grace(),
+            reload_poll: defaults::reload_poll(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `mirror=debug`, …; `RUST_LOG` overrides it.
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: defaults::log_level(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoConfig {
+    /// GOPROXY syntax: `,` falls through on 404/410 only, `|` on any error.
+    #[serde(default = "defaults::go_upstream")]
+    pub upstream: String,
+    /// GOPRIVATE syntax: such modules never reach an upstream or a sumdb.
+    #[serde(default)]
+    pub private: Vec<String>,
+    /// Overrides `auth.read` for Go routes.
+    pub read: Option<Policy>,
+    /// TTL of `list`, `@latest` and non-canonical queries.
+    #[serde(default = "defaults::go_list_ttl", with = "humantime_serde")]
+    pub list_ttl: Duration,
+    /// TTL of 404/410 answers (`go get a/b/c` probes every prefix).
+    #[serde(default = "defaults::go_negative_ttl", with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// Largest module zip accepted from upstream (Go's own limit is 500 MiB).
+    #[serde(default = "defaults::go_max_zip")]
+    pub max_zip_size: ByteSize,
+    /// Checksum databases proxied at `/sumdb/NAME/`.
+    #[serde(default = "defaults::go_sumdb")]
+    pub sumdb: Vec<SumdbConfig>,
+}
+
+impl Default for GoConfig {
+    fn default() -> Self {
+        GoConfig {
+            upstream: defaults::go_upstream(),
+            private: Vec::new(),
+            read: None,
+            list_ttl: defaults::go_list_ttl(),
+            negative_ttl: defaults::go_negative_ttl(),
+            max_zip_size: defaults::go_max_zip(),
+            sumdb: defaults::go_sumdb(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SumdbConfig {
+    pub name: String,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Overrides `auth.read` / `auth.write` for `/v2/` routes.
+    pub read: Option<Policy>,
+    pub write: Option<Policy>,
+    #[serde(default)]
+    pub upstream: Vec<UpstreamRegistry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamRegistry {
+    /// What clients call it: the first path component (`mirror:5000/ghcr.io/…`)
+    /// and containerd's `?ns=`.
+    pub name: String,
+    pub url: String,
+    /// Receives names that match no other upstream (Docker Hub style).
+    #[serde(default)]
+    pub default: bool,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Extra CA (PEM) to trust for this upstream, for private registries.
+    pub ca: Option<PathBuf>,
+    /// How long a tag→manifest answer is used before it is revalidated upstream.
+    #[serde(default = "defaults::tag_ttl", with = "humantime_serde")]
+    pub tag_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Evict least-recently-used cached content above this size; unset = unbounded.
+    pub max_size: Option<ByteSize>,
+    /// Eviction stops at this fraction of `max_size`.
+    #[serde(default = "defaults::low_water")]
+    pub low_water: f64,
+    /// How often orphans and abandoned temp files are swept.
+    #[serde(default = "defaults::sweep_interval", with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_size: None,
+            low_water: defaults::low_water(),
+            sweep_interval: defaults::sweep_interval(),
+        }
+    }
+}
+
+mod defaults {
+    use super::*;
+
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 5000))
+    }
+    pub fn data_dir() -> PathBuf {
+        PathBuf::from("mirror-data")
+    }
+    pub fn authenticated() -> Policy {
+        Policy::Authenticated
+    }
+    pub fn credential_ttl() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn handshake_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn header_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn max_header_size() -> ByteSize {
+        ByteSize::kib(64)
+    }
+    pub fn max_connections() -> usize {
+        4096
+    }
+    pub fn shutdown_grace() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn reload_poll() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn log_level() -> String {
+        "info".to_owned()
+    }
+    pub fn go_upstream() -> String {
+        "https://proxy.golang.org".to_owned()
+    }
+    pub fn go_list_ttl() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn go_negative_ttl() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn go_max_zip() -> ByteSize {
+        ByteSize::mib(500)
+    }
+    pub fn go_sumdb() -> Vec<SumdbConfig> {
+        vec![SumdbConfig {
+            name: "sum.golang.org".to_owned(),
+            url: "https://sum.golang.org".to_owned(),
+        }]
+    }
+    pub fn tag_ttl() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn low_water() -> f64 {
+        0.9
+    }
+    pub fn sweep_interval() -> Duration {
+        Duration::from_secs(600)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // An empty document takes every default; parsing it cannot fail.
+        Config::parse("", Path::new("."), "<defaults>").unwrap_or_else(|_| unreachable!())
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file. Relative paths in it are taken
+    /// relative to the file's own folder, so a config and its PKI can move together.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Config::parse(&text, base, &file)
+    }
+
+    /// Parses TOML text; `base` resolves relative paths, `file` names the source in errors.
+    pub fn parse(text: &str, base: &Path, file: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            file: file.to_owned(),
+            message: describe_toml_error(text, &e),
+        })?;
+        config.resolve_paths(base);
+        config.validate().map_err(|message| ConfigError::Invalid {
+            file: file.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.data_dir);
+        for path in [
+            &mut self.tls.cert,
+            &mut self.tls.key,
+            &mut self.tls.client_ca,
+            &mut self.tls.crl,
+            &mut self.auth.htpasswd,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            resolve(path);
+        }
+        for upstream in &mut self.registry.upstream {
+            if let Some(ca) = &mut upstream.ca {
+                resolve(ca);
+            }
+        }
+    }
+
+    /// Checks what the types cannot: combinations, and that named files exist.
+    fn validate(&self) -> Result<(), String> {
+        let tls = &self.tls;
+        if tls.cert.is_some() != tls.key.is_some() {
+            return Err("tls.cert and tls.key: set both or neither (neither creates a PKI in data_dir)".into());
+        }
+        if tls.cert.is_some() && tls.client_auth != ClientAuth::Off && tls.client_ca.is_none() {
+            return Err(format!(
+                "tls.client_ca: required when tls.client_auth = {:?} (or set tls.client_auth = \"off\")",
+                format!("{:?}", tls.client_auth).to_lowercase()
+            ));
+        }
+        if tls.crl.is_some() && tls.client_ca.is_none() && tls.cert.is_some() {
+            return Err("tls.crl: needs tls.client_ca (a CRL revokes client certificates)".into());
+        }
+        let files = [
+            ("tls.cert", &tls.cert),
+            ("tls.key", &tls.key),
+            ("tls.client_ca", &tls.client_ca),
+            ("tls.crl", &tls.crl),
+            ("auth.htpasswd", &self.auth.htpasswd),
+        ];
+        for (key, path) in files {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                return Err(format!("{key}: no such file: {}", path.display()));
+            }
+        }
+        let needs_cert = [
+            ("auth.read", Some(self.auth.read)),
+            ("auth.write", Some(self.auth.write)),
+            ("go.read", self.go.read),
+            ("registry.read", self.registry.read),
+            ("registry.write", self.registry.write),
+        ];
+        for (key, policy) in needs_cert {
+            if policy == Some(Policy::Cert) && tls.client_auth == ClientAuth::Off {
+                return Err(format!("{key}: \"cert\" needs tls.client_auth = \"optional\" or \"required\""));
+            }
+        }
+        if self.limits.max_connections == 0 {
+            return Err("limits.max_connections: must be at least 1".into());
+        }
+        if self.limits.max_header_size.as_u64() < 8 * 1024 {
+            return Err("limits.max_header_size: must be at least 8KiB".into());
+        }
+        if self.go.upstream.trim().is_empty() {
+            return Err("go.upstream: must name at least one proxy URL".into());
+        }
+        for (i, sumdb) in self.go.sumdb.iter().enumerate() {
+            if sumdb.name.is_empty() || sumdb.name.contains('/') || sumdb.name.starts_with('.') {
+                return Err(format!("go.sumdb[{i}].name: {:?} is not a host name", sumdb.name));
+            }
+            check_url(&format!("go.sumdb[{i}].url"), &sumdb.url)?;
+        }
+        let mut defaults = 0;
+        for (i, upstream) in self.registry.upstream.iter().enumerate() {
+            let key = |field: &str| format!("registry.upstream[{i}].{field}");
+            check_url(&key("url"), &upstream.url)?;
+            if upstream.name.is_empty()
+                || upstream.name.contains('/')
+                || !upstream.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c))
+            {
+                return Err(format!("{}: {:?} must be a host name such as docker.io", key("name"), upstream.name));
+            }
+            if upstream.password.is_some() && upstream.username.is_none() {
+                return Err(format!("{}: a password needs a username", key("password")));
+            }
+            if let Some(ca) = &upstream.ca
+                && !ca.is_file()
+            {
+                return Err(format!("{}: no such file: {}", key("ca"), ca.display()));
+            }
+            if self.registry.upstream[..i].iter().any(|u| u.name == upstream.name) {
+                return Err(format!("{}: {:?} is used twice", key("name"), upstream.name));
+            }
+            defaults += usize::from(upstream.default);
+        }
+        if defaults > 1 {
+            return Err("registry.upstream: at most one upstream may have default = true".into());
+        }
+        if !(0.1..=1.0).contains(&self.cache.low_water) {
+            return Err("cache.low_water: must be between 0.1 and 1.0".into());
+        }
+        Ok(())
+    }
+
+    /// The read policy for Go routes.
+    pub fn go_read(&self) -> Policy {
+        self.go.read.unwrap_or(self.auth.read)
+    }
+
+    pub fn registry_read(&self) -> Policy {
+        self.registry.read.unwrap_or(self.auth.read)
+    }
+
+    pub fn registry_write(&self) -> Policy {
+        self.registry.write.unwrap_or(self.auth.write)
+    }
+}
+
+fn check_url(key: &str, url: &str) -> Result<(), String> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        _ => Err(format!("{key}: {url:?} is not an http(s) URL")),
+    }
+}
+
+/// toml points at the offending span; turn that into the dotted key an
+/// operator searches for (`tls.client_auth`) plus the line number.
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim().to_owned();
+    let Some(span) = error.span() else {
+        return message;
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_no = before.matches('\n').count() + 1;
+    let mut table = String::new();
+    for line in before.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            table = line.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+        }
+    }
+    let line_text = text.lines().nth(line_no - 1).unwrap_or("");
+    let key = line_text
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_owned())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    let dotted = match (table.is_empty(), key) {
+        (_, None) if !table.is_empty() => table,
+        (true, Some(key)) => key,
+        (false, Some(key)) => format!("{table}.{key}"),
+        _ => return format!("line {line_no}: {message}"),
+    };
+    format!("line {line_no}: {dotted}: {message}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("/etc/mirror"), "mirror.toml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_config_takes_the_documented_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:5000");
+        assert_eq!(config.data_dir, Path::new("/etc/mirror/mirror-data"));
+        assert_eq!(config.tls.client_auth, ClientAuth::Optional);
+        assert_eq!(config.auth.read, Policy::Authenticated);
+        assert_eq!(config.go.upstream, "https://proxy.golang.org");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let err = parse("[tls]\nclient_auht = \"optional\"\n").unwrap_err();
+        assert!(err.contains("tls.client_auht"), "{err}");
+        assert!(err.contains("mirror.toml"), "{err}");
+        let err = parse("lisen = \"0.0.0.0:1\"\n").unwrap_err();
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_errors_that_name_the_key() {
+        let err = parse("[tls]\nclient_auth = \"sometimes\"\n").unwrap_err();
+        assert!(err.contains("tls.client_auth") && err.contains("sometimes"), "{err}");
+        let err = parse("listen = \"nowhere\"\n").unwrap_err();
+        assert!(err.contains("listen"), "{err}");
+        let err = parse("[limits]\nheader_timeout = \"soon\"\n").unwrap_err();
+        assert!(err.contains("limits.header_timeout"), "{err}");
+        let err = parse("[auth]\nread = \"everyone\"\n").unwrap_err();
+        assert!(err.contains("auth.read"), "{err}");
+    }
+
+    #[test]
+    fn missing_files_name_the_key_and_the_path() {
+        let err = parse("[tls]\ncert = \"pki/server.crt\"\nkey = \"pki/server.key\"\nclient_auth = \"off\"\n")
+            .unwrap_err();
+        assert!(err.contains("tls.cert") && err.contains("/etc/mirror/pki/server.crt"), "{err}");
+    }
+
+    #[test]
+    fn inconsistent_settings_are_rejected() {
+        let err = parse("[tls]\ncert = \"/x\"\n").unwrap_err();
+        assert!(err.contains("tls.cert and tls.key"), "{err}");
+        let err = parse("[tls]\nclient_auth = \"off\"\n[auth]\nread = \"cert\"\n").unwrap_err();
+        assert!(err.contains("auth.read"), "{err}");
+        let err = parse("[[registry.upstream]]\nname = \"a\"\nurl = \"ftp://x\"\n").unwrap_err();
+        assert!(err.contains("registry.upstream[0].url"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let config = parse(
+            "[[registry.upstream]]\nname = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\n\
+             username = \"u\"\npassword = \"hunter2\"\n",
+        )
+        .unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

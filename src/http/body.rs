@@ -1,0 +1,39 @@
+//! Response bodies: small ones from memory, large ones streamed from files or
+//! fills, never buffered whole.
+
+use std::io::SeekFrom;
+
+use bytes::Bytes;
+use futures_util::{Stream, TryStreamExt};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::Frame;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// Read size when streaming a file: large enough that the per-read cost of a
+/// blocking-pool hop vanishes next to TLS, small enough to keep memory flat.
+const FILE_CHUNK: usize = 256 * 1024;
+
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+pub fn stream(stream: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static) -> Body {
+    StreamBody::new(stream.map_ok(Frame::data)).boxed_unsync()
+}
+
+/// `len` bytes of `file` from `start`, streamed.
+pub async fn file(file: std::fs::File, start: u64, len: u64) -> std::io::Result<Body> {
+    let mut file = tokio::fs::File::from_std(file);
+    if start > 0 {
+        file.seek(SeekFrom::Start(start)).await?;
+    }
+    let reader = file.take(len);
+    Ok(stream(tokio_util::io::ReaderStream::with_capacity(reader, FILE_CHUNK)))
+}

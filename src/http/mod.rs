@@ -1,0 +1,244 @@
+//! Request dispatch, one linear pipeline for every request:
+//! route → identify (certificate, Basic, anonymous) → authorize by policy →
+//! protocol handler → access log and metrics.
+//! `/healthz` and `/metrics` are answered here; `/v2/…` goes to `oci`, and
+//! everything else (module paths, `/sumdb/…`) to `goproxy`. A module path's
+//! first element always contains a dot, so it never collides with these.
+
+pub mod body;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{AUTHORIZATION, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+pub use body::Body;
+
+use crate::auth::{Authenticator, Denial, Identity, Policy};
+use crate::metrics::Metrics;
+use crate::server::tls::PeerCert;
+use crate::{goproxy, oci};
+
+/// What the listener learned about a connection.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub cert: Option<PeerCert>,
+    pub h2: bool,
+}
+
+/// Who is asking, for handlers that audit.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub identity: Identity,
+    pub peer: SocketAddr,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Go,
+    Oci,
+    Internal,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Go => "go",
+            Protocol::Oci => "oci",
+            Protocol::Internal => "internal",
+        }
+    }
+}
+
+enum Route {
+    Healthz,
+    Metrics,
+    Oci,
+    Go,
+}
+
+impl Route {
+    fn of(path: &str) -> Route {
+        match path {
+            "/healthz" => Route::Healthz,
+            "/metrics" => Route::Metrics,
+            "/v2" => Route::Oci,
+            p if p.starts_with("/v2/") => Route::Oci,
+            _ => Route::Go,
+        }
+    }
+}
+
+/// The policies in force, resolved from the config once.
+#[derive(Clone, Copy, Debug)]
+pub struct Policies {
+    pub go_read: Policy,
+    pub registry_read: Policy,
+    pub registry_write: Policy,
+    pub metrics: Policy,
+}
+
+pub struct App {
+    auth: Arc<Authenticator>,
+    policies: Policies,
+    metrics: Arc<Metrics>,
+    go: goproxy::GoProxy,
+    oci: oci::Registry,
+}
+
+fn is_write(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+impl App {
+    pub fn new(
+        auth: Arc<Authenticator>,
+        policies: Policies,
+        metrics: Arc<Metrics>,
+        go: goproxy::GoProxy,
+        oci: oci::Registry,
+    ) -> App {
+        App {
+            auth,
+            policies,
+            metrics,
+            go,
+            oci,
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub async fn handle(&self, request: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Body> {
+        let started = Instant::now();
+        let route = Route::of(request.uri().path());
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let (protocol, identity, response) = match route {
+            Route::Healthz => (Protocol::Internal, Identity::Anonymous, healthz()),
+            Route::Metrics => {
+                let (identity, response) = match self.authorize(&request, &conn, self.policies.metrics).await {
+                    Ok(identity) => (identity, self.metrics.render()),
+                    Err((identity, denial)) => (identity, plain_denial(denial)),
+                };
+                (Protocol::Internal, identity, response)
+            }
+            Route::Oci => {
+                let policy = if is_write(&method) {
+                    self.policies.registry_write
+                } else {
+                    self.policies.registry_read
+                };
+                match self.authorize(&request, &conn, policy).await {
+                    Ok(identity) => {
+                        let caller = Caller {
+                            identity: identity.clone(),
+                            peer: conn.peer,
+                        };
+                        (Protocol::Oci, identity, self.oci.handle(request, &caller).await)
+                    }
+                    Err((identity, denial)) => (Protocol::Oci, identity, oci::denied(denial)),
+                }
+            }
+            Route::Go => match self.authorize(&request, &conn, self.policies.go_read).await {
+                Ok(identity) => {
+                    let caller = Caller {
+                        identity: identity.clone(),
+                        peer: conn.peer,
+                    };
+                    (Protocol::Go, identity, self.go.handle(request, &caller).await)
+                }
+                Err((identity, denial)) => (Protocol::Go, identity, plain_denial(denial)),
+            },
+        };
+        let status = response.status();
+        self.metrics.request(protocol, status);
+        tracing::info!(
+            target: "mirror::access",
+            peer = %conn.peer,
+            identity = %identity,
+            method = %method,
+            path = %path,
+            status = status.as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "request"
+        );
+        response
+    }
+
+    /// Decides who is asking (certificate first, then Basic, else anonymous)
+    /// and whether the policy admits them. Wrong credentials are refused
+    /// whatever the policy: a `docker login` with a bad password must fail even
+    /// where anonymous reads are allowed.
+    async fn authorize(
+        &self,
+        request: &Request<Incoming>,
+        conn: &ConnInfo,
+        policy: Policy,
+    ) -> Result<Identity, (Identity, Denial)> {
+        // Credentials that were sent must be right, even beside a certificate:
+        // a wrong password is a mistake the user should hear about.
+        let user = match request.headers().get(AUTHORIZATION) {
+            Some(header) => match self.auth.verify_basic(header.to_str().unwrap_or("")).await {
+                Some(user) => Some(user),
+                None => return Err((Identity::Anonymous, Denial::Unauthenticated)),
+            },
+            None => None,
+        };
+        let identity = match (&conn.cert, user) {
+            (Some(cert), _) => Identity::Cert {
+                cn: cert.cn.clone(),
+                serial: cert.serial.clone(),
+            },
+            (None, Some(user)) => Identity::User(user),
+            (None, None) => Identity::Anonymous,
+        };
+        match policy.check(&identity) {
+            Ok(()) => Ok(identity),
+            Err(denial) => Err((identity, denial)),
+        }
+    }
+}
+
+fn healthz() -> Response<Body> {
+    let mut response = Response::new(body::full("ok\n"));
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+pub const BASIC_CHALLENGE: &str = "Basic realm=\"mirror\", charset=\"UTF-8\"";
+
+/// A plain-text refusal, the form the `go` command prints.
+pub fn plain_denial(denial: Denial) -> Response<Body> {
+    let (status, text) = match denial {
+        Denial::Unauthenticated => (
+            StatusCode::UNAUTHORIZED,
+            "authentication required: a client certificate, or a user and password from the mirror's htpasswd\n",
+        ),
+        Denial::CertificateRequired => (StatusCode::FORBIDDEN, "a client certificate is required\n"),
+    };
+    let mut response = plain(status, text);
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static(BASIC_CHALLENGE));
+    }
+    response
+}
+
+pub fn plain(status: StatusCode, text: impl Into<bytes::Bytes>) -> Response<Body> {
+    let mut response = Response::new(body::full(text));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}

@@ -1,0 +1,128 @@
+//! Assembles a running mirror from a config: TLS files (or a generated PKI),
+//! the store, authentication, the protocols, and the listener. Tests start one
+//! on a pre-bound `127.0.0.1:0` listener; `mirror serve` starts one on `listen`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::{App, Policies};
+use crate::metrics::Metrics;
+use crate::server::reload::{ReloadError, Reloader};
+use crate::server::{Server, bootstrap};
+use crate::store::Store;
+use crate::{goproxy, oci};
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StartOptions {
+    /// Reload on SIGHUP. Only the real binary wants this: a test process runs
+    /// many servers and must not have them all react to one signal.
+    pub sighup: bool,
+}
+
+/// A running server.
+pub struct Mirror {
+    addr: SocketAddr,
+    reloader: Arc<Reloader>,
+    store: Store,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    /// Printed by `mirror serve` when it created a PKI.
+    pub first_run_message: Option<String>,
+    _lock: std::fs::File,
+}
+
+impl Mirror {
+    pub async fn start(
+        config: Config,
+        listener: Option<std::net::TcpListener>,
+        options: StartOptions,
+    ) -> anyhow::Result<Mirror> {
+        let (tls_files, first_run_message) = bootstrap::tls_files(&config)?;
+        let reloader = Arc::new(
+            Reloader::new(tls_files, config.auth.htpasswd.clone(), config.auth.credential_cache_ttl)
+                .context("loading TLS and auth files")?,
+        );
+        let store = Store::open(&config.data_dir)
+            .await
+            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+        let lock = store.lock_exclusive()?;
+        let abandoned = store.clear_abandoned_temp_files()?;
+        if abandoned > 0 {
+            tracing::info!(count = abandoned, "removed temp files of interrupted fills");
+        }
+
+        let listener = match listener {
+            Some(listener) => {
+                listener.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(listener)?
+            }
+            None => tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("listen: cannot bind {}", config.listen))?,
+        };
+        let addr = listener.local_addr()?;
+
+        let policies = Policies {
+            go_read: config.go_read(),
+            registry_read: config.registry_read(),
+            registry_write: config.registry_write(),
+            metrics: config.auth.metrics,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let app = Arc::new(App::new(
+            reloader.authenticator(),
+            policies,
+            metrics,
+            goproxy::GoProxy::new(),
+            oci::Registry::new(),
+        ));
+
+        let stop = CancellationToken::new();
+        reloader.clone().watch(config.limits.reload_poll, options.sighup, stop.clone());
+        store.spawn_upkeep(stop.clone());
+        let server = Server::new(listener, reloader.clone(), app, config.limits.clone());
+        let shutdown = stop.clone();
+        let task = tokio::spawn(async move { server.run(shutdown.cancelled_owned()).await });
+        tracing::info!(%addr, data_dir = %config.data_dir.display(), "mirror is serving");
+        Ok(Mirror {
+            addr,
+            reloader,
+            store,
+            stop,
+            task,
+            first_run_message,
+            _lock: lock,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Re-reads certificates, CA, CRL and htpasswd now (what SIGHUP does).
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        self.reloader.reload()
+    }
+
+    /// Stops accepting, lets open requests finish (within the grace period).
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+        self.store.close().await;
+    }
+
+    /// Runs until `signal` resolves, then shuts down.
+    pub async fn serve_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
+        self.shutdown().await;
+    }
+}

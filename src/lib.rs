@@ -1,0 +1,23 @@
+//! `mirror`: a TLS-terminating, mutually authenticated caching mirror for Go
+//! modules (GOPROXY) and container images (OCI distribution), with a bundled PKI.
+//!
+//! Layering: `server` accepts connections and hands requests to `http`, which
+//! identifies and authorizes the caller and dispatches to `goproxy` or `oci`;
+//! those call `store` (the only code that touches `data_dir`) and `upstream`.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod goproxy;
+pub mod http;
+pub mod instance;
+pub mod metrics;
+pub mod oci;
+pub mod server;
+pub mod store;
+pub mod upstream;
+
+pub use config::Config;
+pub use instance::Mirror;

@@ -1,0 +1,87 @@
+//! The SQLite index: one writer connection (SQLite serializes writers anyway, and
+//! one connection makes that explicit instead of a busy-wait) and a pool of
+//! readers on the same WAL database. All SQL shared across protocols lives here;
+//! each protocol's tables have their own file beside it.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use super::{Digest, StoreError};
+
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Clone)]
+pub struct Db {
+    pub(crate) write: SqlitePool,
+    pub(crate) read: SqlitePool,
+}
+
+pub(crate) fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Db {
+    pub async fn open(path: &Path) -> Result<Db, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL: a power cut may lose the last transactions but never
+            // corrupts; every file is fsynced before its row is written, so a lost
+            // row only means a blob is fetched again.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .pragma("temp_store", "memory");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&write).await?;
+        let readers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2) as u32 * 2;
+        let read = SqlitePoolOptions::new()
+            .max_connections(readers)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Db { write, read })
+    }
+
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+
+    /// Records a complete, verified blob file. Idempotent.
+    pub async fn insert_blob(&self, digest: &Digest, size: u64, hosted: bool) -> Result<(), StoreError> {
+        let now = now_secs();
+        sqlx::query(
+            "INSERT INTO blobs (digest, size, created_at, accessed_at, hosted) VALUES (?1, ?2, ?3, ?3, ?4)
+             ON CONFLICT (digest) DO UPDATE SET accessed_at = ?3, hosted = MAX(hosted, ?4)",
+        )
+        .bind(digest.to_string())
+        .bind(size as i64)
+        .bind(now)
+        .bind(i64::from(hosted))
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = ?1")
+            .bind(digest.to_string())
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(size.map(|s| s as u64))
+    }
+}

@@ -1,0 +1,580 @@
+//! Shared fills: one download from upstream into a temp file, read by any number
+//! of clients while it is still being written.
+//!
+//! The first request for a missing object becomes the producer; later requests
+//! for the same key join as readers. Readers read the temp file by position up
+//! to what has been written (so a `Range` request or a late joiner never causes
+//! a second download) and wait for more. The last byte is held back until the
+//! producer has verified the whole file, so a digest mismatch or an invalid zip
+//! ends every reader's body early: no client ever receives a complete body of
+//! bad bytes. The producer runs detached from any client, so a client that
+//! hangs up does not waste the download.
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use tokio::sync::watch;
+
+use super::{Digest, Hasher, Store};
+use crate::store::digest::Algorithm;
+
+/// Read size for readers, and the write buffer of the producer.
+const CHUNK: usize = 256 * 1024;
+
+/// Why a fill failed, shared by every reader of it.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FillError {
+    /// The upstream does not have it (404/410); the string says what it said.
+    #[error("not found upstream: {0}")]
+    NotFound(String),
+    /// Upstream failed in another way (status, connection, timeout).
+    #[error("upstream error: {0}")]
+    Upstream(String),
+    #[error("upstream sent content with digest {actual}, expected {expected}")]
+    DigestMismatch { expected: String, actual: String },
+    /// The content failed a protocol check (e.g. an invalid module zip).
+    #[error("invalid content from upstream: {0}")]
+    Invalid(String),
+    #[error("content larger than the {0}-byte limit")]
+    TooLarge(u64),
+    #[error("upstream sent {actual} bytes, announced {announced}")]
+    LengthMismatch { announced: u64, actual: u64 },
+    #[error("storage error: {0}")]
+    Io(String),
+    #[error("the fill was abandoned")]
+    Abandoned,
+}
+
+impl From<std::io::Error> for FillError {
+    fn from(error: std::io::Error) -> Self {
+        FillError::Io(error.to_string())
+    }
+}
+
+/// What is known about the object once upstream has answered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FillHead {
+    /// Total length, when upstream announced one.
+    pub total: Option<u64>,
+    /// The upstream's Content-Type, for protocols that must pass it through.
+    pub media_type: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+enum Progress {
+    /// Waiting for upstream's answer.
+    Waiting,
+    Streaming { head: Arc<FillHead>, written: u64 },
+    Done { head: Arc<FillHead>, digest: Digest, size: u64 },
+    Failed(FillError),
+}
+
+struct Shared {
+    /// Open read+write on the temp file for the whole fill; readers use
+    /// positional reads on it, so the rename at the end does not disturb them.
+    file: Arc<std::fs::File>,
+    progress: watch::Sender<Progress>,
+}
+
+/// Fills in progress, by key (`"oci:sha256:…"`, `"go:mod@v/zip"`, …).
+#[derive(Default)]
+pub struct Fills {
+    active: Mutex<HashMap<String, Weak<Shared>>>,
+}
+
+impl Fills {
+    fn remove(&self, key: &str, shared: &Arc<Shared>) {
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        if active.get(key).is_some_and(|w| w.as_ptr() == Arc::as_ptr(shared)) {
+            active.remove(key);
+        }
+    }
+
+    pub fn in_progress(&self) -> usize {
+        let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        active.values().filter(|w| w.strong_count() > 0).count()
+    }
+}
+
+/// The outcome of asking for a fill slot.
+pub enum Slot {
+    /// Nobody is fetching this yet: the caller must fetch it, through this.
+    Producer(Box<FillProducer>),
+    /// Somebody is: read along.
+    Joined(FillReader),
+}
+
+impl Store {
+    /// Joins the fill in progress for `key`, or makes the caller its producer.
+    pub fn fill(&self, key: &str) -> Result<Slot, FillError> {
+        let fills = &self.inner.fills;
+        let mut active = fills.active.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = active.get(key).and_then(Weak::upgrade) {
+            return Ok(Slot::Joined(FillReader::new(shared)));
+        }
+        let tmp_path = self.new_temp_path("fill");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp_path)?;
+        let (progress, _) = watch::channel(Progress::Waiting);
+        let shared = Arc::new(Shared {
+            file: Arc::new(file),
+            progress,
+        });
+        active.insert(key.to_owned(), Arc::downgrade(&shared));
+        Ok(Slot::Producer(Box::new(FillProducer {
+            key: key.to_owned(),
+            shared,
+            store: self.clone(),
+            tmp_path: Some(tmp_path),
+            hasher: Some(Algorithm::Sha256.hasher()),
+            buffer: BytesMut::new(),
+            written: 0,
+            limit: None,
+            head: None,
+        })))
+    }
+}
+
+/// The one writer of a fill.
+pub struct FillProducer {
+    key: String,
+    shared: Arc<Shared>,
+    store: Store,
+    /// `None` once renamed into the store or removed.
+    tmp_path: Option<PathBuf>,
+    hasher: Option<Hasher>,
+    buffer: BytesMut,
+    /// Bytes handed to the file (readers may read this far).
+    written: u64,
+    limit: Option<u64>,
+    head: Option<Arc<FillHead>>,
+}
+
+impl FillProducer {
+    /// A reader of this fill, for the client whose request started it.
+    pub fn reader(&self) -> FillReader {
+        FillReader::new(self.shared.clone())
+    }
+
+    /// Hash with this algorithm instead of sha256 (a sha512-addressed blob).
+    pub fn use_algorithm(&mut self, algorithm: Algorithm) {
+        self.hasher = Some(algorithm.hasher());
+    }
+
+    /// Refuse content beyond `limit` bytes.
+    pub fn limit(&mut self, limit: u64) {
+        self.limit = Some(limit);
+    }
+
+    /// Upstream has answered: readers may start their responses.
+    pub fn start(&mut self, head: FillHead) -> Result<(), FillError> {
+        if let (Some(total), Some(limit)) = (head.total, self.limit)
+            && total > limit
+        {
+            return Err(FillError::TooLarge(limit));
+        }
+        let head = Arc::new(head);
+        self.head = Some(head.clone());
+        self.shared.progress.send_replace(Progress::Streaming { head, written: 0 });
+        Ok(())
+    }
+
+    /// Appends bytes from upstream.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), FillError> {
+        let received = self.written + self.buffer.len() as u64 + chunk.len() as u64;
+        if let Some(limit) = self.limit
+            && received > limit
+        {
+            return Err(FillError::TooLarge(limit));
+        }
+        if let Some(total) = self.head.as_ref().and_then(|h| h.total)
+            && received > total
+        {
+            return Err(FillError::LengthMismatch {
+                announced: total,
+                actual: received,
+            });
+        }
+        self.buffer.extend_from_slice(chunk);
+        if self.buffer.len() >= CHUNK {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), FillError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let bytes = self.buffer.split().freeze();
+        let len = bytes.len() as u64;
+        let file = self.shared.file.clone();
+        let offset = self.written;
+        let mut hasher = self.hasher.take().ok_or(FillError::Abandoned)?;
+        let (hasher, result) = tokio::task::spawn_blocking(move || {
+            hasher.update(&bytes);
+            let result = file.write_all_at(&bytes, offset);
+            (hasher, result)
+        })
+        .await
+        .map_err(|e| FillError::Io(e.to_string()))?;
+        self.hasher = Some(hasher);
+        result?;
+        self.written = offset + len;
+        let head = match &self.head {
+            Some(head) => head.clone(),
+            None => {
+                let head = Arc::new(FillHead::default());
+                self.head = Some(head.clone());
+                head
+            }
+        };
+        self.shared.progress.send_replace(Progress::Streaming {
+            head,
+            written: self.written,
+        });
+        Ok(())
+    }
+
+    /// Verifies what was written (`expected` digest, then `validate` on the
+    /// file), makes it durable, moves it into the store and indexes it.
+    /// Readers are released by `Committed::publish` (or its drop), after the
+    /// caller has indexed whatever else refers to the blob.
+    pub async fn commit(
+        mut self,
+        expected: Option<&Digest>,
+        validate: Option<Validator>,
+    ) -> Result<Committed, FillError> {
+        let result = self.commit_inner(expected, validate).await;
+        if let Err(error) = &result {
+            self.fail(error.clone());
+        }
+        result
+    }
+
+    async fn commit_inner(
+        &mut self,
+        expected: Option<&Digest>,
+        validate: Option<Validator>,
+    ) -> Result<Committed, FillError> {
+        self.flush().await?;
+        let size = self.written;
+        if let Some(total) = self.head.as_ref().and_then(|h| h.total)
+            && total != size
+        {
+            return Err(FillError::LengthMismatch {
+                announced: total,
+                actual: size,
+            });
+        }
+        let digest = self.hasher.take().ok_or(FillError::Abandoned)?.finish();
+        if let Some(expected) = expected
+            && *expected != digest
+        {
+            return Err(FillError::DigestMismatch {
+                expected: expected.to_string(),
+                actual: digest.to_string(),
+            });
+        }
+        let tmp_path = self.tmp_path.clone().ok_or(FillError::Abandoned)?;
+        let file = self.shared.file.clone();
+        let check_path = tmp_path.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), FillError> {
+            if let Some(validate) = validate {
+                validate(&check_path).map_err(FillError::Invalid)?;
+            }
+            file.sync_all()?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| FillError::Io(e.to_string()))??;
+        self.store
+            .adopt_file(&tmp_path, &digest, size, false)
+            .await
+            .map_err(|e| FillError::Io(e.to_string()))?;
+        self.tmp_path = None;
+        let head = self.head.clone().unwrap_or_default();
+        Ok(Committed {
+            digest,
+            size,
+            head,
+            shared: self.shared.clone(),
+            store: self.store.clone(),
+            key: std::mem::take(&mut self.key),
+            published: false,
+        })
+    }
+
+    /// Ends the fill with an error every reader sees; removes the temp file.
+    pub fn fail(&mut self, error: FillError) {
+        self.shared.progress.send_replace(Progress::Failed(error));
+        if let Some(path) = self.tmp_path.take() {
+            let _ = std::fs::remove_file(path);
+        }
+        self.store.inner.fills.remove(&self.key, &self.shared);
+    }
+}
+
+/// Checks a complete temp file before it enters the store (runs on a blocking thread).
+pub type Validator = Box<dyn FnOnce(&std::path::Path) -> Result<(), String> + Send>;
+
+impl Drop for FillProducer {
+    fn drop(&mut self) {
+        if self.tmp_path.is_some() {
+            self.fail(FillError::Abandoned);
+        }
+    }
+}
+
+/// A fill that is stored and indexed; readers are released when this is
+/// published or dropped.
+pub struct Committed {
+    pub digest: Digest,
+    pub size: u64,
+    pub head: Arc<FillHead>,
+    shared: Arc<Shared>,
+    store: Store,
+    key: String,
+    published: bool,
+}
+
+impl Committed {
+    pub fn publish(mut self) {
+        self.release();
+    }
+
+    fn release(&mut self) {
+        if self.published {
+            return;
+        }
+        self.published = true;
+        self.shared.progress.send_replace(Progress::Done {
+            head: self.head.clone(),
+            digest: self.digest.clone(),
+            size: self.size,
+        });
+        self.store.inner.fills.remove(&self.key, &self.shared);
+    }
+}
+
+impl Drop for Committed {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// One client's view of a fill.
+pub struct FillReader {
+    shared: Arc<Shared>,
+    progress: watch::Receiver<Progress>,
+}
+
+impl FillReader {
+    fn new(shared: Arc<Shared>) -> FillReader {
+        let progress = shared.progress.subscribe();
+        FillReader { shared, progress }
+    }
+
+    /// Waits until upstream has answered (or the fill failed).
+    pub async fn head(&mut self) -> Result<Arc<FillHead>, FillError> {
+        loop {
+            match &*self.progress.borrow_and_update() {
+                Progress::Waiting => {}
+                Progress::Streaming { head, .. } | Progress::Done { head, .. } => return Ok(head.clone()),
+                Progress::Failed(error) => return Err(error.clone()),
+            }
+            if self.progress.changed().await.is_err() {
+                return Err(FillError::Abandoned);
+            }
+        }
+    }
+
+    /// Waits for the fill to finish; the digest and size of what was stored.
+    pub async fn finished(&mut self) -> Result<(Digest, u64), FillError> {
+        loop {
+            match &*self.progress.borrow_and_update() {
+                Progress::Done { digest, size, .. } => return Ok((digest.clone(), *size)),
+                Progress::Failed(error) => return Err(error.clone()),
+                _ => {}
+            }
+            if self.progress.changed().await.is_err() {
+                return Err(FillError::Abandoned);
+            }
+        }
+    }
+
+    /// Bytes `start..end` (end exclusive, `None` = to the end) as they arrive.
+    /// Ends with an error if the fill fails, before the body is complete.
+    pub fn stream(self, start: u64, end: Option<u64>) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+        futures_util::stream::unfold((self, start), move |(mut reader, position)| async move {
+            match reader.next_chunk(position, end).await {
+                Ok(Some(bytes)) => {
+                    let next = position + bytes.len() as u64;
+                    Some((Ok(bytes), (reader, next)))
+                }
+                Ok(None) => None,
+                Err(error) => {
+                    // Poison the position so the stream ends after the error.
+                    Some((Err(std::io::Error::other(error)), (reader, u64::MAX)))
+                }
+            }
+        })
+    }
+
+    async fn next_chunk(&mut self, position: u64, end: Option<u64>) -> Result<Option<Bytes>, FillError> {
+        if position == u64::MAX {
+            return Ok(None);
+        }
+        loop {
+            let (readable, complete) = match &*self.progress.borrow_and_update() {
+                Progress::Waiting => (0, false),
+                // Hold back the last byte written until the whole file verifies.
+                Progress::Streaming { written, .. } => (written.saturating_sub(1), false),
+                Progress::Done { size, .. } => (*size, true),
+                Progress::Failed(error) => return Err(error.clone()),
+            };
+            let stop = end.map_or(readable, |end| end.min(readable));
+            if position < stop {
+                let len = (stop - position).min(CHUNK as u64) as usize;
+                let file = self.shared.file.clone();
+                let bytes = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; len];
+                    file.read_exact_at(&mut buf, position).map(|()| Bytes::from(buf))
+                })
+                .await
+                .map_err(|e| FillError::Io(e.to_string()))??;
+                return Ok(Some(bytes));
+            }
+            if complete || end.is_some_and(|end| position >= end) {
+                return Ok(None);
+            }
+            if self.progress.changed().await.is_err() {
+                return Err(FillError::Abandoned);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    async fn collect(reader: FillReader, start: u64, end: Option<u64>) -> (Vec<u8>, Option<String>) {
+        let mut stream = Box::pin(reader.stream(start, end));
+        let mut bytes = Vec::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => bytes.extend_from_slice(&chunk),
+                Err(error) => return (bytes, Some(error.to_string())),
+            }
+        }
+        (bytes, None)
+    }
+
+    fn content(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn readers_that_join_at_any_time_get_every_byte_and_one_fill_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let data = content(3 * CHUNK + 123);
+        let digest = Digest::sha256_of(&data);
+        let Slot::Producer(mut producer) = store.fill("k").unwrap() else { panic!("first caller produces") };
+        let early = producer.reader();
+        let Slot::Joined(joined) = store.fill("k").unwrap() else { panic!("second caller joins") };
+        let readers = vec![
+            tokio::spawn(collect(early, 0, None)),
+            tokio::spawn(collect(joined, 0, None)),
+        ];
+        producer
+            .start(FillHead {
+                total: Some(data.len() as u64),
+                media_type: None,
+            })
+            .unwrap();
+        let mut ranged = None;
+        for (i, piece) in data.chunks(10_000).enumerate() {
+            producer.write(piece).await.unwrap();
+            if i == 40 {
+                let Slot::Joined(late) = store.fill("k").unwrap() else { panic!("late caller joins") };
+                ranged = Some(tokio::spawn(collect(late, 5000, Some(700_000))));
+            }
+        }
+        let committed = producer.commit(Some(&digest), None).await.unwrap();
+        committed.publish();
+        for reader in readers {
+            let (bytes, error) = reader.await.unwrap();
+            assert_eq!(error, None);
+            assert!(bytes == data, "a reader got different bytes");
+        }
+        let (bytes, error) = ranged.unwrap().await.unwrap();
+        assert_eq!(error, None);
+        assert!(bytes == data[5000..700_000]);
+        assert!(matches!(store.fill("k").unwrap(), Slot::Producer(_)), "finished fills leave the table");
+        assert_eq!(store.has_blob(&digest).await.unwrap(), Some(data.len() as u64));
+    }
+
+    #[tokio::test]
+    async fn a_digest_mismatch_never_completes_a_body_and_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let data = content(100_000);
+        let wrong = Digest::sha256_of(b"something else");
+        let Slot::Producer(mut producer) = store.fill("bad").unwrap() else { panic!() };
+        let reader = tokio::spawn(collect(producer.reader(), 0, None));
+        producer
+            .start(FillHead {
+                total: Some(data.len() as u64),
+                media_type: None,
+            })
+            .unwrap();
+        producer.write(&data).await.unwrap();
+        let error = producer.commit(Some(&wrong), None).await.err().unwrap();
+        assert!(matches!(error, FillError::DigestMismatch { .. }));
+        let (bytes, error) = reader.await.unwrap();
+        assert!(error.is_some(), "the body must end in an error");
+        assert!(bytes.len() < data.len(), "the last byte is held back");
+        assert_eq!(store.has_blob(&Digest::sha256_of(&data)).await.unwrap(), None);
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "temp file removed");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_producer_fails_its_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let Slot::Producer(mut producer) = store.fill("x").unwrap() else { panic!() };
+        let mut reader = producer.reader();
+        producer.start(FillHead::default()).unwrap();
+        producer.write(b"partial").await.unwrap();
+        drop(producer);
+        assert_eq!(reader.finished().await.err(), Some(FillError::Abandoned));
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn content_over_the_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let Slot::Producer(mut producer) = store.fill("big").unwrap() else { panic!() };
+        producer.limit(10);
+        assert_eq!(
+            producer.start(FillHead {
+                total: Some(11),
+                media_type: None
+            }),
+            Err(FillError::TooLarge(10))
+        );
+        producer.start(FillHead::default()).unwrap();
+        assert_eq!(producer.write(&[0; 11]).await, Err(FillError::TooLarge(10)));
+    }
+}

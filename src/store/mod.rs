@@ -1,0 +1,304 @@
+//! The store: the SQLite index plus content-addressed files under `data_dir`.
+//! The one place that does I/O on `data_dir`; protocols call its methods and
+//! never see a pool or a path.
+//!
+//! Layout: `mirror.db` (WAL), `blobs/<alg>/<2 hex>/<hex>` for content, `tmp/`
+//! for writes in progress. A file is written to `tmp/`, verified, fsynced and
+//! renamed into `blobs/`, and only then indexed, so a crash at any instant
+//! leaves no partial file visible under a digest.
+
+mod db;
+pub mod digest;
+pub mod fill;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use db::Db;
+pub use digest::{Algorithm, Digest, Hasher, InvalidDigest};
+pub use fill::{Committed, FillError, FillHead, FillProducer, FillReader, Slot, Validator};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("index: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("index migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("content has digest {actual}, expected {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::Io { context, source }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    root: PathBuf,
+    pub(crate) db: Db,
+    pub(crate) fills: fill::Fills,
+    /// Digests read since the last flush; written to `accessed_at` in one
+    /// transaction now and then instead of one UPDATE per hit.
+    accessed: Mutex<HashSet<Digest>>,
+    temp_counter: AtomicU64,
+}
+
+/// An open, complete blob.
+pub struct BlobFile {
+    pub file: std::fs::File,
+    pub size: u64,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `data_dir`.
+    pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        for dir in [data_dir.to_owned(), data_dir.join("blobs"), data_dir.join("tmp")] {
+            std::fs::create_dir_all(&dir).map_err(io_error(format!("creating {}", dir.display())))?;
+        }
+        let db = Db::open(&data_dir.join("mirror.db")).await?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                root: data_dir.to_owned(),
+                db,
+                fills: fill::Fills::default(),
+                accessed: Mutex::new(HashSet::new()),
+                temp_counter: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// Removes temp files left by a process that died mid-write. Only for the
+    /// process that owns the data dir (see `lock_exclusive`), never for a CLI
+    /// command that may run beside a live server.
+    pub fn clear_abandoned_temp_files(&self) -> Result<usize, StoreError> {
+        let tmp = self.inner.root.join("tmp");
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&tmp).map_err(io_error(format!("listing {}", tmp.display())))? {
+            let entry = entry.map_err(io_error("listing tmp"))?;
+            if std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Holds an exclusive lock on the data dir for as long as the returned file
+    /// lives, so two servers never share (and corrupt) one store.
+    pub fn lock_exclusive(&self) -> Result<std::fs::File, StoreError> {
+        let path = self.inner.root.join("mirror.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error(format!("opening {}", path.display())))?;
+        file.try_lock().map_err(|_| {
+            StoreError::Corrupt(format!(
+                "{} is in use by another mirror process (lock {})",
+                self.inner.root.display(),
+                path.display()
+            ))
+        })?;
+        Ok(file)
+    }
+
+    pub(crate) fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.inner
+            .root
+            .join("blobs")
+            .join(digest.algorithm().as_str())
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    /// A fresh path under `tmp/`; nothing else will ever use the same name.
+    pub fn new_temp_path(&self, purpose: &str) -> PathBuf {
+        let n = self.inner.temp_counter.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        self.inner
+            .root
+            .join("tmp")
+            .join(format!("{purpose}-{}-{nanos}-{n}", std::process::id()))
+    }
+
+    /// Moves a complete, verified, fsynced temp file into the store under
+    /// `digest` and indexes it. The caller vouches for the digest.
+    pub async fn adopt_file(&self, tmp: &Path, digest: &Digest, size: u64, hosted: bool) -> Result<(), StoreError> {
+        let target = self.blob_path(digest);
+        let tmp = tmp.to_owned();
+        let moved_to = target.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            let parent = moved_to.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(parent).map_err(io_error(format!("creating {}", parent.display())))?;
+            if moved_to.exists() {
+                // Same digest, same bytes: keep the copy readers may already hold.
+                let _ = std::fs::remove_file(&tmp);
+                return Ok(());
+            }
+            std::fs::rename(&tmp, &moved_to).map_err(io_error(format!("renaming into {}", moved_to.display())))?;
+            // The rename itself must survive a power cut before the index says so.
+            std::fs::File::open(parent)
+                .and_then(|dir| dir.sync_all())
+                .map_err(io_error(format!("syncing {}", parent.display())))
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("blocking task failed: {e}")))??;
+        self.inner.db.insert_blob(digest, size, hosted).await
+    }
+
+    /// Stores a small object held in memory (a manifest, a `.info`) and
+    /// returns its sha256 digest.
+    pub async fn put_bytes(&self, bytes: &[u8], hosted: bool) -> Result<Digest, StoreError> {
+        let digest = Digest::sha256_of(bytes);
+        if self.blob_path(&digest).exists() && self.inner.db.blob_size(&digest).await?.is_some() {
+            if hosted {
+                self.inner.db.insert_blob(&digest, bytes.len() as u64, true).await?;
+            }
+            return Ok(digest);
+        }
+        let tmp = self.new_temp_path("put");
+        let data = bytes.to_vec();
+        let path = tmp.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&path)?;
+            file.write_all(&data)?;
+            file.sync_all()
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("blocking task failed: {e}")))?
+        .map_err(io_error(format!("writing {}", tmp.display())))?;
+        self.adopt_file(&tmp, &digest, bytes.len() as u64, hosted).await?;
+        Ok(digest)
+    }
+
+    /// Opens a stored blob, or `None` if the store does not have it.
+    pub async fn open_blob(&self, digest: &Digest) -> Result<Option<BlobFile>, StoreError> {
+        let path = self.blob_path(digest);
+        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<Option<BlobFile>> {
+            match std::fs::File::open(&path) {
+                Ok(file) => {
+                    let size = file.metadata()?.len();
+                    Ok(Some(BlobFile { file, size }))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("blocking task failed: {e}")))?
+        .map_err(io_error(format!("opening blob {digest}")))?;
+        if opened.is_some() {
+            self.touch(digest);
+        }
+        Ok(opened)
+    }
+
+    /// Reads a small stored blob whole (manifests, `.info`, `.mod`). Callers
+    /// bound the size: this is never used for layers or zips.
+    pub async fn read_small(&self, digest: &Digest, limit: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(blob) = self.open_blob(digest).await? else {
+            return Ok(None);
+        };
+        if blob.size > limit {
+            return Err(StoreError::Corrupt(format!("{digest} is {} bytes, over the {limit}-byte limit", blob.size)));
+        }
+        tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            use std::io::Read;
+            let mut bytes = Vec::with_capacity(blob.size as usize);
+            (&blob.file).take(limit).read_to_end(&mut bytes)?;
+            Ok(bytes)
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("blocking task failed: {e}")))?
+        .map(Some)
+        .map_err(io_error(format!("reading blob {digest}")))
+    }
+
+    pub async fn has_blob(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        if !self.blob_path(digest).exists() {
+            return Ok(None);
+        }
+        self.inner.db.blob_size(digest).await
+    }
+
+    /// Notes a read for LRU eviction; written to the index by `flush_access`.
+    pub fn touch(&self, digest: &Digest) {
+        let mut accessed = self.inner.accessed.lock().unwrap_or_else(|e| e.into_inner());
+        if accessed.len() < 1_000_000 {
+            accessed.insert(digest.clone());
+        }
+    }
+
+    /// Writes the noted reads to the index in one transaction.
+    pub async fn flush_access(&self) -> Result<usize, StoreError> {
+        let digests: Vec<Digest> = {
+            let mut accessed = self.inner.accessed.lock().unwrap_or_else(|e| e.into_inner());
+            accessed.drain().collect()
+        };
+        if digests.is_empty() {
+            return Ok(0);
+        }
+        let now = db::now_secs();
+        let mut tx = self.inner.db.write.begin().await?;
+        for digest in &digests {
+            sqlx::query("UPDATE blobs SET accessed_at = ?1 WHERE digest = ?2")
+                .bind(now)
+                .bind(digest.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(digests.len())
+    }
+
+    /// Background upkeep for a serving process: flushes access times.
+    pub fn spawn_upkeep(&self, stop: tokio_util::sync::CancellationToken) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = ticker.tick() => {}
+                }
+                if let Err(error) = store.flush_access().await {
+                    tracing::warn!(%error, "could not record access times");
+                }
+            }
+            let _ = store.flush_access().await;
+        });
+    }
+
+    pub async fn close(&self) {
+        let _ = self.flush_access().await;
+        self.inner.db.close().await;
+    }
+}

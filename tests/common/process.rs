@@ -1,0 +1,132 @@
+//! Real processes for end-to-end tests: the `mirror` binary itself, and the
+//! external tools (`curl`, `podman`, `skopeo`, `go`, `docker-registry`) that
+//! `scripts/test.sh` installs. A missing tool fails the test, saying so.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The path of an external tool, or a failure that says how to get it.
+pub fn tool(name: &str) -> PathBuf {
+    let candidates: &[&str] = match name {
+        "go" => &["/usr/lib/go-1.19/bin/go"],
+        "docker-registry" => &["/usr/bin/docker-registry"],
+        _ => &[],
+    };
+    for candidate in candidates {
+        if Path::new(candidate).is_file() {
+            return PathBuf::from(candidate);
+        }
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let full = dir.join(name);
+        if full.is_file() {
+            return full;
+        }
+    }
+    panic!("`{name}` is not installed: run scripts/test.sh, which installs every tool the tests use");
+}
+
+/// Runs a command to completion with a time limit; returns its output.
+pub fn run(command: &mut Command, limit: Duration) -> Output {
+    let description = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {description}: {e}"));
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let output = child.wait_with_output().ok();
+                panic!(
+                    "{description} did not finish within {limit:?}; stderr: {}",
+                    output.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default()
+                );
+            }
+        }
+    }
+    child.wait_with_output().expect("collect output")
+}
+
+pub fn text(output: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The `mirror` binary cargo built for this test run.
+pub fn mirror_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mirror"))
+}
+
+/// A child process killed (by its PID, and only it) when dropped.
+pub struct Guard {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Guard {
+    pub fn spawn(name: &str, command: &mut Command) -> Guard {
+        let child = command
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Guard {
+            child,
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal to this process only.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {} failed", self.pid());
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `addr` accepts TCP connections.
+pub fn wait_for_port(addr: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listening on {addr} after {limit:?}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A free loopback port (bound then released; good enough for a child process
+/// that binds it at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
