@@ -22,6 +22,61 @@ use crate::metrics::Metrics;
 use crate::server::tls::PeerCert;
 use crate::{goproxy, oci};
 
+/// How a content request was served, for metrics, the access log and audit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served from the store.
+    Hit,
+    /// Fetched from upstream (and stored).
+    Miss,
+    /// Upstream failed; an expired copy was served.
+    Stale,
+    /// Content of a hosted (pushed) repository.
+    Hosted,
+    NotFound,
+    /// A request that was refused as invalid.
+    Invalid,
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Stale => "stale",
+            Outcome::Hosted => "hosted",
+            Outcome::NotFound => "not_found",
+            Outcome::Invalid => "invalid",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Read,
+    Write,
+    Delete,
+}
+
+/// What a content request touched. Protocol handlers put this in the
+/// response's extensions; the dispatcher logs, counts and audits it.
+#[derive(Clone, Debug)]
+pub struct Touched {
+    pub action: Action,
+    /// `module@version.zip`, `repo:tag`, `repo@sha256:…`, …
+    pub artifact: String,
+    pub digest: Option<String>,
+    pub outcome: Outcome,
+}
+
+/// Attaches what a request touched to its response.
+pub fn touched(mut response: Response<Body>, touched: Touched) -> Response<Body> {
+    response.extensions_mut().insert(touched);
+    response
+}
+
 /// What the listener learned about a connection.
 #[derive(Debug)]
 pub struct ConnInfo {
@@ -159,6 +214,7 @@ impl App {
         };
         let status = response.status();
         self.metrics.request(protocol, status);
+        let touched = response.extensions().get::<Touched>();
         tracing::info!(
             target: "mirror::access",
             peer = %conn.peer,
@@ -166,6 +222,8 @@ impl App {
             method = %method,
             path = %path,
             status = status.as_u16(),
+            outcome = touched.map_or("-", |t| t.outcome.as_str()),
+            artifact = touched.map_or("-", |t| t.artifact.as_str()),
             micros = started.elapsed().as_micros() as u64,
             "request"
         );
