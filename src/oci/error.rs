@@ -1,7 +1,7 @@
 //! `OciError`: the distribution spec's error codes, and their wire format
 //! (`{"errors":[{"code","message","detail"}]}` with the right status).
 
-use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 
 use crate::http::{BASIC_CHALLENGE, Body, body};
@@ -51,9 +51,10 @@ impl Code {
 
     pub fn status(self) -> StatusCode {
         match self {
-            Code::BlobUnknown | Code::BlobUploadUnknown | Code::ManifestUnknown | Code::NameUnknown => {
-                StatusCode::NOT_FOUND
-            }
+            Code::BlobUnknown
+            | Code::BlobUploadUnknown
+            | Code::ManifestUnknown
+            | Code::NameUnknown => StatusCode::NOT_FOUND,
             Code::BlobUploadInvalid
             | Code::DigestInvalid
             | Code::ManifestBlobUnknown
@@ -77,6 +78,9 @@ pub struct OciError {
     pub status: StatusCode,
     pub message: String,
     pub detail: Option<serde_json::Value>,
+    /// Extra headers: `Retry-After` passed through from an upstream's 429,
+    /// `Content-Range` of a 416.
+    pub headers: HeaderMap,
 }
 
 impl OciError {
@@ -86,11 +90,17 @@ impl OciError {
             status: code.status(),
             message: message.into(),
             detail: None,
+            headers: HeaderMap::new(),
         }
     }
 
     pub fn with_status(mut self, status: StatusCode) -> OciError {
         self.status = status;
+        self
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> OciError {
+        self.headers.insert(name, value);
         self
     }
 
@@ -111,7 +121,13 @@ impl OciError {
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(super::API_VERSION_HEADER, HeaderValue::from_static(super::API_VERSION));
+        headers.insert(
+            super::API_VERSION_HEADER,
+            HeaderValue::from_static(super::API_VERSION),
+        );
+        for (name, value) in &self.headers {
+            headers.insert(name, value.clone());
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(BASIC_CHALLENGE));
         }
