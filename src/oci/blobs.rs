@@ -248,7 +248,7 @@ async fn head_upstream(
             Code::BlobUnknown,
         ));
     }
-    let length = response.content_length();
+    let length = super::upstream::announced_length(&response);
     let mut response =
         content_response(StatusCode::OK, body::empty(), OCTET_STREAM, digest, length);
     blob_headers(&mut response);
@@ -351,7 +351,7 @@ async fn start_fill(
     };
     producer.use_algorithm(digest.algorithm());
     let head = FillHead {
-        total: response.content_length(),
+        total: super::upstream::announced_length(&response),
         media_type: None,
     };
     if let Err(error) = producer.start(head) {

@@ -196,10 +196,13 @@ async fn revalidate(
     }
 }
 
+/// The client's `Accept`, or every manifest type when it named none (curl's
+/// `*/*` included: registries answer a bare wildcard with schema 1 or 404).
 fn accept_headers(accept: &[String]) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    if accept.is_empty() {
+    if !accept.iter().any(|a| a.contains("/vnd.")) {
         headers.insert(ACCEPT, HeaderValue::from_static(DEFAULT_ACCEPT));
+        return headers;
     }
     for value in accept {
         if let Ok(value) = HeaderValue::from_str(value) {
@@ -252,7 +255,7 @@ async fn head_upstream(
         .and_then(|v| v.to_str().ok())
         .unwrap_or(manifest_json::OCI_MANIFEST)
         .to_owned();
-    let length = response.content_length().filter(|len| *len > 0);
+    let length = super::upstream::announced_length(&response).filter(|len| *len > 0);
     let response = content_response(StatusCode::OK, body::empty(), &media_type, &digest, length);
     Ok(touched(
         response,

@@ -268,3 +268,12 @@ pub async fn read_limited(
     }
     Ok(body)
 }
+
+/// The Content-Length upstream announced (reqwest's own answer is 0 for a HEAD).
+pub fn announced_length(response: &reqwest::Response) -> Option<u64> {
+    response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
