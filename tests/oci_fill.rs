@@ -33,7 +33,11 @@ async fn fetch(
     if let Some(range) = range {
         request = request.header("range", range);
     }
-    let response = request.send().await.expect("request");
+    // A fill that fails early may reset the stream before the client sees headers.
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(error) => return (0, Err(error.to_string())),
+    };
     let status = response.status().as_u16();
     let mut stream = response.bytes_stream();
     let mut hasher = Sha256::new();

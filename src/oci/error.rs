@@ -80,7 +80,7 @@ pub struct OciError {
     pub detail: Option<serde_json::Value>,
     /// Extra headers: `Retry-After` passed through from an upstream's 429,
     /// `Content-Range` of a 416.
-    pub headers: HeaderMap,
+    pub headers: Option<Box<HeaderMap>>,
 }
 
 impl OciError {
@@ -90,7 +90,7 @@ impl OciError {
             status: code.status(),
             message: message.into(),
             detail: None,
-            headers: HeaderMap::new(),
+            headers: None,
         }
     }
 
@@ -100,7 +100,7 @@ impl OciError {
     }
 
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> OciError {
-        self.headers.insert(name, value);
+        self.headers.get_or_insert_default().insert(name, value);
         self
     }
 
@@ -125,7 +125,7 @@ impl OciError {
             super::API_VERSION_HEADER,
             HeaderValue::from_static(super::API_VERSION),
         );
-        for (name, value) in &self.headers {
+        for (name, value) in self.headers.iter().flat_map(|extra| extra.iter()) {
             headers.insert(name, value.clone());
         }
         if self.status == StatusCode::UNAUTHORIZED {

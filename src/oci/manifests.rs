@@ -12,7 +12,7 @@ use super::cache::{ManifestMeta, TagMeta};
 use super::manifest_json::{self, DEFAULT_ACCEPT, MAX_MANIFEST, ManifestInfo};
 use super::names::Repo;
 use super::route::{Reference, Tag};
-use super::upstream::{Upstream, UpstreamError, read_limited};
+use super::upstream::{UpstreamError, read_limited};
 use super::{
     Code, DIGEST_HEADER, OciError, Registry, content_response, from_upstream, internal, touched,
 };
@@ -54,7 +54,7 @@ pub async fn get(
         .filter_map(|v| v.to_str().ok().map(str::to_owned))
         .collect();
     drop(request);
-    let Some((upstream, remote)) = repo.upstream() else {
+    let Some((upstream, _)) = repo.upstream() else {
         let meta = match reference {
             Reference::Digest(digest) => local_by_digest(registry, repo, digest).await?,
             Reference::Tag(tag) => local_by_tag(registry, repo, tag).await?.map(|t| t.manifest),
@@ -88,11 +88,10 @@ pub async fn get(
             }
         }
     }
-    if head {
-        return head_upstream(registry, repo, upstream, remote, reference, &accept).await;
-    }
+    // Even for a HEAD: clients HEAD a tag and then GET by digest, so fetching
+    // now is what records the tag for later (and offline) pulls.
     let meta = fetch(registry, repo, reference, &accept).await?;
-    serve(registry, repo, reference, meta, false, Outcome::Miss).await
+    serve(registry, repo, reference, meta, head, Outcome::Miss).await
 }
 
 /// A tag older than its TTL: one HEAD upstream. Same digest: refresh the time
@@ -210,60 +209,6 @@ fn accept_headers(accept: &[String]) -> HeaderMap {
         }
     }
     headers
-}
-
-/// HEAD of a manifest we do not have: ask upstream, cache nothing.
-async fn head_upstream(
-    registry: &Registry,
-    repo: &Repo,
-    upstream: &Upstream,
-    remote: &super::route::RepoName,
-    reference: &Reference,
-    accept: &[String],
-) -> Result<Response<Body>, OciError> {
-    let response = upstream
-        .send(
-            Method::HEAD,
-            remote,
-            &format!("manifests/{reference}"),
-            accept_headers(accept),
-        )
-        .await
-        .map_err(|e| from_upstream(e, Code::ManifestUnknown))?;
-    if response.status() != StatusCode::OK {
-        return Err(from_upstream(
-            upstream.error_from(response).await,
-            Code::ManifestUnknown,
-        ));
-    }
-    let headers = response.headers();
-    let digest = headers
-        .get(DIGEST_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<Digest>().ok());
-    let digest = match (digest, reference) {
-        (Some(digest), _) => digest,
-        (None, Reference::Digest(digest)) => digest.clone(),
-        // Without a digest the answer is useless to the client: fetch it whole.
-        (None, Reference::Tag(_)) => {
-            let meta = fetch(registry, repo, reference, accept).await?;
-            return serve(registry, repo, reference, meta, true, Outcome::Miss).await;
-        }
-    };
-    let media_type = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or(manifest_json::OCI_MANIFEST)
-        .to_owned();
-    let length = super::upstream::announced_length(&response).filter(|len| *len > 0);
-    let response = content_response(StatusCode::OK, body::empty(), &media_type, &digest, length);
-    Ok(touched(
-        response,
-        Action::Read,
-        artifact(repo, reference),
-        Some(&digest),
-        Outcome::Miss,
-    ))
 }
 
 /// Fetches a manifest from upstream, verifies it, stores and indexes it (and

@@ -24,8 +24,10 @@ struct State {
     target: String,
     client: reqwest::Client,
     seen: Mutex<Vec<Seen>>,
-    /// Blob digests whose first byte is flipped on the way through.
+    /// Digests whose content's first byte is flipped on the way through.
     corrupt: Mutex<Vec<String>>,
+    /// Answer everything with this status (and `Retry-After: 7`) instead.
+    forced: Mutex<Option<u16>>,
 }
 
 pub struct Proxy {
@@ -54,6 +56,19 @@ async fn forward(
             .get(hyper::header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or("").to_owned()),
     });
+    if let Some(status) = *state.forced.lock().unwrap() {
+        let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#;
+        return Response::builder()
+            .status(status)
+            .header("retry-after", "7")
+            .header("content-type", "application/json")
+            .body(
+                http_body_util::Full::new(Bytes::from(body))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .unwrap();
+    }
     let body = request
         .into_body()
         .collect()
@@ -84,7 +99,7 @@ async fn forward(
         .lock()
         .unwrap()
         .iter()
-        .any(|d| path.contains(&format!("/blobs/{d}")));
+        .any(|d| path.ends_with(d.as_str()));
     let mut response = Response::builder().status(upstream.status());
     for (name, value) in upstream.headers() {
         response = response.header(name, value);
@@ -116,6 +131,7 @@ impl Proxy {
                 .unwrap(),
             seen: Mutex::new(Vec::new()),
             corrupt: Mutex::new(Vec::new()),
+            forced: Mutex::new(None),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -148,6 +164,10 @@ impl Proxy {
 
     pub fn corrupt_blob(&self, digest: &str) {
         self.state.corrupt.lock().unwrap().push(digest.to_owned());
+    }
+
+    pub fn force_status(&self, status: Option<u16>) {
+        *self.state.forced.lock().unwrap() = status;
     }
 
     pub fn stop_corrupting(&self) {
