@@ -347,6 +347,25 @@ async fn curl_sees_registry_headers_head_before_any_get_and_ranges_of_cold_blobs
         "{headers}"
     );
 
+    // A Docker schema2 manifest keeps its own Content-Type.
+    let v2s2 = "application/vnd.docker.distribution.manifest.v2+json";
+    let (headers, body) = curl(
+        &mirror,
+        &[
+            "-H",
+            &format!("Accept: {v2s2}"),
+            &url("docker/manifests/v1"),
+        ],
+    );
+    assert!(
+        headers.contains(&format!("content-type: {v2s2}")),
+        "{headers}"
+    );
+    assert!(
+        body.contains("application/vnd.docker.container.image.v1+json"),
+        "{body}"
+    );
+
     // containerd's hosts.toml mirrors name the upstream with ?ns=.
     let (headers, _) = curl(
         &mirror,

@@ -99,3 +99,85 @@ impl Upstreams {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UpstreamRegistry;
+
+    fn upstreams() -> Upstreams {
+        let upstream = |name: &str, default: bool| {
+            Arc::new(
+                Upstream::new(&UpstreamRegistry {
+                    name: name.to_owned(),
+                    url: format!("https://{name}"),
+                    default,
+                    username: None,
+                    password: None,
+                    ca: None,
+                    tag_ttl: std::time::Duration::from_secs(1),
+                })
+                .unwrap(),
+            )
+        };
+        Upstreams::new(vec![
+            upstream("docker.io", true),
+            upstream("ghcr.io", false),
+        ])
+    }
+
+    fn resolve(all: &Upstreams, name: &str, ns: Option<&str>) -> (Option<String>, String, String) {
+        let repo = all.resolve(&name.parse().unwrap(), ns).unwrap();
+        let upstream = repo
+            .upstream()
+            .map(|(u, r)| (u.name.clone(), r.to_string()));
+        (
+            upstream.as_ref().map(|u| u.0.clone()),
+            upstream.map_or(String::new(), |u| u.1),
+            repo.key,
+        )
+    }
+
+    #[test]
+    fn names_map_by_ns_then_first_component_then_the_default_with_library() {
+        let all = upstreams();
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            resolve(&all, "org/app", Some("ghcr.io")),
+            (some("ghcr.io"), "org/app".into(), "ghcr.io/org/app".into())
+        );
+        assert_eq!(
+            resolve(&all, "ghcr.io/org/app", None),
+            (some("ghcr.io"), "org/app".into(), "ghcr.io/org/app".into())
+        );
+        assert_eq!(
+            resolve(&all, "alpine", None),
+            (
+                some("docker.io"),
+                "library/alpine".into(),
+                "docker.io/library/alpine".into()
+            )
+        );
+        assert_eq!(
+            resolve(&all, "alpine", Some("docker.io")).1,
+            "library/alpine"
+        );
+        assert_eq!(
+            resolve(&all, "library/alpine", None).2,
+            "docker.io/library/alpine"
+        );
+        assert_eq!(
+            resolve(&all, "docker.io/library/alpine", None).2,
+            "docker.io/library/alpine"
+        );
+        assert!(all.resolve(&"x".parse().unwrap(), Some("quay.io")).is_err());
+    }
+
+    #[test]
+    fn names_of_no_upstream_are_hosted() {
+        let all = Upstreams::new(Vec::new());
+        let repo = all.resolve(&"team/app".parse().unwrap(), None).unwrap();
+        assert!(repo.is_hosted());
+        assert_eq!(repo.key, "team/app");
+    }
+}

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use http::header::HeaderValue;
 
-use super::upstream::UpstreamError;
 use crate::config::Secret;
 
 /// A `WWW-Authenticate` challenge.
@@ -67,16 +66,11 @@ pub struct Token {
 }
 
 impl Token {
-    pub fn header(&self) -> Result<HeaderValue, UpstreamError> {
-        let mut value = HeaderValue::from_str(&format!("Bearer {}", self.value)).map_err(|_| {
-            UpstreamError::Token {
-                upstream: String::new(),
-                reason: "the token service returned a token that is not a valid header value"
-                    .into(),
-            }
-        })?;
+    /// The `Authorization` value; `None` if the token is not a valid header value.
+    pub fn header(&self) -> Option<HeaderValue> {
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", self.value)).ok()?;
         value.set_sensitive(true);
-        Ok(value)
+        Some(value)
     }
 }
 

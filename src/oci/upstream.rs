@@ -140,7 +140,7 @@ impl Upstream {
                     let scope = challenge.scope.clone().unwrap_or_else(|| scope.clone());
                     self.set_scheme(Scheme::Bearer(challenge.clone()));
                     self.forget_token(&scope);
-                    Some(self.token(&challenge, &scope).await?.header()?)
+                    Some(self.bearer(&challenge, &scope).await?)
                 }
                 Some(Some(_basic)) if self.credentials.is_some() && authorization.is_none() => {
                     self.set_scheme(Scheme::Basic);
@@ -178,7 +178,7 @@ impl Upstream {
         match scheme {
             Scheme::Unknown => Ok(None),
             Scheme::Basic => Ok(self.basic()),
-            Scheme::Bearer(challenge) => Ok(Some(self.token(&challenge, scope).await?.header()?)),
+            Scheme::Bearer(challenge) => Ok(Some(self.bearer(&challenge, scope).await?)),
         }
     }
 
@@ -187,6 +187,21 @@ impl Upstream {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(scope);
+    }
+
+    async fn bearer(
+        &self,
+        challenge: &Challenge,
+        scope: &str,
+    ) -> Result<HeaderValue, UpstreamError> {
+        self.token(challenge, scope)
+            .await?
+            .header()
+            .ok_or_else(|| UpstreamError::Token {
+                upstream: self.name.clone(),
+                reason: "the token service returned a token that is not a valid header value"
+                    .into(),
+            })
     }
 
     /// A valid token for `scope`: cached, or fetched once however many
