@@ -35,7 +35,12 @@ async fn oci_code(response: reqwest::Response) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_pushes_to_a_hosted_repository_and_pulls_back_the_same_digests() {
-    let mirror = TestMirror::start(MirrorOptions::default()).await;
+    // A default upstream takes every name, except in the hosted namespace.
+    let mirror = TestMirror::start(MirrorOptions {
+        extra_toml: "[registry]\nhosted = [\"team\"]\n\n[[registry.upstream]]\nname = \"hub.test\"\nurl = \"http://127.0.0.1:9\"\ndefault = true\n".into(),
+        ..MirrorOptions::default()
+    })
+    .await;
     let work = tempfile::tempdir().unwrap();
     let mut layout = Layout::new(&work.path().join("layout"));
     let image = layout.image("amd64", &[(61, 3000), (62, 400_000)]);

@@ -213,14 +213,11 @@ async fn skopeo_pulls_every_image_through_the_mirror_online_and_offline() {
         assert_eq!(got, want);
     }
     let certs = mirror.certs_d.display().to_string();
-    let tags: serde_json::Value = serde_json::from_str(&skopeo(&[
-        "list-tags",
-        "--cert-dir",
-        &certs,
-        &format!("docker://{}/plain.test/team/multi", mirror.host_port()),
-    ]))
-    .unwrap();
-    assert_eq!(tags["Tags"], serde_json::json!(["v1"]));
+    let list_tags = || -> serde_json::Value {
+        let image = format!("docker://{}/plain.test/team/multi", mirror.host_port());
+        serde_json::from_str(&skopeo(&["list-tags", "--cert-dir", &certs, &image])).unwrap()
+    };
+    assert_eq!(list_tags()["Tags"], serde_json::json!(["v1"]));
 
     registry.stop();
     for (got, want) in pulls("offline") {
@@ -234,6 +231,11 @@ async fn skopeo_pulls_every_image_through_the_mirror_online_and_offline() {
     assert_eq!(
         arm["Layers"],
         serde_json::json!([seeded.arm64.layers[0].digest])
+    );
+    assert_eq!(
+        list_tags()["Tags"],
+        serde_json::json!(["v1"]),
+        "tags seen before are listed offline"
     );
     mirror.stop().await;
 }

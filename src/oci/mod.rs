@@ -59,7 +59,7 @@ impl Registry {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Registry {
             store,
-            upstreams: Upstreams::new(upstreams),
+            upstreams: Upstreams::new(upstreams, config.hosted.clone()),
             cache: cache::MetaCache::default(),
             uploads: uploads::Uploads::default(),
             manifest_fetches: crate::upstream::Singleflight::default(),

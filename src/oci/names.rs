@@ -1,7 +1,8 @@
 //! Which upstream a repository name belongs to, or whether it is hosted here:
 //! containerd's `?ns=HOST`, else a first path component naming an upstream
 //! (`ghcr.io/org/app`), else the default upstream with Docker Hub's `library/`
-//! for single-component names. Names that map to no upstream are hosted.
+//! for single-component names. Names that map to no upstream, or fall in a
+//! configured hosted namespace, are hosted.
 
 use std::sync::Arc;
 
@@ -45,11 +46,21 @@ impl Repo {
 
 pub struct Upstreams {
     all: Vec<Arc<Upstream>>,
+    /// Namespaces hosted here even where the default upstream would take them.
+    hosted: Vec<String>,
 }
 
 impl Upstreams {
-    pub fn new(all: Vec<Arc<Upstream>>) -> Upstreams {
-        Upstreams { all }
+    pub fn new(all: Vec<Arc<Upstream>>, hosted: Vec<String>) -> Upstreams {
+        Upstreams { all, hosted }
+    }
+
+    fn is_hosted_namespace(&self, name: &RepoName) -> bool {
+        let name = name.as_str();
+        self.hosted.iter().any(|prefix| {
+            name.strip_prefix(prefix.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
     }
 
     fn named(&self, name: &str) -> Option<&Arc<Upstream>> {
@@ -84,6 +95,14 @@ impl Upstreams {
         {
             return Ok(mirrored(upstream, rest));
         }
+        let hosted = Repo {
+            name: name.clone(),
+            key: name.to_string(),
+            source: Source::Hosted,
+        };
+        if self.is_hosted_namespace(name) {
+            return Ok(hosted);
+        }
         if let Some(upstream) = self.all.iter().find(|u| u.default) {
             let remote = if name.is_single_component() {
                 name.in_library()
@@ -92,11 +111,7 @@ impl Upstreams {
             };
             return Ok(mirrored(upstream, remote));
         }
-        Ok(Repo {
-            name: name.clone(),
-            key: name.to_string(),
-            source: Source::Hosted,
-        })
+        Ok(hosted)
     }
 }
 
@@ -120,10 +135,10 @@ mod tests {
                 .unwrap(),
             )
         };
-        Upstreams::new(vec![
-            upstream("docker.io", true),
-            upstream("ghcr.io", false),
-        ])
+        Upstreams::new(
+            vec![upstream("docker.io", true), upstream("ghcr.io", false)],
+            vec!["internal".to_owned()],
+        )
     }
 
     fn resolve(all: &Upstreams, name: &str, ns: Option<&str>) -> (Option<String>, String, String) {
@@ -175,9 +190,26 @@ mod tests {
 
     #[test]
     fn names_of_no_upstream_are_hosted() {
-        let all = Upstreams::new(Vec::new());
+        let all = Upstreams::new(Vec::new(), Vec::new());
         let repo = all.resolve(&"team/app".parse().unwrap(), None).unwrap();
         assert!(repo.is_hosted());
         assert_eq!(repo.key, "team/app");
+        // A hosted namespace wins over the default upstream, and only as a whole component.
+        let all = upstreams();
+        assert!(
+            all.resolve(&"internal/app".parse().unwrap(), None)
+                .unwrap()
+                .is_hosted()
+        );
+        assert!(
+            all.resolve(&"internal".parse().unwrap(), None)
+                .unwrap()
+                .is_hosted()
+        );
+        assert!(
+            !all.resolve(&"internals/app".parse().unwrap(), None)
+                .unwrap()
+                .is_hosted()
+        );
     }
 }
