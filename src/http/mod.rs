@@ -178,11 +178,10 @@ impl App {
         let (protocol, identity, response) = match route {
             Route::Healthz => (Protocol::Internal, Identity::Anonymous, healthz()),
             Route::Metrics => {
-                let (identity, response) =
-                    match self.authorize(&request, &conn, self.policies.metrics).await {
-                        Ok(identity) => (identity, self.metrics.render()),
-                        Err((identity, denial)) => (identity, plain_denial(denial)),
-                    };
+                let (identity, response) = match self.authorize(&request, &conn, self.policies.metrics).await {
+                    Ok(identity) => (identity, self.metrics.render()),
+                    Err((identity, denial)) => (identity, plain_denial(denial)),
+                };
                 (Protocol::Internal, identity, response)
             }
             Route::Oci => {
@@ -197,11 +196,7 @@ impl App {
                             identity: identity.clone(),
                             peer: conn.peer,
                         };
-                        (
-                            Protocol::Oci,
-                            identity,
-                            self.oci.handle(request, &caller).await,
-                        )
+                        (Protocol::Oci, identity, self.oci.handle(request, &caller).await)
                     }
                     Err((identity, denial)) => (Protocol::Oci, identity, oci::denied(denial)),
                 }
@@ -212,11 +207,7 @@ impl App {
                         identity: identity.clone(),
                         peer: conn.peer,
                     };
-                    (
-                        Protocol::Go,
-                        identity,
-                        self.go.handle(request, &caller).await,
-                    )
+                    (Protocol::Go, identity, self.go.handle(request, &caller).await)
                 }
                 Err((identity, denial)) => (Protocol::Go, identity, plain_denial(denial)),
             },
@@ -275,10 +266,9 @@ impl App {
 
 fn healthz() -> Response<Body> {
     let mut response = Response::new(body::full("ok\n"));
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
 
@@ -291,16 +281,13 @@ pub fn plain_denial(denial: Denial) -> Response<Body> {
             StatusCode::UNAUTHORIZED,
             "authentication required: a client certificate, or a user and password from the mirror's htpasswd\n",
         ),
-        Denial::CertificateRequired => {
-            (StatusCode::FORBIDDEN, "a client certificate is required\n")
-        }
+        Denial::CertificateRequired => (StatusCode::FORBIDDEN, "a client certificate is required\n"),
     };
     let mut response = plain(status, text);
     if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(BASIC_CHALLENGE),
-        );
+        response
+            .headers_mut()
+            .insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static(BASIC_CHALLENGE));
     }
     response
 }
@@ -308,9 +295,8 @@ pub fn plain_denial(denial: Denial) -> Response<Body> {
 pub fn plain(status: StatusCode, text: impl Into<bytes::Bytes>) -> Response<Body> {
     let mut response = Response::new(body::full(text));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
