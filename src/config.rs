@@ -358,7 +358,10 @@ impl Config {
             file: file.clone(),
             source,
         })?;
-        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         Config::parse(&text, base, &file)
     }
 
@@ -406,7 +409,10 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         let tls = &self.tls;
         if tls.cert.is_some() != tls.key.is_some() {
-            return Err("tls.cert and tls.key: set both or neither (neither creates a PKI in data_dir)".into());
+            return Err(
+                "tls.cert and tls.key: set both or neither (neither creates a PKI in data_dir)"
+                    .into(),
+            );
         }
         if tls.cert.is_some() && tls.client_auth != ClientAuth::Off && tls.client_ca.is_none() {
             return Err(format!(
@@ -440,7 +446,9 @@ impl Config {
         ];
         for (key, policy) in needs_cert {
             if policy == Some(Policy::Cert) && tls.client_auth == ClientAuth::Off {
-                return Err(format!("{key}: \"cert\" needs tls.client_auth = \"optional\" or \"required\""));
+                return Err(format!(
+                    "{key}: \"cert\" needs tls.client_auth = \"optional\" or \"required\""
+                ));
             }
         }
         if self.limits.max_connections == 0 {
@@ -454,7 +462,10 @@ impl Config {
         }
         for (i, sumdb) in self.go.sumdb.iter().enumerate() {
             if sumdb.name.is_empty() || sumdb.name.contains('/') || sumdb.name.starts_with('.') {
-                return Err(format!("go.sumdb[{i}].name: {:?} is not a host name", sumdb.name));
+                return Err(format!(
+                    "go.sumdb[{i}].name: {:?} is not a host name",
+                    sumdb.name
+                ));
             }
             check_url(&format!("go.sumdb[{i}].url"), &sumdb.url)?;
         }
@@ -464,9 +475,16 @@ impl Config {
             check_url(&key("url"), &upstream.url)?;
             if upstream.name.is_empty()
                 || upstream.name.contains('/')
-                || !upstream.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c))
+                || !upstream
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c))
             {
-                return Err(format!("{}: {:?} must be a host name such as docker.io", key("name"), upstream.name));
+                return Err(format!(
+                    "{}: {:?} must be a host name such as docker.io",
+                    key("name"),
+                    upstream.name
+                ));
             }
             if upstream.password.is_some() && upstream.username.is_none() {
                 return Err(format!("{}: a password needs a username", key("password")));
@@ -476,8 +494,15 @@ impl Config {
             {
                 return Err(format!("{}: no such file: {}", key("ca"), ca.display()));
             }
-            if self.registry.upstream[..i].iter().any(|u| u.name == upstream.name) {
-                return Err(format!("{}: {:?} is used twice", key("name"), upstream.name));
+            if self.registry.upstream[..i]
+                .iter()
+                .any(|u| u.name == upstream.name)
+            {
+                return Err(format!(
+                    "{}: {:?} is used twice",
+                    key("name"),
+                    upstream.name
+                ));
             }
             defaults += usize::from(upstream.default);
         }
@@ -524,7 +549,10 @@ fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
     for line in before.lines() {
         let line = line.trim();
         if line.starts_with('[') {
-            table = line.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+            table = line
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_owned();
         }
     }
     let line_text = text.lines().nth(line_no - 1).unwrap_or("");
@@ -571,7 +599,10 @@ mod tests {
     #[test]
     fn bad_values_are_errors_that_name_the_key() {
         let err = parse("[tls]\nclient_auth = \"sometimes\"\n").unwrap_err();
-        assert!(err.contains("tls.client_auth") && err.contains("sometimes"), "{err}");
+        assert!(
+            err.contains("tls.client_auth") && err.contains("sometimes"),
+            "{err}"
+        );
         let err = parse("listen = \"nowhere\"\n").unwrap_err();
         assert!(err.contains("listen"), "{err}");
         let err = parse("[limits]\nheader_timeout = \"soon\"\n").unwrap_err();
@@ -582,9 +613,14 @@ mod tests {
 
     #[test]
     fn missing_files_name_the_key_and_the_path() {
-        let err = parse("[tls]\ncert = \"pki/server.crt\"\nkey = \"pki/server.key\"\nclient_auth = \"off\"\n")
-            .unwrap_err();
-        assert!(err.contains("tls.cert") && err.contains("/etc/mirror/pki/server.crt"), "{err}");
+        let err = parse(
+            "[tls]\ncert = \"pki/server.crt\"\nkey = \"pki/server.key\"\nclient_auth = \"off\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("tls.cert") && err.contains("/etc/mirror/pki/server.crt"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! verify the server's certificate for real.
 //!
 //! Each test binary uses a different subset of this module.
-#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
 
 pub mod process;
 
@@ -33,7 +36,9 @@ impl TestPki {
         let pki = Pki::init(&pki_dir, &CaOptions::default()).expect("init CA");
         pki.issue_server(&["127.0.0.1".into(), "localhost".into()], Validity::Days(2))
             .expect("server cert");
-        let alice = pki.issue_client(USER, Validity::Days(2)).expect("client cert");
+        let alice = pki
+            .issue_client(USER, Validity::Days(2))
+            .expect("client cert");
         let htpasswd = dir.join("htpasswd");
         // Cost 4 keeps tests fast; `htpasswd -B` files are tested separately.
         let hash = bcrypt::hash(PASSWORD, 4).expect("bcrypt");
@@ -66,6 +71,8 @@ pub struct MirrorOptions {
     pub extra_toml: String,
     pub handshake_timeout: &'static str,
     pub header_timeout: &'static str,
+    /// How often the server checks its TLS and htpasswd files for changes.
+    pub reload_poll: &'static str,
 }
 
 impl Default for MirrorOptions {
@@ -75,6 +82,7 @@ impl Default for MirrorOptions {
             extra_toml: String::new(),
             handshake_timeout: "10s",
             header_timeout: "30s",
+            reload_poll: "1h",
         }
     }
 }
@@ -98,7 +106,11 @@ impl TestMirror {
     }
 
     /// Starts on an existing temp dir and PKI (to restart over the same data).
-    pub async fn start_with_pki(root: tempfile::TempDir, pki: TestPki, options: MirrorOptions) -> TestMirror {
+    pub async fn start_with_pki(
+        root: tempfile::TempDir,
+        pki: TestPki,
+        options: MirrorOptions,
+    ) -> TestMirror {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let config_path = root.path().join("mirror.toml");
@@ -116,13 +128,14 @@ client_auth = "{client_auth}"
 [limits]
 handshake_timeout = "{handshake}"
 header_timeout = "{header}"
-reload_poll = "1h"
+reload_poll = "{reload_poll}"
 
 {extra}
 "#,
             client_auth = options.client_auth,
             handshake = options.handshake_timeout,
             header = options.header_timeout,
+            reload_poll = options.reload_poll,
             extra = with_auth_section(&options.extra_toml),
         );
         std::fs::write(&config_path, toml).expect("write config");
@@ -132,7 +145,8 @@ reload_poll = "1h"
             .expect("mirror starts");
         let registry: RegistryHost = addr.to_string().parse().expect("registry host");
         let certs_d_root = root.path().join("certs.d");
-        let written = CertsDir::write(&certs_d_root, &registry, pki.ca_pem(), &pki.alice).expect("certs.d");
+        let written =
+            CertsDir::write(&certs_d_root, &registry, pki.ca_pem(), &pki.alice).expect("certs.d");
         TestMirror {
             mirror: Some(mirror),
             addr,
@@ -209,7 +223,10 @@ where
         if condition().await {
             return;
         }
-        assert!(tokio::time::Instant::now() < until, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
