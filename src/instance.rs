@@ -70,6 +70,7 @@ impl Mirror {
                 .with_context(|| format!("listen: cannot bind {}", config.listen))?,
         };
         let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
 
         let policies = Policies {
             go_read: config.go_read(),
@@ -78,8 +79,11 @@ impl Mirror {
             metrics: config.auth.metrics,
         };
         let metrics = Arc::new(Metrics::new());
+        let (audit, audit_writer) = store.start_audit();
+        store.spawn_audit_retention(config.audit.retention, stop.clone());
         let app = Arc::new(App::new(
             reloader.authenticator(),
+            audit,
             policies,
             metrics,
             goproxy::GoProxy::new(),
@@ -93,7 +97,11 @@ impl Mirror {
         store.spawn_upkeep(stop.clone());
         let server = Server::new(listener, reloader.clone(), app, config.limits.clone());
         let shutdown = stop.clone();
-        let task = tokio::spawn(async move { server.run(shutdown.cancelled_owned()).await });
+        let task = tokio::spawn(async move {
+            server.run(shutdown.cancelled_owned()).await;
+            // The server (and with it every audit sender) is gone: let the writer drain.
+            let _ = audit_writer.await;
+        });
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "mirror is serving");
         Ok(Mirror {
             addr,

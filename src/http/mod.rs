@@ -20,6 +20,7 @@ pub use body::Body;
 use crate::auth::{Authenticator, Denial, Identity, Policy};
 use crate::metrics::Metrics;
 use crate::server::tls::PeerCert;
+use crate::store::{AuditLog, AuditRecord, audit::now_ms};
 use crate::{goproxy, oci};
 
 /// How a content request was served, for metrics, the access log and audit.
@@ -139,6 +140,7 @@ pub struct Policies {
 
 pub struct App {
     auth: Arc<Authenticator>,
+    audit: AuditLog,
     policies: Policies,
     metrics: Arc<Metrics>,
     go: goproxy::GoProxy,
@@ -152,6 +154,7 @@ fn is_write(method: &Method) -> bool {
 impl App {
     pub fn new(
         auth: Arc<Authenticator>,
+        audit: AuditLog,
         policies: Policies,
         metrics: Arc<Metrics>,
         go: goproxy::GoProxy,
@@ -159,6 +162,7 @@ impl App {
     ) -> App {
         App {
             auth,
+            audit,
             policies,
             metrics,
             go,
@@ -224,6 +228,13 @@ impl App {
         let status = response.status();
         self.metrics.request(protocol, status);
         let touched = response.extensions().get::<Touched>();
+        if let Some(touched) = touched
+            && (touched.action != Action::Read || method == Method::GET)
+        {
+            self.audit
+                .record(audit_record(&identity, &conn, protocol, touched, status))
+                .await;
+        }
         tracing::info!(
             target: "mirror::access",
             peer = %conn.peer,
@@ -270,6 +281,39 @@ impl App {
             Ok(()) => Ok(identity),
             Err(denial) => Err((identity, denial)),
         }
+    }
+}
+
+/// A HEAD transfers no content, so only GETs and writes are audited.
+fn audit_record(
+    identity: &Identity,
+    conn: &ConnInfo,
+    protocol: Protocol,
+    touched: &Touched,
+    status: StatusCode,
+) -> AuditRecord {
+    let (kind, serial) = match identity {
+        Identity::Cert { serial, .. } => ("cert", Some(serial.clone())),
+        Identity::User(_) => ("user", None),
+        Identity::Anonymous => ("anonymous", None),
+    };
+    AuditRecord {
+        at_ms: now_ms(),
+        identity: kind.to_owned(),
+        subject: identity.name().to_owned(),
+        serial,
+        peer: conn.peer.to_string(),
+        protocol: protocol.as_str().to_owned(),
+        action: match touched.action {
+            Action::Read => "read",
+            Action::Write => "write",
+            Action::Delete => "delete",
+        }
+        .to_owned(),
+        artifact: touched.artifact.clone(),
+        digest: touched.digest.clone(),
+        outcome: touched.outcome.as_str().to_owned(),
+        status: status.as_u16(),
     }
 }
 

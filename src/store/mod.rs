@@ -7,6 +7,7 @@
 //! renamed into `blobs/`, and only then indexed, so a crash at any instant
 //! leaves no partial file visible under a digest.
 
+pub mod audit;
 mod db;
 pub mod digest;
 pub mod fill;
@@ -17,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use audit::{AuditLog, AuditQuery, AuditRecord};
 pub use db::Db;
 pub use digest::{Algorithm, Digest, Hasher, InvalidDigest};
 pub use fill::{Committed, FillError, FillHead, FillProducer, FillReader, Slot, Validator};
@@ -86,6 +88,18 @@ impl Store {
                 temp_counter: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Opens the store of an existing data dir (for CLI commands, which must
+    /// not create one where an operator mistyped a path).
+    pub async fn open_existing(data_dir: &Path) -> Result<Store, StoreError> {
+        if !data_dir.join("mirror.db").is_file() {
+            return Err(StoreError::Corrupt(format!(
+                "{} has no mirror.db: not a mirror data dir (use --data-dir or --config)",
+                data_dir.display()
+            )));
+        }
+        Store::open(data_dir).await
     }
 
     pub fn root(&self) -> &Path {
