@@ -55,9 +55,11 @@ impl Mirror {
             .await
             .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
         let lock = store.lock_exclusive()?;
-        let abandoned = store.clear_abandoned_temp_files()?;
-        if abandoned > 0 {
-            tracing::info!(count = abandoned, "removed temp files of interrupted fills");
+        // This process owns the data dir now: whatever a crash left behind
+        // (temp files, renamed files without rows, rows without files) goes.
+        let repaired = store.sweep(std::time::Duration::ZERO, true).await?;
+        if repaired != crate::store::SweepReport::default() {
+            tracing::info!(?repaired, "repaired the store after an unclean stop");
         }
 
         let listener = match listener {
@@ -95,6 +97,10 @@ impl Mirror {
             .clone()
             .watch(config.limits.reload_poll, options.sighup, stop.clone());
         store.spawn_upkeep(stop.clone());
+        store.spawn_sweeps(config.cache.sweep_interval, stop.clone());
+        if let Some(max) = config.cache.max_size {
+            store.spawn_eviction(max.as_u64(), config.cache.low_water, stop.clone());
+        }
         let server = Server::new(listener, reloader.clone(), app, config.limits.clone());
         let shutdown = stop.clone();
         let task = tokio::spawn(async move {

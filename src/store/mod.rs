@@ -10,6 +10,7 @@
 pub mod audit;
 mod db;
 pub mod digest;
+pub mod evict;
 pub mod fill;
 
 use std::collections::HashSet;
@@ -21,6 +22,7 @@ use std::time::Duration;
 pub use audit::{AuditLog, AuditQuery, AuditRecord};
 pub use db::Db;
 pub use digest::{Algorithm, Digest, Hasher, InvalidDigest};
+pub use evict::{EvictionReport, ReadGuard, StoreTotals, SweepReport};
 pub use fill::{Committed, FillError, FillHead, FillProducer, FillReader, Slot, Validator};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,12 +61,24 @@ pub(crate) struct Inner {
     /// transaction now and then instead of one UPDATE per hit.
     accessed: Mutex<HashSet<Digest>>,
     temp_counter: AtomicU64,
+    pub(crate) in_use: evict::InUse,
+    /// Pinged when a blob is added, so eviction can run soon after the store grows.
+    grew: tokio::sync::Notify,
 }
 
-/// An open, complete blob.
+/// An open, complete blob. While it (or a stream made from it) lives, the
+/// blob is marked in use and eviction passes it over.
 pub struct BlobFile {
-    pub file: std::fs::File,
+    file: std::fs::File,
     pub size: u64,
+    guard: ReadGuard,
+}
+
+impl BlobFile {
+    /// The open file and the guard that must outlive every read of it.
+    pub fn into_parts(self) -> (std::fs::File, ReadGuard) {
+        (self.file, self.guard)
+    }
 }
 
 impl Store {
@@ -86,6 +100,8 @@ impl Store {
                 fills: fill::Fills::default(),
                 accessed: Mutex::new(HashSet::new()),
                 temp_counter: AtomicU64::new(0),
+                in_use: evict::InUse::default(),
+                grew: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -199,7 +215,9 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Corrupt(format!("blocking task failed: {e}")))??;
-        self.inner.db.insert_blob(digest, size, hosted).await
+        self.inner.db.insert_blob(digest, size, hosted).await?;
+        self.inner.grew.notify_one();
+        Ok(())
     }
 
     /// Stores a small object held in memory (a manifest, a `.info`) and
@@ -235,23 +253,28 @@ impl Store {
     /// Opens a stored blob, or `None` if the store does not have it.
     pub async fn open_blob(&self, digest: &Digest) -> Result<Option<BlobFile>, StoreError> {
         let path = self.blob_path(digest);
-        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<Option<BlobFile>> {
-            match std::fs::File::open(&path) {
-                Ok(file) => {
-                    let size = file.metadata()?.len();
-                    Ok(Some(BlobFile { file, size }))
+        // Marked in use before the open, so an eviction cannot slip in between.
+        let guard = self.guard_read(digest);
+        let opened = tokio::task::spawn_blocking(
+            move || -> std::io::Result<Option<(std::fs::File, u64)>> {
+                match std::fs::File::open(&path) {
+                    Ok(file) => {
+                        let size = file.metadata()?.len();
+                        Ok(Some((file, size)))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(e),
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e),
-            }
-        })
+            },
+        )
         .await
         .map_err(|e| StoreError::Corrupt(format!("blocking task failed: {e}")))?
         .map_err(io_error(format!("opening blob {digest}")))?;
-        if opened.is_some() {
-            self.touch(digest);
-        }
-        Ok(opened)
+        let Some((file, size)) = opened else {
+            return Ok(None);
+        };
+        self.touch(digest);
+        Ok(Some(BlobFile { file, size, guard }))
     }
 
     /// Reads a small stored blob whole (manifests, `.info`, `.mod`). Callers
@@ -325,6 +348,63 @@ impl Store {
         }
         tx.commit().await?;
         Ok(digests.len())
+    }
+
+    /// Keeps the store under `max` bytes: checks after it grows (at most every
+    /// few seconds) and once a minute, evicting down to `max * low_water`.
+    pub fn spawn_eviction(
+        &self,
+        max: u64,
+        low_water: f64,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let store = self.clone();
+        let target = (max as f64 * low_water) as u64;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = store.inner.grew.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                }
+                match store.totals().await {
+                    Ok(totals) if totals.bytes > max => match store.evict_to(target, false).await {
+                        Ok(report) => tracing::info!(
+                            evicted = report.evicted,
+                            freed = report.freed,
+                            size = report.size_after,
+                            "evicted least-recently-used content"
+                        ),
+                        Err(error) => tracing::error!(%error, "eviction failed"),
+                    },
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "could not measure the store"),
+                }
+                // Coalesce bursts of fills into one check.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        });
+    }
+
+    /// Periodic repair while serving: orphans older than an hour (a younger
+    /// one may be a rename whose row is being written right now).
+    pub fn spawn_sweeps(&self, every: Duration, stop: tokio_util::sync::CancellationToken) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                match store.sweep(Duration::from_secs(3600), false).await {
+                    Ok(report) if report != SweepReport::default() => {
+                        tracing::info!(?report, "swept orphaned files and rows")
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "sweep failed"),
+                }
+            }
+        });
     }
 
     /// Background upkeep for a serving process: flushes access times.
