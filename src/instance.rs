@@ -85,6 +85,7 @@ impl Mirror {
         store.spawn_audit_retention(config.audit.retention, stop.clone());
         let app = Arc::new(App::new(
             reloader.authenticator(),
+            store.clone(),
             audit,
             policies,
             metrics,

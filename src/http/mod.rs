@@ -20,7 +20,7 @@ pub use body::Body;
 use crate::auth::{Authenticator, Denial, Identity, Policy};
 use crate::metrics::Metrics;
 use crate::server::tls::PeerCert;
-use crate::store::{AuditLog, AuditRecord, audit::now_ms};
+use crate::store::{AuditLog, AuditRecord, Store, audit::now_ms};
 use crate::{goproxy, oci};
 
 /// How a content request was served, for metrics, the access log and audit.
@@ -140,6 +140,7 @@ pub struct Policies {
 
 pub struct App {
     auth: Arc<Authenticator>,
+    store: Store,
     audit: AuditLog,
     policies: Policies,
     metrics: Arc<Metrics>,
@@ -154,6 +155,7 @@ fn is_write(method: &Method) -> bool {
 impl App {
     pub fn new(
         auth: Arc<Authenticator>,
+        store: Store,
         audit: AuditLog,
         policies: Policies,
         metrics: Arc<Metrics>,
@@ -162,6 +164,7 @@ impl App {
     ) -> App {
         App {
             auth,
+            store,
             audit,
             policies,
             metrics,
@@ -184,7 +187,7 @@ impl App {
             Route::Metrics => {
                 let (identity, response) =
                     match self.authorize(&request, &conn, self.policies.metrics).await {
-                        Ok(identity) => (identity, self.metrics.render()),
+                        Ok(identity) => (identity, self.metrics_page().await),
                         Err((identity, denial)) => (identity, plain_denial(denial)),
                     };
                 (Protocol::Internal, identity, response)
@@ -246,6 +249,20 @@ impl App {
             artifact = touched.map_or("-", |t| t.artifact.as_str()),
             micros = started.elapsed().as_micros() as u64,
             "request"
+        );
+        if method == Method::HEAD || protocol == Protocol::Internal {
+            return response;
+        }
+        let metrics = self.metrics.clone();
+        response
+            .map(|body| body::counted(body, move |bytes| metrics.response_bytes(protocol, bytes)))
+    }
+
+    async fn metrics_page(&self) -> Response<Body> {
+        let mut response = Response::new(body::full(self.metrics.render(&self.store).await));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         );
         response
     }

@@ -159,8 +159,11 @@ impl Store {
                     report.skipped_in_use += 1;
                     continue;
                 }
-                if !dry_run {
-                    self.remove_blob(&digest).await?;
+                if !dry_run && self.remove_blob(&digest).await? {
+                    self.inner
+                        .counters
+                        .evicted_bytes
+                        .fetch_add(blob_size, std::sync::atomic::Ordering::Relaxed);
                 }
                 size = size.saturating_sub(blob_size);
                 report.evicted += 1;
@@ -182,6 +185,10 @@ impl Store {
         if deleted == 0 {
             return Ok(false);
         }
+        self.inner
+            .counters
+            .evicted_blobs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = self.blob_path(digest);
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(true),

@@ -12,12 +12,12 @@ mod db;
 pub mod digest;
 pub mod evict;
 pub mod fill;
+mod upkeep;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 pub use audit::{AuditLog, AuditQuery, AuditRecord};
 pub use db::Db;
@@ -64,6 +64,17 @@ pub(crate) struct Inner {
     pub(crate) in_use: evict::InUse,
     /// Pinged when a blob is added, so eviction can run soon after the store grows.
     grew: tokio::sync::Notify,
+    pub(crate) counters: Counters,
+}
+
+/// What the store counts for `/metrics`.
+#[derive(Default)]
+pub struct Counters {
+    pub fills_completed: AtomicU64,
+    pub fills_failed: AtomicU64,
+    pub bytes_filled: AtomicU64,
+    pub evicted_blobs: AtomicU64,
+    pub evicted_bytes: AtomicU64,
 }
 
 /// An open, complete blob. While it (or a stream made from it) lives, the
@@ -102,6 +113,7 @@ impl Store {
                 temp_counter: AtomicU64::new(0),
                 in_use: evict::InUse::default(),
                 grew: tokio::sync::Notify::new(),
+                counters: Counters::default(),
             }),
         })
     }
@@ -124,6 +136,10 @@ impl Store {
 
     pub fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
     }
 
     /// Removes temp files left by a process that died mid-write. Only for the
@@ -348,81 +364,6 @@ impl Store {
         }
         tx.commit().await?;
         Ok(digests.len())
-    }
-
-    /// Keeps the store under `max` bytes: checks after it grows (at most every
-    /// few seconds) and once a minute, evicting down to `max * low_water`.
-    pub fn spawn_eviction(
-        &self,
-        max: u64,
-        low_water: f64,
-        stop: tokio_util::sync::CancellationToken,
-    ) {
-        let store = self.clone();
-        let target = (max as f64 * low_water) as u64;
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = store.inner.grew.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
-                }
-                match store.totals().await {
-                    Ok(totals) if totals.bytes > max => match store.evict_to(target, false).await {
-                        Ok(report) => tracing::info!(
-                            evicted = report.evicted,
-                            freed = report.freed,
-                            size = report.size_after,
-                            "evicted least-recently-used content"
-                        ),
-                        Err(error) => tracing::error!(%error, "eviction failed"),
-                    },
-                    Ok(_) => {}
-                    Err(error) => tracing::warn!(%error, "could not measure the store"),
-                }
-                // Coalesce bursts of fills into one check.
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        });
-    }
-
-    /// Periodic repair while serving: orphans older than an hour (a younger
-    /// one may be a rename whose row is being written right now).
-    pub fn spawn_sweeps(&self, every: Duration, stop: tokio_util::sync::CancellationToken) {
-        let store = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(every) => {}
-                }
-                match store.sweep(Duration::from_secs(3600), false).await {
-                    Ok(report) if report != SweepReport::default() => {
-                        tracing::info!(?report, "swept orphaned files and rows")
-                    }
-                    Ok(_) => {}
-                    Err(error) => tracing::warn!(%error, "sweep failed"),
-                }
-            }
-        });
-    }
-
-    /// Background upkeep for a serving process: flushes access times.
-    pub fn spawn_upkeep(&self, stop: tokio_util::sync::CancellationToken) {
-        let store = self.clone();
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(Duration::from_secs(10));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = ticker.tick() => {}
-                }
-                if let Err(error) = store.flush_access().await {
-                    tracing::warn!(%error, "could not record access times");
-                }
-            }
-            let _ = store.flush_access().await;
-        });
     }
 
     pub async fn close(&self) {
