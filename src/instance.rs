@@ -57,7 +57,7 @@ impl Mirror {
         let lock = store.lock_exclusive()?;
         // This process owns the data dir now: whatever a crash left behind
         // (temp files, renamed files without rows, rows without files) goes.
-        let repaired = store.sweep(std::time::Duration::ZERO, true).await?;
+        let repaired = store.sweep(crate::store::SweepOptions::owner()).await?;
         if repaired != crate::store::SweepReport::default() {
             tracing::info!(?repaired, "repaired the store after an unclean stop");
         }

@@ -83,6 +83,38 @@ pub struct EvictionReport {
     pub skipped_in_use: u64,
 }
 
+/// What a sweep may do.
+#[derive(Clone, Copy, Debug)]
+pub struct SweepOptions {
+    /// Orphan files younger than this are left alone: one may be a rename whose
+    /// row is being written right now. Zero only for the data dir's owner.
+    pub min_age: Duration,
+    /// Also delete every temp file: only when no fill can be running.
+    pub clear_temp: bool,
+    /// Report, change nothing.
+    pub dry_run: bool,
+}
+
+impl SweepOptions {
+    /// For the process holding the data-dir lock, at start.
+    pub fn owner() -> SweepOptions {
+        SweepOptions {
+            min_age: Duration::ZERO,
+            clear_temp: true,
+            dry_run: false,
+        }
+    }
+
+    /// Beside a live server.
+    pub fn shared() -> SweepOptions {
+        SweepOptions {
+            min_age: Duration::from_secs(3600),
+            clear_temp: false,
+            dry_run: false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SweepReport {
     pub orphan_files: u64,
@@ -204,14 +236,19 @@ impl Store {
     /// indexes, rows whose file is gone, and (with `clear_temp`) temp files.
     /// `min_age` protects a file renamed into place an instant before its row
     /// is written; a process holding the data-dir lock may pass zero.
-    pub async fn sweep(
-        &self,
-        min_age: Duration,
-        clear_temp: bool,
-    ) -> Result<SweepReport, StoreError> {
+    pub async fn sweep(&self, options: SweepOptions) -> Result<SweepReport, StoreError> {
+        let SweepOptions {
+            min_age,
+            clear_temp,
+            dry_run,
+        } = options;
         let mut report = SweepReport::default();
         if clear_temp {
-            report.temp_files = self.clear_abandoned_temp_files()? as u64;
+            report.temp_files = if dry_run {
+                std::fs::read_dir(self.inner.root.join("tmp")).map_or(0, |d| d.count() as u64)
+            } else {
+                self.clear_abandoned_temp_files()? as u64
+            };
         }
         let files = {
             let root = self.inner.root.join("blobs");
@@ -241,7 +278,7 @@ impl Store {
                 let old_enough = now.duration_since(*modified).unwrap_or_default() >= min_age;
                 if !known.contains(&digest.to_string()) && old_enough {
                     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-                    if std::fs::remove_file(path).is_ok() {
+                    if dry_run || std::fs::remove_file(path).is_ok() {
                         report.orphan_files += 1;
                         report.orphan_bytes += size;
                     }
@@ -264,10 +301,12 @@ impl Store {
                 };
                 if !self.blob_path(&digest).exists() {
                     // Hosted rows too: a row without its file is broken either way.
-                    sqlx::query("DELETE FROM blobs WHERE digest = ?1")
-                        .bind(text)
-                        .execute(&self.inner.db.write)
-                        .await?;
+                    if !dry_run {
+                        sqlx::query("DELETE FROM blobs WHERE digest = ?1")
+                            .bind(text)
+                            .execute(&self.inner.db.write)
+                            .await?;
+                    }
                     report.missing_files += 1;
                 }
             }
@@ -376,14 +415,23 @@ mod tests {
         std::fs::write(&orphan_path, b"orphan").unwrap();
         std::fs::write(dir.path().join("tmp/fill-123"), b"partial").unwrap();
 
-        let young = store.sweep(Duration::from_secs(3600), false).await.unwrap();
+        let young = store.sweep(SweepOptions::shared()).await.unwrap();
         assert_eq!(
             young.orphan_files, 0,
             "a fresh file may be a rename in progress"
         );
         assert_eq!(young.missing_files, 1);
 
-        let report = store.sweep(Duration::ZERO, true).await.unwrap();
+        let dry = store
+            .sweep(SweepOptions {
+                dry_run: true,
+                ..SweepOptions::owner()
+            })
+            .await
+            .unwrap();
+        assert_eq!((dry.orphan_files, dry.temp_files), (1, 1));
+        assert!(orphan_path.exists(), "a dry run deletes nothing");
+        let report = store.sweep(SweepOptions::owner()).await.unwrap();
         assert_eq!(report.orphan_files, 1);
         assert_eq!(report.temp_files, 1);
         assert!(!orphan_path.exists());

@@ -12,6 +12,7 @@ mod db;
 pub mod digest;
 pub mod evict;
 pub mod fill;
+mod stats;
 mod upkeep;
 
 use std::collections::HashSet;
@@ -22,8 +23,9 @@ use std::sync::{Arc, Mutex};
 pub use audit::{AuditLog, AuditQuery, AuditRecord};
 pub use db::Db;
 pub use digest::{Algorithm, Digest, Hasher, InvalidDigest};
-pub use evict::{EvictionReport, ReadGuard, StoreTotals, SweepReport};
+pub use evict::{EvictionReport, ReadGuard, StoreTotals, SweepOptions, SweepReport};
 pub use fill::{Committed, FillError, FillHead, FillProducer, FillReader, Slot, Validator};
+pub use stats::{GroupStats, StoreStats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Store, SweepReport};
+use super::{Store, SweepOptions, SweepReport};
 
 impl Store {
     /// Keeps the store under `max` bytes: checks after it grows (at most every
@@ -48,7 +48,7 @@ impl Store {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(every) => {}
                 }
-                match store.sweep(Duration::from_secs(3600), false).await {
+                match store.sweep(SweepOptions::shared()).await {
                     Ok(report) if report != SweepReport::default() => {
                         tracing::info!(?report, "swept orphaned files and rows")
                     }

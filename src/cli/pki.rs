@@ -1,0 +1,172 @@
+//! `mirror pki …`: thin calls into the mirror-pki crate, and what they print.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Subcommand;
+use mirror_pki::{CaOptions, CertsDir, Pki, RegistryHost, Validity};
+
+#[derive(Subcommand)]
+pub enum PkiCommand {
+    /// Create a CA: DIR/ca.crt and DIR/ca.key (0600).
+    Init {
+        #[arg(long, default_value = "pki")]
+        dir: PathBuf,
+        #[arg(long, default_value = "mirror CA")]
+        cn: String,
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+        /// Replace an existing CA (every certificate it issued stops working).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue the server certificate: DIR/server.crt and DIR/server.key.
+    IssueServer {
+        #[arg(long, default_value = "pki")]
+        dir: PathBuf,
+        /// DNS names and IP addresses clients use to reach the server.
+        #[arg(long = "san", required = true, num_args = 1..)]
+        sans: Vec<String>,
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
+    /// Issue a client certificate into CERTS_D/HOST:PORT/{ca.crt,client.cert,client.key}.
+    IssueClient {
+        /// The user's name; becomes the certificate's CN and their identity in logs and audit.
+        name: String,
+        #[arg(long, default_value = "pki")]
+        dir: PathBuf,
+        /// The mirror as clients address it, e.g. mirror.example.com:5000.
+        #[arg(long)]
+        registry: String,
+        /// The certs.d folder to write into.
+        #[arg(long, default_value = "certs.d")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Also write the containerd hosts.toml stanza to this file.
+        #[arg(long)]
+        hosts_toml: Option<PathBuf>,
+    },
+    /// List issued certificates.
+    List {
+        #[arg(long, default_value = "pki")]
+        dir: PathBuf,
+    },
+    /// Revoke every certificate of a name, or one serial, and rewrite DIR/ca.crl.
+    Revoke {
+        /// A name given to issue-client, or a serial from `list`.
+        target: String,
+        #[arg(long, default_value = "pki")]
+        dir: PathBuf,
+    },
+    /// Show what a certificate file says.
+    Inspect { file: PathBuf },
+}
+
+pub fn run(command: PkiCommand) -> anyhow::Result<()> {
+    match command {
+        PkiCommand::Init {
+            dir,
+            cn,
+            days,
+            force,
+        } => {
+            let options = CaOptions {
+                common_name: cn,
+                days,
+                force,
+            };
+            let pki = Pki::init(&dir, &options)?;
+            println!(
+                "CA created: {}",
+                pki.path(mirror_pki::layout::CA_CERT).display()
+            );
+            println!(
+                "key (keep it secret): {}",
+                pki.path(mirror_pki::layout::CA_KEY).display()
+            );
+            println!(
+                "next: mirror pki issue-server --dir {} --san mirror.example.com",
+                dir.display()
+            );
+        }
+        PkiCommand::IssueServer { dir, sans, days } => {
+            let pki = Pki::open(&dir)?;
+            let issued = pki.issue_server(&sans, Validity::Days(days))?;
+            println!(
+                "server certificate for {} (serial {}): {}",
+                sans.join(", "),
+                issued.serial,
+                pki.path(mirror_pki::layout::SERVER_CERT).display()
+            );
+        }
+        PkiCommand::IssueClient {
+            name,
+            dir,
+            registry,
+            out,
+            days,
+            hosts_toml,
+        } => {
+            let registry: RegistryHost = registry.parse()?;
+            let pki = Pki::open(&dir)?;
+            let issued = pki.issue_client(&name, Validity::Days(days))?;
+            let written = CertsDir::write(&out, &registry, pki.ca_cert_pem(), &issued)?;
+            println!("serial {}", issued.serial);
+            print!("{}", written.usage(&name));
+            if let Some(path) = hosts_toml {
+                write_text(&path, &written.usage(&name).containerd_hosts_toml())?;
+                println!("\ncontainerd hosts.toml written to {}", path.display());
+            }
+        }
+        PkiCommand::List { dir } => {
+            let pki = Pki::open(&dir)?;
+            println!(
+                "{:<24} {:<34} {:<7} {:<22} REVOKED",
+                "NAME", "SERIAL", "KIND", "NOT AFTER"
+            );
+            for record in pki.list()? {
+                let not_after = record
+                    .not_after
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                let revoked = record
+                    .revoked_at
+                    .and_then(|at| {
+                        at.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .unwrap_or_else(|| "-".to_owned());
+                println!(
+                    "{:<24} {:<34} {:<7} {:<22} {}",
+                    record.name, record.serial, record.kind, not_after, revoked
+                );
+            }
+        }
+        PkiCommand::Revoke { target, dir } => {
+            let pki = Pki::open(&dir)?;
+            for record in pki.revoke(&target)? {
+                println!("revoked {} (serial {})", record.name, record.serial);
+            }
+            println!(
+                "CRL written to {}; a running mirror picks it up on SIGHUP or within its reload poll",
+                pki.path(mirror_pki::layout::CRL).display()
+            );
+        }
+        PkiCommand::Inspect { file } => {
+            let infos = mirror_pki::inspect_file(&file)?;
+            for (i, info) in infos.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                println!("{info}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_text(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
