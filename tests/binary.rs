@@ -385,3 +385,93 @@ fn pki_commands_issue_list_revoke_and_inspect() {
     assert!(!bad_registry.status.success());
     assert!(!d.join("etc").exists());
 }
+
+#[test]
+fn json_logs_name_the_client_on_every_request_and_never_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    configured(dir.path(), port, "optional");
+    let hash = bcrypt::hash("s3cret-password", 4).unwrap();
+    std::fs::write(dir.path().join("htpasswd"), format!("carol:{hash}\n")).unwrap();
+    let mut config = std::fs::read_to_string(dir.path().join("mirror.toml")).unwrap();
+    config.push_str("\n[auth]\nhtpasswd = \"htpasswd\"\n\n[log]\nformat = \"json\"\n");
+    std::fs::write(dir.path().join("mirror.toml"), config).unwrap();
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let _server = Guard::spawn(
+        "mirror serve",
+        Command::new(mirror_bin())
+            .current_dir(dir.path())
+            .args(["serve", "--config", "mirror.toml"])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(log),
+    );
+    wait_for_port(&format!("127.0.0.1:{port}"), LIMIT);
+    let ca = dir.path().join("pki/ca.crt");
+    let url = format!("https://127.0.0.1:{port}/v2/");
+    let ok = curl(&[
+        "--fail",
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-u",
+        "carol:s3cret-password",
+        &url,
+    ]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    let bad = curl(&[
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-u",
+        "carol:wrong-password",
+        &url,
+    ]);
+    assert!(bad.status.success(), "{}", text(&bad));
+    assert!(curl_as(dir.path(), "alice", port, "/v2/").status.success());
+
+    let deadline = std::time::Instant::now() + LIMIT;
+    let lines = loop {
+        let text = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|v: &serde_json::Value| v["target"] == "mirror::access")
+            .collect();
+        if lines.len() >= 3 {
+            assert!(
+                !text.contains("s3cret-password") && !text.contains("wrong-password"),
+                "{text}"
+            );
+            use base64::Engine;
+            let basic = base64::engine::general_purpose::STANDARD.encode("carol:s3cret-password");
+            assert!(
+                !text.contains(&basic),
+                "the Authorization header leaked: {text}"
+            );
+            break lines;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "access log lines missing: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let identities: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["identity"].as_str())
+        .collect();
+    assert!(identities.contains(&"user:carol"), "{lines:?}");
+    assert!(
+        identities.contains(&"anonymous"),
+        "the refused request is logged too: {lines:?}"
+    );
+    assert!(
+        identities.iter().any(|i| i.starts_with("cert:alice/")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["status"].is_u64() && l["peer"].is_string()),
+        "{lines:?}"
+    );
+}
