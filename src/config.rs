@@ -66,6 +66,24 @@ pub struct Config {
     pub registry: RegistryConfig,
     #[serde(default)]
     pub cache: CacheConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Audit records older than this are deleted (checked hourly).
+    #[serde(default = "defaults::audit_retention", with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            retention: defaults::audit_retention(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -344,6 +362,9 @@ mod defaults {
     }
     pub fn low_water() -> f64 {
         0.9
+    }
+    pub fn audit_retention() -> Duration {
+        Duration::from_secs(90 * 24 * 3600)
     }
     pub fn sweep_interval() -> Duration {
         Duration::from_secs(600)

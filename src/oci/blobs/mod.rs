@@ -155,7 +155,7 @@ pub(super) async fn serve_file(
     let body = if head {
         body::empty()
     } else {
-        body::file(blob.file, start, end - start)
+        body::blob(blob, start, end - start)
             .await
             .map_err(internal)?
     };

@@ -245,18 +245,25 @@ pub(super) async fn serve(
         let bytes = match meta.body.clone() {
             Some(bytes) => bytes,
             None => {
-                let bytes = registry
+                let stored = registry
                     .store
                     .read_small(&meta.digest, MAX_MANIFEST as u64)
                     .await
-                    .map_err(internal)?
-                    .map(Bytes::from)
-                    .ok_or_else(|| {
-                        internal(format!(
-                            "manifest {} is indexed but its file is missing",
-                            meta.digest
-                        ))
-                    })?;
+                    .map_err(internal)?;
+                let bytes = match stored {
+                    Some(bytes) => Bytes::from(bytes),
+                    // Evicted since we looked it up: fetch it again (or, for a
+                    // hosted repository, which is never evicted, it is gone).
+                    None => {
+                        registry.cache.forget_manifest(&repo.key, &meta.digest);
+                        if repo.is_hosted() {
+                            return Err(unknown(repo, reference));
+                        }
+                        let again = Reference::Digest(meta.digest.clone());
+                        let fetched = fetch(registry, repo, &again, &[]).await?;
+                        fetched.body.unwrap_or_default()
+                    }
+                };
                 meta.body = Some(bytes.clone());
                 registry.cache.put_manifest(&repo.key, meta.clone());
                 bytes
