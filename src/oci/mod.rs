@@ -28,6 +28,7 @@ use hyper::body::Incoming;
 use crate::auth::Denial;
 use crate::config::RegistryConfig;
 use crate::http::{Action, Body, Caller, Outcome, Touched, body};
+use crate::metrics::Metrics;
 use crate::store::{Digest, Store};
 pub use error::{Code, OciError};
 use names::{Repo, Upstreams};
@@ -51,11 +52,12 @@ impl Registry {
     pub fn new(
         config: &RegistryConfig,
         store: Store,
+        metrics: Arc<Metrics>,
     ) -> Result<Registry, crate::upstream::ClientError> {
         let upstreams = config
             .upstream
             .iter()
-            .map(|u| upstream::Upstream::new(u).map(Arc::new))
+            .map(|u| upstream::Upstream::new(u, metrics.clone()).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Registry {
             store,

@@ -123,15 +123,18 @@ mod tests {
     fn upstreams() -> Upstreams {
         let upstream = |name: &str, default: bool| {
             Arc::new(
-                Upstream::new(&UpstreamRegistry {
-                    name: name.to_owned(),
-                    url: format!("https://{name}"),
-                    default,
-                    username: None,
-                    password: None,
-                    ca: None,
-                    tag_ttl: std::time::Duration::from_secs(1),
-                })
+                Upstream::new(
+                    &UpstreamRegistry {
+                        name: name.to_owned(),
+                        url: format!("https://{name}"),
+                        default,
+                        username: None,
+                        password: None,
+                        ca: None,
+                        tag_ttl: std::time::Duration::from_secs(1),
+                    },
+                    Arc::new(crate::metrics::Metrics::new()),
+                )
                 .unwrap(),
             )
         };

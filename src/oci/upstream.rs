@@ -4,7 +4,7 @@
 //! Never sees the client's own `Authorization`; never logs a secret.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -14,6 +14,8 @@ use http::{Method, StatusCode};
 use super::route::RepoName;
 use super::token::{Challenge, Token, parse_challenge};
 use crate::config::{Secret, UpstreamRegistry};
+use crate::http::Protocol;
+use crate::metrics::{Metrics, UpstreamResult};
 use crate::upstream::{ClientError, Singleflight};
 
 /// Why an upstream request did not produce a usable answer.
@@ -66,10 +68,11 @@ pub struct Upstream {
     /// Bearer tokens by scope (`repository:library/alpine:pull`).
     tokens: Mutex<HashMap<String, Token>>,
     token_fetches: Singleflight<Result<Token, UpstreamError>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamRegistry) -> Result<Upstream, ClientError> {
+    pub fn new(config: &UpstreamRegistry, metrics: Arc<Metrics>) -> Result<Upstream, ClientError> {
         Ok(Upstream {
             name: config.name.clone(),
             default: config.default,
@@ -86,6 +89,7 @@ impl Upstream {
             scheme: Mutex::new(Scheme::Unknown),
             tokens: Mutex::new(HashMap::new()),
             token_fetches: Singleflight::default(),
+            metrics,
         })
     }
 
@@ -107,6 +111,27 @@ impl Upstream {
     /// the upstream demands. Returns any HTTP answer (the caller reads the
     /// status); only transport and token failures are errors.
     pub async fn send(
+        &self,
+        method: Method,
+        remote: &RepoName,
+        suffix: &str,
+        headers: HeaderMap,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let started = Instant::now();
+        let answer = self
+            .send_authenticated(method, remote, suffix, headers)
+            .await;
+        let result = match &answer {
+            Ok(response) if response.status() == StatusCode::NOT_FOUND => UpstreamResult::NotFound,
+            Ok(response) if response.status().is_success() => UpstreamResult::Ok,
+            _ => UpstreamResult::Error,
+        };
+        self.metrics
+            .upstream(Protocol::Oci, &self.name, result, started.elapsed());
+        answer
+    }
+
+    async fn send_authenticated(
         &self,
         method: Method,
         remote: &RepoName,
