@@ -221,3 +221,44 @@ async fn a_100_mib_layer_streams_with_flat_memory_and_pulls_offline() {
     }
     mirror.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_content_is_fetched_again_not_served_from_stale_metadata() {
+    let registry = DockerRegistry::start(Auth::None);
+    let work = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(work.path());
+    let image = layout.image("amd64", &[(81, 50_000)]);
+    layout.tag("x", &image);
+    layout.push("x", &format!("{}/team/evict:v1", registry.addr), &[]);
+    let proxy = Proxy::start(&registry.url()).await;
+    let mirror = TestMirror::start(options(&proxy.url())).await;
+    let client = mirror.with_cert();
+    let layer = mirror.url(&format!(
+        "/v2/up.test/team/evict/blobs/{}",
+        image.layers[0].digest
+    ));
+    let manifest = mirror.url(&format!(
+        "/v2/up.test/team/evict/manifests/{}",
+        image.digest
+    ));
+    for round in 0..2 {
+        let (status, body) = fetch(&client, &manifest, None).await;
+        assert_eq!(
+            (status, body.unwrap().0),
+            (200, image.digest.clone()),
+            "round {round}"
+        );
+        let (status, body) = fetch(&client, &layer, None).await;
+        assert_eq!(
+            (status, body.unwrap().0),
+            (200, image.layers[0].digest.clone()),
+            "round {round}"
+        );
+        mirror.mirror().store().evict_to(0, false).await.unwrap();
+    }
+    assert_eq!(
+        proxy.count("GET", &format!("/blobs/{}", image.layers[0].digest)),
+        2
+    );
+    mirror.stop().await;
+}
