@@ -30,6 +30,10 @@ pub enum ConfigError {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(secret: String) -> Secret {
+        Secret(secret)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -251,6 +255,10 @@ pub struct RegistryConfig {
     pub write: Option<Policy>,
     #[serde(default)]
     pub upstream: Vec<UpstreamRegistry>,
+    /// Repository namespaces hosted here even when a default upstream would
+    /// take them: `hosted = ["internal"]` hosts `internal/app` and `internal`.
+    #[serde(default)]
+    pub hosted: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -530,6 +538,25 @@ impl Config {
         if defaults > 1 {
             return Err("registry.upstream: at most one upstream may have default = true".into());
         }
+        for (i, prefix) in self.registry.hosted.iter().enumerate() {
+            let component_ok = |c: &str| {
+                !c.is_empty()
+                    && c.chars().all(|ch| {
+                        ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch)
+                    })
+            };
+            if !prefix.split('/').all(component_ok) {
+                return Err(format!(
+                    "registry.hosted[{i}]: {prefix:?} is not a repository namespace such as \"internal\""
+                ));
+            }
+            let first = prefix.split('/').next().unwrap_or_default();
+            if self.registry.upstream.iter().any(|u| u.name == first) {
+                return Err(format!(
+                    "registry.hosted[{i}]: {prefix:?} is the name of an upstream"
+                ));
+            }
+        }
         if !(0.1..=1.0).contains(&self.cache.low_water) {
             return Err("cache.low_water: must be between 0.1 and 1.0".into());
         }
@@ -596,6 +623,19 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(text, Path::new("/etc/mirror"), "mirror.toml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn hosted_namespaces_must_be_names_and_not_upstreams() {
+        let config = parse("[registry]\nhosted = [\"internal\", \"team/apps\"]\n").unwrap();
+        assert_eq!(config.registry.hosted, ["internal", "team/apps"]);
+        let err = parse("[registry]\nhosted = [\"Bad/\"]\n").unwrap_err();
+        assert!(err.contains("registry.hosted[0]"), "{err}");
+        let err = parse(
+            "[registry]\nhosted = [\"ghcr.io\"]\n[[registry.upstream]]\nname = \"ghcr.io\"\nurl = \"https://ghcr.io\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("registry.hosted[0]"), "{err}");
     }
 
     #[test]

@@ -81,6 +81,8 @@ impl Mirror {
             metrics: config.auth.metrics,
         };
         let metrics = Arc::new(Metrics::new());
+        let registry = oci::Registry::new(&config.registry, store.clone(), metrics.clone())
+            .context("registry.upstream")?;
         let (audit, audit_writer) = store.start_audit();
         store.spawn_audit_retention(config.audit.retention, stop.clone());
         let app = Arc::new(App::new(
@@ -90,7 +92,7 @@ impl Mirror {
             policies,
             metrics,
             goproxy::GoProxy::new(),
-            oci::Registry::new(),
+            registry,
         ));
 
         let stop = CancellationToken::new();

@@ -12,6 +12,7 @@ mod db;
 pub mod digest;
 pub mod evict;
 pub mod fill;
+mod oci;
 mod stats;
 mod upkeep;
 
@@ -25,6 +26,7 @@ pub use db::Db;
 pub use digest::{Algorithm, Digest, Hasher, InvalidDigest};
 pub use evict::{EvictionReport, ReadGuard, StoreTotals, SweepOptions, SweepReport};
 pub use fill::{Committed, FillError, FillHead, FillProducer, FillReader, Slot, Validator};
+pub use oci::{ManifestRow, NewManifest, ReferrerRow};
 pub use stats::{GroupStats, StoreStats};
 
 #[derive(Debug, thiserror::Error)]

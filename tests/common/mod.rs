@@ -9,6 +9,7 @@
 )]
 
 pub mod process;
+pub mod registry;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
