@@ -30,6 +30,14 @@ pub enum CacheCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Re-hash every stored blob against its digest. Exits 1 if any is bad.
+    Verify {
+        #[command(flatten)]
+        location: DataDirArgs,
+        /// Drop bad and missing blobs from the index (they become misses).
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 pub fn run(command: CacheCommand) -> anyhow::Result<()> {
@@ -43,6 +51,7 @@ pub fn run(command: CacheCommand) -> anyhow::Result<()> {
             target,
             dry_run,
         } => runtime.block_on(gc(location, target, dry_run)),
+        CacheCommand::Verify { location, repair } => runtime.block_on(verify(location, repair)),
     }
 }
 
@@ -112,6 +121,43 @@ async fn gc(location: DataDirArgs, target: Option<ByteSize>, dry_run: bool) -> a
     }
     store.close().await;
     Ok(())
+}
+
+async fn verify(location: DataDirArgs, repair: bool) -> anyhow::Result<()> {
+    let data_dir = location.resolve()?;
+    let store = Store::open_existing(&data_dir).await?;
+    let report = store.verify(repair).await.context("verifying the store")?;
+    store.close().await;
+    println!(
+        "verified {} blobs ({})",
+        report.checked,
+        ByteSize::b(report.bytes)
+    );
+    for digest in &report.corrupt {
+        println!(
+            "corrupt: {digest}{}",
+            if repair { " (removed)" } else { "" }
+        );
+    }
+    for digest in &report.missing {
+        println!(
+            "missing: {digest}{}",
+            if repair {
+                " (removed from the index)"
+            } else {
+                ""
+            }
+        );
+    }
+    if report.is_clean() || repair {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} corrupt and {} missing blobs; run with --repair",
+            report.corrupt.len(),
+            report.missing.len()
+        )
+    }
 }
 
 async fn stats(location: DataDirArgs, json: bool) -> anyhow::Result<()> {

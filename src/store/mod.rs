@@ -15,6 +15,7 @@ pub mod fill;
 mod oci;
 mod stats;
 mod upkeep;
+mod verify;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ pub use evict::{EvictionReport, ReadGuard, StoreTotals, SweepOptions, SweepRepor
 pub use fill::{Committed, FillError, FillHead, FillProducer, FillReader, Slot, Validator};
 pub use oci::{ManifestRow, NewManifest, ReferrerRow};
 pub use stats::{GroupStats, StoreStats};
+pub use verify::VerifyReport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
