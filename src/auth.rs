@@ -16,7 +16,10 @@ use tokio::sync::Semaphore;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Identity {
     /// A client certificate that verified against the client CA (and the CRL).
-    Cert { cn: String, serial: String },
+    Cert {
+        cn: String,
+        serial: String,
+    },
     /// HTTP Basic credentials that matched the htpasswd file.
     User(String),
     Anonymous,
@@ -88,7 +91,11 @@ pub enum HtpasswdError {
         source: std::io::Error,
     },
     #[error("{path}:{line}: {reason}")]
-    Syntax { path: PathBuf, line: usize, reason: String },
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
 }
 
 /// `user:bcrypt-hash` lines, as `htpasswd -B` writes them.
@@ -126,7 +133,10 @@ impl Htpasswd {
                 .ok_or_else(|| (index + 1, "expected user:hash".to_owned()))?;
             // Only bcrypt: MD5-crypt and SHA1 entries are too cheap to brute-force.
             if !["$2y$", "$2a$", "$2b$"].iter().any(|p| hash.starts_with(p)) {
-                return Err((index + 1, format!("user {user:?}: only bcrypt entries are accepted (htpasswd -B)")));
+                return Err((
+                    index + 1,
+                    format!("user {user:?}: only bcrypt entries are accepted (htpasswd -B)"),
+                ));
             }
             cost = hash.get(4..6).and_then(|c| c.parse().ok()).unwrap_or(cost);
             users.insert(user.to_owned(), hash.to_owned());
@@ -188,7 +198,11 @@ impl Authenticator {
     }
 
     pub fn has_users(&self) -> bool {
-        !self.htpasswd.read().unwrap_or_else(|e| e.into_inner()).is_empty()
+        !self
+            .htpasswd
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     /// The user named by a valid `Authorization: Basic …` header, or `None`
@@ -215,7 +229,11 @@ impl Authenticator {
         .unwrap_or(false);
         drop(permit);
         let verdict = matches.then_some(user);
-        let ttl = if verdict.is_some() { self.ttl } else { NEGATIVE_TTL };
+        let ttl = if verdict.is_some() {
+            self.ttl
+        } else {
+            NEGATIVE_TTL
+        };
         self.remember(key, verdict.clone(), ttl);
         verdict
     }
@@ -261,7 +279,9 @@ fn parse_basic(header: &str) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':')?;
     if user.is_empty() {
@@ -290,7 +310,12 @@ mod tests {
     #[tokio::test]
     async fn right_password_verifies_and_wrong_one_does_not() {
         let auth = authenticator();
-        assert_eq!(auth.verify_basic(&header("alice", "s3cret")).await.as_deref(), Some("alice"));
+        assert_eq!(
+            auth.verify_basic(&header("alice", "s3cret"))
+                .await
+                .as_deref(),
+            Some("alice")
+        );
         assert_eq!(auth.verify_basic(&header("alice", "nope")).await, None);
         assert_eq!(auth.verify_basic(&header("mallory", "s3cret")).await, None);
         assert_eq!(auth.verify_basic("Bearer abc").await, None);
@@ -300,7 +325,11 @@ mod tests {
     #[tokio::test]
     async fn verified_credentials_are_cached_until_the_file_is_replaced() {
         let auth = authenticator();
-        assert!(auth.verify_basic(&header("alice", "s3cret")).await.is_some());
+        assert!(
+            auth.verify_basic(&header("alice", "s3cret"))
+                .await
+                .is_some()
+        );
         let key = auth.cache_key("alice", "s3cret");
         assert!(matches!(auth.cached(&key), Some(Some(_))));
         auth.replace(Htpasswd::default());
@@ -323,7 +352,10 @@ mod tests {
         };
         let user = Identity::User("b".into());
         assert!(Policy::Anonymous.check(&Identity::Anonymous).is_ok());
-        assert_eq!(Policy::Authenticated.check(&Identity::Anonymous), Err(Denial::Unauthenticated));
+        assert_eq!(
+            Policy::Authenticated.check(&Identity::Anonymous),
+            Err(Denial::Unauthenticated)
+        );
         assert!(Policy::Authenticated.check(&user).is_ok());
         assert_eq!(Policy::Cert.check(&user), Err(Denial::CertificateRequired));
         assert!(Policy::Cert.check(&cert).is_ok());

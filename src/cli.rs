@@ -13,7 +13,11 @@ use crate::config::{Config, LogFormat};
 use crate::instance::{Mirror, StartOptions};
 
 #[derive(Parser)]
-#[command(name = "mirror", version, about = "A mutually authenticated caching mirror for Go modules and container images")]
+#[command(
+    name = "mirror",
+    version,
+    about = "A mutually authenticated caching mirror for Go modules and container images"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -165,7 +169,9 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
         Ok(value) if !value.is_empty() => EnvFilter::try_new(value).context("RUST_LOG")?,
         _ => EnvFilter::try_new(&config.log.level).context("log.level")?,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -175,16 +181,30 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
 
 fn pki(command: PkiCommand) -> anyhow::Result<()> {
     match command {
-        PkiCommand::Init { dir, cn, days, force } => {
+        PkiCommand::Init {
+            dir,
+            cn,
+            days,
+            force,
+        } => {
             let options = CaOptions {
                 common_name: cn,
                 days,
                 force,
             };
             let pki = Pki::init(&dir, &options)?;
-            println!("CA created: {}", pki.path(mirror_pki::layout::CA_CERT).display());
-            println!("key (keep it secret): {}", pki.path(mirror_pki::layout::CA_KEY).display());
-            println!("next: mirror pki issue-server --dir {} --san mirror.example.com", dir.display());
+            println!(
+                "CA created: {}",
+                pki.path(mirror_pki::layout::CA_CERT).display()
+            );
+            println!(
+                "key (keep it secret): {}",
+                pki.path(mirror_pki::layout::CA_KEY).display()
+            );
+            println!(
+                "next: mirror pki issue-server --dir {} --san mirror.example.com",
+                dir.display()
+            );
         }
         PkiCommand::IssueServer { dir, sans, days } => {
             let pki = Pki::open(&dir)?;
@@ -217,7 +237,10 @@ fn pki(command: PkiCommand) -> anyhow::Result<()> {
         }
         PkiCommand::List { dir } => {
             let pki = Pki::open(&dir)?;
-            println!("{:<24} {:<34} {:<7} {:<22} REVOKED", "NAME", "SERIAL", "KIND", "NOT AFTER");
+            println!(
+                "{:<24} {:<34} {:<7} {:<22} REVOKED",
+                "NAME", "SERIAL", "KIND", "NOT AFTER"
+            );
             for record in pki.list()? {
                 let not_after = record
                     .not_after
@@ -225,7 +248,10 @@ fn pki(command: PkiCommand) -> anyhow::Result<()> {
                     .unwrap_or_default();
                 let revoked = record
                     .revoked_at
-                    .and_then(|at| at.format(&time::format_description::well_known::Rfc3339).ok())
+                    .and_then(|at| {
+                        at.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
                     .unwrap_or_else(|| "-".to_owned());
                 println!(
                     "{:<24} {:<34} {:<7} {:<22} {}",

@@ -183,6 +183,8 @@ impl Default for LogConfig {
 #[serde(deny_unknown_fields)]
 pub struct GoConfig {
     /// GOPROXY syntax: `,` falls through on 404/410 only, `|` on any error.
+    /// `off` ends the list (serve only what is cached); `direct` is refused:
+    /// this server never fetches from version control.
     #[serde(default = "defaults::go_upstream")]
     pub upstream: String,
     /// GOPRIVATE syntax: such modules never reach an upstream or a sumdb.
@@ -190,7 +192,8 @@ pub struct GoConfig {
     pub private: Vec<String>,
     /// Overrides `auth.read` for Go routes.
     pub read: Option<Policy>,
-    /// TTL of `list`, `@latest` and non-canonical queries.
+    /// TTL of `list`, `@latest`, non-canonical queries, and of the checksum
+    /// database's `latest`, lookups and partial tiles.
     #[serde(default = "defaults::go_list_ttl", with = "humantime_serde")]
     pub list_ttl: Duration,
     /// TTL of 404/410 answers (`go get a/b/c` probes every prefix).
@@ -358,7 +361,10 @@ impl Config {
             file: file.clone(),
             source,
         })?;
-        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         Config::parse(&text, base, &file)
     }
 
@@ -406,7 +412,10 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         let tls = &self.tls;
         if tls.cert.is_some() != tls.key.is_some() {
-            return Err("tls.cert and tls.key: set both or neither (neither creates a PKI in data_dir)".into());
+            return Err(
+                "tls.cert and tls.key: set both or neither (neither creates a PKI in data_dir)"
+                    .into(),
+            );
         }
         if tls.cert.is_some() && tls.client_auth != ClientAuth::Off && tls.client_ca.is_none() {
             return Err(format!(
@@ -440,7 +449,9 @@ impl Config {
         ];
         for (key, policy) in needs_cert {
             if policy == Some(Policy::Cert) && tls.client_auth == ClientAuth::Off {
-                return Err(format!("{key}: \"cert\" needs tls.client_auth = \"optional\" or \"required\""));
+                return Err(format!(
+                    "{key}: \"cert\" needs tls.client_auth = \"optional\" or \"required\""
+                ));
             }
         }
         if self.limits.max_connections == 0 {
@@ -449,14 +460,29 @@ impl Config {
         if self.limits.max_header_size.as_u64() < 8 * 1024 {
             return Err("limits.max_header_size: must be at least 8KiB".into());
         }
-        if self.go.upstream.trim().is_empty() {
-            return Err("go.upstream: must name at least one proxy URL".into());
+        if let Err(reason) = self.go.upstream.parse::<crate::goproxy::Chain>() {
+            return Err(format!("go.upstream: {reason}"));
+        }
+        if let Err(error) = crate::goproxy::Private::parse(&self.go.private) {
+            return Err(format!("go.private: {error}"));
+        }
+        if self.go.max_zip_size.as_u64() == 0 {
+            return Err("go.max_zip_size: must be more than 0".into());
         }
         for (i, sumdb) in self.go.sumdb.iter().enumerate() {
             if sumdb.name.is_empty() || sumdb.name.contains('/') || sumdb.name.starts_with('.') {
-                return Err(format!("go.sumdb[{i}].name: {:?} is not a host name", sumdb.name));
+                return Err(format!(
+                    "go.sumdb[{i}].name: {:?} is not a host name",
+                    sumdb.name
+                ));
             }
             check_url(&format!("go.sumdb[{i}].url"), &sumdb.url)?;
+            if self.go.sumdb[..i].iter().any(|s| s.name == sumdb.name) {
+                return Err(format!(
+                    "go.sumdb[{i}].name: {:?} is used twice",
+                    sumdb.name
+                ));
+            }
         }
         let mut defaults = 0;
         for (i, upstream) in self.registry.upstream.iter().enumerate() {
@@ -464,9 +490,16 @@ impl Config {
             check_url(&key("url"), &upstream.url)?;
             if upstream.name.is_empty()
                 || upstream.name.contains('/')
-                || !upstream.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c))
+                || !upstream
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c))
             {
-                return Err(format!("{}: {:?} must be a host name such as docker.io", key("name"), upstream.name));
+                return Err(format!(
+                    "{}: {:?} must be a host name such as docker.io",
+                    key("name"),
+                    upstream.name
+                ));
             }
             if upstream.password.is_some() && upstream.username.is_none() {
                 return Err(format!("{}: a password needs a username", key("password")));
@@ -476,8 +509,15 @@ impl Config {
             {
                 return Err(format!("{}: no such file: {}", key("ca"), ca.display()));
             }
-            if self.registry.upstream[..i].iter().any(|u| u.name == upstream.name) {
-                return Err(format!("{}: {:?} is used twice", key("name"), upstream.name));
+            if self.registry.upstream[..i]
+                .iter()
+                .any(|u| u.name == upstream.name)
+            {
+                return Err(format!(
+                    "{}: {:?} is used twice",
+                    key("name"),
+                    upstream.name
+                ));
             }
             defaults += usize::from(upstream.default);
         }
@@ -524,7 +564,10 @@ fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
     for line in before.lines() {
         let line = line.trim();
         if line.starts_with('[') {
-            table = line.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+            table = line
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_owned();
         }
     }
     let line_text = text.lines().nth(line_no - 1).unwrap_or("");
@@ -571,7 +614,10 @@ mod tests {
     #[test]
     fn bad_values_are_errors_that_name_the_key() {
         let err = parse("[tls]\nclient_auth = \"sometimes\"\n").unwrap_err();
-        assert!(err.contains("tls.client_auth") && err.contains("sometimes"), "{err}");
+        assert!(
+            err.contains("tls.client_auth") && err.contains("sometimes"),
+            "{err}"
+        );
         let err = parse("listen = \"nowhere\"\n").unwrap_err();
         assert!(err.contains("listen"), "{err}");
         let err = parse("[limits]\nheader_timeout = \"soon\"\n").unwrap_err();
@@ -582,9 +628,14 @@ mod tests {
 
     #[test]
     fn missing_files_name_the_key_and_the_path() {
-        let err = parse("[tls]\ncert = \"pki/server.crt\"\nkey = \"pki/server.key\"\nclient_auth = \"off\"\n")
-            .unwrap_err();
-        assert!(err.contains("tls.cert") && err.contains("/etc/mirror/pki/server.crt"), "{err}");
+        let err = parse(
+            "[tls]\ncert = \"pki/server.crt\"\nkey = \"pki/server.key\"\nclient_auth = \"off\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("tls.cert") && err.contains("/etc/mirror/pki/server.crt"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -595,6 +646,27 @@ mod tests {
         assert!(err.contains("auth.read"), "{err}");
         let err = parse("[[registry.upstream]]\nname = \"a\"\nurl = \"ftp://x\"\n").unwrap_err();
         assert!(err.contains("registry.upstream[0].url"), "{err}");
+    }
+
+    #[test]
+    fn go_settings_are_checked_and_name_the_key() {
+        let err = parse("[go]\nupstream = \"https://proxy.example,direct\"\n").unwrap_err();
+        assert!(
+            err.contains("go.upstream") && err.contains("direct"),
+            "{err}"
+        );
+        let err = parse("[go]\nupstream = \" , \"\n").unwrap_err();
+        assert!(err.contains("go.upstream"), "{err}");
+        let err = parse("[go]\nprivate = [\"corp.example.com/[\"]\n").unwrap_err();
+        assert!(err.contains("go.private"), "{err}");
+        let err = parse("[go]\nlist_ttl = \"often\"\n").unwrap_err();
+        assert!(err.contains("go.list_ttl"), "{err}");
+        let config = parse(
+            "[go]\nupstream = \"https://a.example|https://b.example,off\"\nprivate = [\"*.corp.example.com\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.go.private, vec!["*.corp.example.com".to_owned()]);
+        assert!(parse("[go]\nupstream = \"off\"\n").is_ok());
     }
 
     #[test]

@@ -44,8 +44,12 @@ impl Mirror {
     ) -> anyhow::Result<Mirror> {
         let (tls_files, first_run_message) = bootstrap::tls_files(&config)?;
         let reloader = Arc::new(
-            Reloader::new(tls_files, config.auth.htpasswd.clone(), config.auth.credential_cache_ttl)
-                .context("loading TLS and auth files")?,
+            Reloader::new(
+                tls_files,
+                config.auth.htpasswd.clone(),
+                config.auth.credential_cache_ttl,
+            )
+            .context("loading TLS and auth files")?,
         );
         let store = Store::open(&config.data_dir)
             .await
@@ -78,12 +82,15 @@ impl Mirror {
             reloader.authenticator(),
             policies,
             metrics,
-            goproxy::GoProxy::new(),
+            goproxy::GoProxy::new(&config.go, store.clone())
+                .context("setting up the Go module mirror")?,
             oci::Registry::new(),
         ));
 
         let stop = CancellationToken::new();
-        reloader.clone().watch(config.limits.reload_poll, options.sighup, stop.clone());
+        reloader
+            .clone()
+            .watch(config.limits.reload_poll, options.sighup, stop.clone());
         store.spawn_upkeep(stop.clone());
         let server = Server::new(listener, reloader.clone(), app, config.limits.clone());
         let shutdown = stop.clone();

@@ -40,13 +40,18 @@ impl HandshakeFailure {
 
     pub fn classify(error: &std::io::Error) -> HandshakeFailure {
         use rustls::{CertificateError, Error};
-        let Some(tls) = error.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) else {
+        let Some(tls) = error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<Error>())
+        else {
             return HandshakeFailure::Io;
         };
         match tls {
             Error::NoCertificatesPresented => HandshakeFailure::NoCertificate,
             Error::InvalidCertificate(cert) => match cert {
-                CertificateError::UnknownIssuer | CertificateError::BadSignature => HandshakeFailure::UnknownCa,
+                CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                    HandshakeFailure::UnknownCa
+                }
                 CertificateError::Expired
                 | CertificateError::ExpiredContext { .. }
                 | CertificateError::NotValidYet
@@ -68,7 +73,11 @@ struct Family {
 }
 
 impl Family {
-    const fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Family {
+    const fn new(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+    ) -> Family {
         Family {
             name,
             help,
@@ -103,7 +112,13 @@ impl Family {
                 .zip(label_values)
                 .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
                 .collect();
-            let _ = writeln!(out, "{}{{{}}} {}", self.name, labels.join(","), value.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "{}{{{}}} {}",
+                self.name,
+                labels.join(","),
+                value.load(Ordering::Relaxed)
+            );
         }
     }
 }
@@ -116,7 +131,10 @@ fn find<'a>(values: &'a BTreeMap<Vec<String>, AtomicU64>, key: &[&str]) -> Optio
 }
 
 fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 pub struct Metrics {

@@ -73,14 +73,20 @@ impl<V: Clone> Singleflight<V> {
         };
         let value = cell.get_or_init(|| call).await.clone();
         let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        if inflight.get(key).is_some_and(|current| Arc::ptr_eq(current, &cell)) {
+        if inflight
+            .get(key)
+            .is_some_and(|current| Arc::ptr_eq(current, &cell))
+        {
             inflight.remove(key);
         }
         value
     }
 
     pub fn in_flight(&self) -> usize {
-        self.inflight.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 }
 

@@ -44,7 +44,9 @@ pub struct Pki {
 
 impl std::fmt::Debug for Pki {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pki").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Pki")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -149,12 +151,29 @@ impl Pki {
 
     /// Issues the server certificate (EKU serverAuth) for the given DNS names and
     /// IP addresses and writes `server.crt` and `server.key` (0600).
-    pub fn issue_server(&self, sans: &[String], validity: Validity) -> Result<IssuedCert, PkiError> {
+    pub fn issue_server(
+        &self,
+        sans: &[String],
+        validity: Validity,
+    ) -> Result<IssuedCert, PkiError> {
         let san_types = parse_sans(sans)?;
-        let (params, serial) = leaf_params(&sans[0], san_types, ExtendedKeyUsagePurpose::ServerAuth, validity)?;
+        let (params, serial) = leaf_params(
+            &sans[0],
+            san_types,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            validity,
+        )?;
         let issued = self.sign_leaf(CertKind::Server, &sans[0], params, &serial)?;
-        files::write_atomic(&self.path(layout::SERVER_KEY), issued.key_pem.as_bytes(), Mode::Secret)?;
-        files::write_atomic(&self.path(layout::SERVER_CERT), issued.cert_pem.as_bytes(), Mode::Public)?;
+        files::write_atomic(
+            &self.path(layout::SERVER_KEY),
+            issued.key_pem.as_bytes(),
+            Mode::Secret,
+        )?;
+        files::write_atomic(
+            &self.path(layout::SERVER_CERT),
+            issued.cert_pem.as_bytes(),
+            Mode::Public,
+        )?;
         Ok(issued)
     }
 
@@ -162,7 +181,12 @@ impl Pki {
     /// written but the ledger; the caller decides where the key goes.
     pub fn issue_client(&self, name: &str, validity: Validity) -> Result<IssuedCert, PkiError> {
         check_common_name(name)?;
-        let (params, serial) = leaf_params(name, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth, validity)?;
+        let (params, serial) = leaf_params(
+            name,
+            Vec::new(),
+            ExtendedKeyUsagePurpose::ClientAuth,
+            validity,
+        )?;
         self.sign_leaf(CertKind::Client, name, params, &serial)
     }
 
@@ -246,7 +270,11 @@ fn check_common_name_for_ca(name: &str) -> Result<(), PkiError> {
 }
 
 fn hex_to_bytes(hex: &str) -> Option<Vec<u8>> {
-    let padded = if hex.len() % 2 == 1 { format!("0{hex}") } else { hex.to_owned() };
+    let padded = if hex.len() % 2 == 1 {
+        format!("0{hex}")
+    } else {
+        hex.to_owned()
+    };
     (0..padded.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&padded[i..i + 2], 16).ok())

@@ -23,9 +23,21 @@ impl CertsDir {
         issued: &IssuedCert,
     ) -> Result<CertsDir, PkiError> {
         let path = certs_d.join(registry.as_str());
-        files::write_atomic(&path.join(layout::CERTS_D_CA), ca_pem.as_bytes(), Mode::Public)?;
-        files::write_atomic(&path.join(layout::CERTS_D_KEY), issued.key_pem.as_bytes(), Mode::Secret)?;
-        files::write_atomic(&path.join(layout::CERTS_D_CERT), issued.cert_pem.as_bytes(), Mode::Public)?;
+        files::write_atomic(
+            &path.join(layout::CERTS_D_CA),
+            ca_pem.as_bytes(),
+            Mode::Public,
+        )?;
+        files::write_atomic(
+            &path.join(layout::CERTS_D_KEY),
+            issued.key_pem.as_bytes(),
+            Mode::Secret,
+        )?;
+        files::write_atomic(
+            &path.join(layout::CERTS_D_CERT),
+            issued.cert_pem.as_bytes(),
+            Mode::Public,
+        )?;
         Ok(CertsDir {
             path,
             registry: registry.clone(),
@@ -97,11 +109,23 @@ impl fmt::Display for ClientUsage<'_> {
         let cert_for_curl = self.dir.cert().display().to_string().replace(':', "\\:");
         writeln!(f, "Client certificate for {} written to {path}/", self.user)?;
         writeln!(f)?;
-        writeln!(f, "Docker, podman, skopeo, buildah: copy the folder into certs.d")?;
-        writeln!(f, "  sudo mkdir -p /etc/docker/certs.d && sudo cp -r {path} /etc/docker/certs.d/")?;
-        writeln!(f, "  docker login {reg}        # podman/skopeo also read /etc/containers/certs.d/{reg}/")?;
+        writeln!(
+            f,
+            "Docker, podman, skopeo, buildah: copy the folder into certs.d"
+        )?;
+        writeln!(
+            f,
+            "  sudo mkdir -p /etc/docker/certs.d && sudo cp -r {path} /etc/docker/certs.d/"
+        )?;
+        writeln!(
+            f,
+            "  docker login {reg}        # podman/skopeo also read /etc/containers/certs.d/{reg}/"
+        )?;
         writeln!(f)?;
-        writeln!(f, "containerd (copy the folder to /etc/containerd/certs.d/{reg}/ first):")?;
+        writeln!(
+            f,
+            "containerd (copy the folder to /etc/containerd/certs.d/{reg}/ first):"
+        )?;
         for line in self.containerd_hosts_toml().lines() {
             writeln!(f, "  {line}")?;
         }
@@ -114,7 +138,10 @@ impl fmt::Display for ClientUsage<'_> {
             key = self.dir.key().display(),
         )?;
         writeln!(f)?;
-        writeln!(f, "Go (a password from the server's htpasswd file; go cannot send client certificates):")?;
+        writeln!(
+            f,
+            "Go (a password from the server's htpasswd file; go cannot send client certificates):"
+        )?;
         for line in self.go_env().lines() {
             writeln!(f, "  {line}")?;
         }

@@ -10,7 +10,9 @@ pub enum PkiError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}: a CA already exists here; pass --force to replace it (every certificate it issued stops working)")]
+    #[error(
+        "{0}: a CA already exists here; pass --force to replace it (every certificate it issued stops working)"
+    )]
     CaExists(PathBuf),
     #[error("{0}: no CA here; run `mirror pki init --dir {1}` first")]
     NoCa(PathBuf, String),

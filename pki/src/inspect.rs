@@ -74,7 +74,12 @@ fn describe(der: &[u8]) -> Result<CertInfo, String> {
             (eku.ocsp_signing, "OCSPSigning"),
             (eku.any, "any"),
         ];
-        extended_key_usage.extend(flags.iter().filter(|(on, _)| *on).map(|(_, n)| (*n).to_owned()));
+        extended_key_usage.extend(
+            flags
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, n)| (*n).to_owned()),
+        );
     }
     let key_usage = match cert.key_usage() {
         Ok(Some(ext)) => ext.value.to_string(),
@@ -109,7 +114,13 @@ fn ip_to_string(bytes: &[u8]) -> String {
 
 impl fmt::Display for CertInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let none = |v: &[String]| if v.is_empty() { "-".to_owned() } else { v.join(", ") };
+        let none = |v: &[String]| {
+            if v.is_empty() {
+                "-".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
         writeln!(f, "subject:      {}", self.subject)?;
         writeln!(f, "issuer:       {}", self.issuer)?;
         writeln!(f, "serial:       {}", self.serial)?;
@@ -118,11 +129,23 @@ impl fmt::Display for CertInfo {
             f,
             "not after:    {}{}",
             self.not_after,
-            if self.expired { "  (NOT VALID NOW)" } else { "" }
+            if self.expired {
+                "  (NOT VALID NOW)"
+            } else {
+                ""
+            }
         )?;
         writeln!(f, "CA:           {}", if self.is_ca { "yes" } else { "no" })?;
         writeln!(f, "SANs:         {}", none(&self.sans))?;
-        writeln!(f, "key usage:    {}", if self.key_usage.is_empty() { "-" } else { &self.key_usage })?;
+        writeln!(
+            f,
+            "key usage:    {}",
+            if self.key_usage.is_empty() {
+                "-"
+            } else {
+                &self.key_usage
+            }
+        )?;
         write!(f, "ext key use:  {}", none(&self.extended_key_usage))
     }
 }

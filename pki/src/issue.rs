@@ -7,7 +7,7 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 use crate::ledger::{CertKind, serial_hex};
-use crate::{PkiError, Pki};
+use crate::{Pki, PkiError};
 
 /// How long a certificate is valid.
 #[derive(Clone, Copy, Debug)]
@@ -23,7 +23,10 @@ impl Validity {
         match self {
             Validity::Days(days) => {
                 let now = OffsetDateTime::now_utc();
-                (now - Duration::hours(1), now + Duration::days(i64::from(days)))
+                (
+                    now - Duration::hours(1),
+                    now + Duration::days(i64::from(days)),
+                )
             }
             Validity::Between(from, until) => (from, until),
         }
@@ -56,7 +59,8 @@ impl std::fmt::Debug for IssuedCert {
 /// exactly these bytes and the ledger's hex matches what other tools print.
 pub(crate) fn random_serial() -> Result<Vec<u8>, PkiError> {
     let mut bytes = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| PkiError::Rcgen(rcgen::Error::RingUnspecified))?;
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| PkiError::Rcgen(rcgen::Error::RingUnspecified))?;
     bytes[0] = (bytes[0] & 0x7f) | 0x40;
     Ok(bytes.to_vec())
 }

@@ -100,7 +100,11 @@ pub(crate) fn normalize_serial(input: &str) -> String {
         .collect::<String>()
         .to_ascii_lowercase();
     let trimmed = hex.trim_start_matches('0');
-    if trimmed.is_empty() { "0".to_owned() } else { trimmed.to_owned() }
+    if trimmed.is_empty() {
+        "0".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
 }
 
 /// Serial bytes as the ledger spells them (leading zero bytes dropped, since DER

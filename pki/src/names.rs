@@ -36,9 +36,12 @@ impl FromStr for RegistryHost {
         if s.is_empty() || s.len() > 260 {
             return Err(bad("must be HOST or HOST:PORT"));
         }
-        let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_');
+        let ok =
+            |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_');
         if !s.chars().all(ok) || s.starts_with('.') || s.contains("..") {
-            return Err(bad("must be HOST or HOST:PORT (letters, digits, '.', '-', ':', '[', ']')"));
+            return Err(bad(
+                "must be HOST or HOST:PORT (letters, digits, '.', '-', ':', '[', ']')",
+            ));
         }
         let port = if let Some(rest) = s.strip_prefix('[') {
             let (addr, after) = rest.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
@@ -47,7 +50,10 @@ impl FromStr for RegistryHost {
             }
             match after {
                 "" => None,
-                p => Some(p.strip_prefix(':').ok_or_else(|| bad("expected ':' after ']'"))?),
+                p => Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| bad("expected ':' after ']'"))?,
+                ),
             }
         } else {
             match s.split_once(':') {
@@ -84,7 +90,9 @@ pub(crate) fn check_common_name(name: &str) -> Result<(), PkiError> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'))
     {
-        return Err(bad("may contain only letters, digits, '.', '-', '_' and '@'"));
+        return Err(bad(
+            "may contain only letters, digits, '.', '-', '_' and '@'",
+        ));
     }
     Ok(())
 }
@@ -95,10 +103,19 @@ mod tests {
 
     #[test]
     fn registry_hosts_that_docker_uses_are_accepted() {
-        for ok in ["mirror:5000", "localhost", "127.0.0.1:443", "[::1]:5000", "a-b.example.com:5000"] {
+        for ok in [
+            "mirror:5000",
+            "localhost",
+            "127.0.0.1:443",
+            "[::1]:5000",
+            "a-b.example.com:5000",
+        ] {
             assert!(ok.parse::<RegistryHost>().is_ok(), "{ok}");
         }
-        assert_eq!("mirror:5000".parse::<RegistryHost>().unwrap().host(), "mirror");
+        assert_eq!(
+            "mirror:5000".parse::<RegistryHost>().unwrap().host(),
+            "mirror"
+        );
         assert_eq!("[::1]:5000".parse::<RegistryHost>().unwrap().host(), "::1");
     }
 

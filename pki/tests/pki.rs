@@ -5,7 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use mirror_pki::{CaOptions, CertKind, CertsDir, Pki, PkiError, RegistryHost, Validity, inspect_file, layout};
+use mirror_pki::{
+    CaOptions, CertKind, CertsDir, Pki, PkiError, RegistryHost, Validity, inspect_file, layout,
+};
 use time::{Duration, OffsetDateTime};
 
 fn openssl(args: &[&str]) -> (bool, String) {
@@ -13,7 +15,11 @@ fn openssl(args: &[&str]) -> (bool, String) {
         .args(args)
         .output()
         .expect("openssl is missing: scripts/test.sh installs it");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -48,26 +54,50 @@ fn init_refuses_to_replace_a_ca_without_force() {
     let before = std::fs::read(dir.path().join(layout::CA_CERT)).unwrap();
     let err = Pki::init(dir.path(), &CaOptions::default()).unwrap_err();
     assert!(matches!(err, PkiError::CaExists(_)), "{err}");
-    assert_eq!(before, std::fs::read(dir.path().join(layout::CA_CERT)).unwrap());
-    let forced = CaOptions { force: true, ..CaOptions::default() };
+    assert_eq!(
+        before,
+        std::fs::read(dir.path().join(layout::CA_CERT)).unwrap()
+    );
+    let forced = CaOptions {
+        force: true,
+        ..CaOptions::default()
+    };
     Pki::init(dir.path(), &forced).unwrap();
-    assert_ne!(before, std::fs::read(dir.path().join(layout::CA_CERT)).unwrap());
+    assert_ne!(
+        before,
+        std::fs::read(dir.path().join(layout::CA_CERT)).unwrap()
+    );
 }
 
 #[test]
 fn server_certificate_verifies_and_carries_dns_and_ip_sans() {
     let (dir, pki) = new_pki();
-    pki.issue_server(&["mirror.example.com".into(), "localhost".into(), "127.0.0.1".into()], Validity::Days(30))
-        .unwrap();
+    pki.issue_server(
+        &[
+            "mirror.example.com".into(),
+            "localhost".into(),
+            "127.0.0.1".into(),
+        ],
+        Validity::Days(30),
+    )
+    .unwrap();
     let ca = dir.path().join(layout::CA_CERT);
     let server = dir.path().join(layout::SERVER_CERT);
     assert_eq!(mode(&dir.path().join(layout::SERVER_KEY)), 0o600);
     let (ok, text) = openssl(&[
-        "verify", "-purpose", "sslserver", "-CAfile", ca.to_str().unwrap(), server.to_str().unwrap(),
+        "verify",
+        "-purpose",
+        "sslserver",
+        "-CAfile",
+        ca.to_str().unwrap(),
+        server.to_str().unwrap(),
     ]);
     assert!(ok, "{text}");
     let info = &inspect_file(&server).unwrap()[0];
-    assert_eq!(info.sans, ["DNS:mirror.example.com", "DNS:localhost", "IP:127.0.0.1"]);
+    assert_eq!(
+        info.sans,
+        ["DNS:mirror.example.com", "DNS:localhost", "IP:127.0.0.1"]
+    );
     assert_eq!(info.extended_key_usage, ["serverAuth"]);
     assert!(!info.is_ca);
 }
@@ -83,17 +113,35 @@ fn client_certificate_lands_in_certs_d_with_dockers_file_names() {
     for name in ["ca.crt", "client.cert", "client.key"] {
         assert!(folder.join(name).is_file(), "{name} missing");
     }
-    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 3, "nothing but the three files");
+    assert_eq!(
+        std::fs::read_dir(&folder).unwrap().count(),
+        3,
+        "nothing but the three files"
+    );
     assert_eq!(mode(&folder.join("client.key")), 0o600);
     let (ok, text) = openssl(&[
-        "verify", "-purpose", "sslclient", "-CAfile",
+        "verify",
+        "-purpose",
+        "sslclient",
+        "-CAfile",
         folder.join("ca.crt").to_str().unwrap(),
         folder.join("client.cert").to_str().unwrap(),
     ]);
     assert!(ok, "{text}");
     // The key really belongs to the certificate.
-    let (_, cert_pub) = openssl(&["x509", "-in", folder.join("client.cert").to_str().unwrap(), "-noout", "-pubkey"]);
-    let (_, key_pub) = openssl(&["pkey", "-in", folder.join("client.key").to_str().unwrap(), "-pubout"]);
+    let (_, cert_pub) = openssl(&[
+        "x509",
+        "-in",
+        folder.join("client.cert").to_str().unwrap(),
+        "-noout",
+        "-pubkey",
+    ]);
+    let (_, key_pub) = openssl(&[
+        "pkey",
+        "-in",
+        folder.join("client.key").to_str().unwrap(),
+        "-pubout",
+    ]);
     assert_eq!(cert_pub, key_pub);
     let info = &inspect_file(&written.cert()).unwrap()[0];
     assert_eq!(info.subject, "CN=alice");
@@ -102,9 +150,18 @@ fn client_certificate_lands_in_certs_d_with_dockers_file_names() {
 
     let usage = written.usage("alice").to_string();
     assert!(usage.contains("/etc/docker/certs.d/"), "{usage}");
-    assert!(usage.contains("[host.\"https://mirror.example.com:5000\"]"), "{usage}");
-    assert!(usage.contains("mirror.example.com\\:5000/client.cert"), "curl needs the colon escaped: {usage}");
-    assert!(usage.contains("machine mirror.example.com login alice"), "{usage}");
+    assert!(
+        usage.contains("[host.\"https://mirror.example.com:5000\"]"),
+        "{usage}"
+    );
+    assert!(
+        usage.contains("mirror.example.com\\:5000/client.cert"),
+        "curl needs the colon escaped: {usage}"
+    );
+    assert!(
+        usage.contains("machine mirror.example.com login alice"),
+        "{usage}"
+    );
 }
 
 #[test]
@@ -120,7 +177,12 @@ fn revoked_certificate_is_listed_in_a_crl_that_openssl_enforces() {
     let crl = dir.path().join(layout::CRL);
     let verify = |cert: &Path| {
         openssl(&[
-            "verify", "-crl_check", "-CAfile", ca.to_str().unwrap(), "-CRLfile", crl.to_str().unwrap(),
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            ca.to_str().unwrap(),
+            "-CRLfile",
+            crl.to_str().unwrap(),
             cert.to_str().unwrap(),
         ])
     };
@@ -145,7 +207,10 @@ fn revoked_certificate_is_listed_in_a_crl_that_openssl_enforces() {
     assert!(!verify(&bob_pem).0);
 
     let list = pki.list().unwrap();
-    assert!(list.iter().all(|r| r.kind == CertKind::Client && r.revoked_at.is_some()));
+    assert!(
+        list.iter()
+            .all(|r| r.kind == CertKind::Client && r.revoked_at.is_some())
+    );
     assert!(matches!(pki.revoke("carol"), Err(PkiError::NotFound(_))));
 }
 
@@ -154,13 +219,21 @@ fn expired_window_can_be_issued_for_tests_and_shows_as_expired() {
     let (dir, pki) = new_pki();
     let now = OffsetDateTime::now_utc();
     let old = pki
-        .issue_client("old", Validity::Between(now - Duration::days(10), now - Duration::days(1)))
+        .issue_client(
+            "old",
+            Validity::Between(now - Duration::days(10), now - Duration::days(1)),
+        )
         .unwrap();
     let path = dir.path().join("old.pem");
     std::fs::write(&path, &old.cert_pem).unwrap();
     assert!(inspect_file(&path).unwrap()[0].expired);
     let ca = dir.path().join(layout::CA_CERT);
-    let (ok, text) = openssl(&["verify", "-CAfile", ca.to_str().unwrap(), path.to_str().unwrap()]);
+    let (ok, text) = openssl(&[
+        "verify",
+        "-CAfile",
+        ca.to_str().unwrap(),
+        path.to_str().unwrap(),
+    ]);
     assert!(!ok && text.contains("expired"), "{text}");
 }
 
@@ -182,6 +255,9 @@ fn bad_names_and_sans_are_refused_before_anything_is_written() {
     let (_dir, pki) = new_pki();
     assert!(pki.issue_client("../evil", Validity::Days(1)).is_err());
     assert!(pki.issue_server(&[], Validity::Days(1)).is_err());
-    assert!(pki.issue_server(&["bad name".into()], Validity::Days(1)).is_err());
+    assert!(
+        pki.issue_server(&["bad name".into()], Validity::Days(1))
+            .is_err()
+    );
     assert!(pki.list().unwrap().is_empty());
 }

@@ -21,7 +21,9 @@ pub fn empty() -> Body {
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 pub fn stream(stream: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static) -> Body {
@@ -35,5 +37,7 @@ pub async fn file(file: std::fs::File, start: u64, len: u64) -> std::io::Result<
         file.seek(SeekFrom::Start(start)).await?;
     }
     let reader = file.take(len);
-    Ok(stream(tokio_util::io::ReaderStream::with_capacity(reader, FILE_CHUNK)))
+    Ok(stream(tokio_util::io::ReaderStream::with_capacity(
+        reader, FILE_CHUNK,
+    )))
 }

@@ -178,10 +178,11 @@ impl App {
         let (protocol, identity, response) = match route {
             Route::Healthz => (Protocol::Internal, Identity::Anonymous, healthz()),
             Route::Metrics => {
-                let (identity, response) = match self.authorize(&request, &conn, self.policies.metrics).await {
-                    Ok(identity) => (identity, self.metrics.render()),
-                    Err((identity, denial)) => (identity, plain_denial(denial)),
-                };
+                let (identity, response) =
+                    match self.authorize(&request, &conn, self.policies.metrics).await {
+                        Ok(identity) => (identity, self.metrics.render()),
+                        Err((identity, denial)) => (identity, plain_denial(denial)),
+                    };
                 (Protocol::Internal, identity, response)
             }
             Route::Oci => {
@@ -196,7 +197,11 @@ impl App {
                             identity: identity.clone(),
                             peer: conn.peer,
                         };
-                        (Protocol::Oci, identity, self.oci.handle(request, &caller).await)
+                        (
+                            Protocol::Oci,
+                            identity,
+                            self.oci.handle(request, &caller).await,
+                        )
                     }
                     Err((identity, denial)) => (Protocol::Oci, identity, oci::denied(denial)),
                 }
@@ -207,7 +212,11 @@ impl App {
                         identity: identity.clone(),
                         peer: conn.peer,
                     };
-                    (Protocol::Go, identity, self.go.handle(request, &caller).await)
+                    (
+                        Protocol::Go,
+                        identity,
+                        self.go.handle(request, &caller).await,
+                    )
                 }
                 Err((identity, denial)) => (Protocol::Go, identity, plain_denial(denial)),
             },
@@ -266,9 +275,10 @@ impl App {
 
 fn healthz() -> Response<Body> {
     let mut response = Response::new(body::full("ok\n"));
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -281,13 +291,16 @@ pub fn plain_denial(denial: Denial) -> Response<Body> {
             StatusCode::UNAUTHORIZED,
             "authentication required: a client certificate, or a user and password from the mirror's htpasswd\n",
         ),
-        Denial::CertificateRequired => (StatusCode::FORBIDDEN, "a client certificate is required\n"),
+        Denial::CertificateRequired => {
+            (StatusCode::FORBIDDEN, "a client certificate is required\n")
+        }
     };
     let mut response = plain(status, text);
     if status == StatusCode::UNAUTHORIZED {
-        response
-            .headers_mut()
-            .insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static(BASIC_CHALLENGE));
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(BASIC_CHALLENGE),
+        );
     }
     response
 }
@@ -295,8 +308,9 @@ pub fn plain_denial(denial: Denial) -> Response<Body> {
 pub fn plain(status: StatusCode, text: impl Into<bytes::Bytes>) -> Response<Body> {
     let mut response = Response::new(body::full(text));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }

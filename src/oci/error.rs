@@ -51,9 +51,10 @@ impl Code {
 
     pub fn status(self) -> StatusCode {
         match self {
-            Code::BlobUnknown | Code::BlobUploadUnknown | Code::ManifestUnknown | Code::NameUnknown => {
-                StatusCode::NOT_FOUND
-            }
+            Code::BlobUnknown
+            | Code::BlobUploadUnknown
+            | Code::ManifestUnknown
+            | Code::NameUnknown => StatusCode::NOT_FOUND,
             Code::BlobUploadInvalid
             | Code::DigestInvalid
             | Code::ManifestBlobUnknown
@@ -111,7 +112,10 @@ impl OciError {
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(super::API_VERSION_HEADER, HeaderValue::from_static(super::API_VERSION));
+        headers.insert(
+            super::API_VERSION_HEADER,
+            HeaderValue::from_static(super::API_VERSION),
+        );
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(BASIC_CHALLENGE));
         }

@@ -25,7 +25,8 @@ impl Registry {
     pub async fn handle(&self, request: Request<Incoming>, _caller: &Caller) -> Response<Body> {
         match request.uri().path() {
             "/v2" | "/v2/" => version_check(),
-            _ => OciError::new(Code::NameUnknown, "repository name not known to registry").into_response(),
+            _ => OciError::new(Code::NameUnknown, "repository name not known to registry")
+                .into_response(),
         }
     }
 }
@@ -48,7 +49,9 @@ fn version_check() -> Response<Body> {
 /// A refused `/v2/` request in the registry's own error format.
 pub fn denied(denial: Denial) -> Response<Body> {
     match denial {
-        Denial::Unauthenticated => OciError::new(Code::Unauthorized, "authentication required").into_response(),
+        Denial::Unauthenticated => {
+            OciError::new(Code::Unauthorized, "authentication required").into_response()
+        }
         Denial::CertificateRequired => {
             OciError::new(Code::Denied, "a client certificate is required").into_response()
         }

@@ -22,11 +22,16 @@ pub fn tls_files(config: &Config) -> anyhow::Result<(TlsFiles, Option<String>)> 
         common_name: format!("mirror CA ({})", host.as_deref().unwrap_or("localhost")),
         ..CaOptions::default()
     };
-    let (pki, created_ca) =
-        Pki::open_or_init(&dir, &options).with_context(|| format!("creating a PKI in {}", dir.display()))?;
-    let created_server = !pki.path(layout::SERVER_CERT).exists() || !pki.path(layout::SERVER_KEY).exists();
+    let (pki, created_ca) = Pki::open_or_init(&dir, &options)
+        .with_context(|| format!("creating a PKI in {}", dir.display()))?;
+    let created_server =
+        !pki.path(layout::SERVER_CERT).exists() || !pki.path(layout::SERVER_KEY).exists();
     if created_server {
-        let mut sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+        let mut sans = vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
         sans.extend(host.filter(|h| h != "localhost"));
         pki.issue_server(&sans, Validity::Days(825))
             .context("issuing the server certificate")?;
@@ -44,7 +49,11 @@ pub fn tls_files(config: &Config) -> anyhow::Result<(TlsFiles, Option<String>)> 
 
 /// The machine's host name, if it is usable as a DNS SAN.
 fn hostname() -> Option<String> {
-    let name = hostname::get().ok()?.into_string().ok()?.to_ascii_lowercase();
+    let name = hostname::get()
+        .ok()?
+        .into_string()
+        .ok()?
+        .to_ascii_lowercase();
     let valid = !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {

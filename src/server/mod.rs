@@ -34,7 +34,12 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(listener: TcpListener, reloader: Arc<Reloader>, app: Arc<App>, limits: LimitsConfig) -> Server {
+    pub fn new(
+        listener: TcpListener,
+        reloader: Arc<Reloader>,
+        app: Arc<App>,
+        limits: LimitsConfig,
+    ) -> Server {
         Server {
             listener,
             reloader,
@@ -106,7 +111,10 @@ impl Server {
 
         drop(self.listener);
         tracing::info!("shutting down: waiting for open requests");
-        if tokio::time::timeout(self.limits.shutdown_grace, graceful.shutdown()).await.is_err() {
+        if tokio::time::timeout(self.limits.shutdown_grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!("shutdown grace period over; closing remaining connections");
         }
         stop_handshakes.cancel();
@@ -121,7 +129,12 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(self, tcp: TcpStream, peer: SocketAddr, watcher: hyper_util::server::graceful::Watcher) {
+    async fn serve(
+        self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.reloader.tls());
         let tls = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => stream,
@@ -132,7 +145,9 @@ impl Connection {
                 return;
             }
             Err(_) => {
-                self.app.metrics().handshake_failed(HandshakeFailure::Timeout);
+                self.app
+                    .metrics()
+                    .handshake_failed(HandshakeFailure::Timeout);
                 tracing::info!(%peer, "TLS handshake timed out");
                 return;
             }

@@ -35,7 +35,11 @@ pub struct Reloader {
 
 impl Reloader {
     /// Loads everything once; an error here is a startup error.
-    pub fn new(files: TlsFiles, htpasswd: Option<PathBuf>, ttl: Duration) -> Result<Reloader, ReloadError> {
+    pub fn new(
+        files: TlsFiles,
+        htpasswd: Option<PathBuf>,
+        ttl: Duration,
+    ) -> Result<Reloader, ReloadError> {
         let config = tls::server_config(&files)?;
         let users = match &htpasswd {
             Some(path) => Htpasswd::load(path)?,
@@ -87,7 +91,9 @@ impl Reloader {
         self.watched()
             .into_iter()
             .map(|path| {
-                let meta = std::fs::metadata(&path).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+                let meta = std::fs::metadata(&path)
+                    .ok()
+                    .and_then(|m| Some((m.modified().ok()?, m.len())));
                 (path, meta)
             })
             .collect()
@@ -130,7 +136,9 @@ impl Reloader {
             return;
         }
         tokio::spawn(async move {
-            let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            let mut hangups = match tokio::signal::unix::signal(
+                tokio::signal::unix::SignalKind::hangup(),
+            ) {
                 Ok(signal) => signal,
                 Err(error) => {
                     tracing::error!(%error, "cannot listen for SIGHUP; reload on file change only");

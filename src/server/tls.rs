@@ -77,7 +77,8 @@ fn read_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'stat
 /// failure leaves the caller's current config in place.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = read_certs("tls.cert", &files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| file_error("tls.key", &files.key, e))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| file_error("tls.key", &files.key, e))?;
 
     let verifier = match (files.client_auth, &files.client_ca) {
         (ClientAuth::Off, _) => WebPkiClientVerifier::no_client_auth(),
@@ -89,7 +90,9 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
         (mode, Some(ca_path)) => {
             let mut roots = RootCertStore::empty();
             for ca in read_certs("tls.client_ca", ca_path)? {
-                roots.add(ca).map_err(|e| file_error("tls.client_ca", ca_path, e))?;
+                roots
+                    .add(ca)
+                    .map_err(|e| file_error("tls.client_ca", ca_path, e))?;
             }
             let mut builder = WebPkiClientVerifier::builder(Arc::new(roots));
             if let Some(crl_path) = &files.crl {
@@ -107,17 +110,26 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
             if mode == ClientAuth::Optional {
                 builder = builder.allow_unauthenticated();
             }
-            builder.build().map_err(|e| file_error("tls.client_ca", ca_path, e))?
+            builder
+                .build()
+                .map_err(|e| file_error("tls.client_ca", ca_path, e))?
         }
     };
 
     let mut config = ServerConfig::builder()
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .map_err(|e| file_error("tls.key", &files.key, format!("does not match tls.cert: {e}")))?;
+        .map_err(|e| {
+            file_error(
+                "tls.key",
+                &files.key,
+                format!("does not match tls.cert: {e}"),
+            )
+        })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
-    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| TlsError::Rustls(e.to_string()))?;
+    config.ticketer =
+        rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| TlsError::Rustls(e.to_string()))?;
     Ok(Arc::new(config))
 }
 
@@ -132,7 +144,13 @@ pub struct PeerCert {
 pub fn peer_cert(chain: Option<&[CertificateDer<'_>]>) -> Option<PeerCert> {
     let leaf = chain?.first()?;
     let (_, cert) = X509Certificate::from_der(leaf).ok()?;
-    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_owned();
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_owned();
     let serial = mirror_pki::serial_hex(cert.raw_serial());
     Some(PeerCert { cn, serial })
 }

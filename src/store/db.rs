@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use super::{Digest, StoreError};
 
@@ -45,7 +47,10 @@ impl Db {
             .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&write).await?;
-        let readers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2) as u32 * 2;
+        let readers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(2) as u32
+            * 2;
         let read = SqlitePoolOptions::new()
             .max_connections(readers)
             .min_connections(1)
@@ -62,7 +67,12 @@ impl Db {
     }
 
     /// Records a complete, verified blob file. Idempotent.
-    pub async fn insert_blob(&self, digest: &Digest, size: u64, hosted: bool) -> Result<(), StoreError> {
+    pub async fn insert_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        hosted: bool,
+    ) -> Result<(), StoreError> {
         let now = now_secs();
         sqlx::query(
             "INSERT INTO blobs (digest, size, created_at, accessed_at, hosted) VALUES (?1, ?2, ?3, ?3, ?4)

@@ -68,8 +68,15 @@ pub struct FillHead {
 enum Progress {
     /// Waiting for upstream's answer.
     Waiting,
-    Streaming { head: Arc<FillHead>, written: u64 },
-    Done { head: Arc<FillHead>, digest: Digest, size: u64 },
+    Streaming {
+        head: Arc<FillHead>,
+        written: u64,
+    },
+    Done {
+        head: Arc<FillHead>,
+        digest: Digest,
+        size: u64,
+    },
     Failed(FillError),
 }
 
@@ -89,7 +96,10 @@ pub struct Fills {
 impl Fills {
     fn remove(&self, key: &str, shared: &Arc<Shared>) {
         let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-        if active.get(key).is_some_and(|w| w.as_ptr() == Arc::as_ptr(shared)) {
+        if active
+            .get(key)
+            .is_some_and(|w| w.as_ptr() == Arc::as_ptr(shared))
+        {
             active.remove(key);
         }
     }
@@ -182,7 +192,9 @@ impl FillProducer {
         }
         let head = Arc::new(head);
         self.head = Some(head.clone());
-        self.shared.progress.send_replace(Progress::Streaming { head, written: 0 });
+        self.shared
+            .progress
+            .send_replace(Progress::Streaming { head, written: 0 });
         Ok(())
     }
 
@@ -387,7 +399,9 @@ impl FillReader {
         loop {
             match &*self.progress.borrow_and_update() {
                 Progress::Waiting => {}
-                Progress::Streaming { head, .. } | Progress::Done { head, .. } => return Ok(head.clone()),
+                Progress::Streaming { head, .. } | Progress::Done { head, .. } => {
+                    return Ok(head.clone());
+                }
                 Progress::Failed(error) => return Err(error.clone()),
             }
             if self.progress.changed().await.is_err() {
@@ -412,7 +426,11 @@ impl FillReader {
 
     /// Bytes `start..end` (end exclusive, `None` = to the end) as they arrive.
     /// Ends with an error if the fill fails, before the body is complete.
-    pub fn stream(self, start: u64, end: Option<u64>) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    pub fn stream(
+        self,
+        start: u64,
+        end: Option<u64>,
+    ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
         futures_util::stream::unfold((self, start), move |(mut reader, position)| async move {
             match reader.next_chunk(position, end).await {
                 Ok(Some(bytes)) => {
@@ -428,7 +446,11 @@ impl FillReader {
         })
     }
 
-    async fn next_chunk(&mut self, position: u64, end: Option<u64>) -> Result<Option<Bytes>, FillError> {
+    async fn next_chunk(
+        &mut self,
+        position: u64,
+        end: Option<u64>,
+    ) -> Result<Option<Bytes>, FillError> {
         if position == u64::MAX {
             return Ok(None);
         }
@@ -446,7 +468,8 @@ impl FillReader {
                 let file = self.shared.file.clone();
                 let bytes = tokio::task::spawn_blocking(move || {
                     let mut buf = vec![0u8; len];
-                    file.read_exact_at(&mut buf, position).map(|()| Bytes::from(buf))
+                    file.read_exact_at(&mut buf, position)
+                        .map(|()| Bytes::from(buf))
                 })
                 .await
                 .map_err(|e| FillError::Io(e.to_string()))??;
@@ -467,7 +490,11 @@ mod tests {
     use super::*;
     use futures_util::StreamExt;
 
-    async fn collect(reader: FillReader, start: u64, end: Option<u64>) -> (Vec<u8>, Option<String>) {
+    async fn collect(
+        reader: FillReader,
+        start: u64,
+        end: Option<u64>,
+    ) -> (Vec<u8>, Option<String>) {
         let mut stream = Box::pin(reader.stream(start, end));
         let mut bytes = Vec::new();
         while let Some(item) = stream.next().await {
@@ -489,9 +516,13 @@ mod tests {
         let store = Store::open(dir.path()).await.unwrap();
         let data = content(3 * CHUNK + 123);
         let digest = Digest::sha256_of(&data);
-        let Slot::Producer(mut producer) = store.fill("k").unwrap() else { panic!("first caller produces") };
+        let Slot::Producer(mut producer) = store.fill("k").unwrap() else {
+            panic!("first caller produces")
+        };
         let early = producer.reader();
-        let Slot::Joined(joined) = store.fill("k").unwrap() else { panic!("second caller joins") };
+        let Slot::Joined(joined) = store.fill("k").unwrap() else {
+            panic!("second caller joins")
+        };
         let readers = vec![
             tokio::spawn(collect(early, 0, None)),
             tokio::spawn(collect(joined, 0, None)),
@@ -506,7 +537,9 @@ mod tests {
         for (i, piece) in data.chunks(10_000).enumerate() {
             producer.write(piece).await.unwrap();
             if i == 40 {
-                let Slot::Joined(late) = store.fill("k").unwrap() else { panic!("late caller joins") };
+                let Slot::Joined(late) = store.fill("k").unwrap() else {
+                    panic!("late caller joins")
+                };
                 ranged = Some(tokio::spawn(collect(late, 5000, Some(700_000))));
             }
         }
@@ -520,8 +553,14 @@ mod tests {
         let (bytes, error) = ranged.unwrap().await.unwrap();
         assert_eq!(error, None);
         assert!(bytes == data[5000..700_000]);
-        assert!(matches!(store.fill("k").unwrap(), Slot::Producer(_)), "finished fills leave the table");
-        assert_eq!(store.has_blob(&digest).await.unwrap(), Some(data.len() as u64));
+        assert!(
+            matches!(store.fill("k").unwrap(), Slot::Producer(_)),
+            "finished fills leave the table"
+        );
+        assert_eq!(
+            store.has_blob(&digest).await.unwrap(),
+            Some(data.len() as u64)
+        );
     }
 
     #[tokio::test]
@@ -530,7 +569,9 @@ mod tests {
         let store = Store::open(dir.path()).await.unwrap();
         let data = content(100_000);
         let wrong = Digest::sha256_of(b"something else");
-        let Slot::Producer(mut producer) = store.fill("bad").unwrap() else { panic!() };
+        let Slot::Producer(mut producer) = store.fill("bad").unwrap() else {
+            panic!()
+        };
         let reader = tokio::spawn(collect(producer.reader(), 0, None));
         producer
             .start(FillHead {
@@ -544,28 +585,42 @@ mod tests {
         let (bytes, error) = reader.await.unwrap();
         assert!(error.is_some(), "the body must end in an error");
         assert!(bytes.len() < data.len(), "the last byte is held back");
-        assert_eq!(store.has_blob(&Digest::sha256_of(&data)).await.unwrap(), None);
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "temp file removed");
+        assert_eq!(
+            store.has_blob(&Digest::sha256_of(&data)).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0,
+            "temp file removed"
+        );
     }
 
     #[tokio::test]
     async fn a_dropped_producer_fails_its_readers() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
-        let Slot::Producer(mut producer) = store.fill("x").unwrap() else { panic!() };
+        let Slot::Producer(mut producer) = store.fill("x").unwrap() else {
+            panic!()
+        };
         let mut reader = producer.reader();
         producer.start(FillHead::default()).unwrap();
         producer.write(b"partial").await.unwrap();
         drop(producer);
         assert_eq!(reader.finished().await.err(), Some(FillError::Abandoned));
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
     }
 
     #[tokio::test]
     async fn content_over_the_limit_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
-        let Slot::Producer(mut producer) = store.fill("big").unwrap() else { panic!() };
+        let Slot::Producer(mut producer) = store.fill("big").unwrap() else {
+            panic!()
+        };
         producer.limit(10);
         assert_eq!(
             producer.start(FillHead {

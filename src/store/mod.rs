@@ -10,6 +10,7 @@
 mod db;
 pub mod digest;
 pub mod fill;
+mod go;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use std::time::Duration;
 pub use db::Db;
 pub use digest::{Algorithm, Digest, Hasher, InvalidDigest};
 pub use fill::{Committed, FillError, FillHead, FillProducer, FillReader, Slot, Validator};
+pub use go::{GoFile, StoredAnswer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -68,8 +70,13 @@ pub struct BlobFile {
 impl Store {
     /// Opens (creating if needed) the store in `data_dir`.
     pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        for dir in [data_dir.to_owned(), data_dir.join("blobs"), data_dir.join("tmp")] {
-            std::fs::create_dir_all(&dir).map_err(io_error(format!("creating {}", dir.display())))?;
+        for dir in [
+            data_dir.to_owned(),
+            data_dir.join("blobs"),
+            data_dir.join("tmp"),
+        ] {
+            std::fs::create_dir_all(&dir)
+                .map_err(io_error(format!("creating {}", dir.display())))?;
         }
         let db = Db::open(&data_dir.join("mirror.db")).await?;
         Ok(Store {
@@ -97,7 +104,9 @@ impl Store {
     pub fn clear_abandoned_temp_files(&self) -> Result<usize, StoreError> {
         let tmp = self.inner.root.join("tmp");
         let mut removed = 0;
-        for entry in std::fs::read_dir(&tmp).map_err(io_error(format!("listing {}", tmp.display())))? {
+        for entry in
+            std::fs::read_dir(&tmp).map_err(io_error(format!("listing {}", tmp.display())))?
+        {
             let entry = entry.map_err(io_error("listing tmp"))?;
             if std::fs::remove_file(entry.path()).is_ok() {
                 removed += 1;
@@ -150,19 +159,27 @@ impl Store {
 
     /// Moves a complete, verified, fsynced temp file into the store under
     /// `digest` and indexes it. The caller vouches for the digest.
-    pub async fn adopt_file(&self, tmp: &Path, digest: &Digest, size: u64, hosted: bool) -> Result<(), StoreError> {
+    pub async fn adopt_file(
+        &self,
+        tmp: &Path,
+        digest: &Digest,
+        size: u64,
+        hosted: bool,
+    ) -> Result<(), StoreError> {
         let target = self.blob_path(digest);
         let tmp = tmp.to_owned();
         let moved_to = target.clone();
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             let parent = moved_to.parent().unwrap_or(Path::new("."));
-            std::fs::create_dir_all(parent).map_err(io_error(format!("creating {}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(io_error(format!("creating {}", parent.display())))?;
             if moved_to.exists() {
                 // Same digest, same bytes: keep the copy readers may already hold.
                 let _ = std::fs::remove_file(&tmp);
                 return Ok(());
             }
-            std::fs::rename(&tmp, &moved_to).map_err(io_error(format!("renaming into {}", moved_to.display())))?;
+            std::fs::rename(&tmp, &moved_to)
+                .map_err(io_error(format!("renaming into {}", moved_to.display())))?;
             // The rename itself must survive a power cut before the index says so.
             std::fs::File::open(parent)
                 .and_then(|dir| dir.sync_all())
@@ -179,7 +196,10 @@ impl Store {
         let digest = Digest::sha256_of(bytes);
         if self.blob_path(&digest).exists() && self.inner.db.blob_size(&digest).await?.is_some() {
             if hosted {
-                self.inner.db.insert_blob(&digest, bytes.len() as u64, true).await?;
+                self.inner
+                    .db
+                    .insert_blob(&digest, bytes.len() as u64, true)
+                    .await?;
             }
             return Ok(digest);
         }
@@ -195,7 +215,8 @@ impl Store {
         .await
         .map_err(|e| StoreError::Corrupt(format!("blocking task failed: {e}")))?
         .map_err(io_error(format!("writing {}", tmp.display())))?;
-        self.adopt_file(&tmp, &digest, bytes.len() as u64, hosted).await?;
+        self.adopt_file(&tmp, &digest, bytes.len() as u64, hosted)
+            .await?;
         Ok(digest)
     }
 
@@ -223,12 +244,19 @@ impl Store {
 
     /// Reads a small stored blob whole (manifests, `.info`, `.mod`). Callers
     /// bound the size: this is never used for layers or zips.
-    pub async fn read_small(&self, digest: &Digest, limit: u64) -> Result<Option<Vec<u8>>, StoreError> {
+    pub async fn read_small(
+        &self,
+        digest: &Digest,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         let Some(blob) = self.open_blob(digest).await? else {
             return Ok(None);
         };
         if blob.size > limit {
-            return Err(StoreError::Corrupt(format!("{digest} is {} bytes, over the {limit}-byte limit", blob.size)));
+            return Err(StoreError::Corrupt(format!(
+                "{digest} is {} bytes, over the {limit}-byte limit",
+                blob.size
+            )));
         }
         tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
             use std::io::Read;
@@ -251,7 +279,11 @@ impl Store {
 
     /// Notes a read for LRU eviction; written to the index by `flush_access`.
     pub fn touch(&self, digest: &Digest) {
-        let mut accessed = self.inner.accessed.lock().unwrap_or_else(|e| e.into_inner());
+        let mut accessed = self
+            .inner
+            .accessed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if accessed.len() < 1_000_000 {
             accessed.insert(digest.clone());
         }
@@ -260,7 +292,11 @@ impl Store {
     /// Writes the noted reads to the index in one transaction.
     pub async fn flush_access(&self) -> Result<usize, StoreError> {
         let digests: Vec<Digest> = {
-            let mut accessed = self.inner.accessed.lock().unwrap_or_else(|e| e.into_inner());
+            let mut accessed = self
+                .inner
+                .accessed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             accessed.drain().collect()
         };
         if digests.is_empty() {
