@@ -3,8 +3,12 @@
 //! verify the server's certificate for real.
 //!
 //! Each test binary uses a different subset of this module.
-#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
 
+pub mod go;
 pub mod process;
 
 use std::net::SocketAddr;
@@ -33,7 +37,9 @@ impl TestPki {
         let pki = Pki::init(&pki_dir, &CaOptions::default()).expect("init CA");
         pki.issue_server(&["127.0.0.1".into(), "localhost".into()], Validity::Days(2))
             .expect("server cert");
-        let alice = pki.issue_client(USER, Validity::Days(2)).expect("client cert");
+        let alice = pki
+            .issue_client(USER, Validity::Days(2))
+            .expect("client cert");
         let htpasswd = dir.join("htpasswd");
         // Cost 4 keeps tests fast; `htpasswd -B` files are tested separately.
         let hash = bcrypt::hash(PASSWORD, 4).expect("bcrypt");
@@ -98,7 +104,11 @@ impl TestMirror {
     }
 
     /// Starts on an existing temp dir and PKI (to restart over the same data).
-    pub async fn start_with_pki(root: tempfile::TempDir, pki: TestPki, options: MirrorOptions) -> TestMirror {
+    pub async fn start_with_pki(
+        root: tempfile::TempDir,
+        pki: TestPki,
+        options: MirrorOptions,
+    ) -> TestMirror {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let config_path = root.path().join("mirror.toml");
@@ -132,7 +142,8 @@ reload_poll = "1h"
             .expect("mirror starts");
         let registry: RegistryHost = addr.to_string().parse().expect("registry host");
         let certs_d_root = root.path().join("certs.d");
-        let written = CertsDir::write(&certs_d_root, &registry, pki.ca_pem(), &pki.alice).expect("certs.d");
+        let written =
+            CertsDir::write(&certs_d_root, &registry, pki.ca_pem(), &pki.alice).expect("certs.d");
         TestMirror {
             mirror: Some(mirror),
             addr,
@@ -209,7 +220,10 @@ where
         if condition().await {
             return;
         }
-        assert!(tokio::time::Instant::now() < until, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

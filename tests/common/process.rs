@@ -25,7 +25,9 @@ pub fn tool(name: &str) -> PathBuf {
             return full;
         }
     }
-    panic!("`{name}` is not installed: run scripts/test.sh, which installs every tool the tests use");
+    panic!(
+        "`{name}` is not installed: run scripts/test.sh, which installs every tool the tests use"
+    );
 }
 
 /// Runs a command to completion with a time limit; returns its output.
@@ -47,7 +49,9 @@ pub fn run(command: &mut Command, limit: Duration) -> Output {
                 let output = child.wait_with_output().ok();
                 panic!(
                     "{description} did not finish within {limit:?}; stderr: {}",
-                    output.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default()
+                    output
+                        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                        .unwrap_or_default()
                 );
             }
         }
@@ -117,7 +121,10 @@ impl Drop for Guard {
 pub fn wait_for_port(addr: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
     while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "nothing listening on {addr} after {limit:?}");
+        assert!(
+            Instant::now() < deadline,
+            "nothing listening on {addr} after {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
