@@ -21,12 +21,24 @@ pub enum SumdbPath {
     Supported,
     Latest,
     Lookup(ModulePath, Version),
-    /// A tile path in canonical form; `full` when it has all 2^H entries.
-    Tile {
-        path: String,
-        full: bool,
-    },
+    Tile(Tile),
 }
+
+/// A tile path in canonical form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tile {
+    pub path: String,
+    /// The same tile with all 2^H entries (`path` itself when full).
+    pub full_path: String,
+    /// Entries in this tile.
+    pub width: u64,
+    pub full: bool,
+    /// A record data tile (`tile/H/data/…`) rather than a hash tile.
+    pub data: bool,
+}
+
+/// Bytes per entry of a hash tile.
+const HASH_SIZE: u64 = 32;
 
 /// Parses what follows `/sumdb/{name}/`; `None` for anything else.
 pub fn parse(rest: &str) -> Option<SumdbPath> {
@@ -64,9 +76,11 @@ fn parse_tile(path: &str) -> Option<SumdbPath> {
     }
     let full_width = 1u64 << height;
     let mut width = full_width;
+    let mut full_path = path.to_owned();
     let second_last = parts[parts.len() - 2];
     let owned_last;
     if let Some(stem) = second_last.strip_suffix(".p") {
+        full_path = path[..path.rfind(".p/")?].to_owned();
         let w: u64 = parts[parts.len() - 1].parse().ok()?;
         if w == 0 || w >= full_width || parts[parts.len() - 1] != w.to_string() {
             return None;
@@ -95,10 +109,13 @@ fn parse_tile(path: &str) -> Option<SumdbPath> {
     if index.len() > 1 && index[0] == "x000" {
         return None;
     }
-    Some(SumdbPath::Tile {
+    Some(SumdbPath::Tile(Tile {
         path: path.to_owned(),
+        full_path,
+        width,
         full: width == full_width,
-    })
+        data,
+    }))
 }
 
 impl GoProxy {
@@ -127,8 +144,11 @@ impl GoProxy {
                      it is never sent to a checksum database (set GONOSUMDB or GOPRIVATE for it)"
                 )))
             }
-            SumdbPath::Tile { path, full: true } => self.full_tile(name, &path, &upstream).await,
-            SumdbPath::Latest | SumdbPath::Lookup(..) | SumdbPath::Tile { .. } => {
+            SumdbPath::Tile(tile) if tile.full => self.full_tile(name, &tile.path, &upstream).await,
+            SumdbPath::Tile(tile) if !tile.data => {
+                self.partial_tile(name, &tile, &key, upstream).await
+            }
+            SumdbPath::Latest | SumdbPath::Lookup(..) | SumdbPath::Tile(_) => {
                 let client = &self.inner.client;
                 let (cached, outcome) = self
                     .cached_answer(&key, fetch_one(client, upstream, MAX_SUMDB_ANSWER))
@@ -145,34 +165,97 @@ impl GoProxy {
         }
     }
 
-    /// A full tile: stored once, served from the store forever.
-    async fn full_tile(&self, name: &str, tile: &str, upstream: &str) -> Result<Served, GoError> {
+    /// A stored full tile, from the memo or the store.
+    async fn stored_tile(&self, name: &str, tile: &str) -> Result<Option<Bytes>, GoError> {
         let key = format!("sumdb {name}/{tile}");
-        let store = &self.inner.store;
         if let Some(bytes) = self.inner.tiles.get(&key) {
+            return Ok(Some(bytes));
+        }
+        let store = &self.inner.store;
+        let Some((digest, _)) = store
+            .sumdb_tile(name, tile)
+            .await
+            .map_err(|e| GoError::internal(&key, &e))?
+        else {
+            return Ok(None);
+        };
+        let read = store
+            .read_small(&digest, MAX_SUMDB_ANSWER as u64)
+            .await
+            .map_err(|e| GoError::internal(&key, &e))?;
+        Ok(read.map(|bytes| {
+            let bytes = Bytes::from(bytes);
+            self.inner.tiles.insert(key, bytes.clone(), bytes.len());
+            bytes
+        }))
+    }
+
+    /// A partial hash tile is a prefix of every wider version of the same
+    /// tile (the log only grows): answered from the stored full tile when
+    /// there is one, else from upstream through the TTL cache, else, with
+    /// upstream down, from any wider version of it kept.
+    async fn partial_tile(
+        &self,
+        name: &str,
+        tile: &Tile,
+        key: &str,
+        upstream: String,
+    ) -> Result<Served, GoError> {
+        let len = tile.width * HASH_SIZE;
+        let prefix =
+            |bytes: Bytes| (bytes.len() as u64 >= len).then(|| bytes.slice(..len as usize));
+        if let Some(bytes) = self
+            .stored_tile(name, &tile.full_path)
+            .await?
+            .and_then(prefix)
+        {
             return Ok(Served::new(
                 bytes_response(bytes, TILE_TYPE),
                 Outcome::Hit,
                 None,
             ));
         }
-        if let Some((digest, _)) = store
-            .sumdb_tile(name, tile)
-            .await
-            .map_err(|e| GoError::internal(&key, &e))?
-            && let Some(bytes) = store
-                .read_small(&digest, MAX_SUMDB_ANSWER as u64)
-                .await
-                .map_err(|e| GoError::internal(&key, &e))?
-        {
-            let bytes = Bytes::from(bytes);
-            self.inner
-                .tiles
-                .insert(key.clone(), bytes.clone(), bytes.len());
+        let fetch = fetch_one(&self.inner.client, upstream, MAX_SUMDB_ANSWER);
+        match self.cached_answer(key, fetch).await {
+            Ok((cached, outcome)) if cached.found() => Ok(Served::new(
+                bytes_response(cached.body.clone(), TILE_TYPE),
+                outcome,
+                None,
+            )),
+            Ok((cached, _)) => Err(cached.not_found()),
+            Err(GoError::BadGateway) => {
+                let under = format!("sumdb {name}/{}.p/", tile.full_path);
+                let kept = self
+                    .inner
+                    .store
+                    .go_answers_under(&under)
+                    .await
+                    .map_err(|e| GoError::internal(key, &e))?;
+                let wider = kept
+                    .into_iter()
+                    .filter(|(_, answer)| answer.status == 200)
+                    .map(|(_, answer)| Bytes::from(answer.body))
+                    .find_map(prefix)
+                    .ok_or(GoError::BadGateway)?;
+                Ok(Served::new(
+                    bytes_response(wider, TILE_TYPE),
+                    Outcome::Stale,
+                    None,
+                ))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// A full tile: stored once, served from the store forever.
+    async fn full_tile(&self, name: &str, tile: &str, upstream: &str) -> Result<Served, GoError> {
+        let key = format!("sumdb {name}/{tile}");
+        let store = &self.inner.store;
+        if let Some(bytes) = self.stored_tile(name, tile).await? {
             return Ok(Served::new(
                 bytes_response(bytes, TILE_TYPE),
                 Outcome::Hit,
-                Some(digest),
+                None,
             ));
         }
         if let Some(cached) = self.fresh(&key).await? {
@@ -229,13 +312,24 @@ mod tests {
 
     #[test]
     fn tile_paths_parse_only_in_canonical_form() {
-        let full = |p: &str| matches!(parse(p), Some(SumdbPath::Tile { full: true, .. }));
-        let partial = |p: &str| matches!(parse(p), Some(SumdbPath::Tile { full: false, .. }));
+        let full =
+            |p: &str| matches!(parse(p), Some(SumdbPath::Tile(t)) if t.full && t.full_path == p);
+        let partial = |p: &str| matches!(parse(p), Some(SumdbPath::Tile(t)) if !t.full && p.starts_with(&t.full_path));
         assert!(full("tile/8/0/000"));
         assert!(full("tile/8/1/x001/234"));
         assert!(full("tile/8/data/x123/x456/789"));
         assert!(partial("tile/8/0/000.p/17"));
         assert!(partial("tile/8/data/001.p/255"));
+        assert_eq!(
+            parse("tile/8/1/x002/003.p/9"),
+            Some(SumdbPath::Tile(Tile {
+                path: "tile/8/1/x002/003.p/9".into(),
+                full_path: "tile/8/1/x002/003".into(),
+                width: 9,
+                full: false,
+                data: false,
+            }))
+        );
         for bad in [
             "tile/8/0/0",
             "tile/8/0/000.p/256",

@@ -141,6 +141,36 @@ impl Store {
         Ok(now)
     }
 
+    /// Answers whose key starts with `prefix`, in descending key order.
+    pub async fn go_answers_under(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, StoredAnswer)>, StoreError> {
+        // A range on the primary key: every key that starts with `prefix`
+        // sorts between it and `prefix` followed by the highest character.
+        let upper = format!("{prefix}\u{10FFFF}");
+        let rows = sqlx::query(
+            "SELECT key, status, body, fetched_at FROM go_answers WHERE key >= ?1 AND key < ?2
+             ORDER BY key DESC LIMIT 1000",
+        )
+        .bind(prefix)
+        .bind(upper)
+        .fetch_all(&self.inner.db.read)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0)?,
+                    StoredAnswer {
+                        status: u16::try_from(row.try_get::<i64, _>(1)?).unwrap_or(0),
+                        body: row.try_get(2)?,
+                        fetched_at: row.try_get(3)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     pub async fn sumdb_tile(
         &self,
         sumdb: &str,
@@ -257,6 +287,28 @@ mod tests {
                 .unwrap()
                 .status,
             404
+        );
+
+        store
+            .put_go_answer("sumdb s/tile/8/0/001.p/3", 200, b"abc")
+            .await
+            .unwrap();
+        store
+            .put_go_answer("sumdb s/tile/8/0/001.p/17", 200, b"abcdef")
+            .await
+            .unwrap();
+        store
+            .put_go_answer("sumdb s/tile/8/0/0010", 200, b"x")
+            .await
+            .unwrap();
+        let under = store
+            .go_answers_under("sumdb s/tile/8/0/001.p/")
+            .await
+            .unwrap();
+        let keys: Vec<&str> = under.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["sumdb s/tile/8/0/001.p/3", "sumdb s/tile/8/0/001.p/17"]
         );
 
         store
