@@ -1,25 +1,20 @@
 //! The immutable files of a canonical version (`.info`, `.mod`, `.zip`):
 //! served from the memo or the store when present; otherwise fetched once
 //! through the upstream list, checked, stored content-addressed and indexed.
-//! A `.zip` miss streams to every waiting client through one shared fill.
-
-use std::sync::Arc;
+//! A `.zip` miss goes on in `zipfill`.
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http::Response;
 use http::header::{CONTENT_LENGTH, HeaderValue};
 
-use super::chain::{Answer, encode_path, without_url};
+use super::chain::{Answer, encode_path};
 use super::error::GoError;
 use super::module::ModulePath;
 use super::route::FileKind;
 use super::version::Version;
-use super::{GoProxy, Served, bytes_response, zipcheck};
+use super::{GoProxy, Served, bytes_response};
 use crate::http::{Body, Outcome, body};
-use crate::store::{
-    Digest, FillError, FillHead, FillProducer, FillReader, GoFile, Slot, Validator,
-};
+use crate::store::{Digest, GoFile};
 
 /// Go's own limits on what it reads: `.mod` 16 MiB; `.info` is a line of JSON.
 const MAX_MOD: usize = 16 << 20;
@@ -81,7 +76,7 @@ impl GoProxy {
     }
 
     /// A hit: from the memo (no I/O for small files), else one indexed read.
-    async fn stored_file(
+    pub(super) async fn stored_file(
         &self,
         module: &ModulePath,
         version: &Version,
@@ -265,149 +260,15 @@ impl GoProxy {
     }
 
     /// When upstream fails, an expired "not found" is still the best answer.
-    async fn stale_negative_or(&self, negative_key: &str, error: &str) -> Result<Served, GoError> {
+    pub(super) async fn stale_negative_or(
+        &self,
+        negative_key: &str,
+        error: &str,
+    ) -> Result<Served, GoError> {
         match self.kept(negative_key).await? {
             Some(stale) => Err(stale.not_found()),
             None => Err(GoError::upstream(negative_key, error)),
         }
-    }
-
-    async fn zip_miss(
-        &self,
-        module: &ModulePath,
-        version: &Version,
-        key: &str,
-        negative_key: &str,
-        head_only: bool,
-    ) -> Result<Served, GoError> {
-        let fill_key = format!("go:{key}");
-        // A fill abandoned before it started (its producer found the zip already
-        // stored) leaves its readers to look again; a couple of rounds settle it.
-        for _ in 0..3 {
-            let slot = self
-                .inner
-                .store
-                .fill(&fill_key)
-                .map_err(|e| GoError::internal(key, &e))?;
-            let (reader, outcome) = match slot {
-                Slot::Joined(reader) => (reader, Outcome::Miss),
-                Slot::Producer(producer) => {
-                    if let Some(served) = self
-                        .stored_file(module, version, FileKind::Zip, key, head_only)
-                        .await?
-                    {
-                        drop(producer);
-                        return Ok(served);
-                    }
-                    let reader = producer.reader();
-                    let proxy = self.clone();
-                    let (module, version) = (module.clone(), version.clone());
-                    tokio::spawn(async move { proxy.produce_zip(producer, module, version).await });
-                    (reader, Outcome::Miss)
-                }
-            };
-            match stream_fill(reader, head_only).await {
-                Ok(response) => return Ok(Served::new(response, outcome, None)),
-                Err(FillError::Abandoned) => {
-                    if let Some(served) = self
-                        .stored_file(module, version, FileKind::Zip, key, head_only)
-                        .await?
-                    {
-                        return Ok(served);
-                    }
-                }
-                Err(FillError::NotFound(reason)) => {
-                    let gone = self
-                        .kept(negative_key)
-                        .await?
-                        .is_some_and(|c| c.status == 410);
-                    return Err(GoError::NotFound { gone, reason });
-                }
-                Err(FillError::Upstream(error)) => {
-                    return self.stale_negative_or(negative_key, &error).await;
-                }
-                Err(error) => return Err(GoError::upstream(key, &error.to_string())),
-            }
-        }
-        Err(GoError::internal(key, &"fill abandoned repeatedly"))
-    }
-
-    /// The one upstream download of a zip, detached from any client.
-    async fn produce_zip(
-        self,
-        mut producer: Box<FillProducer>,
-        module: ModulePath,
-        version: Version,
-    ) {
-        let key = artifact(&module, &version, FileKind::Zip);
-        producer.limit(self.inner.max_zip);
-        let path = encode_path(&format!(
-            "{}/@v/{}.zip",
-            module.escaped(),
-            version.escaped()
-        ));
-        let response = match self.inner.chain.open(&self.inner.client, &path).await {
-            Answer::Found(response) => response,
-            Answer::NotFound { gone, reason } => {
-                let _ = self
-                    .keep(
-                        &format!("file {key}"),
-                        if gone { 410 } else { 404 },
-                        Bytes::from(reason.clone()),
-                    )
-                    .await;
-                producer.fail(FillError::NotFound(reason));
-                return;
-            }
-            Answer::Failed(error) => {
-                producer.fail(FillError::Upstream(error));
-                return;
-            }
-        };
-        let head = FillHead {
-            total: response.content_length(),
-            media_type: Some(FileKind::Zip.content_type().to_owned()),
-        };
-        if let Err(error) = producer.start(head) {
-            producer.fail(error);
-            return;
-        }
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let written = match chunk {
-                Ok(chunk) => producer.write(&chunk).await,
-                Err(error) => Err(FillError::Upstream(without_url(error).to_string())),
-            };
-            if let Err(error) = written {
-                tracing::warn!(target: "mirror::go", artifact = key, %error, "zip download failed");
-                producer.fail(error);
-                return;
-            }
-        }
-        let (m, v) = (module.as_str().to_owned(), version.as_str().to_owned());
-        let validator: Validator = Box::new(move |path| zipcheck::check(path, &m, &v));
-        let committed = match producer.commit(None, Some(validator)).await {
-            Ok(committed) => committed,
-            Err(error) => {
-                tracing::warn!(target: "mirror::go", artifact = key, %error, "zip from upstream refused");
-                return;
-            }
-        };
-        let indexed = self
-            .inner
-            .store
-            .put_go_file(
-                module.as_str(),
-                version.as_str(),
-                GoFile::Zip,
-                &committed.digest,
-                committed.size,
-            )
-            .await;
-        if let Err(error) = indexed {
-            tracing::error!(target: "mirror::go", artifact = key, %error, "could not index the zip");
-        }
-        committed.publish();
     }
 }
 
@@ -443,26 +304,10 @@ fn check_info(bytes: &[u8], version: &Version) -> Result<(), String> {
     Ok(())
 }
 
-fn with_type(mut response: Response<Body>, kind: FileKind) -> Response<Body> {
+pub(super) fn with_type(mut response: Response<Body>, kind: FileKind) -> Response<Body> {
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static(kind.content_type()),
     );
     response
-}
-
-/// Waits for upstream's answer, then streams the fill as it arrives.
-async fn stream_fill(mut reader: FillReader, head_only: bool) -> Result<Response<Body>, FillError> {
-    let head: Arc<FillHead> = reader.head().await?;
-    let mut response = if head_only {
-        Response::new(body::empty())
-    } else {
-        Response::new(body::stream(reader.stream(0, None)))
-    };
-    if let Some(total) = head.total {
-        response
-            .headers_mut()
-            .insert(CONTENT_LENGTH, HeaderValue::from(total));
-    }
-    Ok(with_type(response, FileKind::Zip))
 }

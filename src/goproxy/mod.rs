@@ -16,6 +16,7 @@ pub mod route;
 mod sumdb;
 pub mod version;
 pub mod zipcheck;
+mod zipfill;
 
 use std::collections::HashMap;
 use std::sync::Arc;
