@@ -667,6 +667,12 @@ mod tests {
         .unwrap();
         assert_eq!(config.go.private, vec!["*.corp.example.com".to_owned()]);
         assert!(parse("[go]\nupstream = \"off\"\n").is_ok());
+        let err = parse(
+            "[[go.sumdb]]\nname = \"s.example\"\nurl = \"https://a.example\"\n\
+             [[go.sumdb]]\nname = \"s.example\"\nurl = \"https://b.example\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("go.sumdb[1].name"), "{err}");
     }
 
     #[test]

@@ -231,6 +231,36 @@ async fn canonical_files_are_fetched_once_and_served_after_upstream_stops() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_off_upstream_serves_only_what_is_cached() {
+    let tree = tree_with(&standard_modules());
+    let upstream = StaticProxy::start(tree.path()).await;
+    let mirror = mirror_for(&upstream.url(), "").await;
+    let (status, zip) = get(&mirror, "/example.com/greet/@v/v1.0.0.zip").await;
+    assert_eq!(status, StatusCode::OK);
+    let (root, pki) = mirror.stop().await;
+    let mirror = TestMirror::start_with_pki(
+        root,
+        pki,
+        MirrorOptions {
+            extra_toml: "[go]\nupstream = \"off\"\nsumdb = []\n".into(),
+            ..MirrorOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        get(&mirror, "/example.com/greet/@v/v1.0.0.zip").await,
+        (StatusCode::OK, zip)
+    );
+    let (status, body) = get(&mirror, "/example.com/greet/@v/v1.1.0.zip").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        String::from_utf8_lossy(&body).contains("go.upstream"),
+        "the 404 says why"
+    );
+    assert_eq!(upstream.count("v1.1.0"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_are_kept_for_their_ttl_and_served_stale_when_upstream_fails() {
     let tree = tree_with(&standard_modules());
     // What a proxy answers for a branch name: the version it resolves to today.

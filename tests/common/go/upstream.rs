@@ -53,7 +53,7 @@ impl StaticProxy {
             let mut connections = JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+                    break;
                 };
                 let state = serving.clone();
                 connections.spawn(async move {
