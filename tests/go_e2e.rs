@@ -74,6 +74,7 @@ async fn go_builds_through_the_mirror_then_again_offline_from_its_cache() {
                 "-json",
                 "example.com/greet@v1.0.0",
                 "example.com/Upper/Mod@v1.0.0",
+                "example.com/Upper/Mod@v1.1.0-RC.1",
                 "example.com/greet/v2@v2.0.0",
                 "example.com/legacy@v2.0.0+incompatible",
                 &format!("example.com/pseudo@{PSEUDO}"),
@@ -82,7 +83,11 @@ async fn go_builds_through_the_mirror_then_again_offline_from_its_cache() {
         )
         .await;
     assert!(!downloaded.contains("\"Error\""), "{downloaded}");
-    assert_eq!(downloaded.matches("\"Zip\"").count(), 6, "{downloaded}");
+    assert_eq!(downloaded.matches("\"Zip\"").count(), 7, "{downloaded}");
+    assert_eq!(
+        upstream.count("/example.com/!upper/!mod/@v/v1.1.0-!r!c.1.zip"),
+        1
+    );
     assert!(
         upstream.count("/example.com/!upper/!mod/@v/v1.0.0.zip") == 1,
         "the uppercase path reaches upstream !-encoded: {:?}",
@@ -99,7 +104,10 @@ async fn go_builds_through_the_mirror_then_again_offline_from_its_cache() {
     let versions = go
         .ok(&app, &["list", "-m", "-versions", "example.com/Upper/Mod"])
         .await;
-    assert_eq!(versions.trim(), "example.com/Upper/Mod v1.0.0 v1.0.1");
+    assert_eq!(
+        versions.trim(),
+        "example.com/Upper/Mod v1.0.0 v1.0.1 v1.1.0-RC.1"
+    );
 
     go.ok(&app, &["get", "example.com/greet@latest"]).await;
     let go_mod = std::fs::read_to_string(app.join("go.mod")).expect("go.mod");

@@ -39,8 +39,8 @@ impl GoProxy {
                 .store
                 .fill(&fill_key)
                 .map_err(|e| GoError::internal(key, &e))?;
-            let (reader, outcome) = match slot {
-                Slot::Joined(reader) => (reader, Outcome::Miss),
+            let reader = match slot {
+                Slot::Joined(reader) => reader,
                 Slot::Producer(producer) => {
                     if let Some(served) = self
                         .stored_file(module, version, FileKind::Zip, key, head_only)
@@ -53,11 +53,11 @@ impl GoProxy {
                     let proxy = self.clone();
                     let (module, version) = (module.clone(), version.clone());
                     tokio::spawn(async move { proxy.produce_zip(producer, module, version).await });
-                    (reader, Outcome::Miss)
+                    reader
                 }
             };
             match stream_fill(reader, head_only).await {
-                Ok(response) => return Ok(Served::new(response, outcome, None)),
+                Ok(response) => return Ok(Served::new(response, Outcome::Miss, None)),
                 Err(FillError::Abandoned) => {
                     if let Some(served) = self
                         .stored_file(module, version, FileKind::Zip, key, head_only)

@@ -122,11 +122,12 @@ fn with_ext(base: &Path, ext: &str) -> PathBuf {
     PathBuf::from(format!("{}.{ext}", base.display()))
 }
 
-/// The modules most tests use: several versions each, an uppercase path, a
-/// `/v2` module, `+incompatible`, a pseudo-version, and a module that depends
-/// on another.
+/// The only version of `example.com/pseudo`.
 pub const PSEUDO: &str = "v0.0.0-20230102030405-abcdefabcdef";
 
+/// The modules most tests use: several versions each, an uppercase path (and
+/// an uppercase prerelease), a `/v2` module, `+incompatible`, a
+/// pseudo-version, and a module that depends on another.
 pub fn standard_modules() -> Vec<ModuleVersion> {
     let mut legacy_v2 = ModuleVersion::package(
         "example.com/legacy",
@@ -142,6 +143,7 @@ pub fn standard_modules() -> Vec<ModuleVersion> {
         ModuleVersion::package("example.com/greet", "v1.2.0", "greet", "hello 1.2", &[]),
         ModuleVersion::package("example.com/Upper/Mod", "v1.0.0", "mod", "upper 1.0.0", &[]),
         ModuleVersion::package("example.com/Upper/Mod", "v1.0.1", "mod", "upper 1.0.1", &[]),
+        ModuleVersion::package("example.com/Upper/Mod", "v1.1.0-RC.1", "mod", "upper rc", &[]),
         ModuleVersion::package("example.com/greet/v2", "v2.0.0", "greet", "hello 2.0", &[]),
         ModuleVersion::package("example.com/greet/v2", "v2.1.0", "greet", "hello 2.1", &[]),
         ModuleVersion::package("example.com/legacy", "v1.0.0", "legacy", "legacy v1", &[]),
