@@ -19,7 +19,8 @@ use crate::store::{Digest, GoFile};
 /// Go's own limits on what it reads: `.mod` 16 MiB; `.info` is a line of JSON.
 const MAX_MOD: usize = 16 << 20;
 const MAX_INFO: usize = 64 << 10;
-/// `.info` and `.mod` at most this large are kept in memory once read.
+/// Files at most this large (every `.info`, most `.mod`, small zips) are kept
+/// in memory once read: a hit then costs no I/O at all.
 const MEMO_BYTES: usize = 64 << 10;
 
 /// A file known to be in the store.
@@ -111,7 +112,7 @@ impl GoProxy {
                 Some(stored.digest),
             )));
         }
-        if kind != FileKind::Zip && stored.size <= MEMO_BYTES as u64 {
+        if stored.size <= MEMO_BYTES as u64 {
             let read = self
                 .inner
                 .store
