@@ -30,6 +30,10 @@ pub enum ConfigError {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(secret: String) -> Secret {
+        Secret(secret)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -62,6 +66,24 @@ pub struct Config {
     pub registry: RegistryConfig,
     #[serde(default)]
     pub cache: CacheConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Audit records older than this are deleted (checked hourly).
+    #[serde(default = "defaults::audit_retention", with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            retention: defaults::audit_retention(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -236,6 +258,10 @@ pub struct RegistryConfig {
     pub write: Option<Policy>,
     #[serde(default)]
     pub upstream: Vec<UpstreamRegistry>,
+    /// Repository namespaces hosted here even when a default upstream would
+    /// take them: `hosted = ["internal"]` hosts `internal/app` and `internal`.
+    #[serde(default)]
+    pub hosted: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -339,6 +365,9 @@ mod defaults {
     }
     pub fn low_water() -> f64 {
         0.9
+    }
+    pub fn audit_retention() -> Duration {
+        Duration::from_secs(90 * 24 * 3600)
     }
     pub fn sweep_interval() -> Duration {
         Duration::from_secs(600)
@@ -524,6 +553,25 @@ impl Config {
         if defaults > 1 {
             return Err("registry.upstream: at most one upstream may have default = true".into());
         }
+        for (i, prefix) in self.registry.hosted.iter().enumerate() {
+            let component_ok = |c: &str| {
+                !c.is_empty()
+                    && c.chars().all(|ch| {
+                        ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch)
+                    })
+            };
+            if !prefix.split('/').all(component_ok) {
+                return Err(format!(
+                    "registry.hosted[{i}]: {prefix:?} is not a repository namespace such as \"internal\""
+                ));
+            }
+            let first = prefix.split('/').next().unwrap_or_default();
+            if self.registry.upstream.iter().any(|u| u.name == first) {
+                return Err(format!(
+                    "registry.hosted[{i}]: {prefix:?} is the name of an upstream"
+                ));
+            }
+        }
         if !(0.1..=1.0).contains(&self.cache.low_water) {
             return Err("cache.low_water: must be between 0.1 and 1.0".into());
         }
@@ -590,6 +638,19 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(text, Path::new("/etc/mirror"), "mirror.toml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn hosted_namespaces_must_be_names_and_not_upstreams() {
+        let config = parse("[registry]\nhosted = [\"internal\", \"team/apps\"]\n").unwrap();
+        assert_eq!(config.registry.hosted, ["internal", "team/apps"]);
+        let err = parse("[registry]\nhosted = [\"Bad/\"]\n").unwrap_err();
+        assert!(err.contains("registry.hosted[0]"), "{err}");
+        let err = parse(
+            "[registry]\nhosted = [\"ghcr.io\"]\n[[registry.upstream]]\nname = \"ghcr.io\"\nurl = \"https://ghcr.io\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("registry.hosted[0]"), "{err}");
     }
 
     #[test]

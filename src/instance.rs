@@ -55,10 +55,22 @@ impl Mirror {
             .await
             .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
         let lock = store.lock_exclusive()?;
-        let abandoned = store.clear_abandoned_temp_files()?;
-        if abandoned > 0 {
-            tracing::info!(count = abandoned, "removed temp files of interrupted fills");
+        // This process owns the data dir now: whatever a crash left behind
+        // (temp files, renamed files without rows, rows without files) goes.
+        let repaired = store.sweep(crate::store::SweepOptions::owner()).await?;
+        if repaired != crate::store::SweepReport::default() {
+            tracing::info!(?repaired, "repaired the store after an unclean stop");
         }
+
+        // Built before the port opens: the upstream clients load the system's
+        // root certificates, the slow part of starting, and nothing slow should
+        // come between the port accepting and `start` returning (when the
+        // caller installs its signal handlers).
+        let metrics = Arc::new(Metrics::new());
+        let registry = oci::Registry::new(&config.registry, store.clone(), metrics.clone())
+            .context("registry.upstream")?;
+        let go = goproxy::GoProxy::new(&config.go, store.clone(), metrics.clone())
+            .context("setting up the Go module mirror")?;
 
         let listener = match listener {
             Some(listener) => {
@@ -70,6 +82,7 @@ impl Mirror {
                 .with_context(|| format!("listen: cannot bind {}", config.listen))?,
         };
         let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
 
         let policies = Policies {
             go_read: config.go_read(),
@@ -77,14 +90,16 @@ impl Mirror {
             registry_write: config.registry_write(),
             metrics: config.auth.metrics,
         };
-        let metrics = Arc::new(Metrics::new());
+        let (audit, audit_writer) = store.start_audit();
+        store.spawn_audit_retention(config.audit.retention, stop.clone());
         let app = Arc::new(App::new(
             reloader.authenticator(),
+            store.clone(),
+            audit,
             policies,
             metrics,
-            goproxy::GoProxy::new(&config.go, store.clone())
-                .context("setting up the Go module mirror")?,
-            oci::Registry::new(),
+            go,
+            registry,
         ));
 
         let stop = CancellationToken::new();
@@ -92,9 +107,17 @@ impl Mirror {
             .clone()
             .watch(config.limits.reload_poll, options.sighup, stop.clone());
         store.spawn_upkeep(stop.clone());
+        store.spawn_sweeps(config.cache.sweep_interval, stop.clone());
+        if let Some(max) = config.cache.max_size {
+            store.spawn_eviction(max.as_u64(), config.cache.low_water, stop.clone());
+        }
         let server = Server::new(listener, reloader.clone(), app, config.limits.clone());
         let shutdown = stop.clone();
-        let task = tokio::spawn(async move { server.run(shutdown.cancelled_owned()).await });
+        let task = tokio::spawn(async move {
+            server.run(shutdown.cancelled_owned()).await;
+            // The server (and with it every audit sender) is gone: let the writer drain.
+            let _ = audit_writer.await;
+        });
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "mirror is serving");
         Ok(Mirror {
             addr,

@@ -5,11 +5,15 @@
 //! Knows nothing of caching; `fetch` only talks HTTP.
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
+
+use crate::http::Protocol;
+use crate::metrics::{Metrics, UpstreamResult};
 
 /// Bytes that stay as they are in an upstream path; the rest are
 /// percent-encoded, as the go command does (`!` → `%21`).
@@ -109,6 +113,25 @@ fn proxy_url(entry: &str) -> Result<String, String> {
     }
 }
 
+/// The outbound HTTP client, and the metrics every upstream request is counted in.
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub metrics: Arc<Metrics>,
+}
+
+/// An upstream as metrics name it: `host:port`, never its credentials or path.
+fn upstream_label(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(url) => match (url.host_str(), url.port_or_known_default()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            _ => "-".into(),
+        },
+        Err(_) => "-".into(),
+    }
+}
+
 /// What one upstream said.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer<T> {
@@ -184,19 +207,33 @@ impl Chain {
     }
 
     /// A small answer (at most `limit` bytes) through the list.
-    pub async fn fetch(&self, client: &reqwest::Client, path: &str, limit: usize) -> Answer<Bytes> {
+    pub async fn fetch(&self, client: &Client, path: &str, limit: usize) -> Answer<Bytes> {
         self.walk(path, |url| fetch_one(client, url, limit)).await
     }
 
     /// The first upstream response for a large file, body unread, through the list.
-    pub async fn open(&self, client: &reqwest::Client, path: &str) -> Answer<reqwest::Response> {
+    pub async fn open(&self, client: &Client, path: &str) -> Answer<reqwest::Response> {
         self.walk(path, |url| open_one(client, url)).await
     }
 }
 
-/// GETs `url`: 200 is found, 404/410 not found (with its text), the rest failures.
-pub async fn open_one(client: &reqwest::Client, url: String) -> Answer<reqwest::Response> {
-    let response = match client.get(&url).send().await {
+/// GETs `url`: 200 is found, 404/410 not found (with its text), the rest
+/// failures. Counted in the metrics with the time to the response headers.
+pub async fn open_one(client: &Client, url: String) -> Answer<reqwest::Response> {
+    let started = Instant::now();
+    let sent = client.http.get(&url).send().await;
+    let result = match &sent {
+        Ok(response) if response.status().as_u16() == 200 => UpstreamResult::Ok,
+        Ok(response) if matches!(response.status().as_u16(), 404 | 410) => UpstreamResult::NotFound,
+        _ => UpstreamResult::Error,
+    };
+    client.metrics.upstream(
+        Protocol::Go,
+        &upstream_label(&url),
+        result,
+        started.elapsed(),
+    );
+    let response = match sent {
         Ok(response) => response,
         Err(error) => return Answer::Failed(without_url(error).to_string()),
     };
@@ -212,7 +249,7 @@ pub async fn open_one(client: &reqwest::Client, url: String) -> Answer<reqwest::
 }
 
 /// GETs a small body, refusing more than `limit` bytes.
-pub async fn fetch_one(client: &reqwest::Client, url: String, limit: usize) -> Answer<Bytes> {
+pub async fn fetch_one(client: &Client, url: String, limit: usize) -> Answer<Bytes> {
     let response = match tokio::time::timeout(SMALL_TIMEOUT, open_one(client, url)).await {
         Ok(Answer::Found(response)) => response,
         Ok(Answer::NotFound { gone, reason }) => return Answer::NotFound { gone, reason },
@@ -323,6 +360,10 @@ mod tests {
         assert_eq!(
             redact("https://u:secret@h.example/p"),
             "https://u:xxxxx@h.example/p"
+        );
+        assert_eq!(
+            upstream_label("https://u:secret@h.example/p"),
+            "h.example:443"
         );
     }
 

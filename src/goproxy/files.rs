@@ -142,17 +142,18 @@ impl GoProxy {
                 .map_err(|e| GoError::internal(key, &e))?;
             if let Some(blob) = blob {
                 self.inner.files.insert(key.to_owned(), stored.clone(), 0);
+                let size = blob.size;
                 let mut response = if head_only {
                     Response::new(body::empty())
                 } else {
-                    let stream = body::file(blob.file, 0, blob.size)
+                    let stream = body::blob(blob, 0, size)
                         .await
                         .map_err(|e| GoError::internal(key, &e))?;
                     Response::new(stream)
                 };
                 response
                     .headers_mut()
-                    .insert(CONTENT_LENGTH, HeaderValue::from(blob.size));
+                    .insert(CONTENT_LENGTH, HeaderValue::from(size));
                 return Ok(Some(Served::new(
                     with_type(response, kind),
                     Outcome::Hit,

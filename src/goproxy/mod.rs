@@ -39,6 +39,7 @@ use self::memo::Memo;
 use self::route::Route;
 use crate::config::GoConfig;
 use crate::http::{Action, Body, Caller, Outcome, Touched, body, touched};
+use crate::metrics::Metrics;
 use crate::store::{Digest, Store};
 use crate::upstream::Singleflight;
 
@@ -70,7 +71,7 @@ pub struct GoProxy {
 
 struct Inner {
     store: Store,
-    client: reqwest::Client,
+    client: chain::Client,
     chain: Chain,
     private: Private,
     /// Checksum database name → base URL (no trailing slash).
@@ -111,7 +112,11 @@ fn bytes_response(bytes: Bytes, content_type: &'static str) -> Response<Body> {
 }
 
 impl GoProxy {
-    pub fn new(config: &GoConfig, store: Store) -> Result<GoProxy, SetupError> {
+    pub fn new(
+        config: &GoConfig,
+        store: Store,
+        metrics: Arc<Metrics>,
+    ) -> Result<GoProxy, SetupError> {
         let chain = config.upstream.parse().map_err(SetupError::Upstream)?;
         let private = Private::parse(&config.private)?;
         let sumdbs = config
@@ -122,7 +127,10 @@ impl GoProxy {
         Ok(GoProxy {
             inner: Arc::new(Inner {
                 store,
-                client: crate::upstream::client(None)?,
+                client: chain::Client {
+                    http: crate::upstream::client(None)?,
+                    metrics,
+                },
                 chain,
                 private,
                 sumdbs,

@@ -30,6 +30,32 @@ pub fn stream(stream: impl Stream<Item = std::io::Result<Bytes>> + Send + 'stati
     StreamBody::new(stream.map_ok(Frame::data)).boxed_unsync()
 }
 
+/// Reports the size of every data frame of `body` as it is sent.
+pub fn counted(body: Body, on_bytes: impl Fn(u64) + Send + 'static) -> Body {
+    body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            on_bytes(data.len() as u64);
+        }
+        frame
+    })
+    .boxed_unsync()
+}
+
+/// `len` bytes of a stored blob from `start`, streamed; the blob stays marked
+/// in use (safe from eviction) until the stream is dropped.
+pub async fn blob(blob: crate::store::BlobFile, start: u64, len: u64) -> std::io::Result<Body> {
+    let (file, guard) = blob.into_parts();
+    let mut file = tokio::fs::File::from_std(file);
+    if start > 0 {
+        file.seek(SeekFrom::Start(start)).await?;
+    }
+    let chunks = tokio_util::io::ReaderStream::with_capacity(file.take(len), FILE_CHUNK);
+    Ok(stream(chunks.map_ok(move |bytes| {
+        let _held_while_streaming = &guard;
+        bytes
+    })))
+}
+
 /// `len` bytes of `file` from `start`, streamed.
 pub async fn file(file: std::fs::File, start: u64, len: u64) -> std::io::Result<Body> {
     let mut file = tokio::fs::File::from_std(file);

@@ -20,6 +20,7 @@ pub use body::Body;
 use crate::auth::{Authenticator, Denial, Identity, Policy};
 use crate::metrics::Metrics;
 use crate::server::tls::PeerCert;
+use crate::store::{AuditLog, AuditRecord, Store, audit::now_ms};
 use crate::{goproxy, oci};
 
 /// How a content request was served, for metrics, the access log and audit.
@@ -139,6 +140,8 @@ pub struct Policies {
 
 pub struct App {
     auth: Arc<Authenticator>,
+    store: Store,
+    audit: AuditLog,
     policies: Policies,
     metrics: Arc<Metrics>,
     go: goproxy::GoProxy,
@@ -152,6 +155,8 @@ fn is_write(method: &Method) -> bool {
 impl App {
     pub fn new(
         auth: Arc<Authenticator>,
+        store: Store,
+        audit: AuditLog,
         policies: Policies,
         metrics: Arc<Metrics>,
         go: goproxy::GoProxy,
@@ -159,6 +164,8 @@ impl App {
     ) -> App {
         App {
             auth,
+            store,
+            audit,
             policies,
             metrics,
             go,
@@ -180,7 +187,7 @@ impl App {
             Route::Metrics => {
                 let (identity, response) =
                     match self.authorize(&request, &conn, self.policies.metrics).await {
-                        Ok(identity) => (identity, self.metrics.render()),
+                        Ok(identity) => (identity, self.metrics_page().await),
                         Err((identity, denial)) => (identity, plain_denial(denial)),
                     };
                 (Protocol::Internal, identity, response)
@@ -224,6 +231,13 @@ impl App {
         let status = response.status();
         self.metrics.request(protocol, status);
         let touched = response.extensions().get::<Touched>();
+        if let Some(touched) = touched
+            && (touched.action != Action::Read || method == Method::GET)
+        {
+            self.audit
+                .record(audit_record(&identity, &conn, protocol, touched, status))
+                .await;
+        }
         tracing::info!(
             target: "mirror::access",
             peer = %conn.peer,
@@ -235,6 +249,20 @@ impl App {
             artifact = touched.map_or("-", |t| t.artifact.as_str()),
             micros = started.elapsed().as_micros() as u64,
             "request"
+        );
+        if method == Method::HEAD || protocol == Protocol::Internal {
+            return response;
+        }
+        let metrics = self.metrics.clone();
+        response
+            .map(|body| body::counted(body, move |bytes| metrics.response_bytes(protocol, bytes)))
+    }
+
+    async fn metrics_page(&self) -> Response<Body> {
+        let mut response = Response::new(body::full(self.metrics.render(&self.store).await));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         );
         response
     }
@@ -270,6 +298,39 @@ impl App {
             Ok(()) => Ok(identity),
             Err(denial) => Err((identity, denial)),
         }
+    }
+}
+
+/// A HEAD transfers no content, so only GETs and writes are audited.
+fn audit_record(
+    identity: &Identity,
+    conn: &ConnInfo,
+    protocol: Protocol,
+    touched: &Touched,
+    status: StatusCode,
+) -> AuditRecord {
+    let (kind, serial) = match identity {
+        Identity::Cert { serial, .. } => ("cert", Some(serial.clone())),
+        Identity::User(_) => ("user", None),
+        Identity::Anonymous => ("anonymous", None),
+    };
+    AuditRecord {
+        at_ms: now_ms(),
+        identity: kind.to_owned(),
+        subject: identity.name().to_owned(),
+        serial,
+        peer: conn.peer.to_string(),
+        protocol: protocol.as_str().to_owned(),
+        action: match touched.action {
+            Action::Read => "read",
+            Action::Write => "write",
+            Action::Delete => "delete",
+        }
+        .to_owned(),
+        artifact: touched.artifact.clone(),
+        digest: touched.digest.clone(),
+        outcome: touched.outcome.as_str().to_owned(),
+        status: status.as_u16(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! `OciError`: the distribution spec's error codes, and their wire format
 //! (`{"errors":[{"code","message","detail"}]}` with the right status).
 
-use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 
 use crate::http::{BASIC_CHALLENGE, Body, body};
@@ -78,6 +78,9 @@ pub struct OciError {
     pub status: StatusCode,
     pub message: String,
     pub detail: Option<serde_json::Value>,
+    /// Extra headers: `Retry-After` passed through from an upstream's 429,
+    /// `Content-Range` of a 416.
+    pub headers: Option<Box<HeaderMap>>,
 }
 
 impl OciError {
@@ -87,11 +90,17 @@ impl OciError {
             status: code.status(),
             message: message.into(),
             detail: None,
+            headers: None,
         }
     }
 
     pub fn with_status(mut self, status: StatusCode) -> OciError {
         self.status = status;
+        self
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> OciError {
+        self.headers.get_or_insert_default().insert(name, value);
         self
     }
 
@@ -116,6 +125,9 @@ impl OciError {
             super::API_VERSION_HEADER,
             HeaderValue::from_static(super::API_VERSION),
         );
+        for (name, value) in self.headers.iter().flat_map(|extra| extra.iter()) {
+            headers.insert(name, value.clone());
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(BASIC_CHALLENGE));
         }

@@ -1,39 +1,148 @@
 //! The OCI distribution API (Docker Registry HTTP API v2) under `/v2/`.
 //! Handlers parse the route, then talk to the store and upstreams; they never
 //! touch SQL or paths themselves.
+//!
+//! Pipeline: parse the path into a `Route` (names by the spec's grammar) →
+//! resolve the repository to an upstream or to hosting (`names`) → the
+//! handler for `(method, route)` → a response with the registry's headers,
+//! or an `OciError` in the spec's JSON format.
 
+mod blobs;
+mod cache;
 pub mod error;
+mod listing;
+mod manifest_json;
+mod manifests;
+pub mod names;
+pub mod route;
+mod token;
+mod uploads;
+mod upstream;
 
-use http::header::{CONTENT_TYPE, HeaderValue};
-use http::{Request, Response};
+use std::sync::Arc;
+
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::auth::Denial;
-use crate::http::{Body, Caller, body};
+use crate::config::RegistryConfig;
+use crate::http::{Action, Body, Caller, Outcome, Touched, body};
+use crate::metrics::Metrics;
+use crate::store::{Digest, Store};
 pub use error::{Code, OciError};
+use names::{Repo, Upstreams};
+use route::{Query, Route};
+pub use upstream::UpstreamError;
 
 pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
 pub const API_VERSION: &str = "registry/2.0";
+pub const DIGEST_HEADER: &str = "docker-content-digest";
 
-pub struct Registry {}
+pub struct Registry {
+    store: Store,
+    upstreams: Upstreams,
+    cache: cache::MetaCache,
+    uploads: uploads::Uploads,
+    /// Concurrent misses of one manifest share one upstream request.
+    manifest_fetches: crate::upstream::Singleflight<Result<cache::ManifestMeta, OciError>>,
+}
 
 impl Registry {
-    pub fn new() -> Registry {
-        Registry {}
+    pub fn new(
+        config: &RegistryConfig,
+        store: Store,
+        metrics: Arc<Metrics>,
+    ) -> Result<Registry, crate::upstream::ClientError> {
+        let upstreams = config
+            .upstream
+            .iter()
+            .map(|u| upstream::Upstream::new(u, metrics.clone()).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Registry {
+            store,
+            upstreams: Upstreams::new(upstreams, config.hosted.clone()),
+            cache: cache::MetaCache::default(),
+            uploads: uploads::Uploads::default(),
+            manifest_fetches: crate::upstream::Singleflight::default(),
+        })
     }
 
     pub async fn handle(&self, request: Request<Incoming>, _caller: &Caller) -> Response<Body> {
-        match request.uri().path() {
-            "/v2" | "/v2/" => version_check(),
-            _ => OciError::new(Code::NameUnknown, "repository name not known to registry")
-                .into_response(),
-        }
+        let route = match Route::parse(request.uri().path()) {
+            Ok(route) => route,
+            Err(error) => return error.into_response(),
+        };
+        let query = Query::parse(request.uri().query());
+        let method = request.method().clone();
+        let result = match route {
+            Route::Base => return version_check(),
+            Route::Catalog => match method {
+                Method::GET => listing::catalog(self, &query).await,
+                _ => Err(unsupported(&method)),
+            },
+            Route::Tags(name) => match self.upstreams.resolve(&name, query.get("ns")) {
+                Ok(repo) if method == Method::GET => listing::tags(self, &repo, &query).await,
+                Ok(_) => Err(unsupported(&method)),
+                Err(error) => Err(error),
+            },
+            Route::Referrers(name, digest) => {
+                match self.upstreams.resolve(&name, query.get("ns")) {
+                    Ok(repo) if method == Method::GET => {
+                        listing::referrers(self, &repo, &digest, &query).await
+                    }
+                    Ok(_) => Err(unsupported(&method)),
+                    Err(error) => Err(error),
+                }
+            }
+            Route::Manifest(name, reference) => {
+                match self.upstreams.resolve(&name, query.get("ns")) {
+                    Ok(repo) => match method {
+                        Method::GET | Method::HEAD => {
+                            manifests::get(self, &repo, &reference, request).await
+                        }
+                        Method::PUT => manifests::put(self, &repo, &reference, request).await,
+                        Method::DELETE => manifests::delete(self, &repo, &reference).await,
+                        _ => Err(unsupported(&method)),
+                    },
+                    Err(error) => Err(error),
+                }
+            }
+            Route::Blob(name, digest) => match self.upstreams.resolve(&name, query.get("ns")) {
+                Ok(repo) => match method {
+                    Method::GET | Method::HEAD => blobs::get(self, &repo, &digest, request).await,
+                    Method::DELETE => blobs::delete(self, &repo, &digest).await,
+                    _ => Err(unsupported(&method)),
+                },
+                Err(error) => Err(error),
+            },
+            Route::Upload(name, id) => match self.upstreams.resolve(&name, query.get("ns")) {
+                Ok(repo) => uploads::handle(self, &repo, id.as_deref(), &query, request).await,
+                Err(error) => Err(error),
+            },
+        };
+        result.unwrap_or_else(OciError::into_response)
     }
 }
 
-impl Default for Registry {
-    fn default() -> Self {
-        Registry::new()
+fn unsupported(method: &Method) -> OciError {
+    OciError::new(
+        Code::Unsupported,
+        format!("{method} is not supported on this endpoint"),
+    )
+}
+
+/// Pushes go to hosted repositories only; a mirrored one is read-only.
+fn require_hosted(repo: &Repo) -> Result<(), OciError> {
+    match repo.upstream() {
+        None => Ok(()),
+        Some((upstream, _)) => Err(OciError::new(
+            Code::Denied,
+            format!(
+                "{} mirrors upstream {}: it is read-only",
+                repo.name, upstream.name
+            ),
+        )),
     }
 }
 
@@ -56,4 +165,112 @@ pub fn denied(denial: Denial) -> Response<Body> {
             OciError::new(Code::Denied, "a client certificate is required").into_response()
         }
     }
+}
+
+/// A response for content: the registry's headers around `body`.
+fn content_response(
+    status: StatusCode,
+    body: Body,
+    media_type: &str,
+    digest: &Digest,
+    length: Option<u64>,
+) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_str(media_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    if let Ok(value) = HeaderValue::from_str(&digest.to_string()) {
+        headers.insert(DIGEST_HEADER, value.clone());
+        if let Ok(etag) = HeaderValue::from_str(&format!("\"{digest}\"")) {
+            headers.insert(ETAG, etag);
+        }
+    }
+    if let Some(length) = length {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    headers.insert(API_VERSION_HEADER, HeaderValue::from_static(API_VERSION));
+    response
+}
+
+fn touched(
+    response: Response<Body>,
+    action: Action,
+    artifact: String,
+    digest: Option<&Digest>,
+    outcome: Outcome,
+) -> Response<Body> {
+    crate::http::touched(
+        response,
+        Touched {
+            action,
+            artifact,
+            digest: digest.map(Digest::to_string),
+            outcome,
+        },
+    )
+}
+
+/// The client-facing error for an upstream failure. 5xx causes are logged
+/// here, once; 4xx answers from upstream are the client's business.
+fn from_upstream(error: UpstreamError, not_found: Code) -> OciError {
+    match &error {
+        UpstreamError::Status {
+            status,
+            code,
+            message,
+            retry_after,
+            upstream,
+        } => match *status {
+            StatusCode::NOT_FOUND => {
+                let code = match code.as_deref() {
+                    Some("NAME_UNKNOWN") => Code::NameUnknown,
+                    _ => not_found,
+                };
+                OciError::new(code, format!("upstream {upstream}: {message}"))
+            }
+            StatusCode::UNAUTHORIZED => OciError::new(
+                Code::Unauthorized,
+                format!("upstream {upstream} refused the mirror's credentials: {message}"),
+            ),
+            StatusCode::FORBIDDEN => {
+                OciError::new(Code::Denied, format!("upstream {upstream}: {message}"))
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                let error = OciError::new(
+                    Code::TooManyRequests,
+                    format!("upstream {upstream}: {message}"),
+                );
+                match retry_after {
+                    Some(value) => error.with_header(http::header::RETRY_AFTER, value.clone()),
+                    None => error,
+                }
+            }
+            _ => {
+                tracing::warn!(%error, "upstream request failed");
+                OciError::new(
+                    Code::Unavailable,
+                    format!("upstream {upstream} failed ({status})"),
+                )
+            }
+        },
+        UpstreamError::Unreachable { upstream, .. } | UpstreamError::Token { upstream, .. } => {
+            tracing::warn!(%error, "upstream request failed");
+            OciError::new(
+                Code::Unavailable,
+                format!("upstream {upstream} is unreachable and the content is not cached"),
+            )
+            .with_status(StatusCode::SERVICE_UNAVAILABLE)
+        }
+    }
+}
+
+/// A store failure as the client sees it: logged here, never detailed.
+fn internal(error: impl std::fmt::Display) -> OciError {
+    tracing::error!(%error, "registry storage error");
+    OciError::new(Code::Unavailable, "internal storage error")
+        .with_status(StatusCode::INTERNAL_SERVER_ERROR)
 }

@@ -312,6 +312,13 @@ impl FillProducer {
             .await
             .map_err(|e| FillError::Io(e.to_string()))?;
         self.tmp_path = None;
+        let counters = &self.store.inner.counters;
+        counters
+            .fills_completed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counters
+            .bytes_filled
+            .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
         let head = self.head.clone().unwrap_or_default();
         Ok(Committed {
             digest,
@@ -326,6 +333,11 @@ impl FillProducer {
 
     /// Ends the fill with an error every reader sees; removes the temp file.
     pub fn fail(&mut self, error: FillError) {
+        self.store
+            .inner
+            .counters
+            .fills_failed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.shared.progress.send_replace(Progress::Failed(error));
         if let Some(path) = self.tmp_path.take() {
             let _ = std::fs::remove_file(path);

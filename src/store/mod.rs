@@ -7,21 +7,29 @@
 //! renamed into `blobs/`, and only then indexed, so a crash at any instant
 //! leaves no partial file visible under a digest.
 
+pub mod audit;
 mod db;
 pub mod digest;
+pub mod evict;
 pub mod fill;
 mod go;
+mod oci;
+mod stats;
+mod upkeep;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+pub use audit::{AuditLog, AuditQuery, AuditRecord};
 pub use db::Db;
 pub use digest::{Algorithm, Digest, Hasher, InvalidDigest};
+pub use evict::{EvictionReport, ReadGuard, StoreTotals, SweepOptions, SweepReport};
 pub use fill::{Committed, FillError, FillHead, FillProducer, FillReader, Slot, Validator};
 pub use go::{GoFile, StoredAnswer};
+pub use oci::{ManifestRow, NewManifest, ReferrerRow};
+pub use stats::{GroupStats, StoreStats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -59,12 +67,35 @@ pub(crate) struct Inner {
     /// transaction now and then instead of one UPDATE per hit.
     accessed: Mutex<HashSet<Digest>>,
     temp_counter: AtomicU64,
+    pub(crate) in_use: evict::InUse,
+    /// Pinged when a blob is added, so eviction can run soon after the store grows.
+    grew: tokio::sync::Notify,
+    pub(crate) counters: Counters,
 }
 
-/// An open, complete blob.
+/// What the store counts for `/metrics`.
+#[derive(Default)]
+pub struct Counters {
+    pub fills_completed: AtomicU64,
+    pub fills_failed: AtomicU64,
+    pub bytes_filled: AtomicU64,
+    pub evicted_blobs: AtomicU64,
+    pub evicted_bytes: AtomicU64,
+}
+
+/// An open, complete blob. While it (or a stream made from it) lives, the
+/// blob is marked in use and eviction passes it over.
 pub struct BlobFile {
-    pub file: std::fs::File,
+    file: std::fs::File,
     pub size: u64,
+    guard: ReadGuard,
+}
+
+impl BlobFile {
+    /// The open file and the guard that must outlive every read of it.
+    pub fn into_parts(self) -> (std::fs::File, ReadGuard) {
+        (self.file, self.guard)
+    }
 }
 
 impl Store {
@@ -86,8 +117,23 @@ impl Store {
                 fills: fill::Fills::default(),
                 accessed: Mutex::new(HashSet::new()),
                 temp_counter: AtomicU64::new(0),
+                in_use: evict::InUse::default(),
+                grew: tokio::sync::Notify::new(),
+                counters: Counters::default(),
             }),
         })
+    }
+
+    /// Opens the store of an existing data dir (for CLI commands, which must
+    /// not create one where an operator mistyped a path).
+    pub async fn open_existing(data_dir: &Path) -> Result<Store, StoreError> {
+        if !data_dir.join("mirror.db").is_file() {
+            return Err(StoreError::Corrupt(format!(
+                "{} has no mirror.db: not a mirror data dir (use --data-dir or --config)",
+                data_dir.display()
+            )));
+        }
+        Store::open(data_dir).await
     }
 
     pub fn root(&self) -> &Path {
@@ -96,6 +142,10 @@ impl Store {
 
     pub fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
     }
 
     /// Removes temp files left by a process that died mid-write. Only for the
@@ -187,7 +237,9 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Corrupt(format!("blocking task failed: {e}")))??;
-        self.inner.db.insert_blob(digest, size, hosted).await
+        self.inner.db.insert_blob(digest, size, hosted).await?;
+        self.inner.grew.notify_one();
+        Ok(())
     }
 
     /// Stores a small object held in memory (a manifest, a `.info`) and
@@ -223,23 +275,28 @@ impl Store {
     /// Opens a stored blob, or `None` if the store does not have it.
     pub async fn open_blob(&self, digest: &Digest) -> Result<Option<BlobFile>, StoreError> {
         let path = self.blob_path(digest);
-        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<Option<BlobFile>> {
-            match std::fs::File::open(&path) {
-                Ok(file) => {
-                    let size = file.metadata()?.len();
-                    Ok(Some(BlobFile { file, size }))
+        // Marked in use before the open, so an eviction cannot slip in between.
+        let guard = self.guard_read(digest);
+        let opened = tokio::task::spawn_blocking(
+            move || -> std::io::Result<Option<(std::fs::File, u64)>> {
+                match std::fs::File::open(&path) {
+                    Ok(file) => {
+                        let size = file.metadata()?.len();
+                        Ok(Some((file, size)))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(e),
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e),
-            }
-        })
+            },
+        )
         .await
         .map_err(|e| StoreError::Corrupt(format!("blocking task failed: {e}")))?
         .map_err(io_error(format!("opening blob {digest}")))?;
-        if opened.is_some() {
-            self.touch(digest);
-        }
-        Ok(opened)
+        let Some((file, size)) = opened else {
+            return Ok(None);
+        };
+        self.touch(digest);
+        Ok(Some(BlobFile { file, size, guard }))
     }
 
     /// Reads a small stored blob whole (manifests, `.info`, `.mod`). Callers
@@ -313,24 +370,6 @@ impl Store {
         }
         tx.commit().await?;
         Ok(digests.len())
-    }
-
-    /// Background upkeep for a serving process: flushes access times.
-    pub fn spawn_upkeep(&self, stop: tokio_util::sync::CancellationToken) {
-        let store = self.clone();
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(Duration::from_secs(10));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = ticker.tick() => {}
-                }
-                if let Err(error) = store.flush_access().await {
-                    tracing::warn!(%error, "could not record access times");
-                }
-            }
-            let _ = store.flush_access().await;
-        });
     }
 
     pub async fn close(&self) {

@@ -10,6 +10,7 @@
 
 pub mod go;
 pub mod process;
+pub mod registry;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,8 @@ pub struct MirrorOptions {
     pub extra_toml: String,
     pub handshake_timeout: &'static str,
     pub header_timeout: &'static str,
+    /// How often the server checks its TLS and htpasswd files for changes.
+    pub reload_poll: &'static str,
 }
 
 impl Default for MirrorOptions {
@@ -81,6 +84,7 @@ impl Default for MirrorOptions {
             extra_toml: String::new(),
             handshake_timeout: "10s",
             header_timeout: "30s",
+            reload_poll: "1h",
         }
     }
 }
@@ -126,13 +130,14 @@ client_auth = "{client_auth}"
 [limits]
 handshake_timeout = "{handshake}"
 header_timeout = "{header}"
-reload_poll = "1h"
+reload_poll = "{reload_poll}"
 
 {extra}
 "#,
             client_auth = options.client_auth,
             handshake = options.handshake_timeout,
             header = options.header_timeout,
+            reload_poll = options.reload_poll,
             extra = with_auth_section(&options.extra_toml),
         );
         std::fs::write(&config_path, toml).expect("write config");

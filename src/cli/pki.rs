@@ -1,54 +1,13 @@
-//! The command line: `serve` and `pki`. Thin: parses arguments, calls the
-//! library, prints results. anyhow lives here and at startup only.
+//! `mirror pki …`: thin calls into the mirror-pki crate, and what they print.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use mirror_pki::{CaOptions, CertsDir, Pki, RegistryHost, Validity};
 
-use crate::config::{Config, LogFormat};
-use crate::instance::{Mirror, StartOptions};
-
-#[derive(Parser)]
-#[command(
-    name = "mirror",
-    version,
-    about = "A mutually authenticated caching mirror for Go modules and container images"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
 #[derive(Subcommand)]
-enum Command {
-    /// Run the server (with no config: a PKI and defaults in ./mirror-data).
-    Serve(ServeArgs),
-    /// Create the CA and issue, list, revoke and inspect certificates.
-    Pki {
-        #[command(subcommand)]
-        command: PkiCommand,
-    },
-}
-
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// TOML config file.
-    #[arg(long, short, env = "MIRROR_CONFIG")]
-    config: Option<PathBuf>,
-    /// Overrides `listen`.
-    #[arg(long)]
-    listen: Option<SocketAddr>,
-    /// Overrides `data_dir`.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-}
-
-#[derive(Subcommand)]
-enum PkiCommand {
+pub enum PkiCommand {
     /// Create a CA: DIR/ca.crt and DIR/ca.key (0600).
     Init {
         #[arg(long, default_value = "pki")]
@@ -105,81 +64,7 @@ enum PkiCommand {
     Inspect { file: PathBuf },
 }
 
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Serve(args) => serve(args),
-        Command::Pki { command } => pki(command),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    if let Some(listen) = args.listen {
-        config.listen = listen;
-    }
-    if let Some(data_dir) = args.data_dir {
-        config.data_dir = data_dir;
-    }
-    init_logging(&config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("mirror")
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async {
-        let mirror = Mirror::start(config, None, StartOptions { sighup: true }).await?;
-        if let Some(message) = &mirror.first_run_message {
-            eprintln!("{message}\n");
-        }
-        eprintln!("mirror listening on https://{}", mirror.addr());
-        mirror.serve_until(termination()).await;
-        Ok(())
-    })
-}
-
-/// SIGINT or SIGTERM.
-async fn termination() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
-fn init_logging(config: &Config) -> anyhow::Result<()> {
-    use tracing_subscriber::EnvFilter;
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(value) if !value.is_empty() => EnvFilter::try_new(value).context("RUST_LOG")?,
-        _ => EnvFilter::try_new(&config.log.level).context("log.level")?,
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    }
-    .map_err(|e| anyhow::anyhow!("logging: {e}"))
-}
-
-fn pki(command: PkiCommand) -> anyhow::Result<()> {
+pub fn run(command: PkiCommand) -> anyhow::Result<()> {
     match command {
         PkiCommand::Init {
             dir,

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Benchmarks against peers measured in the same run: nginx serving the same
+# bytes over TLS, and docker-registry. Server pinned to core 0, load generator
+# to core 1, TLS 1.3 AES-128-GCM, cache hits unless a scenario says otherwise.
+#
+#   scripts/bench.sh base     # TLS + HTTP overhead: tiny GETs, Basic auth, new connections
+#   scripts/bench.sh go       # cached .info/.mod/.zip vs nginx
+#   scripts/bench.sh oci      # blobs and manifests vs nginx and docker-registry
+#   scripts/bench.sh all
+#
+# DURATION (seconds per wrk run, default 10) can be set in the environment.
+set -euo pipefail
+source "$(dirname "$0")/bench/lib.sh"
+
+MIRROR_BENCH_DEPS=1 "$ROOT/scripts/install-test-deps.sh"
+setup_workdir
+build_release
+make_pki
+
+bench_base() {
+  log "== base: 74-byte GET, keep-alive"
+  mkdir -p "$WORK/www"
+  head -c 74 /dev/urandom >"$WORK/www/tiny.bin"
+  start_nginx "$WORK/www"
+  wrk_run "nginx tiny GET" "$NGINX_WORKER" "https://127.0.0.1:$NGINX_PORT/tiny.bin"
+  stop_pid "$NGINX_PID"
+
+  mirror_config "$WORK/base.toml"
+  start_mirror "$WORK/base.toml"
+  wrk_run "mirror /healthz" "$MIRROR_PID" "https://127.0.0.1:$MIRROR_PORT/healthz"
+  wrk_run "mirror /v2/ Basic" "$MIRROR_PID" "https://127.0.0.1:$MIRROR_PORT/v2/" -H "$BASIC"
+  stop_pid "$MIRROR_PID"
+}
+
+scenario=${1:-all}
+case "$scenario" in
+  base) bench_base ;;
+  go) source "$ROOT/scripts/bench/go.sh"; bench_go ;;
+  oci) source "$ROOT/scripts/bench/oci.sh"; bench_oci ;;
+  all)
+    bench_base
+    source "$ROOT/scripts/bench/go.sh"; bench_go
+    source "$ROOT/scripts/bench/oci.sh"; bench_oci
+    ;;
+  *) echo "usage: $0 [base|go|oci|all]" >&2; exit 2 ;;
+esac
+
+log ""
+log "results (name, req/s, p50, p99, server CPU µs/request) in $RESULTS:"
+cat "$RESULTS"

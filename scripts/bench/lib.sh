@@ -1,0 +1,189 @@
+# Shared pieces of the benchmarks: a work dir, a PKI, servers pinned to one
+# core and load generators pinned to the other, CPU and RSS accounting from
+# /proc. Sourced by scripts/bench.sh; every server started here is stopped by
+# PID on exit.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+SERVER_CORE=${SERVER_CORE:-0}
+LOAD_CORE=${LOAD_CORE:-1}
+DURATION=${DURATION:-10}
+CLK_TCK=$(getconf CLK_TCK)
+STARTED_PIDS=()
+
+cleanup() {
+  for pid in "${STARTED_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${STARTED_PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+
+log() { printf '%s\n' "$*" >&2; }
+
+setup_workdir() {
+  WORK=$(mktemp -d /tmp/mirror-bench.XXXXXX)
+  RESULTS="$WORK/results.tsv"
+  : >"$RESULTS"
+  log "work dir: $WORK"
+}
+
+build_release() {
+  (cd "$ROOT" && cargo build --release --quiet)
+  MIRROR="$ROOT/target/release/mirror"
+}
+
+make_pki() {
+  "$MIRROR" pki init --dir "$WORK/pki" >/dev/null
+  "$MIRROR" pki issue-server --dir "$WORK/pki" --san 127.0.0.1 localhost >/dev/null
+  htpasswd -B -b -c "$WORK/htpasswd" bench bench-password 2>/dev/null
+  BASIC="Authorization: Basic $(printf 'bench:bench-password' | base64)"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() {
+  local port=$1
+  for _ in $(seq 1 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  log "nothing listening on $port"
+  return 1
+}
+
+# cpu_ticks PID → utime+stime in clock ticks
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+peak_rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+
+# Starts nginx pinned to SERVER_CORE serving $1 over TLS 1.3 on a new port.
+start_nginx() {
+  local docroot=$1
+  NGINX_PORT=$(free_port)
+  local dir="$WORK/nginx"
+  mkdir -p "$dir/logs"
+  cat >"$dir/nginx.conf" <<CONF
+user root;
+worker_processes 1;
+daemon off;
+error_log $dir/logs/error.log warn;
+pid $dir/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  types { application/octet-stream bin; }
+  default_type application/octet-stream;
+  server {
+    listen 127.0.0.1:$NGINX_PORT ssl http2;
+    ssl_certificate $WORK/pki/server.crt;
+    ssl_certificate_key $WORK/pki/server.key;
+    ssl_protocols TLSv1.3;
+    ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256;
+    ssl_session_cache off;
+    ssl_session_tickets off;
+    root $docroot;
+  }
+}
+CONF
+  taskset -c "$SERVER_CORE" nginx -c "$dir/nginx.conf" -p "$dir" &
+  NGINX_PID=$!
+  STARTED_PIDS+=("$NGINX_PID")
+  wait_port "$NGINX_PORT"
+  # The master forks one worker; that worker does the work.
+  sleep 0.2
+  NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1)
+}
+
+stop_pid() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+# Starts mirror pinned to SERVER_CORE with the config in $1 (a file).
+start_mirror() {
+  local config=$1
+  taskset -c "$SERVER_CORE" "$MIRROR" serve --config "$config" 2>"$WORK/mirror.log" &
+  MIRROR_PID=$!
+  STARTED_PIDS+=("$MIRROR_PID")
+  wait_port "$MIRROR_PORT"
+}
+
+# mirror_config FILE [extra toml] — TLS 1.2/1.3 mTLS-optional config on a new port.
+mirror_config() {
+  local file=$1 extra=${2:-}
+  MIRROR_PORT=$(free_port)
+  cat >"$file" <<CONF
+listen = "127.0.0.1:$MIRROR_PORT"
+data_dir = "$WORK/mirror-data"
+
+[tls]
+cert = "$WORK/pki/server.crt"
+key = "$WORK/pki/server.key"
+client_ca = "$WORK/pki/ca.crt"
+client_auth = "optional"
+
+[auth]
+htpasswd = "$WORK/htpasswd"
+read = "anonymous"
+
+[log]
+level = "warn"
+
+$extra
+CONF
+}
+
+# wrk_run NAME PID URL [extra wrk args] — HTTP/1.1 keep-alive load from LOAD_CORE.
+# Records name, req/s, p50, p99, server CPU µs per request.
+wrk_run() {
+  local name=$1 pid=$2 url=$3
+  shift 3
+  local before after out
+  before=$(cpu_ticks "$pid")
+  out=$(taskset -c "$LOAD_CORE" wrk -t1 -c16 -d"${DURATION}s" --latency "$@" "$url")
+  after=$(cpu_ticks "$pid")
+  local rps p50 p99 requests
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  requests=$(awk '/requests in/ {print $1}' <<<"$out")
+  local non2xx
+  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+  if [[ -n "$non2xx" ]]; then
+    log "$name: $non2xx non-2xx responses"
+    log "$out"
+  fi
+  local cpu_us
+  cpu_us=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "$cpu_us" | tee -a "$RESULTS" >&2
+}
+
+# curl_stream NAME PID URL CLIENTS [curl args] — large-body throughput: CLIENTS
+# parallel curls from LOAD_CORE; records MB/s, server CPU seconds per GB, and
+# the server's peak RSS.
+curl_stream() {
+  local name=$1 pid=$2 url=$3 clients=$4
+  shift 4
+  local before after start end bytes=0 sizes
+  before=$(cpu_ticks "$pid")
+  start=$(date +%s.%N)
+  sizes=$(for _ in $(seq 1 "$clients"); do
+    taskset -c "$LOAD_CORE" curl -sS --cacert "$WORK/pki/ca.crt" --tlsv1.3 --tls13-ciphers TLS_AES_128_GCM_SHA256 \
+      --http1.1 -o /dev/null -w '%{size_download}\n' "$@" "$url" &
+  done; wait)
+  end=$(date +%s.%N)
+  after=$(cpu_ticks "$pid")
+  bytes=$(awk '{s += $1} END {print s}' <<<"$sizes")
+  local mbps cpu_per_gb
+  mbps=$(awk -v b="$bytes" -v s="$start" -v e="$end" 'BEGIN { printf "%.0f", b / (e - s) / 1e6 }')
+  cpu_per_gb=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v b="$bytes" 'BEGIN { printf "%.2f", t / hz / (b / 1e9) }')
+  printf '%s\t%s MB/s\t%s CPU-s/GB\trss %s MiB\n' "$name" "$mbps" "$cpu_per_gb" "$(( $(peak_rss_kib "$pid") / 1024 ))" | tee -a "$RESULTS" >&2
+}

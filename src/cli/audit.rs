@@ -1,0 +1,112 @@
+//! `mirror audit`: who read or wrote what, from the index.
+
+use anyhow::Context;
+
+use super::DataDirArgs;
+
+#[derive(clap::Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    location: DataDirArgs,
+    /// Certificate CN or user name.
+    #[arg(long)]
+    who: Option<String>,
+    /// Part of an artifact: a module path, a repository, `module@version`.
+    #[arg(long)]
+    artifact: Option<String>,
+    /// An exact digest: "who pulled this?".
+    #[arg(long)]
+    digest: Option<String>,
+    /// Only records newer than this: a duration back from now (`24h`) or an RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    /// Only records older than this (same forms as --since).
+    #[arg(long)]
+    until: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `24h` (that long ago) or `2026-11-25T10:00:00Z`, as unix milliseconds.
+fn parse_when(flag: &str, text: &str) -> anyhow::Result<i64> {
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return Ok(crate::store::audit::now_ms() - ago.as_millis() as i64);
+    }
+    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .with_context(|| {
+            format!("{flag}: {text:?} is neither a duration (24h) nor an RFC 3339 time")
+        })?;
+    Ok((at.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+pub fn run(args: AuditArgs) -> anyhow::Result<()> {
+    use crate::store::{AuditQuery, Store};
+    let data_dir = args.location.resolve()?;
+    let query = AuditQuery {
+        subject: args.who,
+        artifact: args.artifact,
+        digest: args.digest,
+        since_ms: args
+            .since
+            .as_deref()
+            .map(|t| parse_when("--since", t))
+            .transpose()?,
+        until_ms: args
+            .until
+            .as_deref()
+            .map(|t| parse_when("--until", t))
+            .transpose()?,
+        limit: args.limit,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let records = runtime.block_on(async {
+        let store = Store::open_existing(&data_dir).await?;
+        let records = store.audit_query(&query).await;
+        store.close().await;
+        records
+    })?;
+    if args.json {
+        for record in &records {
+            println!("{}", serde_json::to_string(record)?);
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<28} {:<21} {:<6} {:<9} {:<4} ARTIFACT",
+        "TIME", "WHO", "PEER", "ACTION", "OUTCOME", "CODE"
+    );
+    for r in &records {
+        let when = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(r.at_ms) * 1_000_000)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default();
+        let who = match &r.serial {
+            Some(serial) => format!(
+                "{}:{} #{}",
+                r.identity,
+                r.subject,
+                &serial[..serial.len().min(8)]
+            ),
+            None => format!("{}:{}", r.identity, r.subject),
+        };
+        let artifact = match &r.digest {
+            Some(digest) if !r.artifact.contains(digest.as_str()) => {
+                format!("{} ({digest})", r.artifact)
+            }
+            _ => r.artifact.clone(),
+        };
+        println!(
+            "{:<24} {:<28} {:<21} {:<6} {:<9} {:<4} {}",
+            when, who, r.peer, r.action, r.outcome, r.status, artifact
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! The command line: `serve` and `pki`. Thin: parses arguments, calls the
+//! library, prints results. anyhow lives here and at startup only.
+
+mod audit;
+mod cache;
+mod pki;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LogFormat};
+use crate::instance::{Mirror, StartOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "mirror",
+    version,
+    about = "A mutually authenticated caching mirror for Go modules and container images"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (with no config: a PKI and defaults in ./mirror-data).
+    Serve(ServeArgs),
+    /// Create the CA and issue, list, revoke and inspect certificates.
+    Pki {
+        #[command(subcommand)]
+        command: pki::PkiCommand,
+    },
+    /// Who read or wrote what: query the audit trail (newest first).
+    Audit(audit::AuditArgs),
+    /// Inspect and maintain the store: stats, gc.
+    Cache {
+        #[command(subcommand)]
+        command: cache::CacheCommand,
+    },
+}
+
+/// Where a command finds the data dir: `--config` (its `data_dir`), or `--data-dir`.
+#[derive(clap::Args)]
+pub(crate) struct DataDirArgs {
+    #[arg(long, short, env = "MIRROR_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    #[arg(long, conflicts_with = "config")]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataDirArgs {
+    pub(crate) fn resolve(&self) -> anyhow::Result<PathBuf> {
+        Ok(match (&self.config, &self.data_dir) {
+            (_, Some(dir)) => dir.clone(),
+            (Some(config), None) => Config::load(config)?.data_dir,
+            (None, None) => Config::default().data_dir,
+        })
+    }
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, short, env = "MIRROR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Overrides `listen`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Overrides `data_dir`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Pki { command } => pki::run(command),
+        Command::Audit(args) => audit::run(args),
+        Command::Cache { command } => cache::run(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(data_dir) = args.data_dir {
+        config.data_dir = data_dir;
+    }
+    init_logging(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("mirror")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let mirror = Mirror::start(config, None, StartOptions { sighup: true }).await?;
+        if let Some(message) = &mirror.first_run_message {
+            eprintln!("{message}\n");
+        }
+        eprintln!("mirror listening on https://{}", mirror.addr());
+        mirror.serve_until(termination()).await;
+        Ok(())
+    })
+}
+
+/// SIGINT or SIGTERM.
+async fn termination() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(value) if !value.is_empty() => EnvFilter::try_new(value).context("RUST_LOG")?,
+        _ => EnvFilter::try_new(&config.log.level).context("log.level")?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("logging: {e}"))
+}

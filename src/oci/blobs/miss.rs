@@ -1,0 +1,207 @@
+//! A blob miss: one upstream GET into a shared fill, run detached from any
+//! client; every client (Range requests included) streams from the fill as
+//! bytes arrive, and the fill is verified against the digest at commit.
+
+use super::{
+    ByteRange, OCTET_STREAM, adopt_stored, artifact, blob_headers, partial, serve_file, unknown,
+    unsatisfiable,
+};
+use std::sync::Arc;
+
+use http::header::HeaderMap;
+use http::{Method, Response, StatusCode};
+
+use crate::http::{Action, Body, Outcome, body};
+use crate::oci::names::Repo;
+use crate::oci::route::RepoName;
+use crate::oci::upstream::Upstream;
+use crate::oci::{Code, OciError, Registry, content_response, from_upstream, internal, touched};
+use crate::store::{Digest, FillError, FillHead, FillProducer, FillReader, Slot, Store};
+
+/// A miss: join the fill in progress for this digest, or start it.
+pub(super) async fn fill(
+    registry: &Registry,
+    repo: &Repo,
+    upstream: &Upstream,
+    remote: &RepoName,
+    digest: &Digest,
+    range: Option<ByteRange>,
+) -> Result<Response<Body>, OciError> {
+    let key = format!("oci:{digest}");
+    // A fill abandoned by a producer that found the blob already stored
+    // sends its joiners back here; a few rounds settle it.
+    for _ in 0..3 {
+        let mut reader = match registry.store.fill(&key).map_err(internal)? {
+            Slot::Joined(reader) => reader,
+            Slot::Producer(producer) => {
+                // Someone may have finished this fill between our miss and now.
+                if let Some(response) = adopt_stored(registry, repo, digest, false, range).await? {
+                    return Ok(response);
+                }
+                start_fill(registry, repo, upstream, remote, digest, producer).await?
+            }
+        };
+        match reader.head().await {
+            Ok(head) => {
+                return respond_from_fill(registry, repo, digest, reader, head, range).await;
+            }
+            Err(FillError::Abandoned) => {
+                if let Some(response) = adopt_stored(registry, repo, digest, false, range).await? {
+                    return Ok(response);
+                }
+            }
+            Err(error) => return Err(fill_error(error, repo, digest)),
+        }
+    }
+    Err(OciError::new(
+        Code::Unavailable,
+        format!("could not fetch blob {digest}"),
+    ))
+}
+
+fn fill_error(error: FillError, repo: &Repo, digest: &Digest) -> OciError {
+    match error {
+        FillError::NotFound(_) => unknown(repo, digest),
+        error => {
+            tracing::warn!(%error, %digest, repo = %repo.name, "blob fill failed");
+            OciError::new(
+                Code::Unavailable,
+                format!("fetching blob {digest} from upstream failed"),
+            )
+        }
+    }
+}
+
+/// Asks upstream for the blob; on success hands the body to a detached task
+/// that writes the fill, and returns a reader for this client.
+async fn start_fill(
+    registry: &Registry,
+    repo: &Repo,
+    upstream: &Upstream,
+    remote: &RepoName,
+    digest: &Digest,
+    mut producer: Box<FillProducer>,
+) -> Result<FillReader, OciError> {
+    let answer = upstream
+        .send(
+            Method::GET,
+            remote,
+            &format!("blobs/{digest}"),
+            HeaderMap::new(),
+        )
+        .await;
+    let response = match answer {
+        Ok(response) if response.status() == StatusCode::OK => response,
+        Ok(response) => {
+            let error = upstream.error_from(response).await;
+            producer.fail(if error.is_not_found() {
+                FillError::NotFound(error.to_string())
+            } else {
+                FillError::Upstream(error.to_string())
+            });
+            return Err(from_upstream(error, Code::BlobUnknown));
+        }
+        Err(error) => {
+            producer.fail(FillError::Upstream(error.to_string()));
+            return Err(from_upstream(error, Code::BlobUnknown));
+        }
+    };
+    producer.use_algorithm(digest.algorithm());
+    let head = FillHead {
+        total: crate::oci::upstream::announced_length(&response),
+        media_type: None,
+    };
+    if let Err(error) = producer.start(head) {
+        producer.fail(error.clone());
+        return Err(fill_error(error, repo, digest));
+    }
+    let reader = producer.reader();
+    tokio::spawn(run_fill(
+        producer,
+        response,
+        digest.clone(),
+        registry.store.clone(),
+        repo.key.clone(),
+    ));
+    Ok(reader)
+}
+
+/// Copies upstream's body into the fill, then verifies and indexes it. Runs
+/// detached, so a client hanging up does not waste the download.
+async fn run_fill(
+    mut producer: Box<FillProducer>,
+    mut response: reqwest::Response,
+    digest: Digest,
+    store: Store,
+    repo_key: String,
+) {
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if let Err(error) = producer.write(&chunk).await {
+                    tracing::warn!(%error, %digest, "blob fill failed while writing");
+                    producer.fail(error);
+                    return;
+                }
+            }
+            Ok(None) => break,
+            Err(error) => {
+                tracing::warn!(%error, %digest, "upstream body failed mid-blob");
+                producer.fail(FillError::Upstream(error.to_string()));
+                return;
+            }
+        }
+    }
+    match producer.commit(Some(&digest), None).await {
+        Ok(committed) => {
+            if let Err(error) = store.oci_link_blob(&repo_key, &digest).await {
+                tracing::warn!(%error, %digest, "could not link a fetched blob to its repository");
+            }
+            committed.publish();
+        }
+        Err(error) => {
+            tracing::warn!(%error, %digest, repo = %repo_key, "fetched blob refused; not stored")
+        }
+    }
+}
+
+async fn respond_from_fill(
+    registry: &Registry,
+    repo: &Repo,
+    digest: &Digest,
+    mut reader: FillReader,
+    head: Arc<FillHead>,
+    range: Option<ByteRange>,
+) -> Result<Response<Body>, OciError> {
+    let (status, start, end, total) = match (range, head.total) {
+        (None, total) => (StatusCode::OK, 0, total, total),
+        (Some(range), Some(total)) => {
+            let (start, end) = range.resolve(total).ok_or_else(|| unsatisfiable(total))?;
+            (StatusCode::PARTIAL_CONTENT, start, Some(end), Some(total))
+        }
+        // A range of a blob of unknown length: wait for the fill, serve the file.
+        (Some(_), None) => {
+            reader
+                .finished()
+                .await
+                .map_err(|e| fill_error(e, repo, digest))?;
+            return serve_file(registry, repo, digest, false, range, Outcome::Miss)
+                .await?
+                .ok_or_else(|| unknown(repo, digest));
+        }
+    };
+    let length = end.map(|end| end - start);
+    let body = body::stream(reader.stream(start, end));
+    let mut response = content_response(status, body, OCTET_STREAM, digest, length);
+    blob_headers(&mut response);
+    if let (StatusCode::PARTIAL_CONTENT, Some(end)) = (status, end) {
+        response = partial(response, start, end, total);
+    }
+    Ok(touched(
+        response,
+        Action::Read,
+        artifact(repo, digest),
+        Some(digest),
+        Outcome::Miss,
+    ))
+}

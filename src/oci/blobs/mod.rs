@@ -1,0 +1,237 @@
+//! Blobs: served from the store with `Range` support; a miss becomes one
+//! shared fill from upstream (`miss`) that every concurrent client streams
+//! from as bytes arrive, verified against the digest before it is indexed.
+
+mod miss;
+mod range;
+
+use miss::fill;
+use range::{ByteRange, unsatisfiable};
+
+use http::header::{ACCEPT_RANGES, CONTENT_RANGE, HeaderMap, HeaderValue, RANGE};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::names::Repo;
+use super::route::RepoName;
+use super::upstream::Upstream;
+use super::{Code, OciError, Registry, content_response, from_upstream, internal, touched};
+use crate::http::{Action, Body, Outcome, body};
+use crate::store::Digest;
+
+const OCTET_STREAM: &str = "application/octet-stream";
+
+pub(super) fn unknown(repo: &Repo, digest: &Digest) -> OciError {
+    OciError::new(
+        Code::BlobUnknown,
+        format!("blob {digest} unknown in {}", repo.name),
+    )
+    .with_detail(serde_json::json!({ "digest": digest.to_string() }))
+}
+
+pub(super) fn artifact(repo: &Repo, digest: &Digest) -> String {
+    format!("{}@{digest}", repo.name)
+}
+
+/// The size of a blob this repository holds (memory first, then the index).
+pub async fn local_size(
+    registry: &Registry,
+    repo: &Repo,
+    digest: &Digest,
+) -> Result<Option<u64>, OciError> {
+    if let Some(size) = registry.cache.blob(&repo.key, digest) {
+        return Ok(Some(size));
+    }
+    let size = registry
+        .store
+        .oci_blob(&repo.key, digest)
+        .await
+        .map_err(internal)?;
+    if let Some(size) = size {
+        registry.cache.put_blob(&repo.key, digest, size);
+    }
+    Ok(size)
+}
+
+/// `GET|HEAD /v2/<name>/blobs/<digest>`.
+pub async fn get(
+    registry: &Registry,
+    repo: &Repo,
+    digest: &Digest,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, OciError> {
+    let head = request.method() == Method::HEAD;
+    let range = ByteRange::parse(request.headers().get(RANGE));
+    drop(request);
+    let outcome = if repo.is_hosted() {
+        Outcome::Hosted
+    } else {
+        Outcome::Hit
+    };
+    if local_size(registry, repo, digest).await?.is_some() {
+        if let Some(response) = serve_file(registry, repo, digest, head, range, outcome).await? {
+            return Ok(response);
+        }
+        registry.cache.forget_blob(&repo.key, digest);
+    }
+    let Some((upstream, remote)) = repo.upstream() else {
+        return Err(unknown(repo, digest));
+    };
+    // Content-addressed: a layer fetched for another repository is this one too.
+    if let Some(response) = adopt_stored(registry, repo, digest, head, range).await? {
+        return Ok(response);
+    }
+    if head {
+        return head_upstream(repo, upstream, remote, digest).await;
+    }
+    fill(registry, repo, upstream, remote, digest, range).await
+}
+
+pub(super) async fn adopt_stored(
+    registry: &Registry,
+    repo: &Repo,
+    digest: &Digest,
+    head: bool,
+    range: Option<ByteRange>,
+) -> Result<Option<Response<Body>>, OciError> {
+    if registry
+        .store
+        .has_blob(digest)
+        .await
+        .map_err(internal)?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    registry
+        .store
+        .oci_link_blob(&repo.key, digest)
+        .await
+        .map_err(internal)?;
+    serve_file(registry, repo, digest, head, range, Outcome::Hit).await
+}
+
+pub(super) fn blob_headers(response: &mut Response<Body>) {
+    response
+        .headers_mut()
+        .insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+}
+
+pub(super) fn partial(
+    mut response: Response<Body>,
+    start: u64,
+    end: u64,
+    total: Option<u64>,
+) -> Response<Body> {
+    let total = total.map_or("*".to_owned(), |t| t.to_string());
+    if let Ok(value) =
+        HeaderValue::from_str(&format!("bytes {start}-{}/{total}", end.saturating_sub(1)))
+    {
+        response.headers_mut().insert(CONTENT_RANGE, value);
+    }
+    response
+}
+
+/// Serves a stored blob, or `None` if its file is gone.
+pub(super) async fn serve_file(
+    registry: &Registry,
+    repo: &Repo,
+    digest: &Digest,
+    head: bool,
+    range: Option<ByteRange>,
+    outcome: Outcome,
+) -> Result<Option<Response<Body>>, OciError> {
+    let Some(blob) = registry.store.open_blob(digest).await.map_err(internal)? else {
+        return Ok(None);
+    };
+    let size = blob.size;
+    let (status, start, end) = match range {
+        None => (StatusCode::OK, 0, size),
+        Some(range) => {
+            let (start, end) = range.resolve(size).ok_or_else(|| unsatisfiable(size))?;
+            (StatusCode::PARTIAL_CONTENT, start, end)
+        }
+    };
+    let body = if head {
+        body::empty()
+    } else {
+        body::blob(blob, start, end - start)
+            .await
+            .map_err(internal)?
+    };
+    let mut response = content_response(status, body, OCTET_STREAM, digest, Some(end - start));
+    blob_headers(&mut response);
+    if status == StatusCode::PARTIAL_CONTENT {
+        response = partial(response, start, end, Some(size));
+    }
+    Ok(Some(touched(
+        response,
+        Action::Read,
+        artifact(repo, digest),
+        Some(digest),
+        outcome,
+    )))
+}
+
+/// HEAD of a blob we do not have: ask upstream, store nothing.
+async fn head_upstream(
+    repo: &Repo,
+    upstream: &Upstream,
+    remote: &RepoName,
+    digest: &Digest,
+) -> Result<Response<Body>, OciError> {
+    let response = upstream
+        .send(
+            Method::HEAD,
+            remote,
+            &format!("blobs/{digest}"),
+            HeaderMap::new(),
+        )
+        .await
+        .map_err(|e| from_upstream(e, Code::BlobUnknown))?;
+    if response.status() != StatusCode::OK {
+        return Err(from_upstream(
+            upstream.error_from(response).await,
+            Code::BlobUnknown,
+        ));
+    }
+    let length = super::upstream::announced_length(&response);
+    let mut response =
+        content_response(StatusCode::OK, body::empty(), OCTET_STREAM, digest, length);
+    blob_headers(&mut response);
+    Ok(touched(
+        response,
+        Action::Read,
+        artifact(repo, digest),
+        Some(digest),
+        Outcome::Miss,
+    ))
+}
+
+/// `DELETE /v2/<name>/blobs/<digest>` on a hosted repository: unlinks it
+/// (the bytes stay until garbage collection finds them unreferenced).
+pub async fn delete(
+    registry: &Registry,
+    repo: &Repo,
+    digest: &Digest,
+) -> Result<Response<Body>, OciError> {
+    super::require_hosted(repo)?;
+    registry.cache.forget_blob(&repo.key, digest);
+    if !registry
+        .store
+        .oci_unlink_blob(&repo.key, digest)
+        .await
+        .map_err(internal)?
+    {
+        return Err(unknown(repo, digest));
+    }
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::ACCEPTED;
+    Ok(touched(
+        response,
+        Action::Delete,
+        artifact(repo, digest),
+        Some(digest),
+        Outcome::Hosted,
+    ))
+}

@@ -1,0 +1,119 @@
+//! What the mirror needs to know from inside a manifest: the blobs and child
+//! manifests it references (to check a push), its `subject` and artifact type
+//! (for the referrers API). Reads JSON; stores nothing.
+
+use serde::Deserialize;
+
+use super::error::{Code, OciError};
+use crate::store::Digest;
+
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Manifest types a client that names none is assumed to accept.
+pub const DEFAULT_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+/// Manifests are small; anything larger is refused rather than buffered.
+pub const MAX_MANIFEST: usize = 4 * 1024 * 1024;
+
+#[derive(Deserialize)]
+struct Descriptor {
+    digest: String,
+    #[serde(rename = "mediaType")]
+    media_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Raw {
+    #[serde(rename = "mediaType")]
+    media_type: Option<String>,
+    #[serde(rename = "artifactType")]
+    artifact_type: Option<String>,
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+    subject: Option<Descriptor>,
+    annotations: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A parsed manifest (image manifest or index, OCI or Docker schema2).
+#[derive(Debug, Default)]
+pub struct ManifestInfo {
+    pub media_type: Option<String>,
+    pub artifact_type: Option<String>,
+    /// Config and layers: blobs that must exist.
+    pub blobs: Vec<Digest>,
+    /// Children of an index: manifests that must exist.
+    pub children: Vec<Digest>,
+    pub subject: Option<Digest>,
+    /// The annotations object as JSON text.
+    pub annotations: Option<String>,
+}
+
+fn digest(text: &str) -> Result<Digest, OciError> {
+    text.parse::<Digest>()
+        .map_err(|e| OciError::new(Code::ManifestInvalid, format!("manifest references {e}")))
+}
+
+impl ManifestInfo {
+    pub fn parse(bytes: &[u8]) -> Result<ManifestInfo, OciError> {
+        let raw: Raw = serde_json::from_slice(bytes).map_err(|e| {
+            OciError::new(
+                Code::ManifestInvalid,
+                format!("manifest is not valid JSON: {e}"),
+            )
+        })?;
+        let mut blobs = Vec::new();
+        if let Some(config) = &raw.config {
+            blobs.push(digest(&config.digest)?);
+        }
+        for layer in &raw.layers {
+            blobs.push(digest(&layer.digest)?);
+        }
+        let children = raw
+            .manifests
+            .iter()
+            .map(|m| digest(&m.digest))
+            .collect::<Result<_, _>>()?;
+        let subject = raw
+            .subject
+            .as_ref()
+            .map(|s| digest(&s.digest))
+            .transpose()?;
+        // The referrers API's rule: artifactType, else the config's media type.
+        let artifact_type = raw
+            .artifact_type
+            .or_else(|| raw.config.as_ref().and_then(|c| c.media_type.clone()));
+        Ok(ManifestInfo {
+            media_type: raw.media_type,
+            artifact_type,
+            blobs,
+            children,
+            subject,
+            annotations: raw
+                .annotations
+                .map(|a| serde_json::Value::Object(a).to_string()),
+        })
+    }
+}
+
+/// Whether an `Accept` header admits `media_type` (no header admits all).
+pub fn accepts(accept: &[String], media_type: &str) -> bool {
+    accept.is_empty()
+        || accept.iter().flat_map(|h| h.split(',')).any(|item| {
+            let item = item.split(';').next().unwrap_or("").trim();
+            item == "*/*" || item.eq_ignore_ascii_case(media_type)
+        })
+}
+
+/// Whether an `Accept` header lets upstream answer a tag with an index, so
+/// that its answer is the tag's true manifest and may be cached for everyone.
+pub fn accepts_indexes(accept: &[String]) -> bool {
+    accept.is_empty() || accepts(accept, OCI_INDEX) || accepts(accept, DOCKER_LIST)
+}

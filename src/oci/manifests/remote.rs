@@ -1,0 +1,214 @@
+//! Manifests from upstream: fetched once however many clients miss at the
+//! same moment, verified against their digest, stored and indexed; tags
+//! revalidated with a HEAD after `tag_ttl`, served stale when upstream fails.
+
+use super::{accept_headers, now_secs, record_tag, serve, store_manifest, unknown};
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{Method, Response, StatusCode};
+
+use crate::http::{Body, Outcome};
+use crate::oci::cache::{ManifestMeta, TagMeta};
+use crate::oci::manifest_json::{self, MAX_MANIFEST, ManifestInfo};
+use crate::oci::names::Repo;
+use crate::oci::route::{Reference, Tag};
+use crate::oci::upstream::{UpstreamError, read_limited};
+use crate::oci::{Code, DIGEST_HEADER, OciError, Registry, from_upstream, internal};
+use crate::store::Digest;
+
+/// A tag older than its TTL: one HEAD upstream. Same digest: refresh the time
+/// only. New digest: fetch it. Upstream failing: serve what we have.
+pub(super) async fn revalidate(
+    registry: &Registry,
+    repo: &Repo,
+    tag: &Tag,
+    cached: TagMeta,
+    accept: &[String],
+    head: bool,
+) -> Result<Response<Body>, OciError> {
+    let reference = Reference::Tag(tag.clone());
+    let Some((upstream, remote)) = repo.upstream() else {
+        return Err(unknown(repo, &reference));
+    };
+    let answer = upstream
+        .send(
+            Method::HEAD,
+            remote,
+            &format!("manifests/{tag}"),
+            accept_headers(accept),
+        )
+        .await;
+    let current = match answer {
+        Ok(response) if response.status() == StatusCode::OK => response
+            .headers()
+            .get(DIGEST_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<Digest>().ok()),
+        Ok(response) if response.status() == StatusCode::NOT_FOUND => {
+            return Err(from_upstream(
+                upstream.error_from(response).await,
+                Code::ManifestUnknown,
+            ));
+        }
+        Ok(response) => {
+            tracing::warn!(upstream = %upstream.name, %tag, repo = %repo.name, status = %response.status(),
+                "tag revalidation failed; serving the cached manifest");
+            return serve(
+                registry,
+                repo,
+                &reference,
+                cached.manifest,
+                head,
+                Outcome::Stale,
+            )
+            .await;
+        }
+        Err(error) => {
+            tracing::warn!(%error, %tag, repo = %repo.name, "tag revalidation failed; serving the cached manifest");
+            return serve(
+                registry,
+                repo,
+                &reference,
+                cached.manifest,
+                head,
+                Outcome::Stale,
+            )
+            .await;
+        }
+    };
+    if current.as_ref() == Some(&cached.manifest.digest) {
+        registry
+            .store
+            .oci_set_tag(&repo.key, tag.as_str(), &cached.manifest.digest)
+            .await
+            .map_err(internal)?;
+        registry.cache.put_tag(
+            &repo.key,
+            tag.as_str(),
+            TagMeta {
+                manifest: cached.manifest.clone(),
+                checked_at: now_secs(),
+            },
+        );
+        return serve(
+            registry,
+            repo,
+            &reference,
+            cached.manifest,
+            head,
+            Outcome::Hit,
+        )
+        .await;
+    }
+    match fetch(registry, repo, &reference, accept).await {
+        Ok(meta) => serve(registry, repo, &reference, meta, head, Outcome::Miss).await,
+        Err(error) if error.status.is_server_error() => {
+            serve(
+                registry,
+                repo,
+                &reference,
+                cached.manifest,
+                head,
+                Outcome::Stale,
+            )
+            .await
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Fetches a manifest from upstream, verifies it, stores and indexes it (and
+/// the tag, when the answer is the tag's true manifest). Concurrent misses
+/// for the same manifest share one upstream request.
+pub(super) async fn fetch(
+    registry: &Registry,
+    repo: &Repo,
+    reference: &Reference,
+    accept: &[String],
+) -> Result<ManifestMeta, OciError> {
+    let key = format!("{}\n{reference}\n{}", repo.key, accept.join(","));
+    registry
+        .manifest_fetches
+        .run(&key, fetch_once(registry, repo, reference, accept))
+        .await
+}
+
+async fn fetch_once(
+    registry: &Registry,
+    repo: &Repo,
+    reference: &Reference,
+    accept: &[String],
+) -> Result<ManifestMeta, OciError> {
+    let Some((upstream, remote)) = repo.upstream() else {
+        return Err(unknown(repo, reference));
+    };
+    let response = upstream
+        .send(
+            Method::GET,
+            remote,
+            &format!("manifests/{reference}"),
+            accept_headers(accept),
+        )
+        .await
+        .map_err(|e| from_upstream(e, Code::ManifestUnknown))?;
+    if response.status() != StatusCode::OK {
+        return Err(from_upstream(
+            upstream.error_from(response).await,
+            Code::ManifestUnknown,
+        ));
+    }
+    let announced = response
+        .headers()
+        .get(DIGEST_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<Digest>().ok());
+    let content_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let bytes = read_limited(response, MAX_MANIFEST)
+        .await
+        .map_err(|reason| {
+            from_upstream(
+                UpstreamError::Unreachable {
+                    upstream: upstream.name.clone(),
+                    reason: format!("reading manifest {reference} of {remote}: {reason}"),
+                },
+                Code::ManifestUnknown,
+            )
+        })?;
+    let digest = Digest::sha256_of(&bytes);
+    let expected = match reference {
+        Reference::Digest(digest) => Some(digest),
+        Reference::Tag(_) => announced
+            .as_ref()
+            .filter(|d| d.algorithm() == digest.algorithm()),
+    };
+    if let Some(expected) = expected
+        && *expected != digest
+    {
+        tracing::warn!(upstream = %upstream.name, repo = %repo.name, %reference, %expected, actual = %digest,
+            "upstream sent a manifest that does not match its digest; not stored");
+        return Err(OciError::new(
+            Code::Unavailable,
+            format!(
+                "upstream {} sent manifest bytes that do not match digest {expected}",
+                upstream.name
+            ),
+        ));
+    }
+    let info = ManifestInfo::parse(&bytes).unwrap_or_default();
+    let media_type = content_type
+        .filter(|t| !t.is_empty() && t != "application/octet-stream")
+        .or(info.media_type.clone())
+        .unwrap_or_else(|| manifest_json::OCI_MANIFEST.to_owned());
+    let bytes = Bytes::from(bytes);
+    let meta = store_manifest(registry, repo, &bytes, &digest, &media_type, &info, false).await?;
+    if let Reference::Tag(tag) = reference
+        && manifest_json::accepts_indexes(accept)
+    {
+        record_tag(registry, repo, tag, &meta).await?;
+    }
+    Ok(meta)
+}

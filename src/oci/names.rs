@@ -1,0 +1,218 @@
+//! Which upstream a repository name belongs to, or whether it is hosted here:
+//! containerd's `?ns=HOST`, else a first path component naming an upstream
+//! (`ghcr.io/org/app`), else the default upstream with Docker Hub's `library/`
+//! for single-component names. Names that map to no upstream, or fall in a
+//! configured hosted namespace, are hosted.
+
+use std::sync::Arc;
+
+use super::error::{Code, OciError};
+use super::route::RepoName;
+use super::upstream::Upstream;
+
+/// Where a repository's content comes from.
+#[derive(Clone)]
+pub enum Source {
+    Upstream {
+        upstream: Arc<Upstream>,
+        remote: RepoName,
+    },
+    Hosted,
+}
+
+/// A resolved repository.
+#[derive(Clone)]
+pub struct Repo {
+    /// The name the client used.
+    pub name: RepoName,
+    /// The store's key: `<upstream>/<remote>` for a mirrored repository, the
+    /// name for a hosted one. Stable whichever way a client reached it.
+    pub key: String,
+    pub source: Source,
+}
+
+impl Repo {
+    pub fn upstream(&self) -> Option<(&Upstream, &RepoName)> {
+        match &self.source {
+            Source::Upstream { upstream, remote } => Some((upstream, remote)),
+            Source::Hosted => None,
+        }
+    }
+
+    pub fn is_hosted(&self) -> bool {
+        matches!(self.source, Source::Hosted)
+    }
+}
+
+pub struct Upstreams {
+    all: Vec<Arc<Upstream>>,
+    /// Namespaces hosted here even where the default upstream would take them.
+    hosted: Vec<String>,
+}
+
+impl Upstreams {
+    pub fn new(all: Vec<Arc<Upstream>>, hosted: Vec<String>) -> Upstreams {
+        Upstreams { all, hosted }
+    }
+
+    fn is_hosted_namespace(&self, name: &RepoName) -> bool {
+        let name = name.as_str();
+        self.hosted.iter().any(|prefix| {
+            name.strip_prefix(prefix.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+
+    fn named(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.all.iter().find(|u| u.name == name)
+    }
+
+    pub fn resolve(&self, name: &RepoName, ns: Option<&str>) -> Result<Repo, OciError> {
+        let mirrored = |upstream: &Arc<Upstream>, remote: RepoName| Repo {
+            name: name.clone(),
+            key: format!("{}/{remote}", upstream.name),
+            source: Source::Upstream {
+                upstream: upstream.clone(),
+                remote,
+            },
+        };
+        if let Some(ns) = ns.filter(|ns| !ns.is_empty()) {
+            let upstream = self.named(ns).ok_or_else(|| {
+                OciError::new(
+                    Code::NameUnknown,
+                    format!("no upstream registry named {ns:?} is configured"),
+                )
+            })?;
+            let remote = if upstream.default && name.is_single_component() {
+                name.in_library()
+            } else {
+                name.clone()
+            };
+            return Ok(mirrored(upstream, remote));
+        }
+        if let Some((first, rest)) = name.split_first()
+            && let Some(upstream) = self.named(first)
+        {
+            return Ok(mirrored(upstream, rest));
+        }
+        let hosted = Repo {
+            name: name.clone(),
+            key: name.to_string(),
+            source: Source::Hosted,
+        };
+        if self.is_hosted_namespace(name) {
+            return Ok(hosted);
+        }
+        if let Some(upstream) = self.all.iter().find(|u| u.default) {
+            let remote = if name.is_single_component() {
+                name.in_library()
+            } else {
+                name.clone()
+            };
+            return Ok(mirrored(upstream, remote));
+        }
+        Ok(hosted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UpstreamRegistry;
+
+    fn upstreams() -> Upstreams {
+        let upstream = |name: &str, default: bool| {
+            Arc::new(
+                Upstream::new(
+                    &UpstreamRegistry {
+                        name: name.to_owned(),
+                        url: format!("https://{name}"),
+                        default,
+                        username: None,
+                        password: None,
+                        ca: None,
+                        tag_ttl: std::time::Duration::from_secs(1),
+                    },
+                    Arc::new(crate::metrics::Metrics::new()),
+                )
+                .unwrap(),
+            )
+        };
+        Upstreams::new(
+            vec![upstream("docker.io", true), upstream("ghcr.io", false)],
+            vec!["internal".to_owned()],
+        )
+    }
+
+    fn resolve(all: &Upstreams, name: &str, ns: Option<&str>) -> (Option<String>, String, String) {
+        let repo = all.resolve(&name.parse().unwrap(), ns).unwrap();
+        let upstream = repo
+            .upstream()
+            .map(|(u, r)| (u.name.clone(), r.to_string()));
+        (
+            upstream.as_ref().map(|u| u.0.clone()),
+            upstream.map_or(String::new(), |u| u.1),
+            repo.key,
+        )
+    }
+
+    #[test]
+    fn names_map_by_ns_then_first_component_then_the_default_with_library() {
+        let all = upstreams();
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            resolve(&all, "org/app", Some("ghcr.io")),
+            (some("ghcr.io"), "org/app".into(), "ghcr.io/org/app".into())
+        );
+        assert_eq!(
+            resolve(&all, "ghcr.io/org/app", None),
+            (some("ghcr.io"), "org/app".into(), "ghcr.io/org/app".into())
+        );
+        assert_eq!(
+            resolve(&all, "alpine", None),
+            (
+                some("docker.io"),
+                "library/alpine".into(),
+                "docker.io/library/alpine".into()
+            )
+        );
+        assert_eq!(
+            resolve(&all, "alpine", Some("docker.io")).1,
+            "library/alpine"
+        );
+        assert_eq!(
+            resolve(&all, "library/alpine", None).2,
+            "docker.io/library/alpine"
+        );
+        assert_eq!(
+            resolve(&all, "docker.io/library/alpine", None).2,
+            "docker.io/library/alpine"
+        );
+        assert!(all.resolve(&"x".parse().unwrap(), Some("quay.io")).is_err());
+    }
+
+    #[test]
+    fn names_of_no_upstream_are_hosted() {
+        let all = Upstreams::new(Vec::new(), Vec::new());
+        let repo = all.resolve(&"team/app".parse().unwrap(), None).unwrap();
+        assert!(repo.is_hosted());
+        assert_eq!(repo.key, "team/app");
+        // A hosted namespace wins over the default upstream, and only as a whole component.
+        let all = upstreams();
+        assert!(
+            all.resolve(&"internal/app".parse().unwrap(), None)
+                .unwrap()
+                .is_hosted()
+        );
+        assert!(
+            all.resolve(&"internal".parse().unwrap(), None)
+                .unwrap()
+                .is_hosted()
+        );
+        assert!(
+            !all.resolve(&"internals/app".parse().unwrap(), None)
+                .unwrap()
+                .is_hosted()
+        );
+    }
+}

@@ -1,0 +1,319 @@
+//! One configured upstream registry: its URL, credentials and tag TTL, and the
+//! requests the mirror sends it, authenticated the way it asks (anonymous,
+//! Basic, or the Bearer token challenge with tokens cached until expiry).
+//! Never sees the client's own `Authorization`; never logs a secret.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use http::header::{AUTHORIZATION, HeaderMap, HeaderValue, WWW_AUTHENTICATE};
+use http::{Method, StatusCode};
+
+use super::route::RepoName;
+use super::token::{Challenge, Token, parse_challenge};
+use crate::config::{Secret, UpstreamRegistry};
+use crate::http::Protocol;
+use crate::metrics::{Metrics, UpstreamResult};
+use crate::upstream::{ClientError, Singleflight};
+
+/// Why an upstream request did not produce a usable answer.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {upstream} unreachable: {reason}")]
+    Unreachable { upstream: String, reason: String },
+    #[error("upstream {upstream} answered {status}: {message}")]
+    Status {
+        upstream: String,
+        status: StatusCode,
+        /// The upstream's own OCI error code, when it sent one.
+        code: Option<String>,
+        message: String,
+        retry_after: Option<HeaderValue>,
+    },
+    #[error("upstream {upstream}: token service: {reason}")]
+    Token { upstream: String, reason: String },
+}
+
+impl UpstreamError {
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            UpstreamError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(StatusCode::NOT_FOUND)
+    }
+}
+
+/// The authentication scheme an upstream asked for, learned from its first 401.
+#[derive(Clone, Debug)]
+enum Scheme {
+    Unknown,
+    Basic,
+    Bearer(Challenge),
+}
+
+pub struct Upstream {
+    pub name: String,
+    pub default: bool,
+    pub tag_ttl: Duration,
+    base: String,
+    credentials: Option<(String, Secret)>,
+    client: reqwest::Client,
+    scheme: Mutex<Scheme>,
+    /// Bearer tokens by scope (`repository:library/alpine:pull`).
+    tokens: Mutex<HashMap<String, Token>>,
+    token_fetches: Singleflight<Result<Token, UpstreamError>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Upstream {
+    pub fn new(config: &UpstreamRegistry, metrics: Arc<Metrics>) -> Result<Upstream, ClientError> {
+        Ok(Upstream {
+            name: config.name.clone(),
+            default: config.default,
+            tag_ttl: config.tag_ttl,
+            base: config.url.trim_end_matches('/').to_owned(),
+            credentials: config.username.clone().map(|user| {
+                let password = config
+                    .password
+                    .clone()
+                    .unwrap_or_else(|| Secret::new(String::new()));
+                (user, password)
+            }),
+            client: crate::upstream::client(config.ca.as_deref())?,
+            scheme: Mutex::new(Scheme::Unknown),
+            tokens: Mutex::new(HashMap::new()),
+            token_fetches: Singleflight::default(),
+            metrics,
+        })
+    }
+
+    fn unreachable(&self, error: &reqwest::Error) -> UpstreamError {
+        // reqwest's Display names the URL but never credentials (none are in it).
+        let mut reason = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            reason = format!("{reason}: {cause}");
+            source = cause.source();
+        }
+        UpstreamError::Unreachable {
+            upstream: self.name.clone(),
+            reason,
+        }
+    }
+
+    /// Sends `method /v2/<remote>/<suffix>` with `headers`, authenticating as
+    /// the upstream demands. Returns any HTTP answer (the caller reads the
+    /// status); only transport and token failures are errors.
+    pub async fn send(
+        &self,
+        method: Method,
+        remote: &RepoName,
+        suffix: &str,
+        headers: HeaderMap,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let started = Instant::now();
+        let answer = self
+            .send_authenticated(method, remote, suffix, headers)
+            .await;
+        let result = match &answer {
+            Ok(response) if response.status() == StatusCode::NOT_FOUND => UpstreamResult::NotFound,
+            Ok(response) if response.status().is_success() => UpstreamResult::Ok,
+            _ => UpstreamResult::Error,
+        };
+        self.metrics
+            .upstream(Protocol::Oci, &self.name, result, started.elapsed());
+        answer
+    }
+
+    async fn send_authenticated(
+        &self,
+        method: Method,
+        remote: &RepoName,
+        suffix: &str,
+        headers: HeaderMap,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let url = format!("{}/v2/{remote}/{suffix}", self.base);
+        let scope = format!("repository:{remote}:pull");
+        let mut authorization = self.preemptive_authorization(&scope).await?;
+        let mut retried = false;
+        loop {
+            let mut request = self
+                .client
+                .request(method.clone(), &url)
+                .headers(headers.clone());
+            if let Some(value) = &authorization {
+                request = request.header(AUTHORIZATION, value.clone());
+            }
+            let response = request.send().await.map_err(|e| self.unreachable(&e))?;
+            if response.status() != StatusCode::UNAUTHORIZED || retried {
+                return Ok(response);
+            }
+            retried = true;
+            let challenge = response
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(parse_challenge);
+            authorization = match challenge {
+                Some(Some(challenge)) if challenge.is_bearer() => {
+                    let scope = challenge.scope.clone().unwrap_or_else(|| scope.clone());
+                    self.set_scheme(Scheme::Bearer(challenge.clone()));
+                    self.forget_token(&scope);
+                    Some(self.bearer(&challenge, &scope).await?)
+                }
+                Some(Some(_basic)) if self.credentials.is_some() && authorization.is_none() => {
+                    self.set_scheme(Scheme::Basic);
+                    self.basic()
+                }
+                _ => return Ok(response),
+            };
+        }
+    }
+
+    fn set_scheme(&self, scheme: Scheme) {
+        *self.scheme.lock().unwrap_or_else(|e| e.into_inner()) = scheme;
+    }
+
+    fn basic(&self) -> Option<HeaderValue> {
+        let (user, password) = self.credentials.as_ref()?;
+        let encoded = base64::engine::general_purpose::STANDARD
+            .encode(format!("{user}:{}", password.expose()));
+        let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
+        value.set_sensitive(true);
+        Some(value)
+    }
+
+    /// What to send on the first try, from what the upstream asked last time,
+    /// so a warm upstream costs one round trip per request.
+    async fn preemptive_authorization(
+        &self,
+        scope: &str,
+    ) -> Result<Option<HeaderValue>, UpstreamError> {
+        let scheme = self
+            .scheme
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match scheme {
+            Scheme::Unknown => Ok(None),
+            Scheme::Basic => Ok(self.basic()),
+            Scheme::Bearer(challenge) => Ok(Some(self.bearer(&challenge, scope).await?)),
+        }
+    }
+
+    fn forget_token(&self, scope: &str) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(scope);
+    }
+
+    async fn bearer(
+        &self,
+        challenge: &Challenge,
+        scope: &str,
+    ) -> Result<HeaderValue, UpstreamError> {
+        self.token(challenge, scope)
+            .await?
+            .header()
+            .ok_or_else(|| UpstreamError::Token {
+                upstream: self.name.clone(),
+                reason: "the token service returned a token that is not a valid header value"
+                    .into(),
+            })
+    }
+
+    /// A valid token for `scope`: cached, or fetched once however many
+    /// requests want it at the same moment.
+    async fn token(&self, challenge: &Challenge, scope: &str) -> Result<Token, UpstreamError> {
+        if let Some(token) = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(scope)
+            && token.expires > Instant::now()
+        {
+            return Ok(token.clone());
+        }
+        let token = self
+            .token_fetches
+            .run(scope, async {
+                let token =
+                    super::token::fetch(&self.client, challenge, scope, self.credentials.as_ref())
+                        .await
+                        .map_err(|reason| UpstreamError::Token {
+                            upstream: self.name.clone(),
+                            reason,
+                        })?;
+                self.tokens
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(scope.to_owned(), token.clone());
+                Ok(token)
+            })
+            .await?;
+        Ok(token)
+    }
+
+    /// Reads an error answer into an `UpstreamError` (body bounded).
+    pub async fn error_from(&self, response: reqwest::Response) -> UpstreamError {
+        let status = response.status();
+        let retry_after = response.headers().get(http::header::RETRY_AFTER).cloned();
+        let body = read_limited(response, 64 * 1024).await.unwrap_or_default();
+        let (code, message) = parse_error_body(&body);
+        UpstreamError::Status {
+            upstream: self.name.clone(),
+            status,
+            code,
+            message: message
+                .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned()),
+            retry_after,
+        }
+    }
+}
+
+/// The first error of an OCI error body: its code and message.
+fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) {
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return (None, None);
+    };
+    let first = &json["errors"][0];
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    (text(&first["code"]), text(&first["message"]))
+}
+
+/// Reads a whole response body, refusing more than `limit` bytes.
+pub async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, String> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > limit as u64)
+    {
+        return Err(format!("body larger than {limit} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("body larger than {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The Content-Length upstream announced (reqwest's own answer is 0 for a HEAD).
+pub fn announced_length(response: &reqwest::Response) -> Option<u64> {
+    response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}

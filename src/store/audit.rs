@@ -1,0 +1,260 @@
+//! The audit trail: one row per content request, so an operator can answer
+//! "who pulled this digest?". Requests hand records to a channel; one task
+//! writes them in batches (a busy server writes one transaction per batch, not
+//! per request). The channel is bounded and senders wait when it is full:
+//! under overload the audit slows requests down rather than losing records.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::{QueryBuilder, Row, Sqlite};
+use tokio::sync::mpsc;
+
+use super::{Store, StoreError};
+
+/// Rows per INSERT statement (12 parameters each, far below SQLite's limit).
+const BATCH: usize = 500;
+const QUEUE: usize = 16 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AuditRecord {
+    pub at_ms: i64,
+    /// `cert`, `user` or `anonymous`.
+    pub identity: String,
+    pub subject: String,
+    pub serial: Option<String>,
+    pub peer: String,
+    pub protocol: String,
+    pub action: String,
+    pub artifact: String,
+    pub digest: Option<String>,
+    pub outcome: String,
+    pub status: u16,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The sending side, held by the request path.
+#[derive(Clone)]
+pub struct AuditLog {
+    sender: mpsc::Sender<AuditRecord>,
+}
+
+impl AuditLog {
+    pub async fn record(&self, record: AuditRecord) {
+        if self.sender.send(record).await.is_err() {
+            tracing::error!("audit writer has stopped; a record was lost");
+        }
+    }
+}
+
+/// What `mirror audit` asks for.
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    /// Certificate CN or user name.
+    pub subject: Option<String>,
+    /// A substring of the artifact (`golang.org/x/mod`, `library/alpine`).
+    pub artifact: Option<String>,
+    pub digest: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub limit: u32,
+}
+
+impl Store {
+    /// Starts the batch writer; it ends, after writing what was queued, when
+    /// every `AuditLog` clone is dropped.
+    pub fn start_audit(&self) -> (AuditLog, tokio::task::JoinHandle<()>) {
+        let (sender, mut receiver) = mpsc::channel::<AuditRecord>(QUEUE);
+        let store = self.clone();
+        let writer = tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH);
+            while let Some(first) = receiver.recv().await {
+                batch.push(first);
+                while batch.len() < BATCH {
+                    match receiver.try_recv() {
+                        Ok(record) => batch.push(record),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(error) = store.write_audit(&batch).await {
+                    tracing::error!(%error, lost = batch.len(), "could not write audit records");
+                }
+                batch.clear();
+            }
+        });
+        (AuditLog { sender }, writer)
+    }
+
+    async fn write_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO audit (at_ms, identity, subject, serial, peer, protocol, action, artifact, digest, outcome, status) ",
+        );
+        insert.push_values(records, |mut row, r| {
+            row.push_bind(r.at_ms)
+                .push_bind(&r.identity)
+                .push_bind(&r.subject)
+                .push_bind(&r.serial)
+                .push_bind(&r.peer)
+                .push_bind(&r.protocol)
+                .push_bind(&r.action)
+                .push_bind(&r.artifact)
+                .push_bind(&r.digest)
+                .push_bind(&r.outcome)
+                .push_bind(i64::from(r.status));
+        });
+        insert.build().execute(&self.inner.db.write).await?;
+        Ok(())
+    }
+
+    /// Newest first.
+    pub async fn audit_query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut select: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT at_ms, identity, subject, serial, peer, protocol, action, artifact, digest, outcome, status \
+             FROM audit WHERE 1 = 1",
+        );
+        if let Some(subject) = &query.subject {
+            select.push(" AND subject = ").push_bind(subject);
+        }
+        if let Some(artifact) = &query.artifact {
+            select
+                .push(" AND instr(artifact, ")
+                .push_bind(artifact)
+                .push(") > 0");
+        }
+        if let Some(digest) = &query.digest {
+            select.push(" AND digest = ").push_bind(digest);
+        }
+        if let Some(since) = query.since_ms {
+            select.push(" AND at_ms >= ").push_bind(since);
+        }
+        if let Some(until) = query.until_ms {
+            select.push(" AND at_ms < ").push_bind(until);
+        }
+        select
+            .push(" ORDER BY at_ms DESC, id DESC LIMIT ")
+            .push_bind(i64::from(query.limit.max(1)));
+        let rows = select.build().fetch_all(&self.inner.db.read).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditRecord {
+                    at_ms: row.try_get("at_ms")?,
+                    identity: row.try_get("identity")?,
+                    subject: row.try_get("subject")?,
+                    serial: row.try_get("serial")?,
+                    peer: row.try_get("peer")?,
+                    protocol: row.try_get("protocol")?,
+                    action: row.try_get("action")?,
+                    artifact: row.try_get("artifact")?,
+                    digest: row.try_get("digest")?,
+                    outcome: row.try_get("outcome")?,
+                    status: row.try_get::<i64, _>("status")? as u16,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Prunes records older than `retention`, hourly, until `stop`.
+    pub fn spawn_audit_retention(
+        &self,
+        retention: std::time::Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = ticker.tick() => {}
+                }
+                let cutoff = now_ms() - retention.as_millis() as i64;
+                match store.prune_audit(cutoff).await {
+                    Ok(0) => {}
+                    Ok(pruned) => tracing::info!(pruned, "pruned old audit records"),
+                    Err(error) => tracing::warn!(%error, "could not prune audit records"),
+                }
+            }
+        });
+    }
+
+    /// Deletes records older than `before_ms`; how many went.
+    pub async fn prune_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM audit WHERE at_ms < ?1")
+            .bind(before_ms)
+            .execute(&self.inner.db.write)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(subject: &str, digest: &str, at_ms: i64) -> AuditRecord {
+        AuditRecord {
+            at_ms,
+            identity: "cert".into(),
+            subject: subject.into(),
+            serial: Some("abc".into()),
+            peer: "127.0.0.1:1".into(),
+            protocol: "oci".into(),
+            action: "read".into(),
+            artifact: format!("library/alpine@{digest}"),
+            digest: Some(digest.into()),
+            outcome: "hit".into(),
+            status: 200,
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_records_are_written_and_found_by_subject_digest_and_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let (log, writer) = store.start_audit();
+        for i in 0..1200 {
+            log.record(record(
+                if i % 2 == 0 { "alice" } else { "bob" },
+                &format!("sha256:{i}"),
+                i,
+            ))
+            .await;
+        }
+        drop(log);
+        writer.await.unwrap();
+        let all = store
+            .audit_query(&AuditQuery {
+                limit: 5000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 1200);
+        let who = store
+            .audit_query(&AuditQuery {
+                digest: Some("sha256:7".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(who.len(), 1);
+        assert_eq!(who[0].subject, "bob");
+        let alice_late = store
+            .audit_query(&AuditQuery {
+                subject: Some("alice".into()),
+                since_ms: Some(1000),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(alice_late.len(), 100);
+        assert_eq!(store.prune_audit(600).await.unwrap(), 600);
+    }
+}

@@ -1,0 +1,441 @@
+//! Keeping the store bounded and clean: LRU eviction of cached blobs down to a
+//! low-water mark, and the sweep that repairs what a crash can leave behind
+//! (temp files, files without rows, rows without files).
+//!
+//! Rows go before files: a crash between the two leaves an orphan file (swept
+//! later), never a row pointing at nothing. Rows of other tables that refer to
+//! a blob go with it (`ON DELETE CASCADE`), so a cached manifest or module file
+//! whose bytes were evicted is simply a miss again, never served broken.
+//! Hosted (pushed) content and blobs being read right now are never evicted.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use sqlx::Row;
+
+use super::{Digest, Store, StoreError, io_error};
+
+/// Blobs open for reading in this process, with how many readers each has.
+#[derive(Default)]
+pub(crate) struct InUse {
+    readers: Mutex<HashMap<Digest, usize>>,
+}
+
+impl InUse {
+    fn contains(&self, digest: &Digest) -> bool {
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(digest)
+    }
+}
+
+/// Marks a blob as being read until dropped.
+pub struct ReadGuard {
+    store: Store,
+    digest: Digest,
+}
+
+impl Store {
+    pub(crate) fn guard_read(&self, digest: &Digest) -> ReadGuard {
+        *self
+            .inner
+            .in_use
+            .readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(digest.clone())
+            .or_insert(0) += 1;
+        ReadGuard {
+            store: self.clone(),
+            digest: digest.clone(),
+        }
+    }
+}
+
+impl Drop for ReadGuard {
+    fn drop(&mut self) {
+        let mut readers = self
+            .store
+            .inner
+            .in_use
+            .readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = readers.get_mut(&self.digest) {
+            *count -= 1;
+            if *count == 0 {
+                readers.remove(&self.digest);
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EvictionReport {
+    pub size_before: u64,
+    pub size_after: u64,
+    pub evicted: u64,
+    pub freed: u64,
+    /// Candidates passed over because a client was reading them.
+    pub skipped_in_use: u64,
+}
+
+/// What a sweep may do.
+#[derive(Clone, Copy, Debug)]
+pub struct SweepOptions {
+    /// Orphan files younger than this are left alone: one may be a rename whose
+    /// row is being written right now. Zero only for the data dir's owner.
+    pub min_age: Duration,
+    /// Also delete every temp file: only when no fill can be running.
+    pub clear_temp: bool,
+    /// Report, change nothing.
+    pub dry_run: bool,
+}
+
+impl SweepOptions {
+    /// For the process holding the data-dir lock, at start.
+    pub fn owner() -> SweepOptions {
+        SweepOptions {
+            min_age: Duration::ZERO,
+            clear_temp: true,
+            dry_run: false,
+        }
+    }
+
+    /// Beside a live server.
+    pub fn shared() -> SweepOptions {
+        SweepOptions {
+            min_age: Duration::from_secs(3600),
+            clear_temp: false,
+            dry_run: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SweepReport {
+    pub orphan_files: u64,
+    pub orphan_bytes: u64,
+    pub missing_files: u64,
+    pub temp_files: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreTotals {
+    pub blobs: u64,
+    pub bytes: u64,
+    pub hosted_blobs: u64,
+    pub hosted_bytes: u64,
+}
+
+impl Store {
+    pub async fn totals(&self) -> Result<StoreTotals, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS blobs, COALESCE(SUM(size), 0) AS bytes,
+                    COALESCE(SUM(hosted), 0) AS hosted_blobs,
+                    COALESCE(SUM(CASE WHEN hosted = 1 THEN size ELSE 0 END), 0) AS hosted_bytes
+             FROM blobs",
+        )
+        .fetch_one(&self.inner.db.read)
+        .await?;
+        Ok(StoreTotals {
+            blobs: row.try_get::<i64, _>("blobs")? as u64,
+            bytes: row.try_get::<i64, _>("bytes")? as u64,
+            hosted_blobs: row.try_get::<i64, _>("hosted_blobs")? as u64,
+            hosted_bytes: row.try_get::<i64, _>("hosted_bytes")? as u64,
+        })
+    }
+
+    /// Evicts least-recently-used cached blobs until the store holds at most
+    /// `target` bytes. With `dry_run`, only reports what would go.
+    pub async fn evict_to(&self, target: u64, dry_run: bool) -> Result<EvictionReport, StoreError> {
+        // Access times still in memory decide the order too.
+        self.flush_access().await?;
+        let size_before = self.totals().await?.bytes;
+        let mut report = EvictionReport {
+            size_before,
+            size_after: size_before,
+            ..EvictionReport::default()
+        };
+        let mut size = size_before;
+        let mut after_accessed = i64::MIN;
+        let mut after_digest = String::new();
+        while size > target {
+            let page = sqlx::query(
+                "SELECT digest, size, accessed_at FROM blobs
+                 WHERE hosted = 0 AND (accessed_at, digest) > (?1, ?2)
+                 ORDER BY accessed_at, digest LIMIT 256",
+            )
+            .bind(after_accessed)
+            .bind(&after_digest)
+            .fetch_all(&self.inner.db.read)
+            .await?;
+            if page.is_empty() {
+                break;
+            }
+            for row in &page {
+                let text: String = row.try_get("digest")?;
+                let blob_size = row.try_get::<i64, _>("size")? as u64;
+                after_accessed = row.try_get("accessed_at")?;
+                after_digest = text.clone();
+                if size <= target {
+                    break;
+                }
+                let Ok(digest) = text.parse::<Digest>() else {
+                    continue;
+                };
+                if self.inner.in_use.contains(&digest) {
+                    report.skipped_in_use += 1;
+                    continue;
+                }
+                if !dry_run && self.remove_blob(&digest).await? {
+                    self.inner
+                        .counters
+                        .evicted_bytes
+                        .fetch_add(blob_size, std::sync::atomic::Ordering::Relaxed);
+                }
+                size = size.saturating_sub(blob_size);
+                report.evicted += 1;
+                report.freed += blob_size;
+            }
+        }
+        report.size_after = size;
+        Ok(report)
+    }
+
+    /// Deletes a cached blob: its row (and, by cascade, every row that refers
+    /// to it), then its file. Hosted blobs are refused.
+    async fn remove_blob(&self, digest: &Digest) -> Result<bool, StoreError> {
+        let deleted = sqlx::query("DELETE FROM blobs WHERE digest = ?1 AND hosted = 0")
+            .bind(digest.to_string())
+            .execute(&self.inner.db.write)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Ok(false);
+        }
+        self.inner
+            .counters
+            .evicted_blobs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.blob_path(digest);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(StoreError::Io {
+                context: format!("removing {}", path.display()),
+                source: e,
+            }),
+        }
+    }
+
+    /// Repairs the store: deletes blob files older than `min_age` that no row
+    /// indexes, rows whose file is gone, and (with `clear_temp`) temp files.
+    /// `min_age` protects a file renamed into place an instant before its row
+    /// is written; a process holding the data-dir lock may pass zero.
+    pub async fn sweep(&self, options: SweepOptions) -> Result<SweepReport, StoreError> {
+        let SweepOptions {
+            min_age,
+            clear_temp,
+            dry_run,
+        } = options;
+        let mut report = SweepReport::default();
+        if clear_temp {
+            report.temp_files = if dry_run {
+                std::fs::read_dir(self.inner.root.join("tmp")).map_or(0, |d| d.count() as u64)
+            } else {
+                self.clear_abandoned_temp_files()? as u64
+            };
+        }
+        let files = {
+            let root = self.inner.root.join("blobs");
+            tokio::task::spawn_blocking(move || list_blob_files(&root))
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("blocking task failed: {e}")))??
+        };
+        let now = SystemTime::now();
+        for chunk in files.chunks(500) {
+            let digests: Vec<String> = chunk.iter().map(|(d, _, _)| d.to_string()).collect();
+            let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "SELECT digest FROM blobs WHERE digest IN (",
+            );
+            let mut list = query.separated(", ");
+            for digest in &digests {
+                list.push_bind(digest);
+            }
+            query.push(")");
+            let known: std::collections::HashSet<String> = query
+                .build()
+                .fetch_all(&self.inner.db.read)
+                .await?
+                .iter()
+                .filter_map(|row| row.try_get::<String, _>("digest").ok())
+                .collect();
+            for (digest, path, modified) in chunk {
+                let old_enough = now.duration_since(*modified).unwrap_or_default() >= min_age;
+                if !known.contains(&digest.to_string()) && old_enough {
+                    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                    if dry_run || std::fs::remove_file(path).is_ok() {
+                        report.orphan_files += 1;
+                        report.orphan_bytes += size;
+                    }
+                }
+            }
+        }
+        let mut after = String::new();
+        loop {
+            let page: Vec<String> = sqlx::query_scalar(
+                "SELECT digest FROM blobs WHERE digest > ?1 ORDER BY digest LIMIT 1000",
+            )
+            .bind(&after)
+            .fetch_all(&self.inner.db.read)
+            .await?;
+            let Some(last) = page.last() else { break };
+            after = last.clone();
+            for text in &page {
+                let Ok(digest) = text.parse::<Digest>() else {
+                    continue;
+                };
+                if !self.blob_path(&digest).exists() {
+                    // Hosted rows too: a row without its file is broken either way.
+                    if !dry_run {
+                        sqlx::query("DELETE FROM blobs WHERE digest = ?1")
+                            .bind(text)
+                            .execute(&self.inner.db.write)
+                            .await?;
+                    }
+                    report.missing_files += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Every `blobs/<alg>/<xx>/<hex>` file with its digest and modification time.
+fn list_blob_files(root: &Path) -> Result<Vec<(Digest, PathBuf, SystemTime)>, StoreError> {
+    let mut files = Vec::new();
+    let read =
+        |dir: &Path| std::fs::read_dir(dir).map_err(io_error(format!("listing {}", dir.display())));
+    if !root.exists() {
+        return Ok(files);
+    }
+    for algorithm in read(root)? {
+        let algorithm = algorithm.map_err(io_error("listing blobs"))?;
+        for prefix in read(&algorithm.path())? {
+            let prefix = prefix.map_err(io_error("listing blobs"))?;
+            for file in read(&prefix.path())? {
+                let file = file.map_err(io_error("listing blobs"))?;
+                let name = format!(
+                    "{}:{}",
+                    algorithm.file_name().to_string_lossy(),
+                    file.file_name().to_string_lossy()
+                );
+                let modified = file
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                match name.parse::<Digest>() {
+                    Ok(digest) => files.push((digest, file.path(), modified)),
+                    // Not a blob name at all: nothing we wrote; leave it alone.
+                    Err(_) => {
+                        tracing::warn!(path = %file.path().display(), "unexpected file in blobs/")
+                    }
+                }
+            }
+        }
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        (dir, store)
+    }
+
+    async fn age(store: &Store, digest: &Digest, accessed_at: i64) {
+        sqlx::query("UPDATE blobs SET accessed_at = ?1 WHERE digest = ?2")
+            .bind(accessed_at)
+            .bind(digest.to_string())
+            .execute(&store.inner.db.write)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn eviction_removes_least_recently_used_first_and_spares_hosted_and_in_use_blobs() {
+        let (_dir, store) = store().await;
+        let mut digests = Vec::new();
+        for i in 0..6u8 {
+            let digest = store.put_bytes(&vec![i; 1000], i == 0).await.unwrap();
+            age(&store, &digest, i64::from(i)).await;
+            digests.push(digest);
+        }
+        // 0 is hosted, 1 is being read: both stay although they are the oldest.
+        let reading = store.open_blob(&digests[1]).await.unwrap().unwrap();
+        // Opening counts as an access; make it old again to test the guard alone.
+        store.flush_access().await.unwrap();
+        age(&store, &digests[1], 1).await;
+        let report = store.evict_to(3000, false).await.unwrap();
+        assert_eq!(report.size_before, 6000);
+        assert_eq!(report.evicted, 3);
+        assert_eq!(report.skipped_in_use, 1);
+        assert_eq!(report.size_after, 3000);
+        for (i, digest) in digests.iter().enumerate() {
+            let kept = store.has_blob(digest).await.unwrap().is_some();
+            assert_eq!(kept, [0, 1, 5].contains(&i), "blob {i}");
+            assert_eq!(store.blob_path(digest).exists(), kept, "file of blob {i}");
+        }
+        drop(reading);
+        let report = store.evict_to(0, true).await.unwrap();
+        assert_eq!(report.evicted, 2, "dry run counts all but the hosted blob");
+        assert!(
+            store.has_blob(&digests[1]).await.unwrap().is_some(),
+            "dry run removes nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn sweep_removes_orphan_files_missing_rows_and_temp_files() {
+        let (dir, store) = store().await;
+        let kept = store.put_bytes(b"kept", false).await.unwrap();
+        let lost = store.put_bytes(b"file lost", false).await.unwrap();
+        std::fs::remove_file(store.blob_path(&lost)).unwrap();
+        let orphan = Digest::sha256_of(b"orphan");
+        let orphan_path = store.blob_path(&orphan);
+        std::fs::create_dir_all(orphan_path.parent().unwrap()).unwrap();
+        std::fs::write(&orphan_path, b"orphan").unwrap();
+        std::fs::write(dir.path().join("tmp/fill-123"), b"partial").unwrap();
+
+        let young = store.sweep(SweepOptions::shared()).await.unwrap();
+        assert_eq!(
+            young.orphan_files, 0,
+            "a fresh file may be a rename in progress"
+        );
+        assert_eq!(young.missing_files, 1);
+
+        let dry = store
+            .sweep(SweepOptions {
+                dry_run: true,
+                ..SweepOptions::owner()
+            })
+            .await
+            .unwrap();
+        assert_eq!((dry.orphan_files, dry.temp_files), (1, 1));
+        assert!(orphan_path.exists(), "a dry run deletes nothing");
+        let report = store.sweep(SweepOptions::owner()).await.unwrap();
+        assert_eq!(report.orphan_files, 1);
+        assert_eq!(report.temp_files, 1);
+        assert!(!orphan_path.exists());
+        assert!(store.has_blob(&kept).await.unwrap().is_some());
+        assert!(store.has_blob(&lost).await.unwrap().is_none());
+    }
+}
