@@ -62,6 +62,16 @@ impl Mirror {
             tracing::info!(?repaired, "repaired the store after an unclean stop");
         }
 
+        // Built before the port opens: the upstream clients load the system's
+        // root certificates, the slow part of starting, and nothing slow should
+        // come between the port accepting and `start` returning (when the
+        // caller installs its signal handlers).
+        let metrics = Arc::new(Metrics::new());
+        let registry = oci::Registry::new(&config.registry, store.clone(), metrics.clone())
+            .context("registry.upstream")?;
+        let go = goproxy::GoProxy::new(&config.go, store.clone(), metrics.clone())
+            .context("setting up the Go module mirror")?;
+
         let listener = match listener {
             Some(listener) => {
                 listener.set_nonblocking(true)?;
@@ -80,9 +90,6 @@ impl Mirror {
             registry_write: config.registry_write(),
             metrics: config.auth.metrics,
         };
-        let metrics = Arc::new(Metrics::new());
-        let registry = oci::Registry::new(&config.registry, store.clone(), metrics.clone())
-            .context("registry.upstream")?;
         let (audit, audit_writer) = store.start_audit();
         store.spawn_audit_retention(config.audit.retention, stop.clone());
         let app = Arc::new(App::new(
@@ -91,7 +98,7 @@ impl Mirror {
             audit,
             policies,
             metrics,
-            goproxy::GoProxy::new(),
+            go,
             registry,
         ));
 
