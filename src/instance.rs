@@ -102,7 +102,6 @@ impl Mirror {
             registry,
         ));
 
-        let stop = CancellationToken::new();
         reloader
             .clone()
             .watch(config.limits.reload_poll, options.sighup, stop.clone());
