@@ -22,6 +22,10 @@ pub struct StartOptions {
     /// Reload on SIGHUP. Only the real binary wants this: a test process runs
     /// many servers and must not have them all react to one signal.
     pub sighup: bool,
+    /// Share the data dir with a server that owns it (`mirror cache prefetch`
+    /// beside a running server): no lock, no repair of what might be that
+    /// server's work in progress, no eviction or sweeps (the owner runs them).
+    pub shared: bool,
 }
 
 /// A running server.
@@ -33,7 +37,7 @@ pub struct Mirror {
     task: JoinHandle<()>,
     /// Printed by `mirror serve` when it created a PKI.
     pub first_run_message: Option<String>,
-    _lock: std::fs::File,
+    _lock: Option<std::fs::File>,
 }
 
 impl Mirror {
@@ -54,13 +58,18 @@ impl Mirror {
         let store = Store::open(&config.data_dir)
             .await
             .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
-        let lock = store.lock_exclusive()?;
-        // This process owns the data dir now: whatever a crash left behind
-        // (temp files, renamed files without rows, rows without files) goes.
-        let repaired = store.sweep(crate::store::SweepOptions::owner()).await?;
-        if repaired != crate::store::SweepReport::default() {
-            tracing::info!(?repaired, "repaired the store after an unclean stop");
-        }
+        let lock = if options.shared {
+            None
+        } else {
+            let lock = store.lock_exclusive()?;
+            // This process owns the data dir now: whatever a crash left behind
+            // (temp files, renamed files without rows, rows without files) goes.
+            let repaired = store.sweep(crate::store::SweepOptions::owner()).await?;
+            if repaired != crate::store::SweepReport::default() {
+                tracing::info!(?repaired, "repaired the store after an unclean stop");
+            }
+            Some(lock)
+        };
 
         // Built before the port opens: the upstream clients load the system's
         // root certificates, the slow part of starting, and nothing slow should
@@ -106,9 +115,11 @@ impl Mirror {
             .clone()
             .watch(config.limits.reload_poll, options.sighup, stop.clone());
         store.spawn_upkeep(stop.clone());
-        store.spawn_sweeps(config.cache.sweep_interval, stop.clone());
-        if let Some(max) = config.cache.max_size {
-            store.spawn_eviction(max.as_u64(), config.cache.low_water, stop.clone());
+        if !options.shared {
+            store.spawn_sweeps(config.cache.sweep_interval, stop.clone());
+            if let Some(max) = config.cache.max_size {
+                store.spawn_eviction(max.as_u64(), config.cache.low_water, stop.clone());
+            }
         }
         let server = Server::new(listener, reloader.clone(), app, config.limits.clone());
         let shutdown = stop.clone();

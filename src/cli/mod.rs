@@ -112,7 +112,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let stop = termination()?;
-        let mirror = Mirror::start(config, None, StartOptions { sighup: true }).await?;
+        let mirror = Mirror::start(
+            config,
+            None,
+            StartOptions {
+                sighup: true,
+                shared: false,
+            },
+        )
+        .await?;
         if let Some(message) = &mirror.first_run_message {
             eprintln!("{message}\n");
         }

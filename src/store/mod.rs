@@ -187,6 +187,17 @@ impl Store {
         Ok(file)
     }
 
+    /// Whether a process holds the data dir's lock (a server is running on it).
+    pub fn is_locked(data_dir: &Path) -> bool {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .open(data_dir.join("mirror.lock"))
+        {
+            Ok(file) => file.try_lock().is_err(),
+            Err(_) => false,
+        }
+    }
+
     pub(crate) fn blob_path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
         self.inner
