@@ -62,7 +62,7 @@ async fn prefetch_from_a_go_sum_fills_a_stopped_servers_store_for_offline_builds
         root,
         pki,
         MirrorOptions {
-            extra_toml: format!("[go]\nupstream = \"http://127.0.0.1:9\"\nsumdb = []\n"),
+            extra_toml: "[go]\nupstream = \"http://127.0.0.1:9\"\nsumdb = []\n".to_owned(),
             ..MirrorOptions::default()
         },
     )
