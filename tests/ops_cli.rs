@@ -164,6 +164,24 @@ async fn prefetch_beside_a_running_server_stores_every_platform_of_an_image() {
         );
     }
 
+    // The offline pulls were hits, counted with the bytes they sent.
+    let metrics = server
+        .with_cert()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        r#"mirror_cache_requests_total{protocol="oci",outcome="hit"}"#,
+        r#"mirror_response_bytes_total{protocol="oci"}"#,
+        "mirror_store_bytes ",
+        "mirror_fills_total ",
+    ] {
+        assert!(metrics.contains(expected), "{expected} missing:\n{metrics}");
+    }
     let layer = &arm64.layers[0].digest;
     let audit = mirror_cli(&server.config_path, &["audit", "--digest", layer, "--json"]);
     let who: Vec<String> = String::from_utf8_lossy(&audit.stdout)
