@@ -205,6 +205,8 @@ impl Default for LogConfig {
 #[serde(deny_unknown_fields)]
 pub struct GoConfig {
     /// GOPROXY syntax: `,` falls through on 404/410 only, `|` on any error.
+    /// `off` ends the list (serve only what is cached); `direct` is refused:
+    /// this server never fetches from version control.
     #[serde(default = "defaults::go_upstream")]
     pub upstream: String,
     /// GOPRIVATE syntax: such modules never reach an upstream or a sumdb.
@@ -212,7 +214,8 @@ pub struct GoConfig {
     pub private: Vec<String>,
     /// Overrides `auth.read` for Go routes.
     pub read: Option<Policy>,
-    /// TTL of `list`, `@latest` and non-canonical queries.
+    /// TTL of `list`, `@latest`, non-canonical queries, and of the checksum
+    /// database's `latest`, lookups and partial tiles.
     #[serde(default = "defaults::go_list_ttl", with = "humantime_serde")]
     pub list_ttl: Duration,
     /// TTL of 404/410 answers (`go get a/b/c` probes every prefix).
@@ -486,8 +489,14 @@ impl Config {
         if self.limits.max_header_size.as_u64() < 8 * 1024 {
             return Err("limits.max_header_size: must be at least 8KiB".into());
         }
-        if self.go.upstream.trim().is_empty() {
-            return Err("go.upstream: must name at least one proxy URL".into());
+        if let Err(reason) = self.go.upstream.parse::<crate::goproxy::Chain>() {
+            return Err(format!("go.upstream: {reason}"));
+        }
+        if let Err(error) = crate::goproxy::Private::parse(&self.go.private) {
+            return Err(format!("go.private: {error}"));
+        }
+        if self.go.max_zip_size.as_u64() == 0 {
+            return Err("go.max_zip_size: must be more than 0".into());
         }
         for (i, sumdb) in self.go.sumdb.iter().enumerate() {
             if sumdb.name.is_empty() || sumdb.name.contains('/') || sumdb.name.starts_with('.') {
@@ -497,6 +506,12 @@ impl Config {
                 ));
             }
             check_url(&format!("go.sumdb[{i}].url"), &sumdb.url)?;
+            if self.go.sumdb[..i].iter().any(|s| s.name == sumdb.name) {
+                return Err(format!(
+                    "go.sumdb[{i}].name: {:?} is used twice",
+                    sumdb.name
+                ));
+            }
         }
         let mut defaults = 0;
         for (i, upstream) in self.registry.upstream.iter().enumerate() {
@@ -692,6 +707,33 @@ mod tests {
         assert!(err.contains("auth.read"), "{err}");
         let err = parse("[[registry.upstream]]\nname = \"a\"\nurl = \"ftp://x\"\n").unwrap_err();
         assert!(err.contains("registry.upstream[0].url"), "{err}");
+    }
+
+    #[test]
+    fn go_settings_are_checked_and_name_the_key() {
+        let err = parse("[go]\nupstream = \"https://proxy.example,direct\"\n").unwrap_err();
+        assert!(
+            err.contains("go.upstream") && err.contains("direct"),
+            "{err}"
+        );
+        let err = parse("[go]\nupstream = \" , \"\n").unwrap_err();
+        assert!(err.contains("go.upstream"), "{err}");
+        let err = parse("[go]\nprivate = [\"corp.example.com/[\"]\n").unwrap_err();
+        assert!(err.contains("go.private"), "{err}");
+        let err = parse("[go]\nlist_ttl = \"often\"\n").unwrap_err();
+        assert!(err.contains("go.list_ttl"), "{err}");
+        let config = parse(
+            "[go]\nupstream = \"https://a.example|https://b.example,off\"\nprivate = [\"*.corp.example.com\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.go.private, vec!["*.corp.example.com".to_owned()]);
+        assert!(parse("[go]\nupstream = \"off\"\n").is_ok());
+        let err = parse(
+            "[[go.sumdb]]\nname = \"s.example\"\nurl = \"https://a.example\"\n\
+             [[go.sumdb]]\nname = \"s.example\"\nurl = \"https://b.example\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("go.sumdb[1].name"), "{err}");
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub struct StartOptions {
     /// Reload on SIGHUP. Only the real binary wants this: a test process runs
     /// many servers and must not have them all react to one signal.
     pub sighup: bool,
+    /// Share the data dir with a server that owns it (`mirror cache prefetch`
+    /// beside a running server): no lock, no repair of what might be that
+    /// server's work in progress, no eviction or sweeps (the owner runs them).
+    pub shared: bool,
 }
 
 /// A running server.
@@ -33,7 +37,7 @@ pub struct Mirror {
     task: JoinHandle<()>,
     /// Printed by `mirror serve` when it created a PKI.
     pub first_run_message: Option<String>,
-    _lock: std::fs::File,
+    _lock: Option<std::fs::File>,
 }
 
 impl Mirror {
@@ -54,13 +58,28 @@ impl Mirror {
         let store = Store::open(&config.data_dir)
             .await
             .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
-        let lock = store.lock_exclusive()?;
-        // This process owns the data dir now: whatever a crash left behind
-        // (temp files, renamed files without rows, rows without files) goes.
-        let repaired = store.sweep(crate::store::SweepOptions::owner()).await?;
-        if repaired != crate::store::SweepReport::default() {
-            tracing::info!(?repaired, "repaired the store after an unclean stop");
-        }
+        let lock = if options.shared {
+            None
+        } else {
+            let lock = store.lock_exclusive()?;
+            // This process owns the data dir now: whatever a crash left behind
+            // (temp files, renamed files without rows, rows without files) goes.
+            let repaired = store.sweep(crate::store::SweepOptions::owner()).await?;
+            if repaired != crate::store::SweepReport::default() {
+                tracing::info!(?repaired, "repaired the store after an unclean stop");
+            }
+            Some(lock)
+        };
+
+        // Built before the port opens: the upstream clients load the system's
+        // root certificates, the slow part of starting, and nothing slow should
+        // come between the port accepting and `start` returning (when the
+        // caller installs its signal handlers).
+        let metrics = Arc::new(Metrics::new());
+        let registry = oci::Registry::new(&config.registry, store.clone(), metrics.clone())
+            .context("registry.upstream")?;
+        let go = goproxy::GoProxy::new(&config.go, store.clone(), metrics.clone())
+            .context("setting up the Go module mirror")?;
 
         let listener = match listener {
             Some(listener) => {
@@ -80,9 +99,6 @@ impl Mirror {
             registry_write: config.registry_write(),
             metrics: config.auth.metrics,
         };
-        let metrics = Arc::new(Metrics::new());
-        let registry = oci::Registry::new(&config.registry, store.clone(), metrics.clone())
-            .context("registry.upstream")?;
         let (audit, audit_writer) = store.start_audit();
         store.spawn_audit_retention(config.audit.retention, stop.clone());
         let app = Arc::new(App::new(
@@ -91,18 +107,19 @@ impl Mirror {
             audit,
             policies,
             metrics,
-            goproxy::GoProxy::new(),
+            go,
             registry,
         ));
 
-        let stop = CancellationToken::new();
         reloader
             .clone()
             .watch(config.limits.reload_poll, options.sighup, stop.clone());
         store.spawn_upkeep(stop.clone());
-        store.spawn_sweeps(config.cache.sweep_interval, stop.clone());
-        if let Some(max) = config.cache.max_size {
-            store.spawn_eviction(max.as_u64(), config.cache.low_water, stop.clone());
+        if !options.shared {
+            store.spawn_sweeps(config.cache.sweep_interval, stop.clone());
+            if let Some(max) = config.cache.max_size {
+                store.spawn_eviction(max.as_u64(), config.cache.low_water, stop.clone());
+            }
         }
         let server = Server::new(listener, reloader.clone(), app, config.limits.clone());
         let shutdown = stop.clone();

@@ -15,6 +15,7 @@ pub mod http;
 pub mod instance;
 pub mod metrics;
 pub mod oci;
+pub mod prefetch;
 pub mod server;
 pub mod store;
 pub mod upstream;

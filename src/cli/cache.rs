@@ -5,8 +5,11 @@ use anyhow::Context;
 use bytesize::ByteSize;
 use clap::Subcommand;
 
+use std::path::PathBuf;
+
 use super::DataDirArgs;
 use crate::config::Config;
+use crate::prefetch;
 use crate::store::{Store, SweepOptions};
 
 #[derive(Subcommand)]
@@ -30,6 +33,35 @@ pub enum CacheCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Fetch into the store what a go.sum / go.mod names, or a list of images,
+    /// through the mirror's own request path (works beside a running server).
+    Prefetch {
+        #[command(flatten)]
+        location: DataDirArgs,
+        /// Module versions from a go.sum (zips for full lines, .mod for /go.mod lines).
+        #[arg(long)]
+        go_sum: Vec<PathBuf>,
+        /// The require directives of a go.mod.
+        #[arg(long)]
+        go_mod: Vec<PathBuf>,
+        /// A file with one image reference per line, as written after the
+        /// mirror's host: `alpine:3.20`, `ghcr.io/org/app@sha256:…`.
+        #[arg(long)]
+        images: Vec<PathBuf>,
+        /// Image references given directly.
+        image: Vec<String>,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 4)]
+        jobs: usize,
+    },
+    /// Re-hash every stored blob against its digest. Exits 1 if any is bad.
+    Verify {
+        #[command(flatten)]
+        location: DataDirArgs,
+        /// Drop bad and missing blobs from the index (they become misses).
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 pub fn run(command: CacheCommand) -> anyhow::Result<()> {
@@ -43,6 +75,52 @@ pub fn run(command: CacheCommand) -> anyhow::Result<()> {
             target,
             dry_run,
         } => runtime.block_on(gc(location, target, dry_run)),
+        CacheCommand::Verify { location, repair } => runtime.block_on(verify(location, repair)),
+        CacheCommand::Prefetch {
+            location,
+            go_sum,
+            go_mod,
+            images,
+            image,
+            jobs,
+        } => {
+            let mut modules = Vec::new();
+            for path in &go_sum {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                modules.extend(
+                    prefetch::go::from_go_sum(&text)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+                );
+            }
+            for path in &go_mod {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                modules.extend(
+                    prefetch::go::from_go_mod(&text)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+                );
+            }
+            let mut refs = Vec::new();
+            for path in &images {
+                refs.extend(prefetch::read_image_list(path)?);
+            }
+            for text in &image {
+                refs.push(text.parse().map_err(|e: String| anyhow::anyhow!(e))?);
+            }
+            if modules.is_empty() && refs.is_empty() {
+                anyhow::bail!(
+                    "nothing to prefetch: give --go-sum, --go-mod, --images or image references"
+                );
+            }
+            let mut config = config_of(&location)?;
+            config.data_dir = location.resolve()?;
+            // The multi-threaded runtime: the private server and the client run side by side.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(run_prefetch(config, modules, refs, jobs))
+        }
     }
 }
 
@@ -112,6 +190,86 @@ async fn gc(location: DataDirArgs, target: Option<ByteSize>, dry_run: bool) -> a
     }
     store.close().await;
     Ok(())
+}
+
+async fn run_prefetch(
+    config: Config,
+    modules: Vec<prefetch::go::ModuleVersion>,
+    images: Vec<prefetch::oci::ImageRef>,
+    jobs: usize,
+) -> anyhow::Result<()> {
+    let prefetcher = prefetch::Prefetcher::start(config, jobs).await?;
+    let style = indicatif::ProgressStyle::with_template("{prefix:>6} [{bar:40}] {pos}/{len} {msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let mut failures = Vec::new();
+    for (prefix, is_go) in [("go", true), ("images", false)] {
+        if (is_go && modules.is_empty()) || (!is_go && images.is_empty()) {
+            continue;
+        }
+        let bar = indicatif::ProgressBar::new(0)
+            .with_style(style.clone())
+            .with_prefix(prefix);
+        let report = if is_go {
+            prefetcher.go(&modules, &bar).await
+        } else {
+            prefetcher.images(&images, &bar).await
+        };
+        bar.finish_and_clear();
+        println!(
+            "{prefix}: {} files ({}) in the store, {} failed",
+            report.files,
+            ByteSize::b(report.bytes),
+            report.failures.len()
+        );
+        failures.extend(report.failures);
+    }
+    prefetcher.stop().await;
+    for failure in &failures {
+        eprintln!("failed: {failure}");
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{} items could not be prefetched", failures.len())
+    }
+}
+
+async fn verify(location: DataDirArgs, repair: bool) -> anyhow::Result<()> {
+    let data_dir = location.resolve()?;
+    let store = Store::open_existing(&data_dir).await?;
+    let report = store.verify(repair).await.context("verifying the store")?;
+    store.close().await;
+    println!(
+        "verified {} blobs ({})",
+        report.checked,
+        ByteSize::b(report.bytes)
+    );
+    for digest in &report.corrupt {
+        println!(
+            "corrupt: {digest}{}",
+            if repair { " (removed)" } else { "" }
+        );
+    }
+    for digest in &report.missing {
+        println!(
+            "missing: {digest}{}",
+            if repair {
+                " (removed from the index)"
+            } else {
+                ""
+            }
+        );
+    }
+    if report.is_clean() || repair {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} corrupt and {} missing blobs; run with --repair",
+            report.corrupt.len(),
+            report.missing.len()
+        )
+    }
 }
 
 async fn stats(location: DataDirArgs, json: bool) -> anyhow::Result<()> {

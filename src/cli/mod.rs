@@ -111,29 +111,37 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let mirror = Mirror::start(config, None, StartOptions { sighup: true }).await?;
+        let stop = termination()?;
+        let mirror = Mirror::start(
+            config,
+            None,
+            StartOptions {
+                sighup: true,
+                shared: false,
+            },
+        )
+        .await?;
         if let Some(message) = &mirror.first_run_message {
             eprintln!("{message}\n");
         }
         eprintln!("mirror listening on https://{}", mirror.addr());
-        mirror.serve_until(termination()).await;
+        mirror.serve_until(stop).await;
         Ok(())
     })
 }
 
-/// SIGINT or SIGTERM.
-async fn termination() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGINT or SIGTERM, listened for from the moment this is called (before the
+/// port opens), so a signal that arrives at once is never missed.
+fn termination() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    })
 }
 
 fn init_logging(config: &Config) -> anyhow::Result<()> {

@@ -1,24 +1,269 @@
-//! The GOPROXY protocol at the URL root: module paths, versions, and `/sumdb/`.
+//! The GOPROXY protocol at the URL root: `/{module}/@v/list`,
+//! `/{module}/@v/{version}.info|.mod|.zip`, `/{module}/@latest` and the
+//! checksum database proxy `/sumdb/{name}/…`. One pipeline per request:
+//! method → parse (Go's rules; nothing invalid goes further) → private check →
+//! memo / store → upstream list → respond with what was touched. Handlers call
+//! the store and `chain`; they never see SQL or a path on disk.
 
-use http::{Request, Response, StatusCode};
+mod answers;
+pub mod chain;
+mod error;
+mod files;
+mod memo;
+pub mod module;
+pub mod private;
+pub mod route;
+mod sumdb;
+pub mod version;
+pub mod zipcheck;
+mod zipfill;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
-use crate::http::{Body, Caller, plain};
+pub use chain::Chain;
+pub use error::GoError;
+pub use module::ModulePath;
+pub use private::Private;
+pub use version::{Query, Version};
 
-pub struct GoProxy {}
+use self::answers::Refreshed;
+use self::files::{FileFetch, Stored};
+use self::memo::Memo;
+use self::route::Route;
+use crate::config::GoConfig;
+use crate::http::{Action, Body, Caller, Outcome, Touched, body, touched};
+use crate::metrics::Metrics;
+use crate::store::{Digest, Store};
+use crate::upstream::Singleflight;
 
-impl GoProxy {
-    pub fn new() -> GoProxy {
-        GoProxy {}
-    }
+/// Largest `list` or `@latest` answer accepted from upstream.
+const MAX_LIST: usize = 4 << 20;
 
-    pub async fn handle(&self, _request: Request<Incoming>, _caller: &Caller) -> Response<Body> {
-        plain(StatusCode::NOT_FOUND, "not found\n")
+/// Memory for copies of hot metadata: `.info`/`.mod` bytes and zip locations,
+/// expiring answers, full sumdb tiles.
+const FILES_MEMO: usize = 64 << 20;
+const ANSWERS_MEMO: usize = 32 << 20;
+const TILES_MEMO: usize = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("go.upstream: {0}")]
+    Upstream(String),
+    #[error("go.private: {0}")]
+    Private(#[from] private::BadPattern),
+    #[error("go upstream client: {0}")]
+    Client(#[from] crate::upstream::ClientError),
+}
+
+/// The Go module mirror. Cheap to clone (one `Arc`), so a zip download can
+/// outlive the request that started it.
+#[derive(Clone)]
+pub struct GoProxy {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    client: chain::Client,
+    chain: Chain,
+    private: Private,
+    /// Checksum database name → base URL (no trailing slash).
+    sumdbs: HashMap<String, String>,
+    list_ttl: i64,
+    negative_ttl: i64,
+    max_zip: u64,
+    files: Memo<Stored>,
+    answers: Memo<Arc<answers::Cached>>,
+    tiles: Memo<Bytes>,
+    flights: Singleflight<Refreshed>,
+    file_flights: Singleflight<FileFetch>,
+}
+
+/// A response and what it touched.
+pub(crate) struct Served {
+    response: Response<Body>,
+    outcome: Outcome,
+    digest: Option<Digest>,
+}
+
+impl Served {
+    fn new(response: Response<Body>, outcome: Outcome, digest: Option<Digest>) -> Served {
+        Served {
+            response,
+            outcome,
+            digest,
+        }
     }
 }
 
-impl Default for GoProxy {
-    fn default() -> Self {
-        GoProxy::new()
+fn bytes_response(bytes: Bytes, content_type: &'static str) -> Response<Body> {
+    let mut response = Response::new(body::full(bytes));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+impl GoProxy {
+    pub fn new(
+        config: &GoConfig,
+        store: Store,
+        metrics: Arc<Metrics>,
+    ) -> Result<GoProxy, SetupError> {
+        let chain = config.upstream.parse().map_err(SetupError::Upstream)?;
+        let private = Private::parse(&config.private)?;
+        let sumdbs = config
+            .sumdb
+            .iter()
+            .map(|s| (s.name.clone(), s.url.trim_end_matches('/').to_owned()))
+            .collect();
+        Ok(GoProxy {
+            inner: Arc::new(Inner {
+                store,
+                client: chain::Client {
+                    http: crate::upstream::client(None)?,
+                    metrics,
+                },
+                chain,
+                private,
+                sumdbs,
+                list_ttl: config.list_ttl.as_secs() as i64,
+                negative_ttl: config.negative_ttl.as_secs() as i64,
+                max_zip: config.max_zip_size.as_u64(),
+                files: Memo::new(FILES_MEMO),
+                answers: Memo::new(ANSWERS_MEMO),
+                tiles: Memo::new(TILES_MEMO),
+                flights: Singleflight::default(),
+                file_flights: Singleflight::default(),
+            }),
+        })
     }
+
+    pub async fn handle(&self, request: Request<Incoming>, _caller: &Caller) -> Response<Body> {
+        let head_only = match *request.method() {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => return answer("-".into(), Err(GoError::MethodNotAllowed), false),
+        };
+        let route = match route::parse(request.uri().path()) {
+            Ok(route) => route,
+            Err(refusal) => return answer("-".into(), Err(refusal.into()), head_only),
+        };
+        let artifact = artifact(&route);
+        let result = match route {
+            Route::List(module)
+            | Route::Latest(module)
+            | Route::File(module, ..)
+            | Route::Query(module, _)
+                if self.inner.private.matches(module.as_str()) =>
+            {
+                Err(GoError::not_found(format!(
+                    "not found: {module} matches the mirror's private patterns (go.private); \
+                     it is never requested from an upstream"
+                )))
+            }
+            Route::List(module) => self.list(&module).await,
+            Route::Latest(module) => self.latest(&module).await,
+            Route::File(module, version, kind) => {
+                self.file(&module, &version, kind, head_only).await
+            }
+            Route::Query(module, query) => self.query(&module, &query).await,
+            Route::Sumdb { name, rest } => self.sumdb(&name, &rest).await,
+        };
+        answer(artifact, result, head_only)
+    }
+
+    async fn list(&self, module: &ModulePath) -> Result<Served, GoError> {
+        let path = chain::encode_path(&format!("{}/@v/list", module.escaped()));
+        self.moving(
+            &format!("list {module}"),
+            &path,
+            "text/plain; charset=utf-8",
+        )
+        .await
+    }
+
+    async fn latest(&self, module: &ModulePath) -> Result<Served, GoError> {
+        let path = chain::encode_path(&format!("{}/@latest", module.escaped()));
+        self.moving(&format!("latest {module}"), &path, "application/json")
+            .await
+    }
+
+    async fn query(&self, module: &ModulePath, query: &Query) -> Result<Served, GoError> {
+        let path = chain::encode_path(&format!("{}/@v/{}.info", module.escaped(), query.escaped()));
+        self.moving(
+            &format!("query {module}@{query}"),
+            &path,
+            "application/json",
+        )
+        .await
+    }
+
+    /// An answer that changes upstream, through the TTL cache.
+    async fn moving(
+        &self,
+        key: &str,
+        path: &str,
+        content_type: &'static str,
+    ) -> Result<Served, GoError> {
+        let fetch = self.inner.chain.fetch(&self.inner.client, path, MAX_LIST);
+        let (cached, outcome) = self.cached_answer(key, fetch).await?;
+        if !cached.found() {
+            return Err(cached.not_found());
+        }
+        Ok(Served::new(
+            bytes_response(cached.body.clone(), content_type),
+            outcome,
+            None,
+        ))
+    }
+}
+
+/// What a route touches, for the access log and audit.
+fn artifact(route: &Route) -> String {
+    match route {
+        Route::List(module) => format!("{module}/@v/list"),
+        Route::Latest(module) => format!("{module}/@latest"),
+        Route::File(module, version, kind) => files::artifact(module, version, *kind),
+        Route::Query(module, query) => format!("{module}@{query}.info"),
+        Route::Sumdb { name, rest } => format!("sumdb/{name}/{rest}"),
+    }
+}
+
+/// The response with what it touched attached; HEAD keeps the headers only.
+fn answer(artifact: String, result: Result<Served, GoError>, head_only: bool) -> Response<Body> {
+    let (mut response, outcome, digest) = match result {
+        Ok(served) => (served.response, served.outcome, served.digest),
+        Err(error) => {
+            let outcome = error.outcome();
+            (error.into_response(), outcome, None)
+        }
+    };
+    if head_only {
+        let length = response.body().size_hint().exact();
+        if let Some(length) = length
+            && !response.headers().contains_key(CONTENT_LENGTH)
+        {
+            response
+                .headers_mut()
+                .insert(CONTENT_LENGTH, HeaderValue::from(length));
+        }
+        *response.body_mut() = body::empty();
+    }
+    touched(
+        response,
+        Touched {
+            action: Action::Read,
+            artifact,
+            digest: digest.map(|d| d.to_string()),
+            outcome,
+        },
+    )
 }

@@ -231,12 +231,13 @@ impl App {
         let status = response.status();
         self.metrics.request(protocol, status);
         let touched = response.extensions().get::<Touched>();
-        if let Some(touched) = touched
-            && (touched.action != Action::Read || method == Method::GET)
-        {
-            self.audit
-                .record(audit_record(&identity, &conn, protocol, touched, status))
-                .await;
+        if let Some(touched) = touched {
+            self.metrics.outcome(protocol, touched.outcome);
+            if touched.action != Action::Read || method == Method::GET {
+                self.audit
+                    .record(audit_record(&identity, &conn, protocol, touched, status))
+                    .await;
+            }
         }
         tracing::info!(
             target: "mirror::access",

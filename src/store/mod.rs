@@ -12,9 +12,11 @@ mod db;
 pub mod digest;
 pub mod evict;
 pub mod fill;
+mod go;
 mod oci;
 mod stats;
 mod upkeep;
+mod verify;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -26,8 +28,10 @@ pub use db::Db;
 pub use digest::{Algorithm, Digest, Hasher, InvalidDigest};
 pub use evict::{EvictionReport, ReadGuard, StoreTotals, SweepOptions, SweepReport};
 pub use fill::{Committed, FillError, FillHead, FillProducer, FillReader, Slot, Validator};
+pub use go::{GoFile, StoredAnswer};
 pub use oci::{ManifestRow, NewManifest, ReferrerRow};
 pub use stats::{GroupStats, StoreStats};
+pub use verify::VerifyReport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -181,6 +185,17 @@ impl Store {
             ))
         })?;
         Ok(file)
+    }
+
+    /// Whether a process holds the data dir's lock (a server is running on it).
+    pub fn is_locked(data_dir: &Path) -> bool {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .open(data_dir.join("mirror.lock"))
+        {
+            Ok(file) => file.try_lock().is_err(),
+            Err(_) => false,
+        }
     }
 
     pub(crate) fn blob_path(&self, digest: &Digest) -> PathBuf {

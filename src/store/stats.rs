@@ -22,9 +22,19 @@ pub struct StoreStats {
     pub stale: u64,
 }
 
-/// Items and bytes per protocol and upstream.
-const GROUP_STATS_SQL: &str = "SELECT 'blob' AS protocol, CASE WHEN hosted = 1 THEN 'hosted' ELSE 'cached' END AS upstream, \
-     COUNT(*) AS items, COALESCE(SUM(size), 0) AS bytes FROM blobs GROUP BY hosted";
+/// Items and bytes per protocol and upstream (a blob two repositories share
+/// counts in both).
+const GROUP_STATS_SQL: &str = "\
+    SELECT 'go' AS protocol, 'module ' || kind || ' files' AS upstream, COUNT(*) AS items, \
+           COALESCE(SUM(size), 0) AS bytes FROM go_files GROUP BY kind \
+    UNION ALL \
+    SELECT 'go', 'sumdb ' || sumdb || ' tiles', COUNT(*), COALESCE(SUM(size), 0) FROM go_sumdb_tiles GROUP BY sumdb \
+    UNION ALL \
+    SELECT 'oci', CASE WHEN b.hosted = 1 THEN '(hosted)' ELSE substr(l.repo, 1, instr(l.repo, '/') - 1) END AS owner, \
+           COUNT(*), COALESCE(SUM(b.size), 0) \
+    FROM (SELECT repo, digest FROM oci_repo_blobs UNION SELECT repo, digest FROM oci_manifests) AS l \
+    JOIN blobs AS b ON b.digest = l.digest GROUP BY owner \
+    ORDER BY 1, 2";
 
 impl Store {
     pub async fn stats(&self) -> Result<StoreStats, StoreError> {

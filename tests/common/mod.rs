@@ -8,6 +8,7 @@
     reason = "each test binary uses a different part of the harness"
 )]
 
+pub mod go;
 pub mod process;
 pub mod registry;
 

@@ -28,6 +28,9 @@ struct State {
     corrupt: Mutex<Vec<String>>,
     /// Answer everything with this status (and `Retry-After: 7`) instead.
     forced: Mutex<Option<u16>>,
+    /// Bytes per second of response bodies, to make a fill last long enough
+    /// to be interrupted.
+    throttle: Mutex<Option<u64>>,
 }
 
 pub struct Proxy {
@@ -105,9 +108,17 @@ async fn forward(
         response = response.header(name, value);
     }
     let mut first = true;
+    let throttle = *state.throttle.lock().unwrap();
     let stream = upstream
         .bytes_stream()
         .map_err(std::io::Error::other)
+        .and_then(move |chunk| async move {
+            if let Some(rate) = throttle {
+                let pause = std::time::Duration::from_secs_f64(chunk.len() as f64 / rate as f64);
+                tokio::time::sleep(pause).await;
+            }
+            Ok(chunk)
+        })
         .map_ok(move |chunk| {
             if corrupt && first && !chunk.is_empty() {
                 first = false;
@@ -132,6 +143,7 @@ impl Proxy {
             seen: Mutex::new(Vec::new()),
             corrupt: Mutex::new(Vec::new()),
             forced: Mutex::new(None),
+            throttle: Mutex::new(None),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -168,6 +180,10 @@ impl Proxy {
 
     pub fn force_status(&self, status: Option<u16>) {
         *self.state.forced.lock().unwrap() = status;
+    }
+
+    pub fn throttle(&self, bytes_per_second: Option<u64>) {
+        *self.state.throttle.lock().unwrap() = bytes_per_second;
     }
 
     pub fn stop_corrupting(&self) {

@@ -1,0 +1,170 @@
+//! Answers that change upstream (`list`, `@latest`, version queries, sumdb
+//! lookups and partial tiles) and every 404/410: kept with a fetch time, used
+//! while fresh (`list_ttl`, `negative_ttl`), refreshed through one upstream
+//! request however many clients ask at once, and served stale when every
+//! upstream fails. Memo first, then one indexed read, then upstream.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::GoProxy;
+use super::chain::Answer;
+use super::error::GoError;
+use crate::http::Outcome;
+use crate::store::StoredAnswer;
+
+/// An answer as kept: a 200 with its body, or a 404/410 with its reason.
+#[derive(Clone, Debug)]
+pub struct Cached {
+    pub status: u16,
+    pub body: Bytes,
+    /// Unix seconds.
+    pub fetched_at: i64,
+}
+
+impl Cached {
+    pub fn found(&self) -> bool {
+        self.status == 200
+    }
+
+    /// The answer as an error, when it is a 404/410.
+    pub fn not_found(&self) -> GoError {
+        GoError::NotFound {
+            gone: self.status == 410,
+            reason: String::from_utf8_lossy(&self.body).into_owned(),
+        }
+    }
+}
+
+impl From<StoredAnswer> for Cached {
+    fn from(stored: StoredAnswer) -> Cached {
+        Cached {
+            status: stored.status,
+            body: Bytes::from(stored.body),
+            fetched_at: stored.fetched_at,
+        }
+    }
+}
+
+/// What a refresh produced, shared by every caller that waited on it.
+pub type Refreshed = Result<Arc<Cached>, String>;
+
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl GoProxy {
+    fn is_fresh(&self, cached: &Cached, now: i64) -> bool {
+        let ttl = if cached.found() {
+            self.inner.list_ttl
+        } else {
+            self.inner.negative_ttl
+        };
+        now.saturating_sub(cached.fetched_at) < ttl
+    }
+
+    /// What is kept under `key`, fresh or not, from the memo or the index.
+    pub(super) async fn kept(&self, key: &str) -> Result<Option<Arc<Cached>>, GoError> {
+        if let Some(cached) = self.inner.answers.get(key) {
+            return Ok(Some(cached));
+        }
+        let stored = self
+            .inner
+            .store
+            .go_answer(key)
+            .await
+            .map_err(|e| GoError::internal(key, &e))?;
+        Ok(stored.map(|stored| {
+            let cached = Arc::new(Cached::from(stored));
+            self.remember(key, cached.clone());
+            cached
+        }))
+    }
+
+    /// A kept answer if it is fresh: the negative-cache check of misses.
+    pub(super) async fn fresh(&self, key: &str) -> Result<Option<Arc<Cached>>, GoError> {
+        Ok(self
+            .kept(key)
+            .await?
+            .filter(|c| self.is_fresh(c, now_secs())))
+    }
+
+    fn remember(&self, key: &str, cached: Arc<Cached>) {
+        let weight = cached.body.len();
+        self.inner.answers.insert(key.to_owned(), cached, weight);
+    }
+
+    /// Keeps an upstream answer (found or not found) in the index and the memo.
+    pub(super) async fn keep(&self, key: &str, status: u16, body: Bytes) -> Refreshed {
+        let fetched_at = self
+            .inner
+            .store
+            .put_go_answer(key, status, &body)
+            .await
+            .map_err(|e| format!("recording the answer: {e}"))?;
+        let cached = Arc::new(Cached {
+            status,
+            body,
+            fetched_at,
+        });
+        self.remember(key, cached.clone());
+        Ok(cached)
+    }
+
+    /// The answer under `key`: kept and fresh, else fetched by `fetch` (once,
+    /// for all concurrent callers), else kept and stale.
+    pub(super) async fn cached_answer<F>(
+        &self,
+        key: &str,
+        fetch: F,
+    ) -> Result<(Arc<Cached>, Outcome), GoError>
+    where
+        F: Future<Output = Answer<Bytes>>,
+    {
+        let kept = self.kept(key).await?;
+        if let Some(cached) = &kept
+            && self.is_fresh(cached, now_secs())
+        {
+            return Ok((
+                cached.clone(),
+                if cached.found() {
+                    Outcome::Hit
+                } else {
+                    Outcome::NotFound
+                },
+            ));
+        }
+        let refreshed = self
+            .inner
+            .flights
+            .run(key, async {
+                match fetch.await {
+                    Answer::Found(body) => self.keep(key, 200, body).await,
+                    Answer::NotFound { gone, reason } => {
+                        self.keep(key, if gone { 410 } else { 404 }, Bytes::from(reason))
+                            .await
+                    }
+                    Answer::Failed(error) => Err(error),
+                }
+            })
+            .await;
+        match (refreshed, kept) {
+            (Ok(cached), _) => {
+                let outcome = if cached.found() {
+                    Outcome::Miss
+                } else {
+                    Outcome::NotFound
+                };
+                Ok((cached, outcome))
+            }
+            (Err(error), Some(stale)) => {
+                tracing::warn!(target: "mirror::go", key, %error, "every upstream failed; serving the stale answer");
+                Ok((stale, Outcome::Stale))
+            }
+            (Err(error), None) => Err(GoError::upstream(key, &error)),
+        }
+    }
+}

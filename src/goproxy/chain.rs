@@ -1,0 +1,400 @@
+//! `[go] upstream` in GOPROXY syntax, and walking it with Go's semantics: after
+//! a proxy, `,` falls through to the next one on 404/410 only, `|` on any
+//! error. `off` ends the list (a miss there is "not found"); `direct` is
+//! refused, because this server never fetches from version control.
+//! Knows nothing of caching; `fetch` only talks HTTP.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
+
+use crate::http::Protocol;
+use crate::metrics::{Metrics, UpstreamResult};
+
+/// Bytes that stay as they are in an upstream path; the rest are
+/// percent-encoded, as the go command does (`!` → `%21`).
+const PATH_KEEP: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/')
+    .remove(b'+')
+    .remove(b'@');
+
+/// The most of a 404/410 body repeated to the client as the reason.
+const MAX_REASON: usize = 512;
+
+/// Time allowed for a small answer (list, .info, .mod, sumdb) from one upstream.
+const SMALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Hop {
+    Proxy {
+        /// Without a trailing slash.
+        base: String,
+        /// `|` after this entry: fall through on any error, not only 404/410.
+        on_any_error: bool,
+    },
+    Off,
+}
+
+/// The parsed upstream list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chain {
+    hops: Vec<Hop>,
+}
+
+impl FromStr for Chain {
+    type Err = String;
+
+    /// Parses GOPROXY syntax; the error says what is wrong (the caller names the key).
+    fn from_str(list: &str) -> Result<Chain, String> {
+        let mut hops = Vec::new();
+        let mut rest = list;
+        while !rest.is_empty() {
+            let (entry, on_any_error) = match rest.find([',', '|']) {
+                Some(i) => {
+                    let entry = &rest[..i];
+                    let pipe = rest.as_bytes()[i] == b'|';
+                    rest = &rest[i + 1..];
+                    (entry, pipe)
+                }
+                None => (std::mem::take(&mut rest), false),
+            };
+            let entry = entry.trim();
+            if entry.is_empty() {
+                continue;
+            }
+            if matches!(hops.last(), Some(Hop::Off)) {
+                return Err(format!(
+                    "{entry:?} comes after \"off\" and would never be used"
+                ));
+            }
+            match entry {
+                "off" => hops.push(Hop::Off),
+                "direct" => {
+                    return Err("\"direct\" is not an upstream of this server (it never fetches from version \
+                                control): name GOPROXY URLs, or \"off\" to serve only what is cached"
+                        .into());
+                }
+                url => hops.push(Hop::Proxy {
+                    base: proxy_url(url)?,
+                    on_any_error,
+                }),
+            }
+        }
+        if hops.is_empty() {
+            return Err("names no upstream (use \"off\" to serve only what is cached)".into());
+        }
+        Ok(Chain { hops })
+    }
+}
+
+/// As Go: a bare host means https; anything else must be an http(s) URL.
+fn proxy_url(entry: &str) -> Result<String, String> {
+    let full = if entry.contains(":/") {
+        entry.to_owned()
+    } else {
+        format!("https://{entry}")
+    };
+    match reqwest::Url::parse(&full) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(format!("{entry:?}: a proxy URL has no query or fragment"));
+            }
+            Ok(full.trim_end_matches('/').to_owned())
+        }
+        _ => Err(format!("{entry:?} is not an http(s) proxy URL")),
+    }
+}
+
+/// The outbound HTTP client, and the metrics every upstream request is counted in.
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub metrics: Arc<Metrics>,
+}
+
+/// An upstream as metrics name it: `host:port`, never its credentials or path.
+fn upstream_label(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(url) => match (url.host_str(), url.port_or_known_default()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            _ => "-".into(),
+        },
+        Err(_) => "-".into(),
+    }
+}
+
+/// What one upstream said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer<T> {
+    Found(T),
+    /// 404 or 410, with the upstream's reason.
+    NotFound {
+        gone: bool,
+        reason: String,
+    },
+    /// Anything else: a status, a connection error, an oversized body. Never
+    /// sent to the client (it may name internal hosts); logged by the caller.
+    Failed(String),
+}
+
+/// Percent-encodes an upstream path built from escaped module paths and versions.
+pub fn encode_path(path: &str) -> String {
+    percent_encoding::utf8_percent_encode(path, PATH_KEEP).to_string()
+}
+
+/// An upstream URL for display: the password of `https://user:pass@host` masked.
+fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("xxxxx"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Chain {
+    /// Walks the list for `path` (already escaped and encoded, no leading
+    /// slash), calling `one` on each proxy, and returns the first hit or the
+    /// most telling failure: an error outranks "not found", and a later
+    /// answer of the same rank a former one, as in Go's `TryProxies`.
+    pub async fn walk<T, F, Fut>(&self, path: &str, mut one: F) -> Answer<T>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: Future<Output = Answer<T>>,
+    {
+        let mut best: Option<Answer<T>> = None;
+        for hop in &self.hops {
+            let (base, on_any_error) = match hop {
+                Hop::Proxy { base, on_any_error } => (base, *on_any_error),
+                Hop::Off => {
+                    if !matches!(best, Some(Answer::Failed(_))) {
+                        best = Some(Answer::NotFound {
+                            gone: false,
+                            reason: "not found: fetching from upstream is off (go.upstream)".into(),
+                        });
+                    }
+                    break;
+                }
+            };
+            let url = format!("{base}/{path}");
+            match one(url).await {
+                Answer::Found(value) => return Answer::Found(value),
+                Answer::Failed(error) => {
+                    let error = format!("{}/{path}: {error}", redact(base));
+                    best = Some(Answer::Failed(error));
+                    if !on_any_error {
+                        break;
+                    }
+                }
+                not_found @ Answer::NotFound { .. } => {
+                    if !matches!(best, Some(Answer::Failed(_))) {
+                        best = Some(not_found);
+                    }
+                }
+            }
+        }
+        best.unwrap_or_else(|| Answer::Failed("no upstream".into()))
+    }
+
+    /// A small answer (at most `limit` bytes) through the list.
+    pub async fn fetch(&self, client: &Client, path: &str, limit: usize) -> Answer<Bytes> {
+        self.walk(path, |url| fetch_one(client, url, limit)).await
+    }
+
+    /// The first upstream response for a large file, body unread, through the list.
+    pub async fn open(&self, client: &Client, path: &str) -> Answer<reqwest::Response> {
+        self.walk(path, |url| open_one(client, url)).await
+    }
+}
+
+/// GETs `url`: 200 is found, 404/410 not found (with its text), the rest
+/// failures. Counted in the metrics with the time to the response headers.
+pub async fn open_one(client: &Client, url: String) -> Answer<reqwest::Response> {
+    let started = Instant::now();
+    let sent = client.http.get(&url).send().await;
+    let result = match &sent {
+        Ok(response) if response.status().as_u16() == 200 => UpstreamResult::Ok,
+        Ok(response) if matches!(response.status().as_u16(), 404 | 410) => UpstreamResult::NotFound,
+        _ => UpstreamResult::Error,
+    };
+    client.metrics.upstream(
+        Protocol::Go,
+        &upstream_label(&url),
+        result,
+        started.elapsed(),
+    );
+    let response = match sent {
+        Ok(response) => response,
+        Err(error) => return Answer::Failed(without_url(error).to_string()),
+    };
+    let status = response.status();
+    match status.as_u16() {
+        200 => Answer::Found(response),
+        404 | 410 => Answer::NotFound {
+            gone: status.as_u16() == 410,
+            reason: reason(response).await,
+        },
+        _ => Answer::Failed(format!("status {status}")),
+    }
+}
+
+/// GETs a small body, refusing more than `limit` bytes.
+pub async fn fetch_one(client: &Client, url: String, limit: usize) -> Answer<Bytes> {
+    let response = match tokio::time::timeout(SMALL_TIMEOUT, open_one(client, url)).await {
+        Ok(Answer::Found(response)) => response,
+        Ok(Answer::NotFound { gone, reason }) => return Answer::NotFound { gone, reason },
+        Ok(Answer::Failed(error)) => return Answer::Failed(error),
+        Err(_) => return Answer::Failed(format!("no answer within {SMALL_TIMEOUT:?}")),
+    };
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Answer::Failed(format!("answer larger than {limit} bytes"));
+    }
+    let mut body = BytesMut::new();
+    let mut stream = response.bytes_stream();
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| without_url(e).to_string())?;
+            if body.len() + chunk.len() > limit {
+                return Err(format!("answer larger than {limit} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(SMALL_TIMEOUT, read).await {
+        Ok(Ok(())) => Answer::Found(body.freeze()),
+        Ok(Err(error)) => Answer::Failed(error),
+        Err(_) => Answer::Failed(format!("body not complete within {SMALL_TIMEOUT:?}")),
+    }
+}
+
+/// reqwest errors print the URL, which may hold a password.
+pub fn without_url(error: reqwest::Error) -> reqwest::Error {
+    error.without_url()
+}
+
+/// The first line or so of a 404/410 body: what the `go` command prints.
+async fn reason(response: reqwest::Response) -> String {
+    let status = response.status();
+    let mut text = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        text.extend_from_slice(&chunk);
+        if text.len() >= MAX_REASON {
+            break;
+        }
+    }
+    let text: String = String::from_utf8_lossy(&text)
+        .chars()
+        .filter(|c| !c.is_control() || *c == '\n')
+        .take(MAX_REASON)
+        .collect();
+    let text = text.trim();
+    if text.is_empty() {
+        format!("not found: upstream answered {status}")
+    } else {
+        text.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn goproxy_syntax_parses_with_separators() {
+        let chain: Chain = "https://a.example, b.example|http://c.example/sub/,off"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            chain.hops,
+            vec![
+                Hop::Proxy {
+                    base: "https://a.example".into(),
+                    on_any_error: false
+                },
+                Hop::Proxy {
+                    base: "https://b.example".into(),
+                    on_any_error: true
+                },
+                Hop::Proxy {
+                    base: "http://c.example/sub".into(),
+                    on_any_error: false
+                },
+                Hop::Off,
+            ]
+        );
+    }
+
+    #[test]
+    fn direct_and_unusable_lists_are_refused() {
+        let err = "https://a.example,direct".parse::<Chain>().unwrap_err();
+        assert!(err.contains("direct"), "{err}");
+        assert!("off,https://a.example".parse::<Chain>().is_err());
+        assert!(" , ".parse::<Chain>().is_err());
+        assert!("ftp://x.example".parse::<Chain>().is_err());
+        assert!("off".parse::<Chain>().is_ok());
+    }
+
+    #[test]
+    fn paths_are_encoded_as_the_go_command_does() {
+        assert_eq!(
+            encode_path("example.com/!upper/@v/v2.0.0+incompatible.info"),
+            "example.com/%21upper/@v/v2.0.0+incompatible.info"
+        );
+        assert_eq!(encode_path("m/@v/a b#c.info"), "m/@v/a%20b%23c.info");
+    }
+
+    #[test]
+    fn passwords_in_upstream_urls_are_masked() {
+        assert_eq!(
+            redact("https://u:secret@h.example/p"),
+            "https://u:xxxxx@h.example/p"
+        );
+        assert_eq!(
+            upstream_label("https://u:secret@h.example/p"),
+            "h.example:443"
+        );
+    }
+
+    #[tokio::test]
+    async fn errors_outrank_not_found_and_stop_at_a_comma() {
+        let chain: Chain = "https://a.example|https://b.example,https://c.example"
+            .parse()
+            .unwrap();
+        let mut asked = Vec::new();
+        let answer: Answer<()> = chain
+            .walk("m/@v/list", |url| {
+                asked.push(url.clone());
+                async move {
+                    if url.starts_with("https://a.") {
+                        Answer::Failed("status 500".into())
+                    } else if url.starts_with("https://b.") {
+                        Answer::Failed("status 502".into())
+                    } else {
+                        Answer::NotFound {
+                            gone: false,
+                            reason: "nope".into(),
+                        }
+                    }
+                }
+            })
+            .await;
+        assert_eq!(
+            asked.len(),
+            2,
+            "b failed and is followed by a comma: c is not asked"
+        );
+        assert!(matches!(answer, Answer::Failed(e) if e.contains("status 502")));
+    }
+}

@@ -1,0 +1,103 @@
+//! A bounded in-memory map in front of the index, so a hit on a hot module
+//! costs neither an SQLite read nor a file open. Holds only copies of what the
+//! store already has: losing any entry at any time is harmless.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Bookkeeping bytes charged per entry besides the key and the value's own weight.
+const ENTRY_OVERHEAD: usize = 96;
+
+pub struct Memo<V> {
+    inner: Mutex<Inner<V>>,
+    budget: usize,
+}
+
+struct Inner<V> {
+    map: HashMap<String, (V, usize)>,
+    weight: usize,
+}
+
+impl<V: Clone> Memo<V> {
+    /// A memo holding at most about `budget` bytes.
+    pub fn new(budget: usize) -> Memo<V> {
+        Memo {
+            inner: Mutex::new(Inner {
+                map: HashMap::new(),
+                weight: 0,
+            }),
+            budget,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<V> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.map.get(key).map(|(value, _)| value.clone())
+    }
+
+    /// Adds or replaces `key`; `weight` is the value's size in bytes. When the
+    /// budget is exceeded, about a quarter of the entries go, in the map's
+    /// (random) order: cheaper than LRU bookkeeping on every hit, and as good
+    /// for a cache whose misses cost one indexed read.
+    pub fn insert(&self, key: String, value: V, weight: usize) {
+        let weight = weight + key.len() + ENTRY_OVERHEAD;
+        if weight > self.budget / 8 {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, old)) = inner.map.insert(key, (value, weight)) {
+            inner.weight -= old;
+        }
+        inner.weight += weight;
+        if inner.weight > self.budget {
+            let target = self.budget / 4 * 3;
+            let mut total = inner.weight;
+            inner.map.retain(|_, (_, w)| {
+                if total <= target {
+                    return true;
+                }
+                total -= *w;
+                false
+            });
+            inner.weight = total;
+        }
+    }
+
+    pub fn remove(&self, key: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, weight)) = inner.map.remove(key) {
+            inner.weight -= weight;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_holds_and_replacements_are_counted_once() {
+        let memo = Memo::new(100_000);
+        for i in 0..10_000 {
+            memo.insert(format!("key-{i}"), i, 100);
+        }
+        let inner = memo.inner.lock().unwrap();
+        assert!(inner.weight <= 100_000);
+        let actual: usize = inner.map.values().map(|(_, w)| *w).sum();
+        assert_eq!(actual, inner.weight);
+        drop(inner);
+        memo.insert("same".into(), 1, 10);
+        memo.insert("same".into(), 2, 10);
+        assert_eq!(memo.get("same"), Some(2));
+        memo.remove("same");
+        assert_eq!(memo.get("same"), None);
+        assert!(!memo.inner.lock().unwrap().map.is_empty());
+    }
+
+    #[test]
+    fn oversized_values_are_not_kept() {
+        let memo = Memo::new(8_000);
+        memo.insert("big".into(), 0, 5_000);
+        assert_eq!(memo.get("big"), None);
+    }
+}

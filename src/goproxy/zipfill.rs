@@ -1,0 +1,178 @@
+//! A `.zip` miss: one shared fill per zip, however many clients ask. The
+//! first becomes the producer and downloads in a task detached from every
+//! client; all of them stream the bytes as they land in the temp file. The
+//! zip is checked (`zipcheck`) before it is indexed, and the last byte is held
+//! back until then, so no client ever gets a complete invalid zip.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::Response;
+use http::header::{CONTENT_LENGTH, HeaderValue};
+
+use super::chain::{Answer, encode_path, without_url};
+use super::error::GoError;
+use super::files::{artifact, with_type};
+use super::module::ModulePath;
+use super::route::FileKind;
+use super::version::Version;
+use super::{GoProxy, Served, zipcheck};
+use crate::http::{Body, Outcome, body};
+use crate::store::{FillError, FillHead, FillProducer, FillReader, GoFile, Slot, Validator};
+
+impl GoProxy {
+    pub(super) async fn zip_miss(
+        &self,
+        module: &ModulePath,
+        version: &Version,
+        key: &str,
+        negative_key: &str,
+        head_only: bool,
+    ) -> Result<Served, GoError> {
+        let fill_key = format!("go:{key}");
+        // A fill abandoned before it started (its producer found the zip already
+        // stored) leaves its readers to look again; a couple of rounds settle it.
+        for _ in 0..3 {
+            let slot = self
+                .inner
+                .store
+                .fill(&fill_key)
+                .map_err(|e| GoError::internal(key, &e))?;
+            let reader = match slot {
+                Slot::Joined(reader) => reader,
+                Slot::Producer(producer) => {
+                    if let Some(served) = self
+                        .stored_file(module, version, FileKind::Zip, key, head_only)
+                        .await?
+                    {
+                        drop(producer);
+                        return Ok(served);
+                    }
+                    let reader = producer.reader();
+                    let proxy = self.clone();
+                    let (module, version) = (module.clone(), version.clone());
+                    tokio::spawn(async move { proxy.produce_zip(producer, module, version).await });
+                    reader
+                }
+            };
+            match stream_fill(reader, head_only).await {
+                Ok(response) => return Ok(Served::new(response, Outcome::Miss, None)),
+                Err(FillError::Abandoned) => {
+                    if let Some(served) = self
+                        .stored_file(module, version, FileKind::Zip, key, head_only)
+                        .await?
+                    {
+                        return Ok(served);
+                    }
+                }
+                Err(FillError::NotFound(reason)) => {
+                    let gone = self
+                        .kept(negative_key)
+                        .await?
+                        .is_some_and(|c| c.status == 410);
+                    return Err(GoError::NotFound { gone, reason });
+                }
+                Err(FillError::Upstream(error)) => {
+                    return self.stale_negative_or(negative_key, &error).await;
+                }
+                Err(error) => return Err(GoError::upstream(key, &error.to_string())),
+            }
+        }
+        Err(GoError::internal(key, &"fill abandoned repeatedly"))
+    }
+
+    /// The one upstream download of a zip, detached from any client.
+    async fn produce_zip(
+        self,
+        mut producer: Box<FillProducer>,
+        module: ModulePath,
+        version: Version,
+    ) {
+        let key = artifact(&module, &version, FileKind::Zip);
+        producer.limit(self.inner.max_zip);
+        let path = encode_path(&format!(
+            "{}/@v/{}.zip",
+            module.escaped(),
+            version.escaped()
+        ));
+        let response = match self.inner.chain.open(&self.inner.client, &path).await {
+            Answer::Found(response) => response,
+            Answer::NotFound { gone, reason } => {
+                let _ = self
+                    .keep(
+                        &format!("file {key}"),
+                        if gone { 410 } else { 404 },
+                        Bytes::from(reason.clone()),
+                    )
+                    .await;
+                producer.fail(FillError::NotFound(reason));
+                return;
+            }
+            Answer::Failed(error) => {
+                producer.fail(FillError::Upstream(error));
+                return;
+            }
+        };
+        let head = FillHead {
+            total: response.content_length(),
+            media_type: Some(FileKind::Zip.content_type().to_owned()),
+        };
+        if let Err(error) = producer.start(head) {
+            producer.fail(error);
+            return;
+        }
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let written = match chunk {
+                Ok(chunk) => producer.write(&chunk).await,
+                Err(error) => Err(FillError::Upstream(without_url(error).to_string())),
+            };
+            if let Err(error) = written {
+                tracing::warn!(target: "mirror::go", artifact = key, %error, "zip download failed");
+                producer.fail(error);
+                return;
+            }
+        }
+        let (m, v) = (module.as_str().to_owned(), version.as_str().to_owned());
+        let validator: Validator = Box::new(move |path| zipcheck::check(path, &m, &v));
+        let committed = match producer.commit(None, Some(validator)).await {
+            Ok(committed) => committed,
+            Err(error) => {
+                tracing::warn!(target: "mirror::go", artifact = key, %error, "zip from upstream refused");
+                return;
+            }
+        };
+        let indexed = self
+            .inner
+            .store
+            .put_go_file(
+                module.as_str(),
+                version.as_str(),
+                GoFile::Zip,
+                &committed.digest,
+                committed.size,
+            )
+            .await;
+        if let Err(error) = indexed {
+            tracing::error!(target: "mirror::go", artifact = key, %error, "could not index the zip");
+        }
+        committed.publish();
+    }
+}
+
+/// Waits for upstream's answer, then streams the fill as it arrives.
+async fn stream_fill(mut reader: FillReader, head_only: bool) -> Result<Response<Body>, FillError> {
+    let head: Arc<FillHead> = reader.head().await?;
+    let mut response = if head_only {
+        Response::new(body::empty())
+    } else {
+        Response::new(body::stream(reader.stream(0, None)))
+    };
+    if let Some(total) = head.total {
+        response
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(total));
+    }
+    Ok(with_type(response, FileKind::Zip))
+}

@@ -1,0 +1,261 @@
+//! `mirror cache prefetch`: warms the store through the mirror's own request
+//! path, so prefetched content is fetched, verified, stored and audited exactly
+//! as a client's pull would be.
+//!
+//! It starts a private instance on the data dir, listening on 127.0.0.1 with
+//! a throwaway CA: only this process holds a certificate it accepts. Beside a
+//! running server (the data dir is locked) the instance shares the store
+//! instead of owning it: fills are atomic and SQLite serializes the writers.
+
+pub mod go;
+pub mod oci;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use mirror_pki::{CaOptions, Pki, Validity, layout};
+
+use crate::auth::Policy;
+use crate::config::{ClientAuth, Config, TlsConfig};
+use crate::instance::{Mirror, StartOptions};
+
+/// What a prefetch did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub files: u64,
+    pub bytes: u64,
+    pub failures: Vec<String>,
+}
+
+/// A throwaway PKI directory, removed when dropped.
+struct EphemeralPki(PathBuf);
+
+impl Drop for EphemeralPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct Prefetcher {
+    mirror: Mirror,
+    client: reqwest::Client,
+    base: String,
+    jobs: usize,
+    _pki: EphemeralPki,
+}
+
+impl Prefetcher {
+    /// Starts the private instance for `config`'s data dir and upstreams.
+    pub async fn start(mut config: Config, jobs: usize) -> anyhow::Result<Prefetcher> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("mirror-prefetch-{}-{nanos}", std::process::id()));
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let pki_dir = EphemeralPki(dir);
+        let pki = Pki::init(
+            &pki_dir.0,
+            &CaOptions {
+                common_name: "mirror prefetch (ephemeral)".into(),
+                days: 2,
+                force: false,
+            },
+        )?;
+        pki.issue_server(&["127.0.0.1".into()], Validity::Days(2))?;
+        let client_cert = pki.issue_client("mirror-prefetch", Validity::Days(2))?;
+
+        config.tls = TlsConfig {
+            cert: Some(pki.path(layout::SERVER_CERT)),
+            key: Some(pki.path(layout::SERVER_KEY)),
+            client_ca: Some(pki.path(layout::CA_CERT)),
+            client_auth: ClientAuth::Required,
+            crl: None,
+        };
+        config.auth.htpasswd = None;
+        config.auth.read = Policy::Cert;
+        config.auth.write = Policy::Cert;
+        config.go.read = Some(Policy::Cert);
+        config.registry.read = Some(Policy::Cert);
+        let shared = crate::store::Store::is_locked(&config.data_dir);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+        let mirror = Mirror::start(
+            config,
+            Some(listener),
+            StartOptions {
+                sighup: false,
+                shared,
+            },
+        )
+        .await?;
+
+        let identity = format!("{}{}", client_cert.cert_pem, client_cert.key_pem);
+        let client = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(
+                pki.ca_cert_pem().as_bytes(),
+            )?])
+            .identity(reqwest::Identity::from_pem(identity.as_bytes())?)
+            .build()?;
+        Ok(Prefetcher {
+            base: format!("https://{}", mirror.addr()),
+            mirror,
+            client,
+            jobs: jobs.max(1),
+            _pki: pki_dir,
+        })
+    }
+
+    pub async fn stop(self) {
+        self.mirror.shutdown().await;
+    }
+
+    /// GETs `path`, discarding the body; how many bytes came.
+    async fn fetch(&self, path: &str, accept: Option<&str>) -> Result<u64, String> {
+        let mut request = self.client.get(format!("{}{path}", self.base));
+        if let Some(accept) = accept {
+            request = request.header(http::header::ACCEPT, accept);
+        }
+        let response = request.send().await.map_err(|e| format!("{path}: {e}"))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let reason = response.text().await.unwrap_or_default();
+            return Err(format!("{path}: {status} {}", reason.trim()));
+        }
+        let mut body = response.bytes_stream();
+        let mut bytes = 0u64;
+        while let Some(chunk) = body.next().await {
+            bytes += chunk.map_err(|e| format!("{path}: {e}"))?.len() as u64;
+        }
+        Ok(bytes)
+    }
+
+    /// Fetches every path, `jobs` at a time, ticking `progress` per file.
+    async fn fetch_all(
+        &self,
+        paths: Vec<String>,
+        accept: Option<&str>,
+        progress: &indicatif::ProgressBar,
+    ) -> Report {
+        let bytes = Arc::new(AtomicU64::new(0));
+        let mut report = Report::default();
+        let results: Vec<Result<u64, String>> = futures_util::stream::iter(paths)
+            .map(|path| {
+                let bytes = bytes.clone();
+                async move {
+                    let result = self.fetch(&path, accept).await;
+                    if let Ok(n) = result {
+                        bytes.fetch_add(n, Ordering::Relaxed);
+                    }
+                    progress.inc(1);
+                    result
+                }
+            })
+            .buffer_unordered(self.jobs)
+            .collect()
+            .await;
+        for result in results {
+            match result {
+                Ok(_) => report.files += 1,
+                Err(failure) => report.failures.push(failure),
+            }
+        }
+        report.bytes = bytes.load(Ordering::Relaxed);
+        report
+    }
+
+    /// `.info`, `.mod` and (where needed) `.zip` of every module version.
+    pub async fn go(
+        &self,
+        modules: &[go::ModuleVersion],
+        progress: &indicatif::ProgressBar,
+    ) -> Report {
+        let paths: Vec<String> = modules.iter().flat_map(go::ModuleVersion::paths).collect();
+        progress.set_length(paths.len() as u64);
+        self.fetch_all(paths, None, progress).await
+    }
+
+    /// Every manifest (all platforms of an index), config and layer of each image.
+    pub async fn images(
+        &self,
+        images: &[oci::ImageRef],
+        progress: &indicatif::ProgressBar,
+    ) -> Report {
+        let mut report = Report::default();
+        let mut blobs = Vec::new();
+        progress.set_length(images.len() as u64);
+        for image in images {
+            let mut pending = vec![image.reference.clone()];
+            while let Some(reference) = pending.pop() {
+                let path = format!("/v2/{}/manifests/{reference}", image.name);
+                match self.manifest(&path).await {
+                    Ok((body, children)) => {
+                        report.files += 1;
+                        report.bytes += body;
+                        progress.inc_length(
+                            children.manifests.len() as u64 + children.blobs.len() as u64,
+                        );
+                        pending.extend(children.manifests);
+                        blobs.extend(
+                            children
+                                .blobs
+                                .into_iter()
+                                .map(|d| format!("/v2/{}/blobs/{d}", image.name)),
+                        );
+                    }
+                    Err(failure) => report.failures.push(failure),
+                }
+                progress.inc(1);
+            }
+        }
+        blobs.sort();
+        blobs.dedup();
+        let fetched = self.fetch_all(blobs, None, progress).await;
+        report.files += fetched.files;
+        report.bytes += fetched.bytes;
+        report.failures.extend(fetched.failures);
+        report
+    }
+
+    async fn manifest(&self, path: &str) -> Result<(u64, oci::Children), String> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header(http::header::ACCEPT, oci::ACCEPT)
+            .send()
+            .await
+            .map_err(|e| format!("{path}: {e}"))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            return Err(format!(
+                "{path}: {status} {}",
+                response.text().await.unwrap_or_default().trim()
+            ));
+        }
+        let body = response.bytes().await.map_err(|e| format!("{path}: {e}"))?;
+        let children = oci::children(&body).map_err(|e| format!("{path}: {e}"))?;
+        Ok((body.len() as u64, children))
+    }
+}
+
+/// Reads a prefetch list: one image reference per line (`#` comments allowed).
+pub fn read_image_list(path: &Path) -> anyhow::Result<Vec<oci::ImageRef>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .map(|line| line.split('#').next().unwrap_or("").trim())
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            line.parse()
+                .map_err(|e: String| anyhow::anyhow!("{}: {e}", path.display()))
+        })
+        .collect()
+}

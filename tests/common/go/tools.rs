@@ -1,0 +1,169 @@
+//! The real `go` command in a fresh environment, and a real checksum
+//! database (tests/go/sumdbserver) built with Debian's go and x/mod.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::common::process::{self, Guard};
+use crate::common::{PASSWORD, TestMirror, USER};
+
+/// A fresh environment for the real `go` command: its own GOPATH, module
+/// cache, build cache and HOME, no inherited Go settings, our CA trusted
+/// through SSL_CERT_FILE, and GOPROXY pointing at the mirror with alice's
+/// password in the URL.
+pub struct GoEnv {
+    pub dir: tempfile::TempDir,
+    pub goproxy: String,
+    pub ca: PathBuf,
+    pub gosumdb: String,
+}
+
+impl GoEnv {
+    pub fn new(mirror: &TestMirror) -> GoEnv {
+        GoEnv {
+            dir: tempfile::tempdir().expect("go env dir"),
+            goproxy: format!("https://{USER}:{PASSWORD}@{}", mirror.host_port()),
+            ca: mirror.pki.ca_cert(),
+            gosumdb: "off".into(),
+        }
+    }
+
+    /// Starts over with empty caches (same GOPROXY).
+    pub fn fresh_caches(&mut self) {
+        self.dir = tempfile::tempdir().expect("go env dir");
+    }
+
+    pub fn work_dir(&self, name: &str) -> PathBuf {
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir).expect("work dir");
+        dir
+    }
+
+    pub fn command(&self, cwd: &Path, args: &[&str]) -> Command {
+        let home = self.dir.path();
+        let mut command = Command::new(process::tool("go"));
+        command
+            .args(args)
+            .current_dir(cwd)
+            .env_clear()
+            .env("PATH", "/usr/lib/go-1.19/bin:/usr/bin:/bin")
+            .env("HOME", home)
+            .env("GOPATH", home.join("gopath"))
+            .env("GOMODCACHE", home.join("gopath/pkg/mod"))
+            .env("GOCACHE", home.join("gocache"))
+            .env("GOENV", "off")
+            .env("GOFLAGS", "-modcacherw")
+            .env("GOPROXY", &self.goproxy)
+            .env("GOSUMDB", &self.gosumdb)
+            .env("CGO_ENABLED", "0")
+            .env("SSL_CERT_FILE", &self.ca);
+        command
+    }
+
+    /// Runs `go ARGS` in `cwd` on a blocking thread; returns its output.
+    pub async fn run(&self, cwd: &Path, args: &[&str]) -> Output {
+        let mut command = self.command(cwd, args);
+        tokio::task::spawn_blocking(move || process::run(&mut command, Duration::from_secs(240)))
+            .await
+            .expect("go runs")
+    }
+
+    /// Runs `go ARGS`, failing the test with go's output if it fails.
+    pub async fn ok(&self, cwd: &Path, args: &[&str]) -> String {
+        let output = self.run(cwd, args).await;
+        assert!(
+            output.status.success(),
+            "go {args:?} failed:\n{}",
+            process::text(&output)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+/// A real checksum database (golang.org/x/mod/sumdb) on loopback.
+pub struct SumdbServer {
+    pub url: String,
+    /// The verifier key, `NAME+HASH+KEY`: what GOSUMDB is set to.
+    pub vkey: String,
+    pub log: PathBuf,
+    pub guard: Guard,
+}
+
+impl SumdbServer {
+    /// Builds tests/go/sumdbserver with Debian's go and x/mod (GOPATH mode)
+    /// and starts it over `tree`, with `fill` synthetic records logged first.
+    pub async fn start(dir: &Path, name: &str, tree: &Path, fill: usize) -> SumdbServer {
+        let go = process::tool("go");
+        let x_mod = Path::new("/usr/share/gocode/src/golang.org/x/mod/sumdb/server.go");
+        assert!(
+            x_mod.is_file(),
+            "golang.org/x/mod is not installed: run scripts/test.sh (it installs golang-golang-x-mod-dev)"
+        );
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/sumdbserver/main.go");
+        let binary = dir.join("sumdbserver");
+        let mut build = Command::new(go);
+        build
+            .args(["build", "-o"])
+            .arg(&binary)
+            .arg(&source)
+            .env_clear()
+            .env("PATH", "/usr/lib/go-1.19/bin:/usr/bin:/bin")
+            .env("HOME", dir)
+            .env("GO111MODULE", "off")
+            .env("GOPATH", "/usr/share/gocode")
+            .env("GOCACHE", dir.join("gocache"))
+            .env("CGO_ENABLED", "0");
+        let output =
+            tokio::task::spawn_blocking(move || process::run(&mut build, Duration::from_secs(300)))
+                .await
+                .expect("build runs");
+        assert!(
+            output.status.success(),
+            "building sumdbserver failed:\n{}",
+            process::text(&output)
+        );
+        let log = dir.join("sumdb.log");
+        let stdout = dir.join("sumdb.out");
+        let mut command = Command::new(&binary);
+        command
+            .arg("-name")
+            .arg(name)
+            .arg("-tree")
+            .arg(tree)
+            .arg("-fill")
+            .arg(fill.to_string())
+            .arg("-log")
+            .arg(&log)
+            .stdout(std::fs::File::create(&stdout).expect("stdout file"));
+        let guard = Guard::spawn("sumdbserver", &mut command);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let first_line = loop {
+            let text = std::fs::read_to_string(&stdout).unwrap_or_default();
+            if let Some(line) = text.lines().next().filter(|_| text.contains('\n')) {
+                break line.to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sumdbserver printed no address"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        let (addr, vkey) = first_line.split_once(' ').expect("ADDR VKEY");
+        SumdbServer {
+            url: format!("http://{addr}"),
+            vkey: vkey.to_owned(),
+            log,
+            guard,
+        }
+    }
+
+    /// Request paths the database has received.
+    pub fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}

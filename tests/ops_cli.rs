@@ -1,0 +1,202 @@
+//! The operator's commands against a real data dir: `cache prefetch` (with
+//! the server stopped, and beside a running one), `cache stats`, `audit`.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::go::{StaticProxy, standard_modules, write_tree};
+use common::process::{mirror_bin, run, text, tool};
+use common::registry::layout::Layout;
+use common::registry::{Auth, DockerRegistry};
+use common::{MirrorOptions, PASSWORD, TestMirror, USER};
+
+const LIMIT: Duration = Duration::from_secs(180);
+
+fn mirror_cli(config: &Path, args: &[&str]) -> std::process::Output {
+    tokio::task::block_in_place(|| {
+        run(
+            Command::new(mirror_bin())
+                .args(args)
+                .arg("--config")
+                .arg(config)
+                .env("RUST_LOG", "warn"),
+            LIMIT,
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prefetch_from_a_go_sum_fills_a_stopped_servers_store_for_offline_builds() {
+    let tree = tempfile::tempdir().unwrap();
+    write_tree(tree.path(), &standard_modules());
+    let upstream = StaticProxy::start(tree.path()).await;
+    let server = TestMirror::start(MirrorOptions {
+        extra_toml: format!("[go]\nupstream = \"{}\"\nsumdb = []\n", upstream.url()),
+        ..MirrorOptions::default()
+    })
+    .await;
+    let config = server.config_path.clone();
+    let (root, pki) = server.stop().await;
+
+    let go_sum = root.path().join("go.sum");
+    std::fs::write(
+        &go_sum,
+        "example.com/greet v1.2.0 h1:AAAA=\nexample.com/greet v1.2.0/go.mod h1:BBBB=\n\
+         example.com/Upper/Mod v1.0.1/go.mod h1:CCCC=\n",
+    )
+    .unwrap();
+    let prefetched = mirror_cli(
+        &config,
+        &["cache", "prefetch", "--go-sum", go_sum.to_str().unwrap()],
+    );
+    assert!(prefetched.status.success(), "{}", text(&prefetched));
+    let summary = String::from_utf8_lossy(&prefetched.stdout);
+    assert!(summary.contains("go: 5 files"), "{summary}");
+
+    // Upstream gone: what was prefetched is served, what was not is not.
+    upstream.stop().await;
+    let server = TestMirror::start_with_pki(
+        root,
+        pki,
+        MirrorOptions {
+            extra_toml: "[go]\nupstream = \"http://127.0.0.1:9\"\nsumdb = []\n".to_owned(),
+            ..MirrorOptions::default()
+        },
+    )
+    .await;
+    let client = server.anonymous();
+    let get = |path: &str| {
+        let request = client
+            .get(server.url(path))
+            .basic_auth(USER, Some(PASSWORD))
+            .send();
+        async move { request.await.unwrap().status().as_u16() }
+    };
+    assert_eq!(get("/example.com/greet/@v/v1.2.0.zip").await, 200);
+    assert_eq!(get("/example.com/greet/@v/v1.2.0.info").await, 200);
+    assert_eq!(get("/example.com/!upper/!mod/@v/v1.0.1.mod").await, 200);
+    assert_ne!(
+        get("/example.com/!upper/!mod/@v/v1.0.1.zip").await,
+        200,
+        "a /go.mod line fetches no zip"
+    );
+
+    let stats = mirror_cli(&config, &["cache", "stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("stats JSON");
+    let zips = stats["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["upstream"] == "module zip files")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(zips["items"], 1, "{stats}");
+    let audit = mirror_cli(&config, &["audit", "--who", "mirror-prefetch"]);
+    let audit_text = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        audit_text.contains("example.com/greet@v1.2.0"),
+        "{audit_text}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prefetch_beside_a_running_server_stores_every_platform_of_an_image() {
+    let root = tempfile::tempdir().unwrap();
+    let mut registry = DockerRegistry::start(Auth::None);
+    let mut layout = Layout::new(&root.path().join("layout"));
+    let amd64 = layout.image("amd64", &[(11, 300 * 1024)]);
+    let arm64 = layout.image("arm64", &[(12, 200 * 1024)]);
+    let index = layout.index(&[("amd64", &amd64), ("arm64", &arm64)]);
+    layout.tag("1", &index);
+    tokio::task::block_in_place(|| {
+        layout.push("1", &format!("{}/pre/app:1", registry.addr), &["--all"])
+    });
+
+    let server = TestMirror::start(MirrorOptions {
+        extra_toml: format!(
+            "[[registry.upstream]]\nname = \"up.test\"\nurl = \"{}\"\n",
+            registry.url()
+        ),
+        ..MirrorOptions::default()
+    })
+    .await;
+    let list = root.path().join("images.txt");
+    std::fs::write(&list, "# what the build farm needs\nup.test/pre/app:1\n").unwrap();
+    let prefetched = mirror_cli(
+        &server.config_path,
+        &["cache", "prefetch", "--images", list.to_str().unwrap()],
+    );
+    assert!(prefetched.status.success(), "{}", text(&prefetched));
+    // An index, two manifests, two configs, two layers.
+    assert!(
+        String::from_utf8_lossy(&prefetched.stdout).contains("images: 7 files"),
+        "{}",
+        text(&prefetched)
+    );
+
+    registry.stop();
+    for arch in ["amd64", "arm64"] {
+        let out = root.path().join(format!("pulled-{arch}"));
+        let copied = tokio::task::block_in_place(|| {
+            run(
+                Command::new(tool("skopeo"))
+                    .args([
+                        "--insecure-policy",
+                        "--override-arch",
+                        arch,
+                        "copy",
+                        "--src-cert-dir",
+                    ])
+                    .arg(&server.certs_d)
+                    .arg(format!("docker://{}/up.test/pre/app:1", server.host_port()))
+                    .arg(format!("oci:{}:1", out.display())),
+                LIMIT,
+            )
+        });
+        assert!(
+            copied.status.success(),
+            "{arch} offline after prefetch: {}",
+            text(&copied)
+        );
+    }
+
+    // The offline pulls were hits, counted with the bytes they sent.
+    let metrics = server
+        .with_cert()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        r#"mirror_cache_requests_total{protocol="oci",outcome="hit"}"#,
+        r#"mirror_response_bytes_total{protocol="oci"}"#,
+        "mirror_store_bytes ",
+        "mirror_fills_total ",
+    ] {
+        assert!(metrics.contains(expected), "{expected} missing:\n{metrics}");
+    }
+    let layer = &arm64.layers[0].digest;
+    let audit = mirror_cli(&server.config_path, &["audit", "--digest", layer, "--json"]);
+    let who: Vec<String> = String::from_utf8_lossy(&audit.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["subject"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(who.contains(&"mirror-prefetch".to_owned()), "{who:?}");
+    assert!(
+        who.contains(&USER.to_owned()),
+        "skopeo's pull as alice is audited too: {who:?}"
+    );
+    server.stop().await;
+}
