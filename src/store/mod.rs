@@ -246,13 +246,21 @@ impl Store {
     }
 
     pub(crate) fn blob_path(&self, digest: &Digest) -> PathBuf {
+        // Built in one allocation: this runs on every hit.
         let hex = digest.hex();
-        self.inner
-            .root
-            .join("blobs")
-            .join(digest.algorithm().as_str())
-            .join(&hex[..2])
-            .join(hex)
+        let algorithm = digest.algorithm().as_str();
+        let root = self.inner.root.as_os_str();
+        let mut path = std::ffi::OsString::with_capacity(
+            root.len() + "/blobs/".len() + algorithm.len() + 4 + hex.len(),
+        );
+        path.push(root);
+        path.push("/blobs/");
+        path.push(algorithm);
+        path.push("/");
+        path.push(&hex[..2]);
+        path.push("/");
+        path.push(hex);
+        PathBuf::from(path)
     }
 
     /// A fresh path under `tmp/`; nothing else will ever use the same name.
@@ -428,7 +436,7 @@ impl Store {
             .accessed
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if accessed.len() < 1_000_000 {
+        if accessed.len() < 1_000_000 && !accessed.contains(digest) {
             accessed.insert(digest.clone());
         }
     }

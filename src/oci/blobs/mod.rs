@@ -33,7 +33,7 @@ pub(super) fn unknown(repo: &Repo, digest: &Digest) -> OciError {
 }
 
 pub(super) fn artifact(repo: &Repo, digest: &Digest) -> String {
-    format!("{}@{digest}", repo.name)
+    [repo.name.as_str(), "@", digest.as_str()].concat()
 }
 
 /// The size of a blob this repository holds (memory first, then the index).
