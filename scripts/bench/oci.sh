@@ -76,7 +76,7 @@ name = "upstream"
 url = "https://127.0.0.1:$upstream_port"
 default = true
 ca = "$WORK/pki/ca.crt"
-tag_ttl = "1h"
+tag_ttl = "24h"
 TOML
 }
 
