@@ -208,11 +208,15 @@ impl Authenticator {
     /// The user named by a valid `Authorization: Basic …` header, or `None`
     /// when the header is malformed or the credentials are wrong.
     pub async fn verify_basic(&self, header: &str) -> Option<String> {
-        let (user, password) = parse_basic(header)?;
-        let key = self.cache_key(&user, &password);
+        // Decoded on the stack: a cached verdict costs no allocation but the
+        // user name it returns.
+        let mut decoded = [0u8; MAX_CREDENTIALS];
+        let (user, password) = parse_basic(header, &mut decoded)?;
+        let key = self.cache_key(user, password);
         if let Some(verdict) = self.cached(&key) {
             return verdict;
         }
+        let (user, password) = (user.to_owned(), password.to_owned());
         let (hash, cost) = {
             let file = self.htpasswd.read().unwrap_or_else(|e| e.into_inner());
             (file.users.get(&user).cloned(), file.cost)
@@ -274,20 +278,24 @@ impl Authenticator {
     }
 }
 
-fn parse_basic(header: &str) -> Option<(String, String)> {
+/// Longest `user:password` accepted (decoded); longer headers are refused.
+const MAX_CREDENTIALS: usize = 512;
+
+/// `user` and `password` of a Basic header, decoded into `buf`.
+fn parse_basic<'b>(header: &str, buf: &'b mut [u8]) -> Option<(&'b str, &'b str)> {
     let (scheme, encoded) = header.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
+    let len = base64::engine::general_purpose::STANDARD
+        .decode_slice(encoded.trim(), buf)
         .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
+    let text = std::str::from_utf8(&buf[..len]).ok()?;
     let (user, password) = text.split_once(':')?;
     if user.is_empty() {
         return None;
     }
-    Some((user.to_owned(), password.to_owned()))
+    Some((user, password))
 }
 
 #[cfg(test)]
@@ -319,6 +327,8 @@ mod tests {
         assert_eq!(auth.verify_basic(&header("alice", "nope")).await, None);
         assert_eq!(auth.verify_basic(&header("mallory", "s3cret")).await, None);
         assert_eq!(auth.verify_basic("Bearer abc").await, None);
+        let overlong = "x".repeat(MAX_CREDENTIALS);
+        assert_eq!(auth.verify_basic(&header("alice", &overlong)).await, None);
         assert_eq!(auth.verify_basic("Basic !!!").await, None);
     }
 

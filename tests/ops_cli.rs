@@ -183,16 +183,25 @@ async fn prefetch_beside_a_running_server_stores_every_platform_of_an_image() {
         assert!(metrics.contains(expected), "{expected} missing:\n{metrics}");
     }
     let layer = &arm64.layers[0].digest;
-    let audit = mirror_cli(&server.config_path, &["audit", "--digest", layer, "--json"]);
-    let who: Vec<String> = String::from_utf8_lossy(&audit.stdout)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["subject"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    // A running server writes its audit in batches, a few milliseconds behind
+    // the requests: wait for skopeo's reads to land.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let who = loop {
+        let audit = mirror_cli(&server.config_path, &["audit", "--digest", layer, "--json"]);
+        let who: Vec<String> = String::from_utf8_lossy(&audit.stdout)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["subject"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        if who.contains(&USER.to_owned()) || std::time::Instant::now() > deadline {
+            break who;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(who.contains(&"mirror-prefetch".to_owned()), "{who:?}");
     assert!(
         who.contains(&USER.to_owned()),

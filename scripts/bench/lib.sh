@@ -28,6 +28,20 @@ setup_workdir() {
   WORK=$(mktemp -d /tmp/mirror-bench.XXXXXX)
   RESULTS="$WORK/results.tsv"
   : >"$RESULTS"
+  # wrk has no cipher option: pin its OpenSSL to the suite every server is
+  # measured with, so rustls (which follows the client's order) does not end up
+  # on AES-256 where nginx is on AES-128.
+  WRK_OPENSSL_CONF="$WORK/openssl-wrk.cnf"
+  cat >"$WRK_OPENSSL_CONF" <<'CNF'
+openssl_conf = openssl_init
+[openssl_init]
+ssl_conf = ssl_module
+[ssl_module]
+system_default = tls_defaults
+[tls_defaults]
+MinProtocol = TLSv1.3
+Ciphersuites = TLS_AES_128_GCM_SHA256
+CNF
   log "work dir: $WORK"
 }
 
@@ -60,6 +74,8 @@ wait_port() {
 # cpu_ticks PID → utime+stime in clock ticks
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 peak_rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+# Starts a new peak-RSS window for PID (Linux: clear_refs 5 resets VmHWM).
+reset_peak_rss() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || log "cannot reset the peak RSS of $1"; }
 
 # Starts nginx pinned to SERVER_CORE serving $1 over TLS 1.3 on a new port.
 start_nginx() {
@@ -107,6 +123,46 @@ stop_pid() {
   wait "$1" 2>/dev/null || true
 }
 
+# start_registry STORAGE_DIR [htpasswd FILE] [CORE] — docker-registry over TLS
+# (the bench PKI) on a new port, its storage in STORAGE_DIR, with the in-memory
+# blob descriptor cache (its fastest setting), pinned to CORE (default
+# SERVER_CORE; "any" leaves it unpinned).
+start_registry() {
+  local storage=$1 htpasswd=${2:-} core=${3:-$SERVER_CORE}
+  REGISTRY_PORT=$(free_port)
+  local config="$WORK/registry-$REGISTRY_PORT.yml"
+  local auth=""
+  if [[ -n "$htpasswd" ]]; then
+    auth=$(printf 'auth:\n  htpasswd:\n    realm: bench\n    path: %s\n' "$htpasswd")
+  fi
+  cat >"$config" <<CONF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $storage
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: 127.0.0.1:$REGISTRY_PORT
+  tls:
+    certificate: $WORK/pki/server.crt
+    key: $WORK/pki/server.key
+$auth
+CONF
+  if [[ "$core" == any ]]; then
+    docker-registry serve "$config" >"$WORK/registry.log" 2>&1 &
+  else
+    taskset -c "$core" docker-registry serve "$config" >"$WORK/registry.log" 2>&1 &
+  fi
+  REGISTRY_PID=$!
+  STARTED_PIDS+=("$REGISTRY_PID")
+  wait_port "$REGISTRY_PORT"
+}
+
 # Starts mirror pinned to SERVER_CORE with the config in $1 (a file).
 start_mirror() {
   local config=$1
@@ -117,12 +173,13 @@ start_mirror() {
 }
 
 # mirror_config FILE [extra toml] — TLS 1.2/1.3 mTLS-optional config on a new port.
+# MIRROR_READ (default anonymous) is the read policy, MIRROR_DATA the data dir.
 mirror_config() {
   local file=$1 extra=${2:-}
   MIRROR_PORT=$(free_port)
   cat >"$file" <<CONF
 listen = "127.0.0.1:$MIRROR_PORT"
-data_dir = "$WORK/mirror-data"
+data_dir = "${MIRROR_DATA:-$WORK/mirror-data}"
 
 [tls]
 cert = "$WORK/pki/server.crt"
@@ -132,7 +189,7 @@ client_auth = "optional"
 
 [auth]
 htpasswd = "$WORK/htpasswd"
-read = "anonymous"
+read = "${MIRROR_READ:-anonymous}"
 
 [log]
 level = "warn"
@@ -142,13 +199,35 @@ CONF
 }
 
 # wrk_run NAME PID URL [extra wrk args] — HTTP/1.1 keep-alive load from LOAD_CORE.
-# Records name, req/s, p50, p99, server CPU µs per request.
+# Records name, req/s, p50, p99, server CPU µs per request (also left in
+# WRK_RPS, WRK_P50, WRK_P99, WRK_CPU_US; WRK_NON2XX counts failed answers).
 wrk_run() {
   local name=$1 pid=$2 url=$3
   shift 3
+  load_run "$name" "$pid" wrk -t1 -c16 -d"${DURATION}s" --latency "$@" "$url"
+}
+
+# head_run NAME PID URL [-H header]... — the same for HEAD requests, with
+# examples/headload (wrk 4.1 cannot parse HEAD answers; see that file).
+head_run() {
+  local name=$1 pid=$2 url=$3
+  shift 3
+  load_run "$name" "$pid" "$HEADLOAD" -c16 -d"$DURATION" --ca "$WORK/pki/ca.crt" "$@" "$url"
+}
+
+build_headload() {
+  (cd "$ROOT" && cargo build --release --quiet --example headload)
+  HEADLOAD="$ROOT/target/release/examples/headload"
+}
+
+# load_run NAME PID COMMAND... — runs a wrk-like load generator from LOAD_CORE
+# and reads its summary.
+load_run() {
+  local name=$1 pid=$2
+  shift 2
   local before after out
   before=$(cpu_ticks "$pid")
-  out=$(taskset -c "$LOAD_CORE" wrk -t1 -c16 -d"${DURATION}s" --latency "$@" "$url")
+  out=$(OPENSSL_CONF="$WRK_OPENSSL_CONF" taskset -c "$LOAD_CORE" "$@")
   after=$(cpu_ticks "$pid")
   local rps p50 p99 requests
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
@@ -162,17 +241,20 @@ wrk_run() {
     log "$out"
   fi
   local cpu_us
-  cpu_us=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+  cpu_us=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.1f", (n > 0 ? t / hz * 1e6 / n : 0) }')
+  WRK_NON2XX=${non2xx:-0} WRK_RPS=$rps WRK_P50=$p50 WRK_P99=$p99 WRK_CPU_US=$cpu_us
   printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "$cpu_us" | tee -a "$RESULTS" >&2
 }
 
 # curl_stream NAME PID URL CLIENTS [curl args] — large-body throughput: CLIENTS
 # parallel curls from LOAD_CORE; records MB/s, server CPU seconds per GB, and
-# the server's peak RSS.
+# the server's peak RSS during the streams (also left in STREAM_MBPS,
+# STREAM_CPU_GB, STREAM_RSS_MIB and STREAM_BYTES).
 curl_stream() {
   local name=$1 pid=$2 url=$3 clients=$4
   shift 4
   local before after start end bytes=0 sizes
+  reset_peak_rss "$pid"
   before=$(cpu_ticks "$pid")
   start=$(date +%s.%N)
   sizes=$(for _ in $(seq 1 "$clients"); do
@@ -181,9 +263,11 @@ curl_stream() {
   done; wait)
   end=$(date +%s.%N)
   after=$(cpu_ticks "$pid")
-  bytes=$(awk '{s += $1} END {print s}' <<<"$sizes")
+  bytes=$(awk '{s += $1} END {printf "%.0f", s}' <<<"$sizes")
   local mbps cpu_per_gb
   mbps=$(awk -v b="$bytes" -v s="$start" -v e="$end" 'BEGIN { printf "%.0f", b / (e - s) / 1e6 }')
   cpu_per_gb=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v b="$bytes" 'BEGIN { printf "%.2f", t / hz / (b / 1e9) }')
-  printf '%s\t%s MB/s\t%s CPU-s/GB\trss %s MiB\n' "$name" "$mbps" "$cpu_per_gb" "$(( $(peak_rss_kib "$pid") / 1024 ))" | tee -a "$RESULTS" >&2
+  STREAM_MBPS=$mbps STREAM_CPU_GB=$cpu_per_gb STREAM_BYTES=$bytes
+  STREAM_RSS_MIB=$(( $(peak_rss_kib "$pid") / 1024 ))
+  printf '%s\t%s MB/s\t%s CPU-s/GB\trss %s MiB\n' "$name" "$mbps" "$cpu_per_gb" "$STREAM_RSS_MIB" | tee -a "$RESULTS" >&2
 }

@@ -82,6 +82,8 @@ pub fn touched(mut response: Response<Body>, touched: Touched) -> Response<Body>
 #[derive(Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// `peer` as text, written once per connection rather than per audited request.
+    pub peer_text: String,
     pub cert: Option<PeerCert>,
     pub h2: bool,
 }
@@ -181,8 +183,9 @@ impl App {
         let started = Instant::now();
         let route = Route::of(request.uri().path());
         let method = request.method().clone();
-        let path = request.uri().path().to_owned();
-        let (protocol, identity, response) = match route {
+        // For the access log; cloning a parsed URI shares its bytes.
+        let uri = request.uri().clone();
+        let (protocol, identity, mut response) = match route {
             Route::Healthz => (Protocol::Internal, Identity::Anonymous, healthz()),
             Route::Metrics => {
                 let (identity, response) =
@@ -230,7 +233,19 @@ impl App {
         };
         let status = response.status();
         self.metrics.request(protocol, status);
-        let touched = response.extensions().get::<Touched>();
+        let touched = response.extensions_mut().remove::<Touched>();
+        tracing::info!(
+            target: "mirror::access",
+            peer = %conn.peer,
+            identity = %identity,
+            method = %method,
+            path = %uri.path(),
+            status = status.as_u16(),
+            outcome = touched.as_ref().map_or("-", |t| t.outcome.as_str()),
+            artifact = touched.as_ref().map_or("-", |t| t.artifact.as_str()),
+            micros = started.elapsed().as_micros() as u64,
+            "request"
+        );
         if let Some(touched) = touched {
             self.metrics.outcome(protocol, touched.outcome);
             if touched.action != Action::Read || method == Method::GET {
@@ -239,18 +254,6 @@ impl App {
                     .await;
             }
         }
-        tracing::info!(
-            target: "mirror::access",
-            peer = %conn.peer,
-            identity = %identity,
-            method = %method,
-            path = %path,
-            status = status.as_u16(),
-            outcome = touched.map_or("-", |t| t.outcome.as_str()),
-            artifact = touched.map_or("-", |t| t.artifact.as_str()),
-            micros = started.elapsed().as_micros() as u64,
-            "request"
-        );
         if method == Method::HEAD || protocol == Protocol::Internal {
             return response;
         }
@@ -307,7 +310,7 @@ fn audit_record(
     identity: &Identity,
     conn: &ConnInfo,
     protocol: Protocol,
-    touched: &Touched,
+    touched: Touched,
     status: StatusCode,
 ) -> AuditRecord {
     let (kind, serial) = match identity {
@@ -320,7 +323,7 @@ fn audit_record(
         identity: kind.to_owned(),
         subject: identity.name().to_owned(),
         serial,
-        peer: conn.peer.to_string(),
+        peer: conn.peer_text.clone(),
         protocol: protocol.as_str().to_owned(),
         action: match touched.action {
             Action::Read => "read",
@@ -328,8 +331,8 @@ fn audit_record(
             Action::Delete => "delete",
         }
         .to_owned(),
-        artifact: touched.artifact.clone(),
-        digest: touched.digest.clone(),
+        artifact: touched.artifact,
+        digest: touched.digest,
         outcome: touched.outcome.as_str().to_owned(),
         status: status.as_u16(),
     }

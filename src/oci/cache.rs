@@ -32,21 +32,77 @@ pub struct TagMeta {
     pub checked_at: i64,
 }
 
+/// One map per repository, so a lookup borrows the repository name and the
+/// digest or tag instead of building a key string on every hit.
+struct PerRepo<K, V> {
+    repos: HashMap<String, HashMap<K, V>>,
+    entries: usize,
+}
+
+impl<K, V> Default for PerRepo<K, V> {
+    fn default() -> Self {
+        PerRepo {
+            repos: HashMap::new(),
+            entries: 0,
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> PerRepo<K, V> {
+    fn get<Q>(&self, repo: &str, item: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.repos.get(repo)?.get(item)
+    }
+
+    /// Inserts, clearing everything first when full; returns the replaced value.
+    fn insert(&mut self, repo: &str, item: K, value: V) -> Option<V> {
+        if self.entries >= MAX_ENTRIES {
+            self.clear();
+        }
+        let map = match self.repos.get_mut(repo) {
+            Some(map) => map,
+            None => self.repos.entry(repo.to_owned()).or_default(),
+        };
+        let old = map.insert(item, value);
+        if old.is_none() {
+            self.entries += 1;
+        }
+        old
+    }
+
+    fn remove<Q>(&mut self, repo: &str, item: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        let removed = self.repos.get_mut(repo)?.remove(item);
+        if removed.is_some() {
+            self.entries -= 1;
+        }
+        removed
+    }
+
+    fn remove_repo(&mut self, repo: &str) {
+        if let Some(map) = self.repos.remove(repo) {
+            self.entries -= map.len();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.repos.clear();
+        self.entries = 0;
+    }
+}
+
 #[derive(Default)]
 pub struct MetaCache {
-    tags: Mutex<HashMap<String, TagMeta>>,
-    manifests: Mutex<(HashMap<String, ManifestMeta>, usize)>,
-    blobs: Mutex<HashMap<String, u64>>,
-}
-
-fn key(repo: &str, item: &str) -> String {
-    format!("{repo}\n{item}")
-}
-
-fn bounded<V>(map: &mut HashMap<String, V>) {
-    if map.len() >= MAX_ENTRIES {
-        map.clear();
-    }
+    tags: Mutex<PerRepo<String, TagMeta>>,
+    /// The manifests, and the bytes of their bodies held in memory.
+    manifests: Mutex<(PerRepo<Digest, ManifestMeta>, usize)>,
+    blobs: Mutex<PerRepo<Digest, u64>>,
 }
 
 impl MetaCache {
@@ -54,26 +110,27 @@ impl MetaCache {
         self.tags
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&key(repo, tag))
+            .get(repo, tag)
             .cloned()
     }
 
     pub fn put_tag(&self, repo: &str, tag: &str, meta: TagMeta) {
-        let mut tags = self.tags.lock().unwrap_or_else(|e| e.into_inner());
-        bounded(&mut tags);
-        tags.insert(key(repo, tag), meta);
+        self.tags
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(repo, tag.to_owned(), meta);
     }
 
     pub fn forget_tag(&self, repo: &str, tag: &str) {
         self.tags
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&key(repo, tag));
+            .remove(repo, tag);
     }
 
     pub fn manifest(&self, repo: &str, digest: &Digest) -> Option<ManifestMeta> {
         let manifests = self.manifests.lock().unwrap_or_else(|e| e.into_inner());
-        manifests.0.get(&key(repo, &digest.to_string())).cloned()
+        manifests.0.get(repo, digest).cloned()
     }
 
     pub fn put_manifest(&self, repo: &str, mut meta: ManifestMeta) {
@@ -83,12 +140,16 @@ impl MetaCache {
         let mut guard = self.manifests.lock().unwrap_or_else(|e| e.into_inner());
         let (map, bytes) = &mut *guard;
         let added = meta.body.as_ref().map_or(0, Bytes::len);
-        if map.len() >= MAX_ENTRIES || *bytes + added > MAX_BODIES {
+        if *bytes + added > MAX_BODIES {
             map.clear();
             *bytes = 0;
         }
+        if map.entries >= MAX_ENTRIES {
+            // `insert` is about to clear the map; the bodies go with it.
+            *bytes = 0;
+        }
         *bytes += added;
-        if let Some(old) = map.insert(key(repo, &meta.digest.to_string()), meta) {
+        if let Some(old) = map.insert(repo, meta.digest.clone(), meta) {
             *bytes -= old.body.as_ref().map_or(0, Bytes::len).min(*bytes);
         }
     }
@@ -96,33 +157,86 @@ impl MetaCache {
     /// Forgets a manifest and every tag of the repository (tags may point at it).
     pub fn forget_manifest(&self, repo: &str, digest: &Digest) {
         let mut guard = self.manifests.lock().unwrap_or_else(|e| e.into_inner());
-        guard.0.remove(&key(repo, &digest.to_string()));
+        let (map, bytes) = &mut *guard;
+        if let Some(old) = map.remove(repo, digest) {
+            *bytes -= old.body.as_ref().map_or(0, Bytes::len).min(*bytes);
+        }
         drop(guard);
-        let prefix = key(repo, "");
         self.tags
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|k, _| !k.starts_with(&prefix));
+            .remove_repo(repo);
     }
 
     pub fn blob(&self, repo: &str, digest: &Digest) -> Option<u64> {
         self.blobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&key(repo, &digest.to_string()))
+            .get(repo, digest)
             .copied()
     }
 
     pub fn put_blob(&self, repo: &str, digest: &Digest, size: u64) {
-        let mut blobs = self.blobs.lock().unwrap_or_else(|e| e.into_inner());
-        bounded(&mut blobs);
-        blobs.insert(key(repo, &digest.to_string()), size);
+        self.blobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(repo, digest.clone(), size);
     }
 
     pub fn forget_blob(&self, repo: &str, digest: &Digest) {
         self.blobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&key(repo, &digest.to_string()));
+            .remove(repo, digest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(byte: u8, body: usize) -> ManifestMeta {
+        ManifestMeta {
+            digest: Digest::sha256_of(&[byte]),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            size: body as u64,
+            body: Some(Bytes::from(vec![byte; body])),
+        }
+    }
+
+    #[test]
+    fn entries_are_found_per_repository_and_forgotten() {
+        let cache = MetaCache::default();
+        let m = meta(1, 10);
+        cache.put_manifest("a/b", m.clone());
+        cache.put_tag(
+            "a/b",
+            "v1",
+            TagMeta {
+                manifest: m.clone(),
+                checked_at: 1,
+            },
+        );
+        cache.put_blob("a/b", &m.digest, 7);
+        assert!(cache.manifest("a/b", &m.digest).is_some());
+        assert!(cache.manifest("a/c", &m.digest).is_none());
+        assert_eq!(cache.blob("a/b", &m.digest), Some(7));
+        assert_eq!(cache.tag("a/b", "v1").map(|t| t.checked_at), Some(1));
+        cache.forget_manifest("a/b", &m.digest);
+        assert!(cache.manifest("a/b", &m.digest).is_none());
+        assert!(cache.tag("a/b", "v1").is_none(), "tags go with a manifest");
+        cache.forget_blob("a/b", &m.digest);
+        assert_eq!(cache.blob("a/b", &m.digest), None);
+    }
+
+    #[test]
+    fn the_maps_stay_bounded() {
+        let cache = MetaCache::default();
+        for i in 0..(MAX_ENTRIES + 10) {
+            cache.put_blob("r", &Digest::sha256_of(&i.to_le_bytes()), 1);
+        }
+        assert!(cache.blobs.lock().unwrap().entries <= MAX_ENTRIES);
+        cache.put_manifest("r", meta(2, MAX_BODY as usize));
+        assert_eq!(cache.manifests.lock().unwrap().1, MAX_BODY as usize);
     }
 }

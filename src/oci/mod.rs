@@ -21,7 +21,7 @@ mod upstream;
 
 use std::sync::Arc;
 
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderValue};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -35,9 +35,11 @@ use names::{Repo, Upstreams};
 use route::{Query, Route};
 pub use upstream::UpstreamError;
 
-pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
+// Header names as values, not strings: a `&str` name is parsed on every insert.
+pub const API_VERSION_HEADER: HeaderName =
+    HeaderName::from_static("docker-distribution-api-version");
 pub const API_VERSION: &str = "registry/2.0";
-pub const DIGEST_HEADER: &str = "docker-content-digest";
+pub const DIGEST_HEADER: HeaderName = HeaderName::from_static("docker-content-digest");
 
 pub struct Registry {
     store: Store,
@@ -183,9 +185,13 @@ fn content_response(
         HeaderValue::from_str(media_type)
             .unwrap_or(HeaderValue::from_static("application/octet-stream")),
     );
-    if let Ok(value) = HeaderValue::from_str(&digest.to_string()) {
-        headers.insert(DIGEST_HEADER, value.clone());
-        if let Ok(etag) = HeaderValue::from_str(&format!("\"{digest}\"")) {
+    if let Ok(value) = HeaderValue::from_str(digest.as_str()) {
+        headers.insert(DIGEST_HEADER, value);
+        let mut etag = String::with_capacity(digest.as_str().len() + 2);
+        etag.push('"');
+        etag.push_str(digest.as_str());
+        etag.push('"');
+        if let Ok(etag) = HeaderValue::from_str(&etag) {
             headers.insert(ETAG, etag);
         }
     }
@@ -208,7 +214,7 @@ fn touched(
         Touched {
             action,
             artifact,
-            digest: digest.map(Digest::to_string),
+            digest: digest.map(|d| d.as_str().to_owned()),
             outcome,
         },
     )

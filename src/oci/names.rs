@@ -70,7 +70,7 @@ impl Upstreams {
     pub fn resolve(&self, name: &RepoName, ns: Option<&str>) -> Result<Repo, OciError> {
         let mirrored = |upstream: &Arc<Upstream>, remote: RepoName| Repo {
             name: name.clone(),
-            key: format!("{}/{remote}", upstream.name),
+            key: [upstream.name.as_str(), "/", remote.as_str()].concat(),
             source: Source::Upstream {
                 upstream: upstream.clone(),
                 remote,

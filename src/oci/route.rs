@@ -175,7 +175,13 @@ pub enum Route {
 impl Route {
     /// Parses a request path (still percent-encoded, as on the wire).
     pub fn parse(raw_path: &str) -> Result<Route, OciError> {
-        let decoded = percent_decode_str(raw_path).decode_utf8_lossy();
+        // Almost no path has an escape; finding none is a memchr, decoding is
+        // a byte-by-byte walk.
+        let decoded = if raw_path.contains('%') {
+            percent_decode_str(raw_path).decode_utf8_lossy()
+        } else {
+            std::borrow::Cow::Borrowed(raw_path)
+        };
         let path = decoded.as_ref();
         let unknown = || {
             OciError::new(Code::NameUnknown, "no such endpoint")

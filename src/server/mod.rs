@@ -155,6 +155,7 @@ impl Connection {
         let (_, session) = tls.get_ref();
         let info = Arc::new(ConnInfo {
             peer,
+            peer_text: peer.to_string(),
             cert: tls::peer_cert(session.peer_certificates()),
             h2: session.alpn_protocol() == Some(b"h2"),
         });

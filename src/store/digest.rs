@@ -35,10 +35,13 @@ impl Algorithm {
 }
 
 /// A content digest as the OCI spec writes it: `sha256:` + 64 lower-case hex.
+/// Kept in its written form, since that is what headers, paths and the index
+/// need on every request.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest {
     algorithm: Algorithm,
-    hex: Box<str>,
+    /// `algorithm:hex`.
+    text: Box<str>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -51,7 +54,12 @@ impl Digest {
     }
 
     pub fn hex(&self) -> &str {
-        &self.hex
+        &self.text[self.algorithm.as_str().len() + 1..]
+    }
+
+    /// `algorithm:hex`, as `Display` writes it.
+    pub fn as_str(&self) -> &str {
+        &self.text
     }
 
     /// The sha256 digest of `bytes`.
@@ -73,20 +81,20 @@ impl FromStr for Digest {
             "sha512" => Algorithm::Sha512,
             _ => return Err(bad()),
         };
-        let lower_hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
-        if hex.len() != algorithm.hex_len() || !hex.chars().all(lower_hex) {
+        let lower_hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+        if hex.len() != algorithm.hex_len() || !hex.as_bytes().iter().all(lower_hex) {
             return Err(bad());
         }
         Ok(Digest {
             algorithm,
-            hex: hex.into(),
+            text: s.into(),
         })
     }
 }
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.algorithm.as_str(), self.hex)
+        f.write_str(&self.text)
     }
 }
 
@@ -131,7 +139,7 @@ impl Hasher {
         };
         Digest {
             algorithm,
-            hex: hex.into(),
+            text: format!("{}:{hex}", algorithm.as_str()).into(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod digest;
 pub mod evict;
 pub mod fill;
 mod go;
+mod nowait;
 mod oci;
 mod stats;
 mod upkeep;
@@ -22,6 +23,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 
 pub use audit::{AuditLog, AuditQuery, AuditRecord};
 pub use db::Db;
@@ -83,6 +86,50 @@ pub struct Counters {
     pub bytes_filled: AtomicU64,
     pub evicted_blobs: AtomicU64,
     pub evicted_bytes: AtomicU64,
+}
+
+/// What `open_or_read_blob` found: a small blob's bytes, or the open file.
+pub enum OpenedBlob {
+    Read(Bytes),
+    File(BlobFile),
+}
+
+impl OpenedBlob {
+    pub fn size(&self) -> u64 {
+        match self {
+            OpenedBlob::Read(bytes) => bytes.len() as u64,
+            OpenedBlob::File(file) => file.size,
+        }
+    }
+}
+
+enum Opened {
+    Read(Vec<u8>),
+    File(std::fs::File, u64),
+}
+
+/// Sizes an open blob file and, if it is at most `read_limit` bytes, reads
+/// it whole. With `nowait`, a read that would wait for the disk hands the
+/// file back (`Err(file)`) for the blocking pool.
+fn open_read(
+    file: std::fs::File,
+    read_limit: u64,
+    nowait: bool,
+) -> std::io::Result<Result<Opened, std::fs::File>> {
+    use std::io::Read;
+    let size = file.metadata()?.len();
+    if size == 0 || size > read_limit {
+        return Ok(Ok(Opened::File(file, size)));
+    }
+    let mut bytes = vec![0; size as usize];
+    if nowait {
+        return Ok(match nowait::read_exact_at(&file, &mut bytes, 0)? {
+            Some(()) => Ok(Opened::Read(bytes)),
+            None => Err(file),
+        });
+    }
+    (&file).read_exact(&mut bytes)?;
+    Ok(Ok(Opened::Read(bytes)))
 }
 
 /// An open, complete blob. While it (or a stream made from it) lives, the
@@ -199,13 +246,21 @@ impl Store {
     }
 
     pub(crate) fn blob_path(&self, digest: &Digest) -> PathBuf {
+        // Built in one allocation: this runs on every hit.
         let hex = digest.hex();
-        self.inner
-            .root
-            .join("blobs")
-            .join(digest.algorithm().as_str())
-            .join(&hex[..2])
-            .join(hex)
+        let algorithm = digest.algorithm().as_str();
+        let root = self.inner.root.as_os_str();
+        let mut path = std::ffi::OsString::with_capacity(
+            root.len() + "/blobs/".len() + algorithm.len() + 4 + hex.len(),
+        );
+        path.push(root);
+        path.push("/blobs/");
+        path.push(algorithm);
+        path.push("/");
+        path.push(&hex[..2]);
+        path.push("/");
+        path.push(hex);
+        PathBuf::from(path)
     }
 
     /// A fresh path under `tmp/`; nothing else will ever use the same name.
@@ -287,29 +342,66 @@ impl Store {
 
     /// Opens a stored blob, or `None` if the store does not have it.
     pub async fn open_blob(&self, digest: &Digest) -> Result<Option<BlobFile>, StoreError> {
+        match self.open_or_read_blob(digest, 0).await? {
+            Some(OpenedBlob::File(file)) => Ok(Some(file)),
+            Some(OpenedBlob::Read(_)) => Err(StoreError::Corrupt(format!(
+                "{digest} was read whole where only an open was asked for"
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// Opens a stored blob; one of at most `read_limit` bytes (and more than
+    /// zero) is read whole. Both happen on the calling thread when the kernel
+    /// has the path and the bytes cached (the usual hit), otherwise in one trip
+    /// to the blocking pool.
+    pub async fn open_or_read_blob(
+        &self,
+        digest: &Digest,
+        read_limit: u64,
+    ) -> Result<Option<OpenedBlob>, StoreError> {
         let path = self.blob_path(digest);
         // Marked in use before the open, so an eviction cannot slip in between.
         let guard = self.guard_read(digest);
-        let opened = tokio::task::spawn_blocking(
-            move || -> std::io::Result<Option<(std::fs::File, u64)>> {
-                match std::fs::File::open(&path) {
-                    Ok(file) => {
-                        let size = file.metadata()?.len();
-                        Ok(Some((file, size)))
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(e),
+        let context = || format!("reading blob {digest}");
+        let cached = match nowait::open(&path) {
+            Ok(Some(file)) => open_read(file, read_limit, true)
+                .map_err(io_error(context()))?
+                .map_err(Some),
+            Ok(None) => Err(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(context())(e)),
+        };
+        let opened = match cached {
+            Ok(opened) => opened,
+            Err(open) => {
+                let read = tokio::task::spawn_blocking(move || {
+                    let file = match open {
+                        Some(file) => file,
+                        None => match std::fs::File::open(&path) {
+                            Ok(file) => file,
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                            Err(e) => return Err(e),
+                        },
+                    };
+                    Ok(open_read(file, read_limit, false)?.ok())
+                });
+                match read
+                    .await
+                    .map_err(|e| StoreError::Corrupt(format!("blocking task failed: {e}")))?
+                    .map_err(io_error(context()))?
+                {
+                    Some(opened) => opened,
+                    None => return Ok(None),
                 }
-            },
-        )
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("blocking task failed: {e}")))?
-        .map_err(io_error(format!("opening blob {digest}")))?;
-        let Some((file, size)) = opened else {
-            return Ok(None);
+            }
+        };
+        let opened = match opened {
+            Opened::File(file, size) => OpenedBlob::File(BlobFile { file, size, guard }),
+            Opened::Read(bytes) => OpenedBlob::Read(Bytes::from(bytes)),
         };
         self.touch(digest);
-        Ok(Some(BlobFile { file, size, guard }))
+        Ok(Some(opened))
     }
 
     /// Reads a small stored blob whole (manifests, `.info`, `.mod`). Callers
@@ -319,25 +411,15 @@ impl Store {
         digest: &Digest,
         limit: u64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(blob) = self.open_blob(digest).await? else {
-            return Ok(None);
-        };
-        if blob.size > limit {
-            return Err(StoreError::Corrupt(format!(
+        match self.open_or_read_blob(digest, limit).await? {
+            None => Ok(None),
+            Some(OpenedBlob::Read(bytes)) => Ok(Some(bytes.into())),
+            Some(OpenedBlob::File(blob)) if blob.size == 0 => Ok(Some(Vec::new())),
+            Some(OpenedBlob::File(blob)) => Err(StoreError::Corrupt(format!(
                 "{digest} is {} bytes, over the {limit}-byte limit",
                 blob.size
-            )));
+            ))),
         }
-        tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            use std::io::Read;
-            let mut bytes = Vec::with_capacity(blob.size as usize);
-            (&blob.file).take(limit).read_to_end(&mut bytes)?;
-            Ok(bytes)
-        })
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("blocking task failed: {e}")))?
-        .map(Some)
-        .map_err(io_error(format!("reading blob {digest}")))
     }
 
     pub async fn has_blob(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
@@ -354,7 +436,7 @@ impl Store {
             .accessed
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if accessed.len() < 1_000_000 {
+        if accessed.len() < 1_000_000 && !accessed.contains(digest) {
             accessed.insert(digest.clone());
         }
     }

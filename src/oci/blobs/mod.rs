@@ -17,9 +17,12 @@ use super::route::RepoName;
 use super::upstream::Upstream;
 use super::{Code, OciError, Registry, content_response, from_upstream, internal, touched};
 use crate::http::{Action, Body, Outcome, body};
-use crate::store::Digest;
+use crate::store::{Digest, OpenedBlob};
 
 const OCTET_STREAM: &str = "application/octet-stream";
+/// Blobs up to this size (configs, small layers) are read whole with the open
+/// and sent from memory: one blocking-pool trip per hit instead of two.
+const READ_WHOLE: u64 = 64 * 1024;
 
 pub(super) fn unknown(repo: &Repo, digest: &Digest) -> OciError {
     OciError::new(
@@ -30,7 +33,7 @@ pub(super) fn unknown(repo: &Repo, digest: &Digest) -> OciError {
 }
 
 pub(super) fn artifact(repo: &Repo, digest: &Digest) -> String {
-    format!("{}@{digest}", repo.name)
+    [repo.name.as_str(), "@", digest.as_str()].concat()
 }
 
 /// The size of a blob this repository holds (memory first, then the index).
@@ -141,10 +144,16 @@ pub(super) async fn serve_file(
     range: Option<ByteRange>,
     outcome: Outcome,
 ) -> Result<Option<Response<Body>>, OciError> {
-    let Some(blob) = registry.store.open_blob(digest).await.map_err(internal)? else {
+    let read_limit = if head { 0 } else { READ_WHOLE };
+    let Some(blob) = registry
+        .store
+        .open_or_read_blob(digest, read_limit)
+        .await
+        .map_err(internal)?
+    else {
         return Ok(None);
     };
-    let size = blob.size;
+    let size = blob.size();
     let (status, start, end) = match range {
         None => (StatusCode::OK, 0, size),
         Some(range) => {
@@ -152,12 +161,12 @@ pub(super) async fn serve_file(
             (StatusCode::PARTIAL_CONTENT, start, end)
         }
     };
-    let body = if head {
-        body::empty()
-    } else {
-        body::blob(blob, start, end - start)
+    let body = match blob {
+        _ if head => body::empty(),
+        OpenedBlob::Read(bytes) => body::full(bytes.slice(start as usize..end as usize)),
+        OpenedBlob::File(blob) => body::blob(blob, start, end - start)
             .await
-            .map_err(internal)?
+            .map_err(internal)?,
     };
     let mut response = content_response(status, body, OCTET_STREAM, digest, Some(end - start));
     blob_headers(&mut response);

@@ -1,13 +1,16 @@
-//! Prometheus text exposition of what the server counts. Counting on the hot
-//! path is a read lock and an atomic add; a label set is allocated once, the
-//! first time it is seen. The store's own counters and sizes are read at scrape
-//! time.
+//! Prometheus text exposition of what the server counts. What every request
+//! counts is an array slot and an atomic add (`hot`); upstream requests and
+//! handshake failures are labelled families (`family`). The store's own
+//! counters and sizes are read at scrape time.
 
-use std::collections::BTreeMap;
+mod family;
+mod hot;
+
 use std::fmt::Write as _;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use family::{Family, Histogram};
 
 use http::StatusCode;
 
@@ -85,171 +88,8 @@ impl UpstreamResult {
     }
 }
 
-/// Upper bounds of the latency histogram buckets, in seconds.
-const BUCKETS: [f64; 12] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-
-#[derive(Default)]
-struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
-impl Histogram {
-    fn observe(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            if seconds <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-    }
-}
-
-/// A metric family: one value per combination of label values.
-struct Family<V> {
-    name: &'static str,
-    help: &'static str,
-    labels: &'static [&'static str],
-    values: RwLock<BTreeMap<Vec<String>, V>>,
-}
-
-impl<V: Default> Family<V> {
-    const fn new(
-        name: &'static str,
-        help: &'static str,
-        labels: &'static [&'static str],
-    ) -> Family<V> {
-        Family {
-            name,
-            help,
-            labels,
-            values: RwLock::new(BTreeMap::new()),
-        }
-    }
-
-    fn with(&self, label_values: &[&str], f: impl FnOnce(&V)) {
-        {
-            let values = self.values.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(value) = values
-                .iter()
-                .find(|(k, _)| {
-                    k.iter()
-                        .map(String::as_str)
-                        .eq(label_values.iter().copied())
-                })
-                .map(|(_, v)| v)
-            {
-                f(value);
-                return;
-            }
-        }
-        let mut values = self.values.write().unwrap_or_else(|e| e.into_inner());
-        f(values
-            .entry(label_values.iter().map(|s| (*s).to_owned()).collect())
-            .or_default());
-    }
-
-    fn header(&self, out: &mut String, kind: &str) {
-        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
-        let _ = writeln!(out, "# TYPE {} {kind}", self.name);
-    }
-
-    fn label_text(&self, values: &[String], extra: Option<(&str, &str)>) -> String {
-        let mut pairs: Vec<String> = self
-            .labels
-            .iter()
-            .zip(values)
-            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-            .collect();
-        if let Some((k, v)) = extra {
-            pairs.push(format!("{k}=\"{v}\""));
-        }
-        if pairs.is_empty() {
-            String::new()
-        } else {
-            format!("{{{}}}", pairs.join(","))
-        }
-    }
-}
-
-impl Family<AtomicU64> {
-    fn add(&self, label_values: &[&str], amount: u64) {
-        self.with(label_values, |v| {
-            v.fetch_add(amount, Ordering::Relaxed);
-        });
-    }
-
-    fn render(&self, out: &mut String) {
-        self.header(out, "counter");
-        let values = self.values.read().unwrap_or_else(|e| e.into_inner());
-        for (labels, value) in values.iter() {
-            let _ = writeln!(
-                out,
-                "{}{} {}",
-                self.name,
-                self.label_text(labels, None),
-                value.load(Ordering::Relaxed)
-            );
-        }
-    }
-}
-
-impl Family<Histogram> {
-    fn render(&self, out: &mut String) {
-        self.header(out, "histogram");
-        let values = self.values.read().unwrap_or_else(|e| e.into_inner());
-        for (labels, histogram) in values.iter() {
-            for (bound, bucket) in BUCKETS.iter().zip(&histogram.buckets) {
-                let le = bound.to_string();
-                let _ = writeln!(
-                    out,
-                    "{}_bucket{} {}",
-                    self.name,
-                    self.label_text(labels, Some(("le", &le))),
-                    bucket.load(Ordering::Relaxed)
-                );
-            }
-            let count = histogram.count.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{}_bucket{} {count}",
-                self.name,
-                self.label_text(labels, Some(("le", "+Inf")))
-            );
-            let sum = histogram.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "{}_sum{} {sum}",
-                self.name,
-                self.label_text(labels, None)
-            );
-            let _ = writeln!(
-                out,
-                "{}_count{} {count}",
-                self.name,
-                self.label_text(labels, None)
-            );
-        }
-    }
-}
-
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 pub struct Metrics {
-    requests: Family<AtomicU64>,
-    outcomes: Family<AtomicU64>,
-    response_bytes: Family<AtomicU64>,
+    requests: hot::RequestCounters,
     upstream_requests: Family<AtomicU64>,
     upstream_latency: Family<Histogram>,
     handshake_failures: Family<AtomicU64>,
@@ -264,21 +104,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         Metrics {
-            requests: Family::new(
-                "mirror_http_requests_total",
-                "HTTP requests answered, by protocol and status.",
-                &["protocol", "status"],
-            ),
-            outcomes: Family::new(
-                "mirror_cache_requests_total",
-                "Content requests by how they were served (hit, miss, stale, hosted, not_found, invalid, error).",
-                &["protocol", "outcome"],
-            ),
-            response_bytes: Family::new(
-                "mirror_response_bytes_total",
-                "Response body bytes sent to clients.",
-                &["protocol"],
-            ),
+            requests: hot::RequestCounters::default(),
             upstream_requests: Family::new(
                 "mirror_upstream_requests_total",
                 "Requests to upstreams, by result.",
@@ -298,15 +124,15 @@ impl Metrics {
     }
 
     pub fn request(&self, protocol: Protocol, status: StatusCode) {
-        self.requests.add(&[protocol.as_str(), status.as_str()], 1);
+        self.requests.request(protocol, status);
     }
 
     pub fn outcome(&self, protocol: Protocol, outcome: Outcome) {
-        self.outcomes.add(&[protocol.as_str(), outcome.as_str()], 1);
+        self.requests.outcome(protocol, outcome);
     }
 
     pub fn response_bytes(&self, protocol: Protocol, bytes: u64) {
-        self.response_bytes.add(&[protocol.as_str()], bytes);
+        self.requests.response_bytes(protocol, bytes);
     }
 
     pub fn upstream(
@@ -330,8 +156,6 @@ impl Metrics {
     pub async fn render(&self, store: &Store) -> String {
         let mut out = String::new();
         self.requests.render(&mut out);
-        self.outcomes.render(&mut out);
-        self.response_bytes.render(&mut out);
         self.upstream_requests.render(&mut out);
         self.upstream_latency.render(&mut out);
         self.handshake_failures.render(&mut out);
