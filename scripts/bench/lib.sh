@@ -208,7 +208,7 @@ wrk_run() {
 }
 
 # head_run NAME PID URL [-H header]... — the same for HEAD requests, with
-# examples/headload (wrk 4.1 cannot parse HEAD answers; see that file).
+# scripts/bench/headload.rs (wrk 4.1 cannot parse HEAD answers; see that file).
 head_run() {
   local name=$1 pid=$2 url=$3
   shift 3
