@@ -77,8 +77,8 @@ pub fn run(args: AuditArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<24} {:<28} {:<21} {:<6} {:<9} {:<4} ARTIFACT",
-        "TIME", "WHO", "PEER", "ACTION", "OUTCOME", "CODE"
+        "{:<24} {:<28} {:<21} {:<6} {:<9} {:<4} {:>5} ARTIFACT",
+        "TIME", "WHO", "PEER", "ACTION", "OUTCOME", "CODE", "COUNT"
     );
     for r in &records {
         let when = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(r.at_ms) * 1_000_000)
@@ -104,8 +104,8 @@ pub fn run(args: AuditArgs) -> anyhow::Result<()> {
             _ => r.artifact.clone(),
         };
         println!(
-            "{:<24} {:<28} {:<21} {:<6} {:<9} {:<4} {}",
-            when, who, r.peer, r.action, r.outcome, r.status, artifact
+            "{:<24} {:<28} {:<21} {:<6} {:<9} {:<4} {:>5} {}",
+            when, who, r.peer, r.action, r.outcome, r.status, r.count, artifact
         );
     }
     Ok(())

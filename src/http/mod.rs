@@ -335,6 +335,7 @@ fn audit_record(
         digest: touched.digest,
         outcome: touched.outcome.as_str().to_owned(),
         status: status.as_u16(),
+        count: 1,
     }
 }
 

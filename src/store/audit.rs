@@ -1,7 +1,8 @@
-//! The audit trail: one row per content request, so an operator can answer
-//! "who pulled this digest?". Requests hand records to a channel; one task
-//! writes them in batches (a busy server writes a few transactions a second,
-//! not one per request). The channel is bounded and senders wait when it is
+//! The audit trail: every content request, so an operator can answer "who
+//! pulled this digest?". Requests hand records to a channel; one task writes
+//! them in batches (a busy server writes a few transactions a second, not one
+//! per request), folding requests identical in all but the millisecond within
+//! one second into one row with a count. The channel is bounded and senders wait when it is
 //! full: under overload the audit slows requests down rather than losing records.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::{Store, StoreError};
 
-/// Rows per INSERT statement (11 parameters each, far below SQLite's limit).
+/// Rows per INSERT statement (12 parameters each, far below SQLite's limit).
 const BATCH: usize = 500;
 /// The row counts an INSERT is prepared for: a batch is cut into these so
 /// every statement comes from the cache instead of being parsed (a parse costs
@@ -40,6 +41,57 @@ pub struct AuditRecord {
     pub digest: Option<String>,
     pub outcome: String,
     pub status: u16,
+    /// Requests this row stands for (identical ones within the same second).
+    pub count: u64,
+}
+
+impl AuditRecord {
+    /// Whether `other` may be folded into this row.
+    fn same_second_and_request(&self, other: &AuditRecord) -> bool {
+        self.at_ms.div_euclid(1000) == other.at_ms.div_euclid(1000)
+            && self.status == other.status
+            && self.artifact == other.artifact
+            && self.peer == other.peer
+            && self.subject == other.subject
+            && self.serial == other.serial
+            && self.identity == other.identity
+            && self.outcome == other.outcome
+            && self.action == other.action
+            && self.protocol == other.protocol
+            && self.digest == other.digest
+    }
+}
+
+/// Folds identical requests of the same second together, keeping the first
+/// one's time; order otherwise kept.
+fn fold(records: &mut Vec<AuditRecord>) {
+    let mut folded: Vec<AuditRecord> = Vec::with_capacity(records.len().min(64));
+    let mut index: std::collections::HashMap<(i64, u64), Vec<usize>> =
+        std::collections::HashMap::new();
+    for record in records.drain(..) {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (
+            &record.artifact,
+            &record.peer,
+            &record.subject,
+            &record.outcome,
+        )
+            .hash(&mut hasher);
+        let key = (record.at_ms.div_euclid(1000), hasher.finish());
+        let candidates = index.entry(key).or_default();
+        match candidates
+            .iter()
+            .find(|&&i| folded[i].same_second_and_request(&record))
+        {
+            Some(&i) => folded[i].count += record.count,
+            None => {
+                candidates.push(folded.len());
+                folded.push(record);
+            }
+        }
+    }
+    *records = folded;
 }
 
 pub fn now_ms() -> i64 {
@@ -111,6 +163,7 @@ impl Store {
     /// Writes (and drains) `records` in one transaction, in INSERTs of
     /// `STATEMENT_ROWS` rows. The strings are moved into the statement, not copied.
     async fn write_audit(&self, records: &mut Vec<AuditRecord>) -> Result<(), StoreError> {
+        fold(records);
         let mut tx = self.inner.db.write.begin().await?;
         while !records.is_empty() {
             let take = STATEMENT_ROWS
@@ -118,7 +171,7 @@ impl Store {
                 .find(|&rows| rows <= records.len())
                 .unwrap_or(1);
             let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO audit (at_ms, identity, subject, serial, peer, protocol, action, artifact, digest, outcome, status) ",
+                "INSERT INTO audit (at_ms, identity, subject, serial, peer, protocol, action, artifact, digest, outcome, status, count) ",
             );
             insert.push_values(records.drain(..take), |mut row, r| {
                 row.push_bind(r.at_ms)
@@ -131,7 +184,8 @@ impl Store {
                     .push_bind(r.artifact)
                     .push_bind(r.digest)
                     .push_bind(r.outcome)
-                    .push_bind(i64::from(r.status));
+                    .push_bind(i64::from(r.status))
+                    .push_bind(r.count as i64);
             });
             insert.build().execute(&mut *tx).await?;
         }
@@ -142,7 +196,7 @@ impl Store {
     /// Newest first.
     pub async fn audit_query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         let mut select: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT at_ms, identity, subject, serial, peer, protocol, action, artifact, digest, outcome, status \
+            "SELECT at_ms, identity, subject, serial, peer, protocol, action, artifact, digest, outcome, status, count \
              FROM audit WHERE 1 = 1",
         );
         if let Some(subject) = &query.subject {
@@ -181,6 +235,7 @@ impl Store {
                     digest: row.try_get("digest")?,
                     outcome: row.try_get("outcome")?,
                     status: row.try_get::<i64, _>("status")? as u16,
+                    count: row.try_get::<i64, _>("count")? as u64,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -238,6 +293,7 @@ mod tests {
             digest: Some(digest.into()),
             outcome: "hit".into(),
             status: 200,
+            count: 1,
         }
     }
 
@@ -285,5 +341,38 @@ mod tests {
             .unwrap();
         assert_eq!(alice_late.len(), 100);
         assert_eq!(store.prune_audit(600).await.unwrap(), 600);
+    }
+
+    #[tokio::test]
+    async fn identical_requests_in_one_second_become_one_row_with_a_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let (log, writer) = store.start_audit();
+        for at_ms in [10_000, 10_400, 10_999, 11_000] {
+            log.record(record("alice", "sha256:1", at_ms)).await;
+        }
+        log.record(record("bob", "sha256:1", 10_500)).await;
+        drop(log);
+        writer.await.unwrap();
+        let rows = store
+            .audit_query(&AuditQuery {
+                digest: Some("sha256:1".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let summary: Vec<(i64, &str, u64)> = rows
+            .iter()
+            .map(|r| (r.at_ms, r.subject.as_str(), r.count))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (11_000, "alice", 1),
+                (10_500, "bob", 1),
+                (10_000, "alice", 3)
+            ]
+        );
     }
 }

@@ -57,7 +57,7 @@ impl Store {
             ..StoreStats::default()
         };
         let outcomes = sqlx::query(
-            "SELECT outcome, COUNT(*) AS n FROM audit WHERE action = 'read' GROUP BY outcome",
+            "SELECT outcome, SUM(count) AS n FROM audit WHERE action = 'read' GROUP BY outcome",
         )
         .fetch_all(&self.inner.db.read)
         .await?;
