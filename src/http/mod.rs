@@ -20,7 +20,7 @@ pub use body::Body;
 use crate::auth::{Authenticator, Denial, Identity, Policy};
 use crate::metrics::Metrics;
 use crate::server::tls::PeerCert;
-use crate::store::{AuditLog, AuditRecord, Store, audit::now_ms};
+use crate::store::{AuditEntry, AuditLog, Store, audit::now_ms};
 use crate::{goproxy, oci};
 
 /// How a content request was served, for metrics, the access log and audit.
@@ -250,7 +250,7 @@ impl App {
             self.metrics.outcome(protocol, touched.outcome);
             if touched.action != Action::Read || method == Method::GET {
                 self.audit
-                    .record(audit_record(&identity, &conn, protocol, touched, status))
+                    .record(audit_entry(&identity, &conn, protocol, &touched, status))
                     .await;
             }
         }
@@ -306,36 +306,34 @@ impl App {
 }
 
 /// A HEAD transfers no content, so only GETs and writes are audited.
-fn audit_record(
-    identity: &Identity,
-    conn: &ConnInfo,
+fn audit_entry<'a>(
+    identity: &'a Identity,
+    conn: &'a ConnInfo,
     protocol: Protocol,
-    touched: Touched,
+    touched: &'a Touched,
     status: StatusCode,
-) -> AuditRecord {
+) -> AuditEntry<'a> {
     let (kind, serial) = match identity {
-        Identity::Cert { serial, .. } => ("cert", Some(serial.clone())),
+        Identity::Cert { serial, .. } => ("cert", Some(serial.as_str())),
         Identity::User(_) => ("user", None),
         Identity::Anonymous => ("anonymous", None),
     };
-    AuditRecord {
+    AuditEntry {
         at_ms: now_ms(),
-        identity: kind.to_owned(),
-        subject: identity.name().to_owned(),
+        identity: kind,
+        subject: identity.name(),
         serial,
-        peer: conn.peer_text.clone(),
-        protocol: protocol.as_str().to_owned(),
+        peer: &conn.peer_text,
+        protocol: protocol.as_str(),
         action: match touched.action {
             Action::Read => "read",
             Action::Write => "write",
             Action::Delete => "delete",
-        }
-        .to_owned(),
-        artifact: touched.artifact,
-        digest: touched.digest,
-        outcome: touched.outcome.as_str().to_owned(),
+        },
+        artifact: &touched.artifact,
+        digest: touched.digest.as_deref(),
+        outcome: touched.outcome.as_str(),
         status: status.as_u16(),
-        count: 1,
     }
 }
 

@@ -1,14 +1,11 @@
-//! The audit trail: every content request, so an operator can answer "who
-//! pulled this digest?". Requests hand records to a channel; one task writes
-//! them in batches (a busy server writes a few transactions a second, not one
-//! per request), folding requests identical in all but the millisecond within
-//! one second into one row with a count. The channel is bounded and senders wait when it is
+//! The audit trail in the index: every content request, so an operator can
+//! answer "who pulled this digest?" (`AuditLog` in `audit_log` gathers them;
+//! this module writes, queries and prunes rows). The channel is bounded and senders wait when it is
 //! full: under overload the audit slows requests down rather than losing records.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::{QueryBuilder, Row, Sqlite};
-use tokio::sync::mpsc;
 
 use super::{Store, StoreError};
 
@@ -18,14 +15,6 @@ const BATCH: usize = 500;
 /// every statement comes from the cache instead of being parsed (a parse costs
 /// about as much per row as the insert itself).
 const STATEMENT_ROWS: [usize; 4] = [BATCH, 50, 5, 1];
-const QUEUE: usize = 16 * 1024;
-/// Under sustained load the writer commits at most once per interval, so the
-/// records of thousands of requests share a transaction (the index's one writer
-/// stays free, and the WAL grows by pages, not by rows). A record that arrives
-/// after a quiet spell is written at once.
-const MIN_INTERVAL: Duration = Duration::from_millis(50);
-/// Records per transaction at most; the queue holds more and the rest go next.
-const MAX_PER_COMMIT: usize = 8 * BATCH;
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct AuditRecord {
@@ -45,73 +34,10 @@ pub struct AuditRecord {
     pub count: u64,
 }
 
-impl AuditRecord {
-    /// Whether `other` may be folded into this row.
-    fn same_second_and_request(&self, other: &AuditRecord) -> bool {
-        self.at_ms.div_euclid(1000) == other.at_ms.div_euclid(1000)
-            && self.status == other.status
-            && self.artifact == other.artifact
-            && self.peer == other.peer
-            && self.subject == other.subject
-            && self.serial == other.serial
-            && self.identity == other.identity
-            && self.outcome == other.outcome
-            && self.action == other.action
-            && self.protocol == other.protocol
-            && self.digest == other.digest
-    }
-}
-
-/// Folds identical requests of the same second together, keeping the first
-/// one's time; order otherwise kept.
-fn fold(records: &mut Vec<AuditRecord>) {
-    let mut folded: Vec<AuditRecord> = Vec::with_capacity(records.len().min(64));
-    let mut index: std::collections::HashMap<(i64, u64), Vec<usize>> =
-        std::collections::HashMap::new();
-    for record in records.drain(..) {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (
-            &record.artifact,
-            &record.peer,
-            &record.subject,
-            &record.outcome,
-        )
-            .hash(&mut hasher);
-        let key = (record.at_ms.div_euclid(1000), hasher.finish());
-        let candidates = index.entry(key).or_default();
-        match candidates
-            .iter()
-            .find(|&&i| folded[i].same_second_and_request(&record))
-        {
-            Some(&i) => folded[i].count += record.count,
-            None => {
-                candidates.push(folded.len());
-                folded.push(record);
-            }
-        }
-    }
-    *records = folded;
-}
-
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// The sending side, held by the request path.
-#[derive(Clone)]
-pub struct AuditLog {
-    sender: mpsc::Sender<AuditRecord>,
-}
-
-impl AuditLog {
-    pub async fn record(&self, record: AuditRecord) {
-        if self.sender.send(record).await.is_err() {
-            tracing::error!("audit writer has stopped; a record was lost");
-        }
-    }
 }
 
 /// What `mirror audit` asks for.
@@ -128,42 +54,12 @@ pub struct AuditQuery {
 }
 
 impl Store {
-    /// Starts the batch writer; it ends, after writing what was queued, when
-    /// every `AuditLog` clone is dropped.
-    pub fn start_audit(&self) -> (AuditLog, tokio::task::JoinHandle<()>) {
-        let (sender, mut receiver) = mpsc::channel::<AuditRecord>(QUEUE);
-        let store = self.clone();
-        let writer = tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(BATCH);
-            let mut last_commit: Option<tokio::time::Instant> = None;
-            while let Some(first) = receiver.recv().await {
-                if let Some(next) = last_commit.map(|at| at + MIN_INTERVAL)
-                    && next > tokio::time::Instant::now()
-                {
-                    tokio::time::sleep_until(next).await;
-                }
-                batch.push(first);
-                while batch.len() < MAX_PER_COMMIT {
-                    match receiver.try_recv() {
-                        Ok(record) => batch.push(record),
-                        Err(_) => break,
-                    }
-                }
-                let count = batch.len();
-                if let Err(error) = store.write_audit(&mut batch).await {
-                    tracing::error!(%error, lost = count, "could not write audit records");
-                }
-                last_commit = Some(tokio::time::Instant::now());
-                batch.clear();
-            }
-        });
-        (AuditLog { sender }, writer)
-    }
-
-    /// Writes (and drains) `records` in one transaction, in INSERTs of
-    /// `STATEMENT_ROWS` rows. The strings are moved into the statement, not copied.
-    async fn write_audit(&self, records: &mut Vec<AuditRecord>) -> Result<(), StoreError> {
-        fold(records);
+    /// Writes `records` in one transaction, in INSERTs of `STATEMENT_ROWS`
+    /// rows. The strings are moved into the statement, not copied.
+    pub(crate) async fn write_audit(
+        &self,
+        records: &mut Vec<AuditRecord>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.inner.db.write.begin().await?;
         while !records.is_empty() {
             let take = STATEMENT_ROWS
@@ -279,66 +175,72 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::AuditEntry;
 
-    fn record(subject: &str, digest: &str, at_ms: i64) -> AuditRecord {
-        AuditRecord {
+    fn entry<'a>(
+        subject: &'a str,
+        artifact: &'a str,
+        digest: &'a str,
+        at_ms: i64,
+    ) -> AuditEntry<'a> {
+        AuditEntry {
             at_ms,
-            identity: "cert".into(),
-            subject: subject.into(),
-            serial: Some("abc".into()),
-            peer: "127.0.0.1:1".into(),
-            protocol: "oci".into(),
-            action: "read".into(),
-            artifact: format!("library/alpine@{digest}"),
-            digest: Some(digest.into()),
-            outcome: "hit".into(),
+            identity: "cert",
+            subject,
+            serial: Some("abc"),
+            peer: "127.0.0.1:1",
+            protocol: "oci",
+            action: "read",
+            artifact,
+            digest: Some(digest),
+            outcome: "hit",
             status: 200,
-            count: 1,
         }
     }
 
     #[tokio::test]
-    async fn queued_records_are_written_and_found_by_subject_digest_and_time() {
+    async fn recorded_requests_are_written_and_found_by_subject_digest_and_time() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
         let (log, writer) = store.start_audit();
         for i in 0..1200 {
-            log.record(record(
+            let digest = format!("sha256:{i}");
+            let artifact = format!("library/alpine@{digest}");
+            log.record(entry(
                 if i % 2 == 0 { "alice" } else { "bob" },
-                &format!("sha256:{i}"),
+                &artifact,
+                &digest,
                 i,
             ))
             .await;
         }
         drop(log);
         writer.await.unwrap();
-        let all = store
-            .audit_query(&AuditQuery {
-                limit: 5000,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let query = |q: AuditQuery| {
+            let store = store.clone();
+            async move { store.audit_query(&q).await.unwrap() }
+        };
+        let all = query(AuditQuery {
+            limit: 5000,
+            ..Default::default()
+        })
+        .await;
         assert_eq!(all.len(), 1200);
-        let who = store
-            .audit_query(&AuditQuery {
-                digest: Some("sha256:7".into()),
-                limit: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let who = query(AuditQuery {
+            digest: Some("sha256:7".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await;
         assert_eq!(who.len(), 1);
         assert_eq!(who[0].subject, "bob");
-        let alice_late = store
-            .audit_query(&AuditQuery {
-                subject: Some("alice".into()),
-                since_ms: Some(1000),
-                limit: 1000,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let alice_late = query(AuditQuery {
+            subject: Some("alice".into()),
+            since_ms: Some(1000),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await;
         assert_eq!(alice_late.len(), 100);
         assert_eq!(store.prune_audit(600).await.unwrap(), 600);
     }
@@ -349,9 +251,11 @@ mod tests {
         let store = Store::open(dir.path()).await.unwrap();
         let (log, writer) = store.start_audit();
         for at_ms in [10_000, 10_400, 10_999, 11_000] {
-            log.record(record("alice", "sha256:1", at_ms)).await;
+            log.record(entry("alice", "app@sha256:1", "sha256:1", at_ms))
+                .await;
         }
-        log.record(record("bob", "sha256:1", 10_500)).await;
+        log.record(entry("bob", "app@sha256:1", "sha256:1", 10_500))
+            .await;
         drop(log);
         writer.await.unwrap();
         let rows = store
@@ -374,5 +278,33 @@ mod tests {
                 (10_000, "alice", 3)
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_full_table_makes_requests_wait_for_the_writer_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let (log, writer) = store.start_audit();
+        let mut tasks = Vec::new();
+        for task in 0..4 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..15_000 {
+                    let artifact = format!("m{task}@{i}");
+                    log.record(entry("alice", &artifact, "sha256:x", 5_000))
+                        .await;
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        drop(log);
+        writer.await.unwrap();
+        let total: i64 = sqlx::query_scalar("SELECT SUM(count) FROM audit")
+            .fetch_one(&store.inner.db.read)
+            .await
+            .unwrap();
+        assert_eq!(total, 60_000);
     }
 }

@@ -8,6 +8,7 @@
 //! leaves no partial file visible under a digest.
 
 pub mod audit;
+mod audit_log;
 mod db;
 pub mod digest;
 pub mod evict;
@@ -26,7 +27,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-pub use audit::{AuditLog, AuditQuery, AuditRecord};
+pub use audit::{AuditQuery, AuditRecord};
+pub use audit_log::{AuditEntry, AuditLog};
 pub use db::Db;
 pub use digest::{Algorithm, Digest, Hasher, InvalidDigest};
 pub use evict::{EvictionReport, ReadGuard, StoreTotals, SweepOptions, SweepReport};
