@@ -8,7 +8,9 @@
 #   scripts/bench.sh oci      # blobs and manifests vs nginx and docker-registry
 #   scripts/bench.sh all
 #
-# DURATION (seconds per wrk run, default 10) can be set in the environment.
+# DURATION (seconds per wrk run, default 10) can be set in the environment;
+# KEEP_WORK=1 keeps the generated content in the work dir (results and logs
+# are always kept).
 set -euo pipefail
 source "$(dirname "$0")/bench/lib.sh"
 

@@ -19,6 +19,10 @@ cleanup() {
   for pid in "${STARTED_PIDS[@]}"; do
     wait "$pid" 2>/dev/null || true
   done
+  # Keep the results and logs; the generated content runs to gigabytes.
+  if [[ -n "${WORK:-}" && -d "$WORK" && -z "${KEEP_WORK:-}" ]]; then
+    find "$WORK" -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
+  fi
 }
 trap cleanup EXIT
 

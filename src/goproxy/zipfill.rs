@@ -125,7 +125,7 @@ impl GoProxy {
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let written = match chunk {
-                Ok(chunk) => producer.write(&chunk).await,
+                Ok(chunk) => producer.write(chunk).await,
                 Err(error) => Err(FillError::Upstream(without_url(error).to_string())),
             };
             if let Err(error) = written {

@@ -15,15 +15,23 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::watch;
 
 use super::{Digest, Hasher, Store};
 use crate::store::digest::Algorithm;
 
-/// Read size for readers, and the write buffer of the producer.
+/// Read size for readers.
 const CHUNK: usize = 256 * 1024;
+
+/// The producer hands upstream's chunks to the file (one `pwritev`) once this
+/// much has arrived: fewer trips to the blocking pool, no copy into a buffer.
+const FLUSH_AT: usize = 1024 * 1024;
+
+/// ... or once this many chunks are waiting (the kernel's IOV_MAX), so an
+/// upstream trickling tiny chunks cannot pile up bookkeeping.
+const MAX_PENDING_CHUNKS: usize = 1024;
 
 /// Why a fill failed, shared by every reader of it.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
@@ -144,7 +152,8 @@ impl Store {
             store: self.clone(),
             tmp_path: Some(tmp_path),
             hasher: Some(Algorithm::Sha256.hasher()),
-            buffer: BytesMut::new(),
+            pending: Vec::new(),
+            pending_len: 0,
             written: 0,
             limit: None,
             head: None,
@@ -160,7 +169,9 @@ pub struct FillProducer {
     /// `None` once renamed into the store or removed.
     tmp_path: Option<PathBuf>,
     hasher: Option<Hasher>,
-    buffer: BytesMut,
+    /// Chunks received and not yet written, `pending_len` bytes in all.
+    pending: Vec<Bytes>,
+    pending_len: usize,
     /// Bytes handed to the file (readers may read this far).
     written: u64,
     limit: Option<u64>,
@@ -198,9 +209,9 @@ impl FillProducer {
         Ok(())
     }
 
-    /// Appends bytes from upstream.
-    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), FillError> {
-        let received = self.written + self.buffer.len() as u64 + chunk.len() as u64;
+    /// Appends a chunk from upstream.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), FillError> {
+        let received = self.written + self.pending_len as u64 + chunk.len() as u64;
         if let Some(limit) = self.limit
             && received > limit
         {
@@ -214,25 +225,31 @@ impl FillProducer {
                 actual: received,
             });
         }
-        self.buffer.extend_from_slice(chunk);
-        if self.buffer.len() >= CHUNK {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.pending_len += chunk.len();
+        self.pending.push(chunk);
+        if self.pending_len >= FLUSH_AT || self.pending.len() >= MAX_PENDING_CHUNKS {
             self.flush().await?;
         }
         Ok(())
     }
 
     async fn flush(&mut self) -> Result<(), FillError> {
-        if self.buffer.is_empty() {
+        if self.pending.is_empty() {
             return Ok(());
         }
-        let bytes = self.buffer.split().freeze();
-        let len = bytes.len() as u64;
+        let chunks = std::mem::take(&mut self.pending);
+        let len = std::mem::take(&mut self.pending_len) as u64;
         let file = self.shared.file.clone();
         let offset = self.written;
         let mut hasher = self.hasher.take().ok_or(FillError::Abandoned)?;
         let (hasher, result) = tokio::task::spawn_blocking(move || {
-            hasher.update(&bytes);
-            let result = file.write_all_at(&bytes, offset);
+            for chunk in &chunks {
+                hasher.update(chunk);
+            }
+            let result = write_all_at(&file, &chunks, offset);
             (hasher, result)
         })
         .await
@@ -497,6 +514,27 @@ impl FillReader {
     }
 }
 
+/// Writes `chunks` back to back at `offset`, in as few `pwritev` calls as the
+/// kernel allows.
+fn write_all_at(file: &std::fs::File, chunks: &[Bytes], offset: u64) -> std::io::Result<()> {
+    let mut slices: Vec<std::io::IoSlice<'_>> =
+        chunks.iter().map(|c| std::io::IoSlice::new(c)).collect();
+    let mut slices = &mut slices[..];
+    let mut offset = offset;
+    while !slices.is_empty() {
+        let batch = slices.len().min(MAX_PENDING_CHUNKS);
+        let written = match rustix::io::pwritev(file, &slices[..batch], offset) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(errno) => return Err(errno.into()),
+        };
+        offset += written as u64;
+        std::io::IoSlice::advance_slices(&mut slices, written);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,7 +585,7 @@ mod tests {
             .unwrap();
         let mut ranged = None;
         for (i, piece) in data.chunks(10_000).enumerate() {
-            producer.write(piece).await.unwrap();
+            producer.write(Bytes::copy_from_slice(piece)).await.unwrap();
             if i == 40 {
                 let Slot::Joined(late) = store.fill("k").unwrap() else {
                     panic!("late caller joins")
@@ -591,7 +629,7 @@ mod tests {
                 media_type: None,
             })
             .unwrap();
-        producer.write(&data).await.unwrap();
+        producer.write(Bytes::from(data.clone())).await.unwrap();
         let error = producer.commit(Some(&wrong), None).await.err().unwrap();
         assert!(matches!(error, FillError::DigestMismatch { .. }));
         let (bytes, error) = reader.await.unwrap();
@@ -617,7 +655,10 @@ mod tests {
         };
         let mut reader = producer.reader();
         producer.start(FillHead::default()).unwrap();
-        producer.write(b"partial").await.unwrap();
+        producer
+            .write(Bytes::from_static(b"partial"))
+            .await
+            .unwrap();
         drop(producer);
         assert_eq!(reader.finished().await.err(), Some(FillError::Abandoned));
         assert_eq!(
@@ -642,6 +683,9 @@ mod tests {
             Err(FillError::TooLarge(10))
         );
         producer.start(FillHead::default()).unwrap();
-        assert_eq!(producer.write(&[0; 11]).await, Err(FillError::TooLarge(10)));
+        assert_eq!(
+            producer.write(Bytes::from_static(&[0; 11])).await,
+            Err(FillError::TooLarge(10))
+        );
     }
 }

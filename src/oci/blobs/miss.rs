@@ -138,7 +138,7 @@ async fn run_fill(
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
-                if let Err(error) = producer.write(&chunk).await {
+                if let Err(error) = producer.write(chunk).await {
                     tracing::warn!(%error, %digest, "blob fill failed while writing");
                     producer.fail(error);
                     return;
