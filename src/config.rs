@@ -227,6 +227,9 @@ pub struct GoConfig {
     /// Checksum databases proxied at `/sumdb/NAME/`.
     #[serde(default = "defaults::go_sumdb")]
     pub sumdb: Vec<SumdbConfig>,
+    /// Extra CA (PEM) to trust for Go upstreams and checksum databases, for a
+    /// GOPROXY inside the company (an Athens, or another mirror).
+    pub ca: Option<PathBuf>,
 }
 
 impl Default for GoConfig {
@@ -239,6 +242,7 @@ impl Default for GoConfig {
             negative_ttl: defaults::go_negative_ttl(),
             max_zip_size: defaults::go_max_zip(),
             sumdb: defaults::go_sumdb(),
+            ca: None,
         }
     }
 }
@@ -424,6 +428,7 @@ impl Config {
             &mut self.tls.client_ca,
             &mut self.tls.crl,
             &mut self.auth.htpasswd,
+            &mut self.go.ca,
         ]
         .into_iter()
         .flatten()
@@ -461,6 +466,7 @@ impl Config {
             ("tls.client_ca", &tls.client_ca),
             ("tls.crl", &tls.crl),
             ("auth.htpasswd", &self.auth.htpasswd),
+            ("go.ca", &self.go.ca),
         ];
         for (key, path) in files {
             if let Some(path) = path
@@ -695,6 +701,11 @@ mod tests {
         .unwrap_err();
         assert!(
             err.contains("tls.cert") && err.contains("/etc/mirror/pki/server.crt"),
+            "{err}"
+        );
+        let err = parse("[go]\nca = \"corp-ca.pem\"\n").unwrap_err();
+        assert!(
+            err.contains("go.ca") && err.contains("/etc/mirror/corp-ca.pem"),
             "{err}"
         );
     }

@@ -461,3 +461,44 @@ async fn go_routes_take_basic_auth_or_a_certificate_and_only_get_and_head() {
     assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(post.headers()["allow"], "GET, HEAD");
 }
+
+/// An internal GOPROXY behind the company's own CA (here: another mirror, its
+/// PKI made by our pki crate) is trusted through `[go] ca`, and only then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_behind_a_private_ca_is_trusted_through_go_ca() {
+    let tree = tree_with(&standard_modules());
+    let origin = StaticProxy::start(tree.path()).await;
+    let internal = TestMirror::start(MirrorOptions {
+        extra_toml: format!(
+            "[auth]\nread = \"anonymous\"\n[go]\nupstream = \"{}\"\nsumdb = []\n",
+            origin.url()
+        ),
+        ..MirrorOptions::default()
+    })
+    .await;
+    let internal_url = internal.url("");
+    let path = "/example.com/greet/@v/v1.0.0.info";
+
+    let untrusting = mirror_for(&internal_url, "").await;
+    let (status, body) = get(&untrusting, path).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_GATEWAY,
+        "an unknown CA is an upstream error: {}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(origin.requests().is_empty(), "no TLS, no request");
+
+    let ca = internal.pki.ca_cert();
+    let trusting = mirror_for(
+        &internal_url,
+        &format!("ca = {:?}\n", ca.display().to_string()),
+    )
+    .await;
+    let (status, body) = get(&trusting, path).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let expected =
+        std::fs::read(tree.path().join("example.com/greet/@v/v1.0.0.info")).expect("info");
+    assert!(body == expected, "the origin's bytes, through two mirrors");
+    assert_eq!(origin.count("v1.0.0.info"), 1);
+}

@@ -128,7 +128,7 @@ impl GoProxy {
             inner: Arc::new(Inner {
                 store,
                 client: chain::Client {
-                    http: crate::upstream::client(None)?,
+                    http: crate::upstream::client(config.ca.as_deref())?,
                     metrics,
                 },
                 chain,
