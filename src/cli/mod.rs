@@ -37,7 +37,7 @@ enum Command {
     },
     /// Who read or wrote what: query the audit trail (newest first).
     Audit(audit::AuditArgs),
-    /// Inspect and maintain the store: stats, gc.
+    /// Inspect and maintain the store: stats, gc, prefetch, verify.
     Cache {
         #[command(subcommand)]
         command: cache::CacheCommand,
