@@ -387,3 +387,108 @@ async fn hand_made_pushes_follow_the_distribution_spec() {
     assert_eq!(oci_code(refused).await, "DENIED");
     mirror.stop().await;
 }
+
+/// A chunked push survives a restart of the server: the session, its bytes
+/// and its hash state come back from the data dir; a chunk the process died
+/// writing is dropped, and `Range` tells the client where to go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_push_resumes_after_a_restart() {
+    let options = || MirrorOptions {
+        extra_toml: "[[registry.upstream]]\nname = \"up.test\"\nurl = \"http://127.0.0.1:9\"\n"
+            .into(),
+        ..MirrorOptions::default()
+    };
+    let mirror = TestMirror::start(options()).await;
+    let client = mirror.with_cert();
+    let layer: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let layer_digest = sha(&layer);
+    let started = client
+        .post(mirror.url("/v2/team/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    let location = started.headers()["location"].to_str().unwrap().to_owned();
+    let id = location.rsplit('/').next().unwrap().to_owned();
+    let patched = client
+        .patch(mirror.url(&location))
+        .header("content-range", "0-1999999")
+        .body(layer[..2_000_000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 202);
+    // A second session, of which only the repository will be asked wrongly.
+    let other = client
+        .post(mirror.url("/v2/team/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let other_location = other.headers()["location"].to_str().unwrap().to_owned();
+
+    let (root, pki) = mirror.stop().await;
+    // As if the process had died while writing the next chunk.
+    let file = root.path().join("data/uploads").join(&id);
+    let mut bytes = std::fs::read(&file).expect("the session's file outlives the process");
+    assert_eq!(bytes.len(), 2_000_000);
+    bytes.extend(std::iter::repeat_n(0xAB, 1_500_000));
+    std::fs::write(&file, &bytes).unwrap();
+
+    let mirror = TestMirror::start_with_pki(root, pki, options()).await;
+    let client = mirror.with_cert();
+    let status = client.get(mirror.url(&location)).send().await.unwrap();
+    assert_eq!(status.status(), 204);
+    assert_eq!(
+        status.headers()["range"],
+        "0-1999999",
+        "the acknowledged bytes only"
+    );
+    let patched = client
+        .patch(mirror.url(&location))
+        .header("content-range", "2000000-2999999")
+        .body(layer[2_000_000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 202);
+    assert_eq!(patched.headers()["range"], "0-2999999");
+    let put = client
+        .put(mirror.url(&format!("{location}?digest={layer_digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201, "the resumed hash covers every byte");
+    let got = client
+        .get(mirror.url(&format!("/v2/team/app/blobs/{layer_digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert!(got.bytes().await.unwrap() == layer);
+
+    // Another repository, or an id that is no session, gets no session.
+    let elsewhere = other_location.replace("/team/app/", "/team/other/");
+    let wrong_repo = client.get(mirror.url(&elsewhere)).send().await.unwrap();
+    assert_eq!(wrong_repo.status(), 404);
+    assert_eq!(oci_code(wrong_repo).await, "BLOB_UPLOAD_UNKNOWN");
+    let made_up = client
+        .get(mirror.url("/v2/team/app/blobs/uploads/..%2f..%2fmirror.db"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made_up.status(), 404);
+    // The finished session left nothing behind; the open one is still there.
+    let cancelled = client
+        .delete(mirror.url(&other_location))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 204);
+    let left: Vec<_> = std::fs::read_dir(mirror.root.path().join("data/uploads"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "upload files left: {left:?}");
+    mirror.stop().await;
+}

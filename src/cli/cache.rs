@@ -155,11 +155,12 @@ async fn gc(location: DataDirArgs, target: Option<ByteSize>, dry_run: bool) -> a
     let verb = if dry_run { "would remove" } else { "removed" };
     let swept = store.sweep(options).await.context("sweeping the store")?;
     println!(
-        "sweep: {verb} {} orphan files ({}), {} rows without files, {} temp files",
+        "sweep: {verb} {} orphan files ({}), {} rows without files, {} temp files, {} abandoned uploads",
         swept.orphan_files,
         ByteSize::b(swept.orphan_bytes),
         swept.missing_files,
-        swept.temp_files
+        swept.temp_files,
+        swept.abandoned_uploads
     );
     let target = target.map(|t| t.as_u64()).or_else(|| {
         config

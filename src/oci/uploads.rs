@@ -2,12 +2,15 @@
 //! them: monolithic (`POST ?digest=`, or `POST` then `PUT`), chunked (`PATCH`
 //! with `Content-Range`), and cross-repository mounts. Bytes stream into a
 //! temp file, hashed as they arrive; the digest is checked before the file
-//! enters the store. Upload sessions live in memory.
+//! enters the store. A session's bytes live in `uploads/<id>` and its
+//! acknowledged size in the index, so a chunked push resumes after a restart:
+//! the first request for a session this process has not seen rebuilds it
+//! (re-hashing the acknowledged bytes, dropping any half-written chunk).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, HeaderValue, LOCATION, RANGE};
@@ -20,11 +23,13 @@ use super::names::Repo;
 use super::route::{Query, parse_digest};
 use super::{Code, OciError, Registry, content_response, internal, touched, unsupported};
 use crate::http::{Action, Body, Outcome, body};
-use crate::store::{Algorithm, Digest, Hasher};
+use crate::store::{Algorithm, Digest, Hasher, UPLOAD_ABANDONED_AFTER};
 
-/// An upload nobody touched for this long is dropped with its temp file.
-const ABANDONED_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// Sessions open in this process at once (each holds a file and a hasher).
 const MAX_UPLOADS: usize = 1024;
+
+/// Read size when re-hashing a resumed session.
+const REHASH_CHUNK: usize = 1024 * 1024;
 
 struct Upload {
     repo_key: String,
@@ -41,6 +46,9 @@ type Slot = Arc<tokio::sync::Mutex<Option<Upload>>>;
 #[derive(Default)]
 pub struct Uploads {
     open: Mutex<HashMap<String, Slot>>,
+    /// One resume at a time: a second rebuild of the same session could
+    /// truncate bytes the first one has since accepted.
+    resuming: tokio::sync::Mutex<()>,
 }
 
 impl Uploads {
@@ -59,17 +67,14 @@ impl Uploads {
             .remove(id);
     }
 
-    fn insert(&self, id: String, upload: Upload) -> Result<(), OciError> {
+    fn insert(&self, id: String, upload: Upload) -> Result<Slot, OciError> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        // Idle sessions leave memory; their rows and files stay for a resume
+        // until the store's sweep expires them.
         open.retain(|_, slot| match slot.try_lock() {
-            Ok(upload) => match &*upload {
-                Some(upload) if upload.touched.elapsed() > ABANDONED_AFTER => {
-                    let _ = std::fs::remove_file(&upload.path);
-                    false
-                }
-                Some(_) => true,
-                None => false,
-            },
+            Ok(upload) => upload
+                .as_ref()
+                .is_some_and(|upload| upload.touched.elapsed() < UPLOAD_ABANDONED_AFTER),
             Err(_) => true,
         });
         if open.len() >= MAX_UPLOADS {
@@ -78,8 +83,9 @@ impl Uploads {
                 "too many uploads in progress",
             ));
         }
-        open.insert(id, Arc::new(tokio::sync::Mutex::new(Some(upload))));
-        Ok(())
+        let slot = Arc::new(tokio::sync::Mutex::new(Some(upload)));
+        open.insert(id, slot.clone());
+        Ok(slot)
     }
 }
 
@@ -126,19 +132,53 @@ async fn start(
         }
         // Not mountable: the spec says to fall back to a plain upload session.
     }
-    let mut upload = new_upload(registry, repo).await?;
     if let Some(digest) = query.get("digest") {
         let digest = parse_digest(digest)?;
-        append(&mut upload, request.into_body()).await?;
+        let mut upload = new_upload(repo, registry.store.new_temp_path("upload")).await?;
+        if let Err(error) = append(&mut upload, request.into_body()).await {
+            let _ = tokio::fs::remove_file(&upload.path).await;
+            return Err(error);
+        }
         return commit(registry, repo, upload, &digest).await;
     }
     let id = new_id()?;
-    registry.uploads.insert(id.clone(), upload)?;
+    let path = registry
+        .store
+        .upload_path(&id)
+        .ok_or_else(|| internal("malformed upload id"))?;
+    // The row first: a file no row names is fair game for the sweep.
+    registry
+        .store
+        .upload_begin(&id, &repo.key)
+        .await
+        .map_err(internal)?;
+    let upload = match new_upload(repo, path).await {
+        Ok(upload) => upload,
+        Err(error) => {
+            end_session(registry, &id, None).await;
+            return Err(error);
+        }
+    };
+    if let Err(error) = registry.uploads.insert(id.clone(), upload) {
+        end_session(registry, &id, registry.store.upload_path(&id)).await;
+        return Err(error);
+    }
     Ok(session_response(repo, &id, 0, StatusCode::ACCEPTED))
 }
 
-async fn new_upload(registry: &Registry, repo: &Repo) -> Result<Upload, OciError> {
-    let path = registry.store.new_temp_path("upload");
+/// Forgets session `id` everywhere, removing its file if one is given.
+async fn end_session(registry: &Registry, id: &str, file: Option<PathBuf>) {
+    registry.uploads.remove(id);
+    if let Some(path) = file {
+        let _ = tokio::fs::remove_file(&path).await;
+    }
+    if let Err(error) = registry.store.upload_end(id).await {
+        // The sweep removes the row once its file is gone.
+        tracing::warn!(%error, upload = id, "could not forget an upload session");
+    }
+}
+
+async fn new_upload(repo: &Repo, path: PathBuf) -> Result<Upload, OciError> {
     let file = tokio::fs::File::create(&path)
         .await
         .map_err(|e| internal(format!("creating {}: {e}", path.display())))?;
@@ -229,9 +269,12 @@ fn session_response(repo: &Repo, id: &str, size: u64, status: StatusCode) -> Res
     response
 }
 
-/// The session `id` of this repository, locked.
+/// The session `id` of this repository, from memory or resumed from the store.
 async fn session(registry: &Registry, repo: &Repo, id: &str) -> Result<Slot, OciError> {
-    let slot = registry.uploads.get(id).ok_or_else(upload_unknown)?;
+    let slot = match registry.uploads.get(id) {
+        Some(slot) => slot,
+        None => resume(registry, id).await?,
+    };
     if slot
         .lock()
         .await
@@ -241,6 +284,76 @@ async fn session(registry: &Registry, repo: &Repo, id: &str) -> Result<Slot, Oci
         return Err(upload_unknown());
     }
     Ok(slot)
+}
+
+/// Rebuilds a session another process (or an earlier life of this one)
+/// acknowledged: its file cut back to the acknowledged size, that much
+/// re-hashed.
+async fn resume(registry: &Registry, id: &str) -> Result<Slot, OciError> {
+    let path = registry.store.upload_path(id).ok_or_else(upload_unknown)?;
+    let _one_at_a_time = registry.uploads.resuming.lock().await;
+    if let Some(slot) = registry.uploads.get(id) {
+        return Ok(slot);
+    }
+    let row = registry
+        .store
+        .upload_find(id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(upload_unknown)?;
+    let reopen = path.clone();
+    let rebuilt = tokio::task::spawn_blocking(move || rehash(&reopen, row.size))
+        .await
+        .map_err(|e| internal(format!("resuming an upload: {e}")))?;
+    let (file, hasher) = match rebuilt {
+        Ok(rebuilt) => rebuilt,
+        Err(error) => {
+            tracing::warn!(%error, upload = id, "an upload session could not be resumed; dropping it");
+            end_session(registry, id, Some(path)).await;
+            return Err(upload_unknown());
+        }
+    };
+    let upload = Upload {
+        repo_key: row.repo_key,
+        path,
+        file: tokio::fs::File::from_std(file),
+        size: row.size,
+        hasher,
+        touched: Instant::now(),
+    };
+    registry.uploads.insert(id.to_owned(), upload)
+}
+
+/// Opens an upload file at its acknowledged `size` (dropping any chunk the
+/// process died writing), positioned at the end, with those bytes hashed.
+fn rehash(path: &std::path::Path, size: u64) -> std::io::Result<(std::fs::File, Hasher)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let on_disk = file.metadata()?.len();
+    if on_disk < size {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!(
+                "{} holds {on_disk} bytes, {size} were acknowledged",
+                path.display()
+            ),
+        ));
+    }
+    file.set_len(size)?;
+    let mut hasher = Algorithm::Sha256.hasher();
+    let mut buffer = vec![0u8; REHASH_CHUNK];
+    let mut left = size;
+    while left > 0 {
+        let want = left.min(REHASH_CHUNK as u64) as usize;
+        file.read_exact(&mut buffer[..want])?;
+        hasher.update(&buffer[..want]);
+        left -= want as u64;
+    }
+    file.seek(SeekFrom::Start(size))?;
+    Ok((file, hasher))
 }
 
 async fn patch(
@@ -276,10 +389,15 @@ async fn patch(
         }
     }
     if let Err(error) = append(upload, request.into_body()).await {
-        registry.uploads.remove(id);
-        let _ = tokio::fs::remove_file(&upload.path).await;
+        let path = upload.path.clone();
         *guard = None;
+        end_session(registry, id, Some(path)).await;
         return Err(error);
+    }
+    if let Err(error) = registry.store.upload_progress(id, upload.size).await {
+        // The bytes are in and this process knows; only a resume after a
+        // restart would fall back to the previous chunk (and say so in `Range`).
+        tracing::warn!(%error, upload = id, "could not record upload progress");
     }
     Ok(session_response(
         repo,
@@ -298,13 +416,16 @@ async fn finish(
 ) -> Result<Response<Body>, OciError> {
     let digest = parse_digest(query.get("digest").unwrap_or(""))?;
     let shared = session(registry, repo, id).await?;
-    registry.uploads.remove(id);
     let mut upload = shared.lock().await.take().ok_or_else(upload_unknown)?;
-    if let Err(error) = append(&mut upload, request.into_body()).await {
-        let _ = tokio::fs::remove_file(&upload.path).await;
-        return Err(error);
-    }
-    commit(registry, repo, upload, &digest).await
+    let path = upload.path.clone();
+    let result = match append(&mut upload, request.into_body()).await {
+        Ok(()) => commit(registry, repo, upload, &digest).await,
+        Err(error) => Err(error),
+    };
+    // Committed or failed, the session is over (commit moved or removed the
+    // file; a failed append leaves it for removal here).
+    end_session(registry, id, result.is_err().then_some(path)).await;
+    result
 }
 
 /// Verifies a complete upload against `digest` and moves it into the store.
@@ -352,10 +473,8 @@ async fn status(registry: &Registry, repo: &Repo, id: &str) -> Result<Response<B
 
 async fn cancel(registry: &Registry, repo: &Repo, id: &str) -> Result<Response<Body>, OciError> {
     let shared = session(registry, repo, id).await?;
-    registry.uploads.remove(id);
-    if let Some(upload) = shared.lock().await.take() {
-        let _ = tokio::fs::remove_file(&upload.path).await;
-    }
+    let path = shared.lock().await.take().map(|upload| upload.path);
+    end_session(registry, id, path).await;
     let mut response = Response::new(body::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
     Ok(response)

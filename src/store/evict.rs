@@ -17,6 +17,9 @@ use sqlx::Row;
 
 use super::{Digest, Store, StoreError, io_error};
 
+/// A push session nobody touched for this long is dropped with its file.
+pub const UPLOAD_ABANDONED_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 /// Blobs open for reading in this process, with how many readers each has,
 /// keyed by the first 64 bits of the digest: marking a read costs no
 /// allocation, and the (astronomically rare) collision only makes eviction
@@ -130,6 +133,8 @@ pub struct SweepReport {
     pub orphan_bytes: u64,
     pub missing_files: u64,
     pub temp_files: u64,
+    /// Push sessions untouched for a day, and their leftover files.
+    pub abandoned_uploads: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -259,6 +264,9 @@ impl Store {
                 self.clear_abandoned_temp_files()? as u64
             };
         }
+        report.abandoned_uploads = self
+            .sweep_uploads(UPLOAD_ABANDONED_AFTER, min_age, dry_run)
+            .await?;
         let files = {
             let root = self.inner.root.join("blobs");
             tokio::task::spawn_blocking(move || list_blob_files(&root))

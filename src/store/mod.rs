@@ -18,6 +18,7 @@ mod nowait;
 mod oci;
 mod stats;
 mod upkeep;
+mod uploads;
 mod verify;
 
 use std::collections::HashSet;
@@ -31,11 +32,14 @@ pub use audit::{AuditQuery, AuditRecord};
 pub use audit_log::{AuditEntry, AuditLog};
 pub use db::Db;
 pub use digest::{Algorithm, Digest, Hasher, InvalidDigest};
-pub use evict::{EvictionReport, ReadGuard, StoreTotals, SweepOptions, SweepReport};
+pub use evict::{
+    EvictionReport, ReadGuard, StoreTotals, SweepOptions, SweepReport, UPLOAD_ABANDONED_AFTER,
+};
 pub use fill::{Committed, FillError, FillHead, FillProducer, FillReader, Slot, Validator};
 pub use go::{GoFile, StoredAnswer};
 pub use oci::{ManifestRow, NewManifest, ReferrerRow};
 pub use stats::{GroupStats, StoreStats};
+pub use uploads::{UploadRow, is_upload_id};
 pub use verify::VerifyReport;
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +160,7 @@ impl Store {
             data_dir.to_owned(),
             data_dir.join("blobs"),
             data_dir.join("tmp"),
+            data_dir.join("uploads"),
         ] {
             std::fs::create_dir_all(&dir)
                 .map_err(io_error(format!("creating {}", dir.display())))?;
