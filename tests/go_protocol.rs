@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::go::{Mode, ModuleVersion, StaticProxy, standard_modules, write_tree};
+use common::go::{Mode, ModuleVersion, StaticProxy, get, standard_modules, write_tree};
 use common::{MirrorOptions, PASSWORD, TestMirror, USER};
 use reqwest::StatusCode;
 
@@ -17,25 +17,6 @@ async fn mirror_for(upstream: &str, extra: &str) -> TestMirror {
         ..MirrorOptions::default()
     })
     .await
-}
-
-async fn get(mirror: &TestMirror, path: &str) -> (StatusCode, Vec<u8>) {
-    let response = mirror
-        .anonymous()
-        .get(mirror.url(path))
-        .basic_auth(USER, Some(PASSWORD))
-        .send()
-        .await
-        .expect("request");
-    let status = response.status();
-    (
-        status,
-        response
-            .bytes()
-            .await
-            .map(|b| b.to_vec())
-            .unwrap_or_default(),
-    )
 }
 
 fn tree_with(modules: &[ModuleVersion]) -> tempfile::TempDir {

@@ -4,30 +4,13 @@
 
 mod common;
 
-use common::go::{GoEnv, ModuleVersion, StaticProxy, SumdbServer, standard_modules, write_tree};
-use common::{MirrorOptions, PASSWORD, TestMirror, USER};
+use common::go::{
+    GoEnv, ModuleVersion, StaticProxy, SumdbServer, get, standard_modules, write_tree,
+};
+use common::{MirrorOptions, TestMirror};
 use reqwest::StatusCode;
 
 const NAME: &str = "sum.mirror.test";
-
-async fn get(mirror: &TestMirror, path: &str) -> (StatusCode, Vec<u8>) {
-    let response = mirror
-        .anonymous()
-        .get(mirror.url(path))
-        .basic_auth(USER, Some(PASSWORD))
-        .send()
-        .await
-        .expect("request");
-    let status = response.status();
-    (
-        status,
-        response
-            .bytes()
-            .await
-            .map(|b| b.to_vec())
-            .unwrap_or_default(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_verifies_modules_through_the_mirrors_sumdb_proxy_online_and_offline() {

@@ -106,14 +106,7 @@ async fn concurrent_cold_requests_for_a_blob_make_exactly_one_upstream_request()
     let (status, body) = fetch(&client, &url, None).await;
     assert_eq!((status, body.unwrap().0), (200, layer.digest.clone()));
     assert!(proxy.seen().is_empty(), "{:?}", proxy.seen());
-    let metrics = client
-        .get(mirror.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = mirror.metrics().await;
     assert!(
         metrics.contains(
             r#"mirror_upstream_requests_total{protocol="oci",upstream="up.test",result="ok"}"#

@@ -165,15 +165,7 @@ async fn prefetch_beside_a_running_server_stores_every_platform_of_an_image() {
     }
 
     // The offline pulls were hits, counted with the bytes they sent.
-    let metrics = server
-        .with_cert()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     for expected in [
         r#"mirror_cache_requests_total{protocol="oci",outcome="hit"}"#,
         r#"mirror_response_bytes_total{protocol="oci"}"#,

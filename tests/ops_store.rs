@@ -173,15 +173,7 @@ async fn a_bounded_cache_evicts_least_recently_used_content_and_refetches_it() {
         )
     });
     assert!(copied.status.success(), "{}", text(&copied));
-    let metrics = server
-        .with_cert()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     let evictions: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("mirror_evictions_total "))

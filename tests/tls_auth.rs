@@ -339,15 +339,7 @@ async fn handshake_failures_are_counted_by_reason() {
         .get(server.url("/healthz"))
         .send()
         .await;
-    let text = server
-        .with_cert()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics().await;
     assert!(
         text.contains("mirror_tls_handshake_failures_total{reason=\"unknown_ca\"} 1"),
         "{text}"

@@ -216,13 +216,23 @@ async fn mount_from(
         .insert_blob(digest, size, true)
         .await
         .map_err(internal)?;
+    linked(registry, repo, digest, size).await.map(Some)
+}
+
+/// Links a stored blob into `repo` and answers the push.
+async fn linked(
+    registry: &Registry,
+    repo: &Repo,
+    digest: &Digest,
+    size: u64,
+) -> Result<Response<Body>, OciError> {
     registry
         .store
         .oci_link_blob(&repo.key, digest)
         .await
         .map_err(internal)?;
     registry.cache.put_blob(&repo.key, digest, size);
-    Ok(Some(created(repo, digest)))
+    Ok(created(repo, digest))
 }
 
 fn created(repo: &Repo, digest: &Digest) -> Response<Body> {
@@ -456,13 +466,7 @@ async fn commit(
         .adopt_file(&upload.path, digest, upload.size, true)
         .await
         .map_err(internal)?;
-    registry
-        .store
-        .oci_link_blob(&repo.key, digest)
-        .await
-        .map_err(internal)?;
-    registry.cache.put_blob(&repo.key, digest, upload.size);
-    Ok(created(repo, digest))
+    linked(registry, repo, digest, upload.size).await
 }
 
 async fn status(registry: &Registry, repo: &Repo, id: &str) -> Result<Response<Body>, OciError> {

@@ -189,6 +189,18 @@ reload_poll = "{reload_poll}"
             .expect("client")
     }
 
+    /// The `/metrics` page, fetched with alice's certificate.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .with_cert()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(response.status(), 200, "GET /metrics");
+        response.text().await.expect("metrics body")
+    }
+
     pub async fn stop(mut self) -> (tempfile::TempDir, TestPki) {
         if let Some(mirror) = self.mirror.take() {
             mirror.shutdown().await;

@@ -2,7 +2,7 @@
 //! same moment, verified against their digest, stored and indexed; tags
 //! revalidated with a HEAD after `tag_ttl`, served stale when upstream fails.
 
-use super::{accept_headers, now_secs, record_tag, serve, store_manifest, unknown};
+use super::{accept_headers, record_tag, serve, store_manifest, unknown};
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{Method, Response, StatusCode};
@@ -13,7 +13,7 @@ use crate::oci::manifest_json::{self, MAX_MANIFEST, ManifestInfo};
 use crate::oci::names::Repo;
 use crate::oci::route::{Reference, Tag};
 use crate::oci::upstream::{UpstreamError, read_limited};
-use crate::oci::{Code, DIGEST_HEADER, OciError, Registry, from_upstream, internal};
+use crate::oci::{Code, DIGEST_HEADER, OciError, Registry, from_upstream};
 use crate::store::Digest;
 
 /// A tag older than its TTL: one HEAD upstream. Same digest: refresh the time
@@ -50,21 +50,13 @@ pub(super) async fn revalidate(
                 Code::ManifestUnknown,
             ));
         }
-        Ok(response) => {
-            tracing::warn!(upstream = %upstream.name, %tag, repo = %repo.name, status = %response.status(),
+        failed => {
+            let reason = match failed {
+                Ok(response) => format!("upstream answered {}", response.status()),
+                Err(error) => error.to_string(),
+            };
+            tracing::warn!(upstream = %upstream.name, %tag, repo = %repo.name, %reason,
                 "tag revalidation failed; serving the cached manifest");
-            return serve(
-                registry,
-                repo,
-                &reference,
-                cached.manifest,
-                head,
-                Outcome::Stale,
-            )
-            .await;
-        }
-        Err(error) => {
-            tracing::warn!(%error, %tag, repo = %repo.name, "tag revalidation failed; serving the cached manifest");
             return serve(
                 registry,
                 repo,
@@ -77,19 +69,8 @@ pub(super) async fn revalidate(
         }
     };
     if current.as_ref() == Some(&cached.manifest.digest) {
-        registry
-            .store
-            .oci_set_tag(&repo.key, tag.as_str(), &cached.manifest.digest)
-            .await
-            .map_err(internal)?;
-        registry.cache.put_tag(
-            &repo.key,
-            tag.as_str(),
-            TagMeta {
-                manifest: cached.manifest.clone(),
-                checked_at: now_secs(),
-            },
-        );
+        // Still current: restart its TTL.
+        record_tag(registry, repo, tag, &cached.manifest).await?;
         return serve(
             registry,
             repo,

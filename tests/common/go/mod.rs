@@ -21,6 +21,28 @@ pub use upstream::{Mode, StaticProxy};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::{PASSWORD, TestMirror, USER};
+
+/// GET `path` from the mirror as a Go client does (Basic auth): status and body.
+pub async fn get(mirror: &TestMirror, path: &str) -> (reqwest::StatusCode, Vec<u8>) {
+    let response = mirror
+        .anonymous()
+        .get(mirror.url(path))
+        .basic_auth(USER, Some(PASSWORD))
+        .send()
+        .await
+        .expect("request");
+    let status = response.status();
+    (
+        status,
+        response
+            .bytes()
+            .await
+            .map(|b| b.to_vec())
+            .unwrap_or_default(),
+    )
+}
+
 /// A module version to publish in a tree.
 pub struct ModuleVersion {
     pub path: String,
