@@ -99,22 +99,30 @@ pub async fn tags(
                     .and_then(|v| v.to_str().ok())
                     .and_then(|l| l.split_once('?'))
                     .map(|(_, rest)| format!("</v2/{}/tags/list?{rest}", repo.name));
-                let body = read_limited(response, MAX_MANIFEST)
-                    .await
-                    .unwrap_or_default();
-                let listed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                let tags = listed
-                    .get("tags")
-                    .cloned()
-                    .unwrap_or(serde_json::Value::Array(Vec::new()));
-                let json = serde_json::json!({ "name": repo.name.as_str(), "tags": tags });
-                return Ok(touched(
-                    json_response(&json, link),
-                    Action::Read,
-                    artifact,
-                    None,
-                    Outcome::Miss,
-                ));
+                let listed = read_limited(response, MAX_MANIFEST).await.and_then(|body| {
+                    serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| e.to_string())
+                });
+                match listed {
+                    Ok(listed) => {
+                        let tags = listed
+                            .get("tags")
+                            .cloned()
+                            .unwrap_or(serde_json::Value::Array(Vec::new()));
+                        let json = serde_json::json!({ "name": repo.name.as_str(), "tags": tags });
+                        return Ok(touched(
+                            json_response(&json, link),
+                            Action::Read,
+                            artifact,
+                            None,
+                            Outcome::Miss,
+                        ));
+                    }
+                    // A cut or garbled list is no reason to claim there are no tags.
+                    Err(error) => {
+                        tracing::warn!(upstream = %upstream.name, %error, repo = %repo.name,
+                        "tags/list from upstream unreadable; listing cached tags")
+                    }
+                }
             }
             Ok(response) if response.status().is_client_error() => {
                 return Err(from_upstream(

@@ -201,7 +201,10 @@ impl Route {
         let (head, last) = rest.rsplit_once('/').ok_or_else(unknown)?;
         if let Some(name) = head.strip_suffix("/blobs/uploads") {
             let id = (!last.is_empty()).then(|| last.to_owned());
-            if id.as_deref().is_some_and(|id| !valid_upload_id(id)) {
+            if id
+                .as_deref()
+                .is_some_and(|id| !crate::store::is_upload_id(id))
+            {
                 return Err(OciError::new(Code::BlobUploadUnknown, "unknown upload"));
             }
             return Ok(Route::Upload(name.parse()?, id));
@@ -214,10 +217,6 @@ impl Route {
             _ => Err(unknown()),
         }
     }
-}
-
-fn valid_upload_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// A request's query parameters, decoded (`+` is a space, as in forms).
@@ -322,8 +321,8 @@ mod tests {
             Route::Upload(name("x"), None)
         );
         assert_eq!(
-            Route::parse("/v2/x/blobs/uploads/abc-1").unwrap(),
-            Route::Upload(name("x"), Some("abc-1".into()))
+            Route::parse("/v2/x/blobs/uploads/0123456789abcdef0123456789abcdef").unwrap(),
+            Route::Upload(name("x"), Some("0123456789abcdef0123456789abcdef".into()))
         );
         assert_eq!(
             Route::parse("/v2/x/tags/list").unwrap(),

@@ -4,10 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use http::header::HeaderValue;
-
-use crate::config::Secret;
 
 /// A `WWW-Authenticate` challenge.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +80,8 @@ struct TokenResponse {
 
 /// The spec's default lifetime when the token service names none.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
+/// Longest a token is kept, whatever the token service says.
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Asks the challenge's realm for a token for `scope`, with the configured
 /// credentials if any (anonymous otherwise).
@@ -90,7 +89,7 @@ pub async fn fetch(
     client: &reqwest::Client,
     challenge: &Challenge,
     scope: &str,
-    credentials: Option<&(String, Secret)>,
+    basic: Option<&HeaderValue>,
 ) -> Result<Token, String> {
     let realm = challenge
         .realm
@@ -107,13 +106,8 @@ pub async fn fetch(
         }
     }
     let mut request = client.get(url);
-    if let Some((user, password)) = credentials {
-        let encoded = base64::engine::general_purpose::STANDARD
-            .encode(format!("{user}:{}", password.expose()));
-        let mut value = HeaderValue::from_str(&format!("Basic {encoded}"))
-            .map_err(|_| "invalid credentials")?;
-        value.set_sensitive(true);
-        request = request.header(http::header::AUTHORIZATION, value);
+    if let Some(basic) = basic {
+        request = request.header(http::header::AUTHORIZATION, basic.clone());
     }
     let started = Instant::now();
     let response = request.send().await.map_err(|e| format!("{realm}: {e}"))?;
@@ -128,9 +122,12 @@ pub async fn fetch(
         .or(parsed.access_token)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| format!("{realm} sent no token"))?;
+    // Capped: the value comes from outside, and `Instant` arithmetic panics
+    // on overflow.
     let lifetime = parsed
         .expires_in
-        .map_or(DEFAULT_LIFETIME, Duration::from_secs);
+        .map_or(DEFAULT_LIFETIME, Duration::from_secs)
+        .min(MAX_LIFETIME);
     // Renew a little early so a token never expires between check and use.
     let margin = (lifetime / 10).min(Duration::from_secs(30));
     Ok(Token {

@@ -62,13 +62,24 @@ pub struct Upstream {
     pub default: bool,
     pub tag_ttl: Duration,
     base: String,
-    credentials: Option<(String, Secret)>,
+    /// `Authorization: Basic …` for the configured credentials (sensitive).
+    basic: Option<HeaderValue>,
     client: reqwest::Client,
     scheme: Mutex<Scheme>,
     /// Bearer tokens by scope (`repository:library/alpine:pull`).
     tokens: Mutex<HashMap<String, Token>>,
     token_fetches: Singleflight<Result<Token, UpstreamError>>,
     metrics: Arc<Metrics>,
+}
+
+/// `Basic base64(user:password)`, marked sensitive so it is never logged.
+/// (Base64 is always a valid header value; `None` cannot happen in practice.)
+fn basic_authorization(user: &str, password: Option<&Secret>) -> Option<HeaderValue> {
+    let password = password.map_or("", Secret::expose);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 impl Upstream {
@@ -78,13 +89,10 @@ impl Upstream {
             default: config.default,
             tag_ttl: config.tag_ttl,
             base: config.url.trim_end_matches('/').to_owned(),
-            credentials: config.username.clone().map(|user| {
-                let password = config
-                    .password
-                    .clone()
-                    .unwrap_or_else(|| Secret::new(String::new()));
-                (user, password)
-            }),
+            basic: config
+                .username
+                .as_deref()
+                .and_then(|user| basic_authorization(user, config.password.as_ref())),
             client: crate::upstream::client(config.ca.as_deref())?,
             scheme: Mutex::new(Scheme::Unknown),
             tokens: Mutex::new(HashMap::new()),
@@ -167,9 +175,9 @@ impl Upstream {
                     self.forget_token(&scope);
                     Some(self.bearer(&challenge, &scope).await?)
                 }
-                Some(Some(_basic)) if self.credentials.is_some() && authorization.is_none() => {
+                Some(Some(_basic)) if self.basic.is_some() && authorization.is_none() => {
                     self.set_scheme(Scheme::Basic);
-                    self.basic()
+                    self.basic.clone()
                 }
                 _ => return Ok(response),
             };
@@ -178,15 +186,6 @@ impl Upstream {
 
     fn set_scheme(&self, scheme: Scheme) {
         *self.scheme.lock().unwrap_or_else(|e| e.into_inner()) = scheme;
-    }
-
-    fn basic(&self) -> Option<HeaderValue> {
-        let (user, password) = self.credentials.as_ref()?;
-        let encoded = base64::engine::general_purpose::STANDARD
-            .encode(format!("{user}:{}", password.expose()));
-        let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
-        value.set_sensitive(true);
-        Some(value)
     }
 
     /// What to send on the first try, from what the upstream asked last time,
@@ -202,7 +201,7 @@ impl Upstream {
             .clone();
         match scheme {
             Scheme::Unknown => Ok(None),
-            Scheme::Basic => Ok(self.basic()),
+            Scheme::Basic => Ok(self.basic.clone()),
             Scheme::Bearer(challenge) => Ok(Some(self.bearer(&challenge, scope).await?)),
         }
     }
@@ -245,7 +244,7 @@ impl Upstream {
             .token_fetches
             .run(scope, async {
                 let token =
-                    super::token::fetch(&self.client, challenge, scope, self.credentials.as_ref())
+                    super::token::fetch(&self.client, challenge, scope, self.basic.as_ref())
                         .await
                         .map_err(|reason| UpstreamError::Token {
                             upstream: self.name.clone(),
