@@ -7,4 +7,3 @@ CREATE TABLE uploads (
     size INTEGER NOT NULL,
     touched_at INTEGER NOT NULL
 );
-CREATE INDEX uploads_touched ON uploads (touched_at);

@@ -12,7 +12,7 @@ use super::GoProxy;
 use super::chain::Answer;
 use super::error::GoError;
 use crate::http::Outcome;
-use crate::store::StoredAnswer;
+use crate::store::{StoredAnswer, now_secs};
 
 /// An answer as kept: a 200 with its body, or a 404/410 with its reason.
 #[derive(Clone, Debug)]
@@ -49,12 +49,6 @@ impl From<StoredAnswer> for Cached {
 
 /// What a refresh produced, shared by every caller that waited on it.
 pub type Refreshed = Result<Arc<Cached>, String>;
-
-pub fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
 
 impl GoProxy {
     fn is_fresh(&self, cached: &Cached, now: i64) -> bool {

@@ -278,7 +278,7 @@ impl GoProxy {
                         Ok(std::sync::Arc::new(super::answers::Cached {
                             status: 200,
                             body: bytes,
-                            fetched_at: super::answers::now_secs(),
+                            fetched_at: crate::store::now_secs(),
                         }))
                     }
                     super::chain::Answer::NotFound { gone, reason } => {

@@ -209,13 +209,12 @@ async fn mount_from(
         Some(size) => size,
         None => return Ok(None),
     };
-    // Pushed content is never evicted, even if it came from a mirrored repository.
-    registry
-        .store
-        .db()
-        .insert_blob(digest, size, true)
-        .await
-        .map_err(internal)?;
+    // Pushed content is never evicted, even if it came from a mirrored
+    // repository. The metadata cache may still name a blob eviction removed:
+    // then it is no mount, but a plain upload.
+    if !registry.store.mark_hosted(digest).await.map_err(internal)? {
+        return Ok(None);
+    }
     linked(registry, repo, digest, size).await.map(Some)
 }
 

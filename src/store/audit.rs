@@ -1,7 +1,6 @@
 //! The audit trail in the index: every content request, so an operator can
 //! answer "who pulled this digest?" (`AuditLog` in `audit_log` gathers them;
-//! this module writes, queries and prunes rows). The channel is bounded and senders wait when it is
-//! full: under overload the audit slows requests down rather than losing records.
+//! this module writes, queries and prunes rows).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -20,7 +20,14 @@ pub struct Db {
     pub(crate) read: SqlitePool,
 }
 
-pub(crate) fn now_secs() -> i64 {
+/// A digest read back from the index.
+pub(crate) fn indexed_digest(text: &str) -> Result<Digest, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("index holds an invalid digest {text:?}")))
+}
+
+/// Seconds since the Unix epoch, as the index stores times.
+pub fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)

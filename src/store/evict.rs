@@ -205,11 +205,9 @@ impl Store {
                     report.skipped_in_use += 1;
                     continue;
                 }
-                if !dry_run && self.remove_blob(&digest).await? {
-                    self.inner
-                        .counters
-                        .evicted_bytes
-                        .fetch_add(blob_size, std::sync::atomic::Ordering::Relaxed);
+                // A row gone or pinned since the page was read frees nothing.
+                if !dry_run && !self.remove_blob(&digest, blob_size).await? {
+                    continue;
                 }
                 size = size.saturating_sub(blob_size);
                 report.evicted += 1;
@@ -222,7 +220,7 @@ impl Store {
 
     /// Deletes a cached blob: its row (and, by cascade, every row that refers
     /// to it), then its file. Hosted blobs are refused.
-    async fn remove_blob(&self, digest: &Digest) -> Result<bool, StoreError> {
+    async fn remove_blob(&self, digest: &Digest, size: u64) -> Result<bool, StoreError> {
         let deleted = sqlx::query("DELETE FROM blobs WHERE digest = ?1 AND hosted = 0")
             .bind(digest.to_string())
             .execute(&self.inner.db.write)
@@ -231,10 +229,13 @@ impl Store {
         if deleted == 0 {
             return Ok(false);
         }
-        self.inner
-            .counters
+        let counters = &self.inner.counters;
+        counters
             .evicted_blobs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counters
+            .evicted_bytes
+            .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
         let path = self.blob_path(digest);
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(true),
@@ -269,9 +270,7 @@ impl Store {
             .await?;
         let files = {
             let root = self.inner.root.join("blobs");
-            tokio::task::spawn_blocking(move || list_blob_files(&root))
-                .await
-                .map_err(|e| StoreError::Corrupt(format!("blocking task failed: {e}")))??
+            tokio::task::spawn_blocking(move || list_blob_files(&root)).await??
         };
         let now = SystemTime::now();
         for chunk in files.chunks(500) {

@@ -111,11 +111,6 @@ impl Fills {
             active.remove(key);
         }
     }
-
-    pub fn in_progress(&self) -> usize {
-        let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-        active.values().filter(|w| w.strong_count() > 0).count()
-    }
 }
 
 /// The outcome of asking for a fill slot.
@@ -516,6 +511,7 @@ impl FillReader {
 
 /// Writes `chunks` back to back at `offset`, in as few `pwritev` calls as the
 /// kernel allows.
+#[cfg(target_os = "linux")]
 fn write_all_at(file: &std::fs::File, chunks: &[Bytes], offset: u64) -> std::io::Result<()> {
     let mut slices: Vec<std::io::IoSlice<'_>> =
         chunks.iter().map(|c| std::io::IoSlice::new(c)).collect();
@@ -531,6 +527,18 @@ fn write_all_at(file: &std::fs::File, chunks: &[Bytes], offset: u64) -> std::io:
         };
         offset += written as u64;
         std::io::IoSlice::advance_slices(&mut slices, written);
+    }
+    Ok(())
+}
+
+/// Writes `chunks` back to back at `offset` (rustix is a Linux dependency
+/// here; elsewhere one positioned write per chunk).
+#[cfg(not(target_os = "linux"))]
+fn write_all_at(file: &std::fs::File, chunks: &[Bytes], offset: u64) -> std::io::Result<()> {
+    let mut offset = offset;
+    for chunk in chunks {
+        file.write_all_at(chunk, offset)?;
+        offset += chunk.len() as u64;
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use super::db::now_secs;
+use super::db::{indexed_digest, now_secs};
 use super::{Digest, Store, StoreError};
 
 /// One of a canonical module version's immutable files.
@@ -34,9 +34,10 @@ pub struct StoredAnswer {
     pub fetched_at: i64,
 }
 
-fn digest_of(text: &str) -> Result<Digest, StoreError> {
-    text.parse()
-        .map_err(|_| StoreError::Corrupt(format!("index holds an invalid digest {text:?}")))
+/// A `(digest, size)` row as the caller wants it.
+fn located(row: Option<(String, i64)>) -> Result<Option<(Digest, u64)>, StoreError> {
+    row.map(|(digest, size)| Ok((indexed_digest(&digest)?, size.max(0) as u64)))
+        .transpose()
 }
 
 impl Store {
@@ -47,7 +48,7 @@ impl Store {
         version: &str,
         kind: GoFile,
     ) -> Result<Option<(Digest, u64)>, StoreError> {
-        let row = sqlx::query(
+        let row = sqlx::query_as(
             "SELECT digest, size FROM go_files WHERE module = ?1 AND version = ?2 AND kind = ?3",
         )
         .bind(module)
@@ -55,14 +56,7 @@ impl Store {
         .bind(kind.as_str())
         .fetch_optional(&self.inner.db.read)
         .await?;
-        match row {
-            Some(row) => {
-                let digest: String = row.try_get(0)?;
-                let size: i64 = row.try_get(1)?;
-                Ok(Some((digest_of(&digest)?, size as u64)))
-            }
-            None => Ok(None),
-        }
+        located(row)
     }
 
     /// Records a stored, verified file. The blob must already be indexed.
@@ -176,20 +170,14 @@ impl Store {
         sumdb: &str,
         tile: &str,
     ) -> Result<Option<(Digest, u64)>, StoreError> {
-        let row =
-            sqlx::query("SELECT digest, size FROM go_sumdb_tiles WHERE sumdb = ?1 AND tile = ?2")
-                .bind(sumdb)
-                .bind(tile)
-                .fetch_optional(&self.inner.db.read)
-                .await?;
-        match row {
-            Some(row) => {
-                let digest: String = row.try_get(0)?;
-                let size: i64 = row.try_get(1)?;
-                Ok(Some((digest_of(&digest)?, size as u64)))
-            }
-            None => Ok(None),
-        }
+        let row = sqlx::query_as(
+            "SELECT digest, size FROM go_sumdb_tiles WHERE sumdb = ?1 AND tile = ?2",
+        )
+        .bind(sumdb)
+        .bind(tile)
+        .fetch_optional(&self.inner.db.read)
+        .await?;
+        located(row)
     }
 
     pub async fn put_sumdb_tile(

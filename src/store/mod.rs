@@ -30,7 +30,9 @@ use bytes::Bytes;
 
 pub use audit::{AuditQuery, AuditRecord};
 pub use audit_log::{AuditEntry, AuditLog};
-pub use db::Db;
+
+use db::Db;
+pub use db::now_secs;
 pub use digest::{Algorithm, Digest, Hasher, InvalidDigest};
 pub use evict::{
     EvictionReport, ReadGuard, StoreTotals, SweepOptions, SweepReport, UPLOAD_ABANDONED_AFTER,
@@ -58,6 +60,8 @@ pub enum StoreError {
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("{0}")]
     Corrupt(String),
+    #[error("blocking task failed: {0}")]
+    Blocking(#[from] tokio::task::JoinError),
 }
 
 fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -192,12 +196,16 @@ impl Store {
         Store::open(data_dir).await
     }
 
-    pub fn root(&self) -> &Path {
-        &self.inner.root
-    }
-
-    pub fn db(&self) -> &Db {
-        &self.inner.db
+    /// Pins an indexed blob against eviction (pushed content, a mount).
+    /// `false` when no row indexes it, e.g. eviction removed it a moment ago:
+    /// eviction deletes only unpinned rows on the same write connection, so
+    /// a blob pinned here stays.
+    pub async fn mark_hosted(&self, digest: &Digest) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE blobs SET hosted = 1 WHERE digest = ?1")
+            .bind(digest.as_str())
+            .execute(&self.inner.db.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     pub fn counters(&self) -> &Counters {
@@ -207,7 +215,7 @@ impl Store {
     /// Removes temp files left by a process that died mid-write. Only for the
     /// process that owns the data dir (see `lock_exclusive`), never for a CLI
     /// command that may run beside a live server.
-    pub fn clear_abandoned_temp_files(&self) -> Result<usize, StoreError> {
+    fn clear_abandoned_temp_files(&self) -> Result<usize, StoreError> {
         let tmp = self.inner.root.join("tmp");
         let mut removed = 0;
         for entry in
@@ -310,8 +318,7 @@ impl Store {
                 .and_then(|dir| dir.sync_all())
                 .map_err(io_error(format!("syncing {}", parent.display())))
         })
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("blocking task failed: {e}")))??;
+        .await??;
         self.inner.db.insert_blob(digest, size, hosted).await?;
         self.inner.grew.notify_one();
         Ok(())
@@ -321,13 +328,12 @@ impl Store {
     /// returns its sha256 digest.
     pub async fn put_bytes(&self, bytes: &[u8], hosted: bool) -> Result<Digest, StoreError> {
         let digest = Digest::sha256_of(bytes);
-        if self.blob_path(&digest).exists() && self.inner.db.blob_size(&digest).await?.is_some() {
-            if hosted {
-                self.inner
-                    .db
-                    .insert_blob(&digest, bytes.len() as u64, true)
-                    .await?;
-            }
+        let indexed = if hosted {
+            self.mark_hosted(&digest).await?
+        } else {
+            self.inner.db.blob_size(&digest).await?.is_some()
+        };
+        if indexed && self.blob_path(&digest).exists() {
             return Ok(digest);
         }
         let tmp = self.new_temp_path("put");
@@ -339,8 +345,7 @@ impl Store {
             file.write_all(&data)?;
             file.sync_all()
         })
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("blocking task failed: {e}")))?
+        .await?
         .map_err(io_error(format!("writing {}", tmp.display())))?;
         self.adopt_file(&tmp, &digest, bytes.len() as u64, hosted)
             .await?;
@@ -393,11 +398,7 @@ impl Store {
                     };
                     Ok(open_read(file, read_limit, false)?.ok())
                 });
-                match read
-                    .await
-                    .map_err(|e| StoreError::Corrupt(format!("blocking task failed: {e}")))?
-                    .map_err(io_error(context()))?
-                {
+                match read.await?.map_err(io_error(context()))? {
                     Some(opened) => opened,
                     None => return Ok(None),
                 }

@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use super::db::now_secs;
+use super::db::{indexed_digest, now_secs};
 use super::{Digest, Store, StoreError};
 
 /// A manifest stored for a repository.
@@ -34,11 +34,6 @@ pub struct NewManifest<'a> {
     pub subject: Option<&'a Digest>,
     pub artifact_type: Option<&'a str>,
     pub annotations: Option<&'a str>,
-}
-
-fn digest_of(text: String) -> Result<Digest, StoreError> {
-    text.parse()
-        .map_err(|e| StoreError::Corrupt(format!("index holds a bad digest: {e}")))
 }
 
 impl Store {
@@ -78,7 +73,7 @@ impl Store {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let manifest = ManifestRow {
-            digest: digest_of(row.get(0))?,
+            digest: indexed_digest(row.get(0))?,
             media_type: row.get(1),
             size: row.get::<i64, _>(2) as u64,
         };
@@ -209,7 +204,7 @@ impl Store {
         rows.into_iter()
             .map(|row| {
                 Ok(ReferrerRow {
-                    digest: digest_of(row.get(0))?,
+                    digest: indexed_digest(row.get(0))?,
                     media_type: row.get(1),
                     size: row.get::<i64, _>(2) as u64,
                     artifact_type: row.get(3),

@@ -78,42 +78,53 @@ impl Store {
         min_age: Duration,
         dry_run: bool,
     ) -> Result<u64, StoreError> {
-        let dir = self.inner.root.join("uploads");
         let cutoff = now_secs() - abandoned_after.as_secs() as i64;
         let rows: Vec<(String, i64)> = sqlx::query_as("SELECT id, touched_at FROM uploads")
             .fetch_all(&self.inner.db.read)
             .await?;
-        let mut removed = 0;
-        let mut named = std::collections::HashSet::new();
-        for (id, touched_at) in rows {
-            let path = dir.join(&id);
-            let live = touched_at >= cutoff && is_upload_id(&id) && path.is_file();
-            if !live {
-                removed += 1;
-                if !dry_run {
-                    let _ = std::fs::remove_file(&path);
-                    self.upload_end(&id).await?;
+        let dir = self.inner.root.join("uploads");
+        let (dead, leftovers) = tokio::task::spawn_blocking(move || {
+            let named: std::collections::HashSet<&str> =
+                rows.iter().map(|(id, _)| id.as_str()).collect();
+            // A row is dead when stale, malformed (never a path then) or fileless.
+            let dead: Vec<String> = rows
+                .iter()
+                .filter(|(id, touched_at)| {
+                    *touched_at < cutoff || !is_upload_id(id) || !dir.join(id).is_file()
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            let now = SystemTime::now();
+            let mut leftovers = Vec::new();
+            for entry in std::fs::read_dir(&dir)?.flatten() {
+                let name = entry.file_name();
+                let old_enough =
+                    entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|modified| {
+                            now.duration_since(modified).unwrap_or_default() >= min_age
+                        });
+                if old_enough && !named.contains(name.to_string_lossy().as_ref()) {
+                    leftovers.push(entry.path());
                 }
             }
-            named.insert(id);
-        }
-        let now = SystemTime::now();
-        let entries = std::fs::read_dir(&dir)
-            .map_err(super::io_error(format!("listing {}", dir.display())))?;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            if named.contains(name.to_string_lossy().as_ref()) {
-                continue;
+            if !dry_run {
+                for id in dead.iter().filter(|id| is_upload_id(id)) {
+                    let _ = std::fs::remove_file(dir.join(id));
+                }
+                leftovers.retain(|path| std::fs::remove_file(path).is_ok());
             }
-            let old_enough = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|modified| now.duration_since(modified).unwrap_or_default() >= min_age);
-            if old_enough && (dry_run || std::fs::remove_file(entry.path()).is_ok()) {
-                removed += 1;
+            std::io::Result::Ok((dead, leftovers.len() as u64))
+        })
+        .await?
+        .map_err(super::io_error("sweeping uploads"))?;
+        if !dry_run {
+            for id in &dead {
+                self.upload_end(id).await?;
             }
         }
-        Ok(removed)
+        Ok(dead.len() as u64 + leftovers)
     }
 }
 

@@ -47,10 +47,7 @@ impl Store {
                     Ok(digest) => {
                         let path = self.blob_path(&digest);
                         tokio::task::spawn_blocking(move || check(&path, &digest, size as u64))
-                            .await
-                            .map_err(|e| {
-                                StoreError::Corrupt(format!("blocking task failed: {e}"))
-                            })?
+                            .await?
                     }
                     Err(_) => Verdict::Corrupt,
                 };

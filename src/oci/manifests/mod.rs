@@ -19,7 +19,7 @@ use super::names::Repo;
 use super::route::{Reference, Tag};
 use super::{Code, OciError, Registry, content_response, internal, touched};
 use crate::http::{Action, Body, Outcome, body};
-use crate::store::{Digest, NewManifest};
+use crate::store::{Digest, NewManifest, now_secs};
 
 pub(super) fn unknown(repo: &Repo, reference: &Reference) -> OciError {
     OciError::new(
@@ -33,12 +33,6 @@ pub(super) fn artifact(repo: &Repo, reference: &Reference) -> String {
         Reference::Tag(tag) => format!("{}:{tag}", repo.name),
         Reference::Digest(digest) => format!("{}@{digest}", repo.name),
     }
-}
-
-pub(super) fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// `GET|HEAD /v2/<name>/manifests/<reference>`.
