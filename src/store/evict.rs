@@ -273,14 +273,14 @@ impl Store {
             tokio::task::spawn_blocking(move || list_blob_files(&root)).await??
         };
         let now = SystemTime::now();
+        let mut orphans = Vec::new();
         for chunk in files.chunks(500) {
-            let digests: Vec<String> = chunk.iter().map(|(d, _, _)| d.to_string()).collect();
             let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "SELECT digest FROM blobs WHERE digest IN (",
             );
             let mut list = query.separated(", ");
-            for digest in &digests {
-                list.push_bind(digest);
+            for file in chunk {
+                list.push_bind(file.digest.as_str());
             }
             query.push(")");
             let known: std::collections::HashSet<String> = query
@@ -290,17 +290,25 @@ impl Store {
                 .iter()
                 .filter_map(|row| row.try_get::<String, _>("digest").ok())
                 .collect();
-            for (digest, path, modified) in chunk {
-                let old_enough = now.duration_since(*modified).unwrap_or_default() >= min_age;
-                if !known.contains(&digest.to_string()) && old_enough {
-                    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-                    if dry_run || std::fs::remove_file(path).is_ok() {
-                        report.orphan_files += 1;
-                        report.orphan_bytes += size;
-                    }
-                }
-            }
+            orphans.extend(chunk.iter().filter(|file| {
+                !known.contains(file.digest.as_str())
+                    && now.duration_since(file.modified).unwrap_or_default() >= min_age
+            }));
         }
+        let orphans: Vec<(PathBuf, u64)> = orphans
+            .into_iter()
+            .map(|file| (file.path.clone(), file.len))
+            .collect();
+        (report.orphan_files, report.orphan_bytes) = tokio::task::spawn_blocking(move || {
+            orphans
+                .iter()
+                .filter(|(path, _)| dry_run || std::fs::remove_file(path).is_ok())
+                .fold((0, 0), |(files, bytes), (_, len)| (files + 1, bytes + len))
+        })
+        .await?;
+
+        let listed: std::collections::HashSet<Digest> =
+            files.into_iter().map(|file| file.digest).collect();
         let mut after = String::new();
         loop {
             let page: Vec<String> = sqlx::query_scalar(
@@ -311,28 +319,48 @@ impl Store {
             .await?;
             let Some(last) = page.last() else { break };
             after = last.clone();
-            for text in &page {
-                let Ok(digest) = text.parse::<Digest>() else {
-                    continue;
-                };
-                if !self.blob_path(&digest).exists() {
-                    // Hosted rows too: a row without its file is broken either way.
-                    if !dry_run {
-                        sqlx::query("DELETE FROM blobs WHERE digest = ?1")
-                            .bind(text)
-                            .execute(&self.inner.db.write)
-                            .await?;
-                    }
-                    report.missing_files += 1;
+            // Rows the listing did not see; a file renamed in since then has
+            // appeared, so look again before calling one missing.
+            let unseen: Vec<(String, PathBuf)> = page
+                .into_iter()
+                .filter_map(|text| {
+                    let digest = text.parse::<Digest>().ok()?;
+                    (!listed.contains(&digest)).then(|| (text, self.blob_path(&digest)))
+                })
+                .collect();
+            let missing: Vec<String> = tokio::task::spawn_blocking(move || {
+                unseen
+                    .into_iter()
+                    .filter(|(_, path)| !path.exists())
+                    .map(|(text, _)| text)
+                    .collect()
+            })
+            .await?;
+            for text in missing {
+                // Hosted rows too: a row without its file is broken either way.
+                if !dry_run {
+                    sqlx::query("DELETE FROM blobs WHERE digest = ?1")
+                        .bind(&text)
+                        .execute(&self.inner.db.write)
+                        .await?;
                 }
+                report.missing_files += 1;
             }
         }
         Ok(report)
     }
 }
 
-/// Every `blobs/<alg>/<xx>/<hex>` file with its digest and modification time.
-fn list_blob_files(root: &Path) -> Result<Vec<(Digest, PathBuf, SystemTime)>, StoreError> {
+/// A file found under `blobs/`.
+struct ListedFile {
+    digest: Digest,
+    path: PathBuf,
+    modified: SystemTime,
+    len: u64,
+}
+
+/// Every `blobs/<alg>/<xx>/<hex>` file.
+fn list_blob_files(root: &Path) -> Result<Vec<ListedFile>, StoreError> {
     let mut files = Vec::new();
     let read =
         |dir: &Path| std::fs::read_dir(dir).map_err(io_error(format!("listing {}", dir.display())));
@@ -350,12 +378,18 @@ fn list_blob_files(root: &Path) -> Result<Vec<(Digest, PathBuf, SystemTime)>, St
                     algorithm.file_name().to_string_lossy(),
                     file.file_name().to_string_lossy()
                 );
-                let modified = file
-                    .metadata()
-                    .and_then(|m| m.modified())
+                let metadata = file.metadata().ok();
+                let modified = metadata
+                    .as_ref()
+                    .and_then(|m| m.modified().ok())
                     .unwrap_or(SystemTime::UNIX_EPOCH);
                 match name.parse::<Digest>() {
-                    Ok(digest) => files.push((digest, file.path(), modified)),
+                    Ok(digest) => files.push(ListedFile {
+                        digest,
+                        path: file.path(),
+                        modified,
+                        len: metadata.map_or(0, |m| m.len()),
+                    }),
                     // Not a blob name at all: nothing we wrote; leave it alone.
                     Err(_) => {
                         tracing::warn!(path = %file.path().display(), "unexpected file in blobs/")
