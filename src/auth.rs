@@ -217,10 +217,12 @@ impl Authenticator {
             return verdict;
         }
         let (user, password) = (user.to_owned(), password.to_owned());
-        let (hash, cost) = {
-            let file = self.htpasswd.read().unwrap_or_else(|e| e.into_inner());
-            (file.users.get(&user).cloned(), file.cost)
-        };
+        let file = self
+            .htpasswd
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let (hash, cost) = (file.users.get(&user).cloned(), file.cost);
         let permit = self.bcrypt_slots.acquire().await.ok()?;
         let matches = tokio::task::spawn_blocking(move || match hash {
             Some(hash) => bcrypt::verify(password, &hash).unwrap_or(false),
@@ -238,7 +240,7 @@ impl Authenticator {
         } else {
             NEGATIVE_TTL
         };
-        self.remember(key, verdict.clone(), ttl);
+        self.remember(&file, key, verdict.clone(), ttl);
         verdict
     }
 
@@ -259,8 +261,17 @@ impl Authenticator {
             .map(|entry| entry.user.clone())
     }
 
-    fn remember(&self, key: [u8; 32], user: Option<String>, ttl: Duration) {
+    /// Caches a verdict reached against `file`, unless a reload replaced the
+    /// file meanwhile (checked under the cache lock, which `replace` takes to
+    /// clear the cache after swapping the file): a removed user or an old
+    /// password must not outlive the reload.
+    fn remember(&self, file: &Arc<Htpasswd>, key: [u8; 32], user: Option<String>, ttl: Duration) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.htpasswd.read().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&current, file) {
+            return;
+        }
+        drop(current);
         if cache.len() >= CACHE_LIMIT {
             let now = Instant::now();
             cache.retain(|_, entry| entry.expires > now);
@@ -345,6 +356,21 @@ mod tests {
         auth.replace(Htpasswd::default());
         assert!(auth.cached(&key).is_none());
         assert_eq!(auth.verify_basic(&header("alice", "s3cret")).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_verdict_reached_against_the_old_file_is_not_cached_after_a_reload() {
+        let auth = authenticator();
+        let old = auth
+            .htpasswd
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        // The reload lands while bcrypt was running against `old`.
+        auth.replace(Htpasswd::default());
+        let key = auth.cache_key("alice", "s3cret");
+        auth.remember(&old, key, Some("alice".into()), Duration::from_secs(60));
+        assert!(auth.cached(&key).is_none());
     }
 
     #[test]

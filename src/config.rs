@@ -560,13 +560,8 @@ impl Config {
             return Err("registry.upstream: at most one upstream may have default = true".into());
         }
         for (i, prefix) in self.registry.hosted.iter().enumerate() {
-            let component_ok = |c: &str| {
-                !c.is_empty()
-                    && c.chars().all(|ch| {
-                        ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch)
-                    })
-            };
-            if !prefix.split('/').all(component_ok) {
+            // The distribution spec's name grammar, as requests are parsed by.
+            if prefix.parse::<crate::oci::route::RepoName>().is_err() {
                 return Err(format!(
                     "registry.hosted[{i}]: {prefix:?} is not a repository namespace such as \"internal\""
                 ));

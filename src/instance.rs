@@ -100,7 +100,6 @@ impl Mirror {
             metrics: config.auth.metrics,
         };
         let (audit, audit_writer) = store.start_audit();
-        store.spawn_audit_retention(config.audit.retention, stop.clone());
         let app = Arc::new(App::new(
             reloader.authenticator(),
             store.clone(),
@@ -116,6 +115,7 @@ impl Mirror {
             .watch(config.limits.reload_poll, options.sighup, stop.clone());
         store.spawn_upkeep(stop.clone());
         if !options.shared {
+            store.spawn_audit_retention(config.audit.retention, stop.clone());
             store.spawn_sweeps(config.cache.sweep_interval, stop.clone());
             if let Some(max) = config.cache.max_size {
                 store.spawn_eviction(max.as_u64(), config.cache.low_water, stop.clone());

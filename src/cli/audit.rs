@@ -44,7 +44,7 @@ fn parse_when(flag: &str, text: &str) -> anyhow::Result<i64> {
 
 pub fn run(args: AuditArgs) -> anyhow::Result<()> {
     use crate::store::{AuditQuery, Store};
-    let data_dir = args.location.resolve()?;
+    let data_dir = args.location.load()?.data_dir;
     let query = AuditQuery {
         subject: args.who,
         artifact: args.artifact,

@@ -64,18 +64,23 @@ pub enum CacheCommand {
     },
 }
 
-pub fn run(command: CacheCommand) -> anyhow::Result<()> {
+/// Runs one command's future on a single-threaded runtime.
+fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    Ok(runtime.block_on(future))
+}
+
+pub fn run(command: CacheCommand) -> anyhow::Result<()> {
     match command {
-        CacheCommand::Stats { location, json } => runtime.block_on(stats(location, json)),
+        CacheCommand::Stats { location, json } => block_on(stats(location, json))?,
         CacheCommand::Gc {
             location,
             target,
             dry_run,
-        } => runtime.block_on(gc(location, target, dry_run)),
-        CacheCommand::Verify { location, repair } => runtime.block_on(verify(location, repair)),
+        } => block_on(gc(location, target, dry_run))?,
+        CacheCommand::Verify { location, repair } => block_on(verify(location, repair))?,
         CacheCommand::Prefetch {
             location,
             go_sum,
@@ -113,8 +118,7 @@ pub fn run(command: CacheCommand) -> anyhow::Result<()> {
                     "nothing to prefetch: give --go-sum, --go-mod, --images or image references"
                 );
             }
-            let mut config = config_of(&location)?;
-            config.data_dir = location.resolve()?;
+            let config = location.load()?;
             // The multi-threaded runtime: the private server and the client run side by side.
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -124,18 +128,10 @@ pub fn run(command: CacheCommand) -> anyhow::Result<()> {
     }
 }
 
-/// The config if one was named (for cache limits), else defaults.
-fn config_of(location: &DataDirArgs) -> anyhow::Result<Config> {
-    Ok(match &location.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    })
-}
-
 async fn gc(location: DataDirArgs, target: Option<ByteSize>, dry_run: bool) -> anyhow::Result<()> {
-    let data_dir = location.resolve()?;
-    let config = config_of(&location)?;
-    let store = Store::open_existing(&data_dir).await?;
+    let config = location.load()?;
+    let data_dir = &config.data_dir;
+    let store = Store::open_existing(data_dir).await?;
     // With the lock, no server is running: temp files are abandoned for sure.
     let lock = store.lock_exclusive().ok();
     let options = SweepOptions {
@@ -237,7 +233,7 @@ async fn run_prefetch(
 }
 
 async fn verify(location: DataDirArgs, repair: bool) -> anyhow::Result<()> {
-    let data_dir = location.resolve()?;
+    let data_dir = location.load()?.data_dir;
     let store = Store::open_existing(&data_dir).await?;
     let report = store.verify(repair).await.context("verifying the store")?;
     store.close().await;
@@ -274,7 +270,7 @@ async fn verify(location: DataDirArgs, repair: bool) -> anyhow::Result<()> {
 }
 
 async fn stats(location: DataDirArgs, json: bool) -> anyhow::Result<()> {
-    let data_dir = location.resolve()?;
+    let data_dir = location.load()?.data_dir;
     let store = Store::open_existing(&data_dir).await?;
     let stats = store.stats().await.context("reading the index")?;
     store.close().await;

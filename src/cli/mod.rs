@@ -44,22 +44,29 @@ enum Command {
     },
 }
 
-/// Where a command finds the data dir: `--config` (its `data_dir`), or `--data-dir`.
+/// Where a command finds the data dir: `--config` (its `data_dir`), or
+/// `--data-dir`, which wins as it does for `serve`.
 #[derive(clap::Args)]
 pub(crate) struct DataDirArgs {
+    /// TOML config file.
     #[arg(long, short, env = "MIRROR_CONFIG")]
-    pub(crate) config: Option<PathBuf>,
-    #[arg(long, conflicts_with = "config")]
+    config: Option<PathBuf>,
+    /// Overrides `data_dir`.
+    #[arg(long)]
     data_dir: Option<PathBuf>,
 }
 
 impl DataDirArgs {
-    pub(crate) fn resolve(&self) -> anyhow::Result<PathBuf> {
-        Ok(match (&self.config, &self.data_dir) {
-            (_, Some(dir)) => dir.clone(),
-            (Some(config), None) => Config::load(config)?.data_dir,
-            (None, None) => Config::default().data_dir,
-        })
+    /// The named config (or the defaults), with `--data-dir` applied.
+    pub(crate) fn load(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        Ok(config)
     }
 }
 

@@ -38,7 +38,7 @@ use self::files::{FileFetch, Stored};
 use self::memo::Memo;
 use self::route::Route;
 use crate::config::GoConfig;
-use crate::http::{Action, Body, Caller, Outcome, Touched, body, touched};
+use crate::http::{Action, Body, Outcome, Touched, body, touched};
 use crate::metrics::Metrics;
 use crate::store::{Digest, Store};
 use crate::upstream::Singleflight;
@@ -146,7 +146,7 @@ impl GoProxy {
         })
     }
 
-    pub async fn handle(&self, request: Request<Incoming>, _caller: &Caller) -> Response<Body> {
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
         let head_only = match *request.method() {
             Method::GET => false,
             Method::HEAD => true,

@@ -55,15 +55,3 @@ pub async fn blob(blob: crate::store::BlobFile, start: u64, len: u64) -> std::io
         bytes
     })))
 }
-
-/// `len` bytes of `file` from `start`, streamed.
-pub async fn file(file: std::fs::File, start: u64, len: u64) -> std::io::Result<Body> {
-    let mut file = tokio::fs::File::from_std(file);
-    if start > 0 {
-        file.seek(SeekFrom::Start(start)).await?;
-    }
-    let reader = file.take(len);
-    Ok(stream(tokio_util::io::ReaderStream::with_capacity(
-        reader, FILE_CHUNK,
-    )))
-}

@@ -85,14 +85,6 @@ pub struct ConnInfo {
     /// `peer` as text, written once per connection rather than per audited request.
     pub peer_text: String,
     pub cert: Option<PeerCert>,
-    pub h2: bool,
-}
-
-/// Who is asking, for handlers that audit.
-#[derive(Clone, Debug)]
-pub struct Caller {
-    pub identity: Identity,
-    pub peer: SocketAddr,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,7 +178,11 @@ impl App {
         // For the access log; cloning a parsed URI shares its bytes.
         let uri = request.uri().clone();
         let (protocol, identity, mut response) = match route {
-            Route::Healthz => (Protocol::Internal, Identity::Anonymous, healthz()),
+            Route::Healthz => (
+                Protocol::Internal,
+                Identity::Anonymous,
+                plain(StatusCode::OK, "ok\n"),
+            ),
             Route::Metrics => {
                 let (identity, response) =
                     match self.authorize(&request, &conn, self.policies.metrics).await {
@@ -202,32 +198,12 @@ impl App {
                     self.policies.registry_read
                 };
                 match self.authorize(&request, &conn, policy).await {
-                    Ok(identity) => {
-                        let caller = Caller {
-                            identity: identity.clone(),
-                            peer: conn.peer,
-                        };
-                        (
-                            Protocol::Oci,
-                            identity,
-                            self.oci.handle(request, &caller).await,
-                        )
-                    }
+                    Ok(identity) => (Protocol::Oci, identity, self.oci.handle(request).await),
                     Err((identity, denial)) => (Protocol::Oci, identity, oci::denied(denial)),
                 }
             }
             Route::Go => match self.authorize(&request, &conn, self.policies.go_read).await {
-                Ok(identity) => {
-                    let caller = Caller {
-                        identity: identity.clone(),
-                        peer: conn.peer,
-                    };
-                    (
-                        Protocol::Go,
-                        identity,
-                        self.go.handle(request, &caller).await,
-                    )
-                }
+                Ok(identity) => (Protocol::Go, identity, self.go.handle(request).await),
                 Err((identity, denial)) => (Protocol::Go, identity, plain_denial(denial)),
             },
         };
@@ -335,15 +311,6 @@ fn audit_entry<'a>(
         outcome: touched.outcome.as_str(),
         status: status.as_u16(),
     }
-}
-
-fn healthz() -> Response<Body> {
-    let mut response = Response::new(body::full("ok\n"));
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }
 
 pub const BASIC_CHALLENGE: &str = "Basic realm=\"mirror\", charset=\"UTF-8\"";

@@ -11,7 +11,7 @@ mod blobs;
 mod cache;
 pub mod error;
 mod listing;
-mod manifest_json;
+pub(crate) mod manifest_json;
 mod manifests;
 pub mod names;
 pub mod route;
@@ -27,7 +27,7 @@ use hyper::body::Incoming;
 
 use crate::auth::Denial;
 use crate::config::RegistryConfig;
-use crate::http::{Action, Body, Caller, Outcome, Touched, body};
+use crate::http::{Action, Body, Outcome, Touched, body};
 use crate::metrics::Metrics;
 use crate::store::{Digest, Store};
 pub use error::{Code, OciError};
@@ -70,7 +70,7 @@ impl Registry {
         })
     }
 
-    pub async fn handle(&self, request: Request<Incoming>, _caller: &Caller) -> Response<Body> {
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
         let route = match Route::parse(request.uri().path()) {
             Ok(route) => route,
             Err(error) => return error.into_response(),

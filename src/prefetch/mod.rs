@@ -11,8 +11,6 @@ pub mod go;
 pub mod oci;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use futures_util::StreamExt;
@@ -145,30 +143,25 @@ impl Prefetcher {
         accept: Option<&str>,
         progress: &indicatif::ProgressBar,
     ) -> Report {
-        let bytes = Arc::new(AtomicU64::new(0));
         let mut report = Report::default();
         let results: Vec<Result<u64, String>> = futures_util::stream::iter(paths)
-            .map(|path| {
-                let bytes = bytes.clone();
-                async move {
-                    let result = self.fetch(&path, accept).await;
-                    if let Ok(n) = result {
-                        bytes.fetch_add(n, Ordering::Relaxed);
-                    }
-                    progress.inc(1);
-                    result
-                }
+            .map(|path| async move {
+                let result = self.fetch(&path, accept).await;
+                progress.inc(1);
+                result
             })
             .buffer_unordered(self.jobs)
             .collect()
             .await;
         for result in results {
             match result {
-                Ok(_) => report.files += 1,
+                Ok(bytes) => {
+                    report.files += 1;
+                    report.bytes += bytes;
+                }
                 Err(failure) => report.failures.push(failure),
             }
         }
-        report.bytes = bytes.load(Ordering::Relaxed);
         report
     }
 
@@ -229,7 +222,10 @@ impl Prefetcher {
         let response = self
             .client
             .get(format!("{}{path}", self.base))
-            .header(http::header::ACCEPT, oci::ACCEPT)
+            .header(
+                http::header::ACCEPT,
+                crate::oci::manifest_json::DEFAULT_ACCEPT,
+            )
             .send()
             .await
             .map_err(|e| format!("{path}: {e}"))?;

@@ -2,7 +2,7 @@
 //! mirror's host (`alpine:3.20`, `ghcr.io/org/app@sha256:…`), walked through
 //! its index to every manifest, config and layer.
 
-use serde_json::Value;
+use crate::oci::manifest_json::ManifestInfo;
 
 /// `NAME[:TAG|@DIGEST]`; a reference without either means `:latest`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,37 +41,23 @@ impl std::str::FromStr for ImageRef {
     }
 }
 
-pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
-application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
-
-/// What a manifest points at: child manifests (of an index) and blobs.
+/// What a manifest points at: child manifests (of an index) and blobs
+/// (config, then layers).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Children {
     pub manifests: Vec<String>,
     pub blobs: Vec<String>,
 }
 
+/// Parsed by the server's own manifest reader, so prefetch follows exactly
+/// what a pull would.
 pub fn children(manifest: &[u8]) -> Result<Children, String> {
-    let json: Value =
-        serde_json::from_slice(manifest).map_err(|e| format!("manifest is not JSON: {e}"))?;
-    let digests = |key: &str| -> Vec<String> {
-        json[key]
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|item| item["digest"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let mut blobs = digests("layers");
-    if let Some(config) = json["config"]["digest"].as_str() {
-        blobs.insert(0, config.to_owned());
-    }
+    let info = ManifestInfo::parse(manifest).map_err(|e| e.to_string())?;
+    let texts =
+        |digests: Vec<crate::store::Digest>| digests.iter().map(|d| d.to_string()).collect();
     Ok(Children {
-        manifests: digests("manifests"),
-        blobs,
+        manifests: texts(info.children),
+        blobs: texts(info.blobs),
     })
 }
 
@@ -96,12 +82,13 @@ mod tests {
 
     #[test]
     fn an_index_lists_manifests_and_an_image_lists_config_then_layers() {
-        let index = br#"{"manifests":[{"digest":"sha256:a"},{"digest":"sha256:b"}]}"#;
-        assert_eq!(children(index).unwrap().manifests, ["sha256:a", "sha256:b"]);
-        let image = br#"{"config":{"digest":"sha256:c"},"layers":[{"digest":"sha256:l1"},{"digest":"sha256:l2"}]}"#;
-        assert_eq!(
-            children(image).unwrap().blobs,
-            ["sha256:c", "sha256:l1", "sha256:l2"]
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let (a, b, c, l1, l2) = (d('a'), d('b'), d('c'), d('1'), d('2'));
+        let index = format!(r#"{{"manifests":[{{"digest":"{a}"}},{{"digest":"{b}"}}]}}"#);
+        assert_eq!(children(index.as_bytes()).unwrap().manifests, [a, b]);
+        let image = format!(
+            r#"{{"config":{{"digest":"{c}"}},"layers":[{{"digest":"{l1}"}},{{"digest":"{l2}"}}]}}"#
         );
+        assert_eq!(children(image.as_bytes()).unwrap().blobs, [c, l1, l2]);
     }
 }

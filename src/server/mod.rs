@@ -157,7 +157,6 @@ impl Connection {
             peer,
             peer_text: peer.to_string(),
             cert: tls::peer_cert(session.peer_certificates()),
-            h2: session.alpn_protocol() == Some(b"h2"),
         });
         let app = self.app;
         let service = service_fn(move |request| {
