@@ -71,22 +71,49 @@ impl<V: Clone> Singleflight<V> {
                 .or_insert_with(|| Arc::new(OnceCell::new()))
                 .clone()
         };
-        let value = cell.get_or_init(|| call).await.clone();
-        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        if inflight
-            .get(key)
-            .is_some_and(|current| Arc::ptr_eq(current, &cell))
-        {
-            inflight.remove(key);
-        }
-        value
+        let flight = Flight {
+            flights: self,
+            key,
+            cell,
+        };
+        flight.cell.get_or_init(|| call).await.clone()
     }
 
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.inflight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .len()
+    }
+}
+
+/// One caller's part in a flight. Dropped when the caller finishes or is
+/// cancelled (a client hanging up): the entry goes once the value is in, or
+/// when nobody else is waiting on it, so unique keys cannot pile up.
+struct Flight<'a, V> {
+    flights: &'a Singleflight<V>,
+    key: &'a str,
+    cell: Arc<OnceCell<V>>,
+}
+
+impl<V> Drop for Flight<'_, V> {
+    fn drop(&mut self) {
+        let mut inflight = self
+            .flights
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Joiners clone the cell under this lock, so the count is exact here:
+        // 2 is the map and this caller.
+        let finished_or_alone = self.cell.initialized() || Arc::strong_count(&self.cell) == 2;
+        if finished_or_alone
+            && inflight
+                .get(self.key)
+                .is_some_and(|current| Arc::ptr_eq(current, &self.cell))
+        {
+            inflight.remove(self.key);
+        }
     }
 }
 
@@ -118,5 +145,21 @@ mod tests {
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(flights.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_lone_caller_leaves_nothing_behind() {
+        let flights = Arc::new(Singleflight::<usize>::default());
+        let task = {
+            let flights = flights.clone();
+            tokio::spawn(async move { flights.run("k", std::future::pending()).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(flights.in_flight(), 1);
+        task.abort();
+        let _ = task.await;
+        assert_eq!(flights.in_flight(), 0);
+        // And the key works again afterwards.
+        assert_eq!(flights.run("k", async { 3 }).await, 3);
     }
 }

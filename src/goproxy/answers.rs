@@ -91,21 +91,24 @@ impl GoProxy {
         self.inner.answers.insert(key.to_owned(), cached, weight);
     }
 
-    /// Keeps an upstream answer (found or not found) in the index and the memo.
-    pub(super) async fn keep(&self, key: &str, status: u16, body: Bytes) -> Refreshed {
-        let fetched_at = self
-            .inner
-            .store
-            .put_go_answer(key, status, &body)
-            .await
-            .map_err(|e| format!("recording the answer: {e}"))?;
+    /// Keeps an upstream answer (found or not found) in the index and the
+    /// memo. An index that cannot take it is logged, not blamed on upstream:
+    /// the answer is in hand and is served (and memoized) all the same.
+    pub(super) async fn keep(&self, key: &str, status: u16, body: Bytes) -> Arc<Cached> {
+        let fetched_at = match self.inner.store.put_go_answer(key, status, &body).await {
+            Ok(fetched_at) => fetched_at,
+            Err(error) => {
+                tracing::error!(target: "mirror::go", key, %error, "could not record an upstream answer");
+                now_secs()
+            }
+        };
         let cached = Arc::new(Cached {
             status,
             body,
             fetched_at,
         });
         self.remember(key, cached.clone());
-        Ok(cached)
+        cached
     }
 
     /// The answer under `key`: kept and fresh, else fetched by `fetch` (once,
@@ -136,11 +139,10 @@ impl GoProxy {
             .flights
             .run(key, async {
                 match fetch.await {
-                    Answer::Found(body) => self.keep(key, 200, body).await,
-                    Answer::NotFound { gone, reason } => {
-                        self.keep(key, if gone { 410 } else { 404 }, Bytes::from(reason))
-                            .await
-                    }
+                    Answer::Found(body) => Ok(self.keep(key, 200, body).await),
+                    Answer::NotFound { gone, reason } => Ok(self
+                        .keep(key, if gone { 410 } else { 404 }, Bytes::from(reason))
+                        .await),
                     Answer::Failed(error) => Err(error),
                 }
             })

@@ -235,7 +235,8 @@ pub async fn open_one(client: &Client, url: String) -> Answer<reqwest::Response>
     );
     let response = match sent {
         Ok(response) => response,
-        Err(error) => return Answer::Failed(without_url(error).to_string()),
+        // reqwest errors print the URL, which may hold a password.
+        Err(error) => return Answer::Failed(error.without_url().to_string()),
     };
     let status = response.status();
     match status.as_u16() {
@@ -263,7 +264,7 @@ pub async fn fetch_one(client: &Client, url: String, limit: usize) -> Answer<Byt
     let mut stream = response.bytes_stream();
     let read = async {
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| without_url(e).to_string())?;
+            let chunk = chunk.map_err(|e| e.without_url().to_string())?;
             if body.len() + chunk.len() > limit {
                 return Err(format!("answer larger than {limit} bytes"));
             }
@@ -276,11 +277,6 @@ pub async fn fetch_one(client: &Client, url: String, limit: usize) -> Answer<Byt
         Ok(Err(error)) => Answer::Failed(error),
         Err(_) => Answer::Failed(format!("body not complete within {SMALL_TIMEOUT:?}")),
     }
-}
-
-/// reqwest errors print the URL, which may hold a password.
-pub fn without_url(error: reqwest::Error) -> reqwest::Error {
-    error.without_url()
 }
 
 /// The first line or so of a 404/410 body: what the `go` command prints.

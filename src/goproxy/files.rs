@@ -85,8 +85,8 @@ impl GoProxy {
         key: &str,
         head_only: bool,
     ) -> Result<Option<Served>, GoError> {
-        let stored = match self.inner.files.get(key) {
-            Some(stored) => stored,
+        let (stored, memoized) = match self.inner.files.get(key) {
+            Some(stored) => (stored, true),
             None => {
                 let found = self
                     .inner
@@ -97,11 +97,14 @@ impl GoProxy {
                 let Some((digest, size)) = found else {
                     return Ok(None);
                 };
-                Stored {
-                    digest,
-                    size,
-                    bytes: None,
-                }
+                (
+                    Stored {
+                        digest,
+                        size,
+                        bytes: None,
+                    },
+                    false,
+                )
             }
         };
         if let Some(bytes) = &stored.bytes {
@@ -141,7 +144,9 @@ impl GoProxy {
                 .await
                 .map_err(|e| GoError::internal(key, &e))?;
             if let Some(blob) = blob {
-                self.inner.files.insert(key.to_owned(), stored.clone(), 0);
+                if !memoized {
+                    self.inner.files.insert(key.to_owned(), stored.clone(), 0);
+                }
                 let size = blob.size;
                 let mut response = if head_only {
                     Response::new(body::empty())
@@ -230,7 +235,7 @@ impl GoProxy {
                     }
                     Answer::NotFound { gone, reason } => {
                         let status = if gone { 410 } else { 404 };
-                        let _ = self.keep(negative_key, status, Bytes::from(reason.clone())).await;
+                        self.keep(negative_key, status, Bytes::from(reason.clone())).await;
                         FileFetch::NotFound { gone, reason }
                     }
                     Answer::Failed(error) => FileFetch::Failed(error),
@@ -239,12 +244,15 @@ impl GoProxy {
             .await;
         match fetched {
             FileFetch::Fetched(digest, bytes) => {
+                let memo_bytes = (bytes.len() <= MEMO_BYTES).then(|| bytes.clone());
+                // Weighed by the bytes it keeps, not by the file's size.
+                let weight = memo_bytes.as_ref().map_or(0, Bytes::len);
                 let entry = Stored {
                     digest: digest.clone(),
                     size: bytes.len() as u64,
-                    bytes: (bytes.len() <= MEMO_BYTES).then(|| bytes.clone()),
+                    bytes: memo_bytes,
                 };
-                self.inner.files.insert(key.to_owned(), entry, bytes.len());
+                self.inner.files.insert(key.to_owned(), entry, weight);
                 Ok(Served::new(
                     bytes_response(bytes, kind.content_type()),
                     Outcome::Miss,

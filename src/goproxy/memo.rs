@@ -42,6 +42,8 @@ impl<V: Clone> Memo<V> {
     pub fn insert(&self, key: String, value: V, weight: usize) {
         let weight = weight + key.len() + ENTRY_OVERHEAD;
         if weight > self.budget / 8 {
+            // Too big to keep, but an older value must not stand in for it.
+            self.remove(&key);
             return;
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());

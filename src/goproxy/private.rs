@@ -154,10 +154,6 @@ impl Private {
         Ok(Private { globs })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.globs.is_empty()
-    }
-
     /// Whether `module` (unescaped) matches any pattern, by leading elements.
     pub fn matches(&self, module: &str) -> bool {
         self.globs.iter().any(|glob| {

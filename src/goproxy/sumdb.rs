@@ -267,24 +267,26 @@ impl GoProxy {
             .run(&key, async {
                 match fetch_one(&self.inner.client, upstream.to_owned(), MAX_SUMDB_ANSWER).await {
                     super::chain::Answer::Found(bytes) => {
-                        let digest = store
-                            .put_bytes(&bytes, false)
-                            .await
-                            .map_err(|e| format!("storing the tile: {e}"))?;
-                        store
-                            .put_sumdb_tile(name, tile, &digest, bytes.len() as u64)
-                            .await
-                            .map_err(|e| format!("indexing the tile: {e}"))?;
+                        // A tile the store cannot take is still served: the
+                        // failure is ours, not upstream's.
+                        let stored = match store.put_bytes(&bytes, false).await {
+                            Ok(digest) => store
+                                .put_sumdb_tile(name, tile, &digest, bytes.len() as u64)
+                                .await,
+                            Err(error) => Err(error),
+                        };
+                        if let Err(error) = stored {
+                            tracing::error!(target: "mirror::go", key, %error, "could not store a checksum tile");
+                        }
                         Ok(std::sync::Arc::new(super::answers::Cached {
                             status: 200,
                             body: bytes,
                             fetched_at: crate::store::now_secs(),
                         }))
                     }
-                    super::chain::Answer::NotFound { gone, reason } => {
-                        self.keep(&key, if gone { 410 } else { 404 }, Bytes::from(reason))
-                            .await
-                    }
+                    super::chain::Answer::NotFound { gone, reason } => Ok(self
+                        .keep(&key, if gone { 410 } else { 404 }, Bytes::from(reason))
+                        .await),
                     super::chain::Answer::Failed(error) => Err(error),
                 }
             })

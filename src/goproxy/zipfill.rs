@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use http::Response;
 use http::header::{CONTENT_LENGTH, HeaderValue};
 
-use super::chain::{Answer, encode_path, without_url};
+use super::chain::{Answer, encode_path};
 use super::error::GoError;
 use super::files::{artifact, with_type};
 use super::module::ModulePath;
@@ -99,13 +99,12 @@ impl GoProxy {
         let response = match self.inner.chain.open(&self.inner.client, &path).await {
             Answer::Found(response) => response,
             Answer::NotFound { gone, reason } => {
-                let _ = self
-                    .keep(
-                        &format!("file {key}"),
-                        if gone { 410 } else { 404 },
-                        Bytes::from(reason.clone()),
-                    )
-                    .await;
+                self.keep(
+                    &format!("file {key}"),
+                    if gone { 410 } else { 404 },
+                    Bytes::from(reason.clone()),
+                )
+                .await;
                 producer.fail(FillError::NotFound(reason));
                 return;
             }
@@ -126,7 +125,7 @@ impl GoProxy {
         while let Some(chunk) = stream.next().await {
             let written = match chunk {
                 Ok(chunk) => producer.write(chunk).await,
-                Err(error) => Err(FillError::Upstream(without_url(error).to_string())),
+                Err(error) => Err(FillError::Upstream(error.without_url().to_string())),
             };
             if let Err(error) = written {
                 tracing::warn!(target: "mirror::go", artifact = key, %error, "zip download failed");
