@@ -155,11 +155,15 @@ pub(super) async fn record_tag(
         .oci_set_tag(&repo.key, tag.as_str(), &meta.digest)
         .await
         .map_err(internal)?;
+    // Bodies live in the manifest map alone, where their budget is counted.
     registry.cache.put_tag(
         &repo.key,
         tag.as_str(),
         TagMeta {
-            manifest: meta.clone(),
+            manifest: ManifestMeta {
+                body: None,
+                ..meta.clone()
+            },
             checked_at: now_secs(),
         },
     );
@@ -236,7 +240,14 @@ pub(super) async fn serve(
     let body = if head {
         body::empty()
     } else {
-        let bytes = match meta.body.clone() {
+        // A tag's entry carries no body: the manifest map may have it.
+        let kept = meta.body.clone().or_else(|| {
+            registry
+                .cache
+                .manifest(&repo.key, &meta.digest)
+                .and_then(|cached| cached.body)
+        });
+        let bytes = match kept {
             Some(bytes) => bytes,
             None => {
                 let stored = registry
