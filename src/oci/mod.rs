@@ -32,7 +32,7 @@ use crate::metrics::Metrics;
 use crate::store::{Digest, Store};
 pub use error::{Code, OciError};
 use names::{Repo, Upstreams};
-use route::{Query, Route};
+use route::{Query, RepoName, Route};
 pub use upstream::UpstreamError;
 
 // Header names as values, not strings: a `&str` name is parsed on every insert.
@@ -71,59 +71,46 @@ impl Registry {
     }
 
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
-        let route = match Route::parse(request.uri().path()) {
-            Ok(route) => route,
-            Err(error) => return error.into_response(),
-        };
+        self.dispatch(request)
+            .await
+            .unwrap_or_else(OciError::into_response)
+    }
+
+    async fn dispatch(&self, request: Request<Incoming>) -> Result<Response<Body>, OciError> {
+        let route = Route::parse(request.uri().path())?;
         let query = Query::parse(request.uri().query());
         let method = request.method().clone();
-        let result = match route {
-            Route::Base => return version_check(),
-            Route::Catalog => match method {
-                Method::GET => listing::catalog(self, &query).await,
-                _ => Err(unsupported(&method)),
-            },
-            Route::Tags(name) => match self.upstreams.resolve(&name, query.get("ns")) {
-                Ok(repo) if method == Method::GET => listing::tags(self, &repo, &query).await,
-                Ok(_) => Err(unsupported(&method)),
-                Err(error) => Err(error),
-            },
-            Route::Referrers(name, digest) => {
-                match self.upstreams.resolve(&name, query.get("ns")) {
-                    Ok(repo) if method == Method::GET => {
-                        listing::referrers(self, &repo, &digest, &query).await
-                    }
-                    Ok(_) => Err(unsupported(&method)),
-                    Err(error) => Err(error),
-                }
+        let resolve = |name: &RepoName| self.upstreams.resolve(name, query.get("ns"));
+        match (route, &method) {
+            (Route::Base, _) => Ok(version_check()),
+            (Route::Catalog, &Method::GET) => listing::catalog(self, &query).await,
+            (Route::Tags(name), &Method::GET) => {
+                listing::tags(self, &resolve(&name)?, &query).await
             }
-            Route::Manifest(name, reference) => {
-                match self.upstreams.resolve(&name, query.get("ns")) {
-                    Ok(repo) => match method {
-                        Method::GET | Method::HEAD => {
-                            manifests::get(self, &repo, &reference, request).await
-                        }
-                        Method::PUT => manifests::put(self, &repo, &reference, request).await,
-                        Method::DELETE => manifests::delete(self, &repo, &reference).await,
-                        _ => Err(unsupported(&method)),
-                    },
-                    Err(error) => Err(error),
-                }
+            (Route::Referrers(name, digest), &Method::GET) => {
+                listing::referrers(self, &resolve(&name)?, &digest, &query).await
             }
-            Route::Blob(name, digest) => match self.upstreams.resolve(&name, query.get("ns")) {
-                Ok(repo) => match method {
-                    Method::GET | Method::HEAD => blobs::get(self, &repo, &digest, request).await,
-                    Method::DELETE => blobs::delete(self, &repo, &digest).await,
-                    _ => Err(unsupported(&method)),
-                },
-                Err(error) => Err(error),
-            },
-            Route::Upload(name, id) => match self.upstreams.resolve(&name, query.get("ns")) {
-                Ok(repo) => uploads::handle(self, &repo, id.as_deref(), &query, request).await,
-                Err(error) => Err(error),
-            },
-        };
-        result.unwrap_or_else(OciError::into_response)
+            (Route::Manifest(name, reference), &Method::GET | &Method::HEAD) => {
+                manifests::get(self, &resolve(&name)?, &reference, request).await
+            }
+            (Route::Manifest(name, reference), &Method::PUT) => {
+                manifests::put(self, &resolve(&name)?, &reference, request).await
+            }
+            (Route::Manifest(name, reference), &Method::DELETE) => {
+                manifests::delete(self, &resolve(&name)?, &reference).await
+            }
+            (Route::Blob(name, digest), &Method::GET | &Method::HEAD) => {
+                blobs::get(self, &resolve(&name)?, &digest, request).await
+            }
+            (Route::Blob(name, digest), &Method::DELETE) => {
+                blobs::delete(self, &resolve(&name)?, &digest).await
+            }
+            (Route::Upload(name, id), _) => {
+                let repo = resolve(&name)?;
+                uploads::handle(self, &repo, id.as_deref(), &query, request).await
+            }
+            _ => Err(unsupported(&method)),
+        }
     }
 }
 

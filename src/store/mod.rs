@@ -304,15 +304,22 @@ impl Store {
         let moved_to = target.clone();
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             let parent = moved_to.parent().unwrap_or(Path::new("."));
-            std::fs::create_dir_all(parent)
-                .map_err(io_error(format!("creating {}", parent.display())))?;
             if moved_to.exists() {
                 // Same digest, same bytes: keep the copy readers may already hold.
                 let _ = std::fs::remove_file(&tmp);
                 return Ok(());
             }
-            std::fs::rename(&tmp, &moved_to)
-                .map_err(io_error(format!("renaming into {}", moved_to.display())))?;
+            let moved = std::fs::create_dir_all(parent)
+                .map_err(io_error(format!("creating {}", parent.display())))
+                .and_then(|()| {
+                    std::fs::rename(&tmp, &moved_to)
+                        .map_err(io_error(format!("renaming into {}", moved_to.display())))
+                });
+            if moved.is_err() {
+                // A failed adopt leaves nothing behind for a sweep to find.
+                let _ = std::fs::remove_file(&tmp);
+            }
+            moved?;
             // The rename itself must survive a power cut before the index says so.
             std::fs::File::open(parent)
                 .and_then(|dir| dir.sync_all())
