@@ -85,49 +85,52 @@ impl FromStr for Glob {
 }
 
 impl Glob {
-    /// `path.Match` semantics, by dynamic programming so no pattern can make it slow.
+    /// `path.Match` semantics, by dynamic programming so no pattern can make it
+    /// slow. Module paths are ASCII (validated before this), so bytes are
+    /// characters; two rows are reused across tokens.
     fn matches(&self, name: &str) -> bool {
-        let name: Vec<char> = name.chars().collect();
+        let name = name.as_bytes();
         // reach[j]: the tokens consumed so far can match name[..j].
         let mut reach = vec![false; name.len() + 1];
+        let mut next = vec![false; name.len() + 1];
         reach[0] = true;
         for token in &self.tokens {
-            let mut next = vec![false; name.len() + 1];
+            next.fill(false);
             for j in 0..=name.len() {
                 if !reach[j] {
                     continue;
                 }
+                let here = name.get(j).map(|&b| char::from(b));
                 match token {
                     Token::Star => {
                         next[j] = true;
                         let mut k = j;
-                        while k < name.len() && name[k] != '/' {
+                        while k < name.len() && name[k] != b'/' {
                             k += 1;
                             next[k] = true;
                         }
                     }
                     Token::Any => {
-                        if j < name.len() && name[j] != '/' {
+                        if here.is_some_and(|c| c != '/') {
                             next[j + 1] = true;
                         }
                     }
                     Token::Class { negated, ranges } => {
-                        if j < name.len() {
-                            let c = name[j];
+                        if let Some(c) = here {
                             let hit = ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi);
                             if hit != *negated {
                                 next[j + 1] = true;
                             }
                         }
                     }
-                    Token::Literal(c) => {
-                        if j < name.len() && name[j] == *c {
+                    Token::Literal(literal) => {
+                        if here == Some(*literal) {
                             next[j + 1] = true;
                         }
                     }
                 }
             }
-            reach = next;
+            std::mem::swap(&mut reach, &mut next);
         }
         reach[name.len()]
     }
