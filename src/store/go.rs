@@ -40,6 +40,15 @@ fn located(row: Option<(String, i64)>) -> Result<Option<(Digest, u64)>, StoreErr
         .transpose()
 }
 
+/// `status, body, fetched_at` from column `first` on.
+fn stored_answer(row: &sqlx::sqlite::SqliteRow, first: usize) -> Result<StoredAnswer, StoreError> {
+    Ok(StoredAnswer {
+        status: u16::try_from(row.try_get::<i64, _>(first)?).unwrap_or(0),
+        body: row.try_get(first + 1)?,
+        fetched_at: row.try_get(first + 2)?,
+    })
+}
+
 impl Store {
     /// The stored file of `module@version`, as (digest, size).
     pub async fn go_file(
@@ -104,14 +113,7 @@ impl Store {
             .bind(key)
             .fetch_optional(&self.inner.db.read)
             .await?;
-        match row {
-            Some(row) => Ok(Some(StoredAnswer {
-                status: u16::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0),
-                body: row.try_get(1)?,
-                fetched_at: row.try_get(2)?,
-            })),
-            None => Ok(None),
-        }
+        row.map(|row| stored_answer(&row, 0)).transpose()
     }
 
     /// Replaces the answer under `key`; returns its `fetched_at`.
@@ -151,17 +153,8 @@ impl Store {
         .bind(upper)
         .fetch_all(&self.inner.db.read)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok((
-                    row.try_get(0)?,
-                    StoredAnswer {
-                        status: u16::try_from(row.try_get::<i64, _>(1)?).unwrap_or(0),
-                        body: row.try_get(2)?,
-                        fetched_at: row.try_get(3)?,
-                    },
-                ))
-            })
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, stored_answer(row, 1)?)))
             .collect()
     }
 
