@@ -159,6 +159,10 @@ pub struct LimitsConfig {
     /// (SIGHUP reloads at once).
     #[serde(default = "defaults::reload_poll", with = "humantime_serde")]
     pub reload_poll: Duration,
+    /// The longest a request body (a pushed chunk, blob or manifest) may send
+    /// nothing before it is cut off (a stalled push would hold its session).
+    #[serde(default = "defaults::body_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -170,6 +174,7 @@ impl Default for LimitsConfig {
             max_connections: defaults::max_connections(),
             shutdown_grace: defaults::shutdown_grace(),
             reload_poll: defaults::reload_poll(),
+            body_timeout: defaults::body_timeout(),
         }
     }
 }
@@ -254,7 +259,7 @@ pub struct SumdbConfig {
     pub url: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// Overrides `auth.read` / `auth.write` for `/v2/` routes.
@@ -266,6 +271,27 @@ pub struct RegistryConfig {
     /// take them: `hosted = ["internal"]` hosts `internal/app` and `internal`.
     #[serde(default)]
     pub hosted: Vec<String>,
+    /// Push sessions one identity may hold open at once (counted in the index,
+    /// so across restarts); the next one is refused with 429.
+    #[serde(default = "defaults::max_upload_sessions_per_identity")]
+    pub max_upload_sessions_per_identity: u32,
+    /// A push session with no request for this long leaves memory; its bytes
+    /// stay on disk and its acknowledged size in the index for the next request.
+    #[serde(default = "defaults::upload_unload_after", with = "humantime_serde")]
+    pub upload_unload_after: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            read: None,
+            write: None,
+            upstream: Vec::new(),
+            hosted: Vec::new(),
+            max_upload_sessions_per_identity: defaults::max_upload_sessions_per_identity(),
+            upload_unload_after: defaults::upload_unload_after(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -342,6 +368,15 @@ mod defaults {
     }
     pub fn reload_poll() -> Duration {
         Duration::from_secs(5)
+    }
+    pub fn body_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn max_upload_sessions_per_identity() -> u32 {
+        128
+    }
+    pub fn upload_unload_after() -> Duration {
+        Duration::from_secs(60)
     }
     pub fn log_level() -> String {
         "info".to_owned()
@@ -494,6 +529,12 @@ impl Config {
         }
         if self.limits.max_header_size.as_u64() < 8 * 1024 {
             return Err("limits.max_header_size: must be at least 8KiB".into());
+        }
+        if self.limits.body_timeout < Duration::from_secs(1) {
+            return Err("limits.body_timeout: must be at least 1s".into());
+        }
+        if self.registry.max_upload_sessions_per_identity == 0 {
+            return Err("registry.max_upload_sessions_per_identity: must be at least 1".into());
         }
         if let Err(reason) = self.go.upstream.parse::<crate::goproxy::Chain>() {
             return Err(format!("go.upstream: {reason}"));

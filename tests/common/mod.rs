@@ -75,6 +75,8 @@ pub struct MirrorOptions {
     pub header_timeout: &'static str,
     /// How often the server checks its TLS and htpasswd files for changes.
     pub reload_poll: &'static str,
+    /// How long a request body may send nothing.
+    pub body_timeout: &'static str,
 }
 
 impl Default for MirrorOptions {
@@ -85,6 +87,7 @@ impl Default for MirrorOptions {
             handshake_timeout: "10s",
             header_timeout: "30s",
             reload_poll: "1h",
+            body_timeout: "60s",
         }
     }
 }
@@ -131,6 +134,7 @@ client_auth = "{client_auth}"
 handshake_timeout = "{handshake}"
 header_timeout = "{header}"
 reload_poll = "{reload_poll}"
+body_timeout = "{body_timeout}"
 
 {extra}
 "#,
@@ -138,6 +142,7 @@ reload_poll = "{reload_poll}"
             handshake = options.handshake_timeout,
             header = options.header_timeout,
             reload_poll = options.reload_poll,
+            body_timeout = options.body_timeout,
             extra = with_auth_section(&options.extra_toml),
         );
         std::fs::write(&config_path, toml).expect("write config");
