@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use sha2::Digest as _;
+use sha2::digest::common::hazmat::SerializableState;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Algorithm {
@@ -117,6 +118,10 @@ impl<'de> serde::Deserialize<'de> for Digest {
     }
 }
 
+/// The first byte of a saved hash state: which algorithm the rest belongs to.
+const SAVED_SHA256: u8 = 1;
+const SAVED_SHA512: u8 = 2;
+
 /// Incremental hashing for the algorithm a digest names.
 #[derive(Clone)]
 pub enum Hasher {
@@ -129,6 +134,33 @@ impl Hasher {
         match self {
             Hasher::Sha256(h) => h.update(bytes),
             Hasher::Sha512(h) => h.update(bytes),
+        }
+    }
+
+    /// The state after the bytes hashed so far, to go on from later with
+    /// [`Hasher::restore`]: a push session keeps it in the index so that
+    /// continuing never re-reads the bytes already acknowledged.
+    pub fn save(&self) -> Vec<u8> {
+        let (tag, state) = match self {
+            Hasher::Sha256(h) => (SAVED_SHA256, h.serialize().to_vec()),
+            Hasher::Sha512(h) => (SAVED_SHA512, h.serialize().to_vec()),
+        };
+        [&[tag][..], &state].concat()
+    }
+
+    /// A hasher from [`Hasher::save`]; `None` for a state this build cannot
+    /// read (sha2 keeps the format only within one minor version), which the
+    /// caller answers by hashing the bytes again.
+    pub fn restore(saved: &[u8]) -> Option<Hasher> {
+        let (tag, state) = saved.split_first()?;
+        match *tag {
+            SAVED_SHA256 => sha2::Sha256::deserialize(state.try_into().ok()?)
+                .ok()
+                .map(Hasher::Sha256),
+            SAVED_SHA512 => sha2::Sha512::deserialize(state.try_into().ok()?)
+                .ok()
+                .map(Hasher::Sha512),
+            _ => None,
         }
     }
 
@@ -156,6 +188,29 @@ mod tests {
             Digest::sha256_of(b"").to_string(),
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    #[test]
+    fn a_saved_hash_state_goes_on_where_it_stopped() {
+        for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
+            let mut whole = algorithm.hasher();
+            whole.update(b"first part, second part");
+            let mut first = algorithm.hasher();
+            first.update(b"first part, ");
+            let mut resumed = Hasher::restore(&first.save()).unwrap();
+            resumed.update(b"second part");
+            assert_eq!(resumed.finish(), whole.finish());
+        }
+    }
+
+    #[test]
+    fn a_state_that_is_not_a_saved_one_is_refused() {
+        let saved = Algorithm::Sha256.hasher().save();
+        assert!(Hasher::restore(&saved[..saved.len() - 1]).is_none());
+        assert!(Hasher::restore(&[]).is_none());
+        let mut foreign = saved.clone();
+        foreign[0] = 9;
+        assert!(Hasher::restore(&foreign).is_none());
     }
 
     #[test]
