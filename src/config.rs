@@ -275,10 +275,6 @@ pub struct RegistryConfig {
     /// so across restarts); the next one is refused with 429.
     #[serde(default = "defaults::max_upload_sessions_per_identity")]
     pub max_upload_sessions_per_identity: u32,
-    /// A push session with no request for this long leaves memory; its bytes
-    /// stay on disk and its acknowledged size in the index for the next request.
-    #[serde(default = "defaults::upload_unload_after", with = "humantime_serde")]
-    pub upload_unload_after: Duration,
 }
 
 impl Default for RegistryConfig {
@@ -289,7 +285,6 @@ impl Default for RegistryConfig {
             upstream: Vec::new(),
             hosted: Vec::new(),
             max_upload_sessions_per_identity: defaults::max_upload_sessions_per_identity(),
-            upload_unload_after: defaults::upload_unload_after(),
         }
     }
 }
@@ -374,9 +369,6 @@ mod defaults {
     }
     pub fn max_upload_sessions_per_identity() -> u32 {
         128
-    }
-    pub fn upload_unload_after() -> Duration {
-        Duration::from_secs(60)
     }
     pub fn log_level() -> String {
         "info".to_owned()
@@ -703,6 +695,21 @@ mod tests {
         assert_eq!(config.tls.client_auth, ClientAuth::Optional);
         assert_eq!(config.auth.read, Policy::Authenticated);
         assert_eq!(config.go.upstream, "https://proxy.golang.org");
+        assert_eq!(config.limits.body_timeout, Duration::from_secs(60));
+        assert_eq!(config.registry.max_upload_sessions_per_identity, 128);
+    }
+
+    #[test]
+    fn push_limits_must_leave_room_to_push() {
+        let err = parse("[limits]\nbody_timeout = \"0s\"\n").unwrap_err();
+        assert!(err.contains("limits.body_timeout"), "{err}");
+        let err = parse("[registry]\nmax_upload_sessions_per_identity = 0\n").unwrap_err();
+        assert!(
+            err.contains("registry.max_upload_sessions_per_identity"),
+            "{err}"
+        );
+        let config = parse("[registry]\nmax_upload_sessions_per_identity = 4\n").unwrap();
+        assert_eq!(config.registry.max_upload_sessions_per_identity, 4);
     }
 
     #[test]

@@ -76,8 +76,13 @@ impl Mirror {
         // come between the port accepting and `start` returning (when the
         // caller installs its signal handlers).
         let metrics = Arc::new(Metrics::new());
-        let registry = oci::Registry::new(&config.registry, store.clone(), metrics.clone())
-            .context("registry.upstream")?;
+        let registry = oci::Registry::new(
+            &config.registry,
+            config.limits.body_timeout,
+            store.clone(),
+            metrics.clone(),
+        )
+        .context("registry.upstream")?;
         let go = goproxy::GoProxy::new(&config.go, store.clone(), metrics.clone())
             .context("setting up the Go module mirror")?;
 

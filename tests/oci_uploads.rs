@@ -210,9 +210,12 @@ async fn one_identity_at_its_session_quota_is_refused_while_another_pushes() {
     mirror.stop().await;
 }
 
+/// Nothing of a session stays open between its requests: twenty half-pushed
+/// sessions hold no file descriptor, and each goes on from what the index
+/// acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_sessions_hold_no_file_and_leave_memory_but_resume_from_disk() {
-    let mirror = TestMirror::start(options("upload_unload_after = \"1s\"", "60s")).await;
+async fn idle_sessions_hold_no_file_and_go_on_from_what_was_acknowledged() {
+    let mirror = TestMirror::start(options("", "60s")).await;
     let alice = mirror.with_cert();
     let uploads = mirror.root.path().join("data/uploads");
     let mut sessions = Vec::new();
@@ -230,30 +233,7 @@ async fn idle_sessions_hold_no_file_and_leave_memory_but_resume_from_disk() {
     )
     .await;
 
-    // Past `upload_unload_after` the session is no longer in memory: its next
-    // request rebuilds it from the bytes on disk, so bytes changed there now
-    // count (in memory, the old hash state would have won).
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let (location, _) = &sessions[0];
-    let replaced = pattern(2_000, 99);
-    std::fs::write(uploads.join(id_of(location)), &replaced).unwrap();
-    assert_eq!(acknowledged(&mirror, &alice, location).await, "0-1999");
-    let rest = pattern(2_000, 100);
-    assert_eq!(
-        patch(&mirror, &alice, location, 2_000, &rest)
-            .await
-            .status(),
-        202
-    );
-    let rebuilt = [replaced, rest].concat();
-    assert_eq!(
-        finish(&mirror, &alice, location, &rebuilt).await.status(),
-        201,
-        "the hash was rebuilt from the bytes on disk"
-    );
-    assert_stored(&mirror, &alice, &rebuilt).await;
-
-    for (location, content) in &sessions[1..] {
+    for (location, content) in &sessions {
         assert_eq!(acknowledged(&mirror, &alice, location).await, "0-1999");
         let patched = patch(&mirror, &alice, location, 2_000, &content[2_000..]).await;
         assert_eq!(patched.status(), 202);
@@ -261,9 +241,10 @@ async fn idle_sessions_hold_no_file_and_leave_memory_but_resume_from_disk() {
             finish(&mirror, &alice, location, content).await.status(),
             201
         );
+        assert_stored(&mirror, &alice, content).await;
     }
-    assert_stored(&mirror, &alice, &sessions[19].1).await;
     assert_eq!(open_fds_under(&uploads), 0);
+    assert!(std::fs::read_dir(&uploads).unwrap().next().is_none());
     mirror.stop().await;
 }
 

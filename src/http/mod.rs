@@ -198,7 +198,10 @@ impl App {
                     self.policies.registry_read
                 };
                 match self.authorize(&request, &conn, policy).await {
-                    Ok(identity) => (Protocol::Oci, identity, self.oci.handle(request).await),
+                    Ok(identity) => {
+                        let response = self.oci.handle(request, &identity, conn.peer.ip()).await;
+                        (Protocol::Oci, identity, response)
+                    }
                     Err((identity, denial)) => (Protocol::Oci, identity, oci::denied(denial)),
                 }
             }

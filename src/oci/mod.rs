@@ -14,18 +14,21 @@ mod listing;
 pub(crate) mod manifest_json;
 mod manifests;
 pub mod names;
+mod request_body;
 pub mod route;
 mod token;
 mod uploads;
 mod upstream;
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::auth::Denial;
+use crate::auth::{Denial, Identity};
 use crate::config::RegistryConfig;
 use crate::http::{Action, Body, Outcome, Touched, body};
 use crate::metrics::Metrics;
@@ -46,6 +49,8 @@ pub struct Registry {
     upstreams: Upstreams,
     cache: cache::MetaCache,
     uploads: uploads::Uploads,
+    /// `limits.body_timeout`: how long a push body may send nothing.
+    body_timeout: Duration,
     /// Concurrent misses of one manifest share one upstream request.
     manifest_fetches: crate::upstream::Singleflight<Result<cache::ManifestMeta, OciError>>,
 }
@@ -53,6 +58,7 @@ pub struct Registry {
 impl Registry {
     pub fn new(
         config: &RegistryConfig,
+        body_timeout: Duration,
         store: Store,
         metrics: Arc<Metrics>,
     ) -> Result<Registry, crate::upstream::ClientError> {
@@ -65,18 +71,30 @@ impl Registry {
             store,
             upstreams: Upstreams::new(upstreams, config.hosted.clone()),
             cache: cache::MetaCache::default(),
-            uploads: uploads::Uploads::default(),
+            uploads: uploads::Uploads::new(config),
+            body_timeout,
             manifest_fetches: crate::upstream::Singleflight::default(),
         })
     }
 
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
-        self.dispatch(request)
+    /// Answers a request from `identity` (whose pushes are its own) at `peer`.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        identity: &Identity,
+        peer: IpAddr,
+    ) -> Response<Body> {
+        self.dispatch(request, identity, peer)
             .await
             .unwrap_or_else(OciError::into_response)
     }
 
-    async fn dispatch(&self, request: Request<Incoming>) -> Result<Response<Body>, OciError> {
+    async fn dispatch(
+        &self,
+        request: Request<Incoming>,
+        identity: &Identity,
+        peer: IpAddr,
+    ) -> Result<Response<Body>, OciError> {
         let route = Route::parse(request.uri().path())?;
         let query = Query::parse(request.uri().query());
         let method = request.method().clone();
@@ -107,10 +125,18 @@ impl Registry {
             }
             (Route::Upload(name, id), _) => {
                 let repo = resolve(&name)?;
-                uploads::handle(self, &repo, id.as_deref(), &query, request).await
+                let owner = uploads::owner_of(identity, peer);
+                uploads::handle(self, &repo, id.as_deref(), &query, request, &owner).await
             }
             _ => Err(unsupported(&method)),
         }
+    }
+}
+
+impl Registry {
+    /// A push body, cut off once it has sent nothing for `limits.body_timeout`.
+    fn body_reader(&self, body: Incoming, code: Code) -> request_body::BodyReader {
+        request_body::BodyReader::new(body, self.body_timeout, code)
     }
 }
 

@@ -1,93 +1,35 @@
 //! Blob pushes to hosted repositories, as the distribution spec describes
 //! them: monolithic (`POST ?digest=`, or `POST` then `PUT`), chunked (`PATCH`
 //! with `Content-Range`), and cross-repository mounts. Bytes stream into a
-//! temp file, hashed as they arrive; the digest is checked before the file
-//! enters the store. A session's bytes live in `uploads/<id>` and its
-//! acknowledged size in the index, so a chunked push resumes after a restart:
-//! the first request for a session this process has not seen rebuilds it
-//! (re-hashing the acknowledged bytes, dropping any half-written chunk).
+//! file, hashed as they arrive; the digest is checked before the file enters
+//! the store.
+//!
+//! A session lives in the store, not in this process: its row holds its
+//! owner, its acknowledged size and the hash state after those bytes, and its
+//! bytes sit in `uploads/<id>`. Each request reads the row, opens the file and
+//! closes it again, so an idle session costs no memory and no file descriptor,
+//! and a session goes on after a restart as if nothing had happened. A chunk
+//! counts once its request has completed: one that fails or stalls midway is
+//! cut off again, and the session stays where it was (`GET` says where).
+//!
+//! The identity that opened a session owns it. Any other is told the session
+//! does not exist: its id is all a client needs, and the access log shows it.
+//! One identity holds at most `registry.max_upload_sessions_per_identity`.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+mod session;
 
-use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_RANGE, HeaderValue, LOCATION, RANGE};
+use http::header::{CONTENT_LENGTH, CONTENT_RANGE, HeaderMap, HeaderValue, LOCATION, RANGE};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::io::AsyncWriteExt;
+
+use session::{Session, Staged};
+pub use session::{Uploads, owner_of};
 
 use super::names::Repo;
 use super::route::{Query, parse_digest};
 use super::{Code, OciError, Registry, content_response, internal, touched, unsupported};
 use crate::http::{Action, Body, Outcome, body};
-use crate::store::{Algorithm, Digest, Hasher, UPLOAD_ABANDONED_AFTER};
-
-/// Sessions open in this process at once (each holds a file and a hasher).
-const MAX_UPLOADS: usize = 1024;
-
-/// Read size when re-hashing a resumed session.
-const REHASH_CHUNK: usize = 1024 * 1024;
-
-struct Upload {
-    repo_key: String,
-    path: PathBuf,
-    file: tokio::fs::File,
-    size: u64,
-    hasher: Hasher,
-    touched: Instant,
-}
-
-/// An upload session; `None` once finished or cancelled by a concurrent request.
-type Slot = Arc<tokio::sync::Mutex<Option<Upload>>>;
-
-#[derive(Default)]
-pub struct Uploads {
-    open: Mutex<HashMap<String, Slot>>,
-    /// One resume at a time: a second rebuild of the same session could
-    /// truncate bytes the first one has since accepted.
-    resuming: tokio::sync::Mutex<()>,
-}
-
-impl Uploads {
-    fn get(&self, id: &str) -> Option<Slot> {
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned()
-    }
-
-    fn remove(&self, id: &str) {
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
-    }
-
-    fn insert(&self, id: String, upload: Upload) -> Result<Slot, OciError> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        // Idle sessions leave memory; their rows and files stay for a resume
-        // until the store's sweep expires them.
-        open.retain(|_, slot| match slot.try_lock() {
-            Ok(upload) => upload
-                .as_ref()
-                .is_some_and(|upload| upload.touched.elapsed() < UPLOAD_ABANDONED_AFTER),
-            Err(_) => true,
-        });
-        if open.len() >= MAX_UPLOADS {
-            return Err(OciError::new(
-                Code::TooManyRequests,
-                "too many uploads in progress",
-            ));
-        }
-        let slot = Arc::new(tokio::sync::Mutex::new(Some(upload)));
-        open.insert(id, slot.clone());
-        Ok(slot)
-    }
-}
+use crate::store::{Begun, Digest, UploadOwner};
 
 fn upload_unknown() -> OciError {
     OciError::new(Code::BlobUploadUnknown, "blob upload unknown to registry")
@@ -99,6 +41,16 @@ fn new_id() -> Result<String, OciError> {
     Ok(hex::encode(bytes))
 }
 
+fn quota_full(quota: u32) -> OciError {
+    OciError::new(
+        Code::TooManyRequests,
+        format!(
+            "{quota} upload sessions are open for this identity, the most allowed: \
+             finish or cancel (DELETE) one first"
+        ),
+    )
+}
+
 /// `/v2/<name>/blobs/uploads/[<id>]`, every method.
 pub async fn handle(
     registry: &Registry,
@@ -106,15 +58,17 @@ pub async fn handle(
     id: Option<&str>,
     query: &Query,
     request: Request<Incoming>,
+    owner: &UploadOwner,
 ) -> Result<Response<Body>, OciError> {
     super::require_hosted(repo)?;
     let method = request.method().clone();
+    let session = |id| Session::named(registry, repo, owner, id);
     match (&method, id) {
-        (&Method::POST, None) => start(registry, repo, query, request).await,
-        (&Method::PATCH, Some(id)) => patch(registry, repo, id, request).await,
-        (&Method::PUT, Some(id)) => finish(registry, repo, id, query, request).await,
-        (&Method::GET, Some(id)) => status(registry, repo, id).await,
-        (&Method::DELETE, Some(id)) => cancel(registry, repo, id).await,
+        (&Method::POST, None) => start(registry, repo, owner, query, request).await,
+        (&Method::PATCH, Some(id)) => patch(&session(id)?, request).await,
+        (&Method::PUT, Some(id)) => finish(&session(id)?, query, request).await,
+        (&Method::GET, Some(id)) => status(&session(id)?).await,
+        (&Method::DELETE, Some(id)) => cancel(&session(id)?).await,
         _ => Err(unsupported(&method)),
     }
 }
@@ -122,6 +76,7 @@ pub async fn handle(
 async fn start(
     registry: &Registry,
     repo: &Repo,
+    owner: &UploadOwner,
     query: &Query,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, OciError> {
@@ -133,63 +88,187 @@ async fn start(
         // Not mountable: the spec says to fall back to a plain upload session.
     }
     if let Some(digest) = query.get("digest") {
-        let digest = parse_digest(digest)?;
-        let mut upload = new_upload(repo, registry.store.new_temp_path("upload")).await?;
-        if let Err(error) = append(&mut upload, request.into_body()).await {
-            let _ = tokio::fs::remove_file(&upload.path).await;
-            return Err(error);
-        }
-        return commit(registry, repo, upload, &digest).await;
+        return monolithic(registry, repo, &parse_digest(digest)?, request).await;
     }
     let id = new_id()?;
-    let path = registry
+    let quota = registry.uploads.quota;
+    match registry
         .store
-        .upload_path(&id)
-        .ok_or_else(|| internal("malformed upload id"))?;
-    // The row first: a file no row names is fair game for the sweep.
-    registry
-        .store
-        .upload_begin(&id, &repo.key)
+        .upload_begin(&id, &repo.key, owner, quota)
         .await
-        .map_err(internal)?;
-    let upload = match new_upload(repo, path).await {
-        Ok(upload) => upload,
-        Err(error) => {
-            end_session(registry, &id, None).await;
-            return Err(error);
-        }
-    };
-    if let Err(error) = registry.uploads.insert(id.clone(), upload) {
-        end_session(registry, &id, registry.store.upload_path(&id)).await;
-        return Err(error);
-    }
-    Ok(session_response(repo, &id, 0, StatusCode::ACCEPTED))
-}
-
-/// Forgets session `id` everywhere, removing its file if one is given.
-async fn end_session(registry: &Registry, id: &str, file: Option<PathBuf>) {
-    registry.uploads.remove(id);
-    if let Some(path) = file {
-        let _ = tokio::fs::remove_file(&path).await;
-    }
-    if let Err(error) = registry.store.upload_end(id).await {
-        // The sweep removes the row once its file is gone.
-        tracing::warn!(%error, upload = id, "could not forget an upload session");
+        .map_err(internal)?
+    {
+        Begun::Opened => Ok(session_response(repo, &id, 0, StatusCode::ACCEPTED)),
+        Begun::QuotaFull => Err(quota_full(quota)),
     }
 }
 
-async fn new_upload(repo: &Repo, path: PathBuf) -> Result<Upload, OciError> {
+/// `POST ?digest=`: the whole blob in one body, no session.
+async fn monolithic(
+    registry: &Registry,
+    repo: &Repo,
+    digest: &Digest,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, OciError> {
+    let path = registry.store.new_temp_path("upload");
     let file = tokio::fs::File::create(&path)
         .await
         .map_err(|e| internal(format!("creating {}: {e}", path.display())))?;
-    Ok(Upload {
-        repo_key: repo.key.clone(),
+    let mut staged = Staged {
         path,
         file,
         size: 0,
-        hasher: Algorithm::Sha256.hasher(),
-        touched: Instant::now(),
+        hasher: digest.algorithm().hasher(),
+    };
+    let body = registry.body_reader(request.into_body(), Code::BlobUploadInvalid);
+    if let Err(error) = staged.receive(body).await {
+        let _ = tokio::fs::remove_file(&staged.path).await;
+        return Err(error);
+    }
+    commit(registry, repo, staged, digest).await
+}
+
+async fn patch(
+    session: &Session<'_>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, OciError> {
+    let registry = session.registry;
+    let _turn = registry.uploads.turn(session.id)?;
+    let row = session.row().await?;
+    check_chunk_start(request.headers(), row.size)?;
+    let mut staged = session.open(&row).await?;
+    let body = registry.body_reader(request.into_body(), Code::BlobUploadInvalid);
+    if let Err(error) = staged.receive(body).await {
+        staged.cut_back(row.size).await;
+        return Err(error);
+    }
+    let size = staged.size;
+    match registry
+        .store
+        .upload_progress(session.id, size, &staged.hasher)
+        .await
+    {
+        Ok(true) => Ok(session_response(
+            session.repo,
+            session.id,
+            size,
+            StatusCode::ACCEPTED,
+        )),
+        // Swept while this chunk was arriving, its file with it.
+        Ok(false) => Err(upload_unknown()),
+        Err(error) => {
+            staged.cut_back(row.size).await;
+            Err(internal(error))
+        }
+    }
+}
+
+/// A chunk must start where the acknowledged bytes end. `Content-Range` is
+/// optional; without it the chunk simply follows them.
+fn check_chunk_start(headers: &HeaderMap, acknowledged: u64) -> Result<(), OciError> {
+    let Some(range) = headers.get(CONTENT_RANGE) else {
+        return Ok(());
+    };
+    let start = range
+        .to_str()
+        .ok()
+        .map(|r| {
+            r.trim()
+                .trim_start_matches("bytes")
+                .trim_start_matches([' ', '='])
+        })
+        .and_then(|r| r.split('-').next())
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    if start == Some(acknowledged) {
+        return Ok(());
+    }
+    let error = OciError::new(
+        Code::RangeInvalid,
+        format!("chunk must start at byte {acknowledged}"),
+    );
+    let last = acknowledged.saturating_sub(1);
+    Err(match HeaderValue::from_str(&format!("0-{last}")) {
+        Ok(value) => error.with_header(RANGE, value),
+        Err(_) => error,
     })
+}
+
+async fn finish(
+    session: &Session<'_>,
+    query: &Query,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, OciError> {
+    let registry = session.registry;
+    let digest = parse_digest(query.get("digest").unwrap_or(""))?;
+    let _turn = registry.uploads.turn(session.id)?;
+    let row = session.row().await?;
+    let mut staged = session.open(&row).await?;
+    let body = registry.body_reader(request.into_body(), Code::BlobUploadInvalid);
+    if let Err(error) = staged.receive(body).await {
+        staged.cut_back(row.size).await;
+        return Err(error);
+    }
+    let result = commit(registry, session.repo, staged, &digest).await;
+    // Committed or refused, the session is over: commit moved its file into
+    // the store or removed it. A row left behind (logged) names no file, so
+    // the sweep drops it.
+    let _ = session.end().await;
+    result
+}
+
+/// Verifies a complete upload against `digest` and moves it into the store.
+async fn commit(
+    registry: &Registry,
+    repo: &Repo,
+    staged: Staged,
+    digest: &Digest,
+) -> Result<Response<Body>, OciError> {
+    let Staged {
+        path,
+        file,
+        size,
+        hasher,
+    } = staged;
+    let actual = hasher.finish();
+    if actual != *digest {
+        drop(file);
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(OciError::new(
+            Code::DigestInvalid,
+            format!("uploaded content has digest {actual}, not {digest}"),
+        ));
+    }
+    if let Err(error) = file.sync_all().await {
+        drop(file);
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(internal(format!("syncing upload: {error}")));
+    }
+    drop(file);
+    registry
+        .store
+        .adopt_file(&path, digest, size, true)
+        .await
+        .map_err(internal)?;
+    linked(registry, repo, digest, size).await
+}
+
+async fn status(session: &Session<'_>) -> Result<Response<Body>, OciError> {
+    let row = session.row().await?;
+    Ok(session_response(
+        session.repo,
+        session.id,
+        row.size,
+        StatusCode::NO_CONTENT,
+    ))
+}
+
+async fn cancel(session: &Session<'_>) -> Result<Response<Body>, OciError> {
+    let _turn = session.registry.uploads.turn(session.id)?;
+    session.row().await?;
+    session.end().await?;
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    Ok(response)
 }
 
 /// Cross-repository mount: the blob is already here, so link it.
@@ -276,252 +355,4 @@ fn session_response(repo: &Repo, id: &str, size: u64, status: StatusCode) -> Res
         HeaderValue::from_static(super::API_VERSION),
     );
     response
-}
-
-/// The session `id` of this repository, from memory or resumed from the store.
-async fn session(registry: &Registry, repo: &Repo, id: &str) -> Result<Slot, OciError> {
-    let slot = match registry.uploads.get(id) {
-        Some(slot) => slot,
-        None => resume(registry, id).await?,
-    };
-    if slot
-        .lock()
-        .await
-        .as_ref()
-        .is_none_or(|upload| upload.repo_key != repo.key)
-    {
-        return Err(upload_unknown());
-    }
-    Ok(slot)
-}
-
-/// Rebuilds a session another process (or an earlier life of this one)
-/// acknowledged: its file cut back to the acknowledged size, that much
-/// re-hashed.
-async fn resume(registry: &Registry, id: &str) -> Result<Slot, OciError> {
-    let path = registry.store.upload_path(id).ok_or_else(upload_unknown)?;
-    let _one_at_a_time = registry.uploads.resuming.lock().await;
-    if let Some(slot) = registry.uploads.get(id) {
-        return Ok(slot);
-    }
-    let row = registry
-        .store
-        .upload_find(id)
-        .await
-        .map_err(internal)?
-        .ok_or_else(upload_unknown)?;
-    let reopen = path.clone();
-    let rebuilt = tokio::task::spawn_blocking(move || rehash(&reopen, row.size))
-        .await
-        .map_err(|e| internal(format!("resuming an upload: {e}")))?;
-    let (file, hasher) = match rebuilt {
-        Ok(rebuilt) => rebuilt,
-        Err(error) => {
-            tracing::warn!(%error, upload = id, "an upload session could not be resumed; dropping it");
-            end_session(registry, id, Some(path)).await;
-            return Err(upload_unknown());
-        }
-    };
-    let upload = Upload {
-        repo_key: row.repo_key,
-        path,
-        file: tokio::fs::File::from_std(file),
-        size: row.size,
-        hasher,
-        touched: Instant::now(),
-    };
-    registry.uploads.insert(id.to_owned(), upload)
-}
-
-/// Opens an upload file at its acknowledged `size` (dropping any chunk the
-/// process died writing), positioned at the end, with those bytes hashed.
-fn rehash(path: &std::path::Path, size: u64) -> std::io::Result<(std::fs::File, Hasher)> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)?;
-    let on_disk = file.metadata()?.len();
-    if on_disk < size {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            format!(
-                "{} holds {on_disk} bytes, {size} were acknowledged",
-                path.display()
-            ),
-        ));
-    }
-    file.set_len(size)?;
-    let mut hasher = Algorithm::Sha256.hasher();
-    let mut buffer = vec![0u8; REHASH_CHUNK];
-    let mut left = size;
-    while left > 0 {
-        let want = left.min(REHASH_CHUNK as u64) as usize;
-        file.read_exact(&mut buffer[..want])?;
-        hasher.update(&buffer[..want]);
-        left -= want as u64;
-    }
-    file.seek(SeekFrom::Start(size))?;
-    Ok((file, hasher))
-}
-
-async fn patch(
-    registry: &Registry,
-    repo: &Repo,
-    id: &str,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, OciError> {
-    let shared = session(registry, repo, id).await?;
-    let mut guard = shared.lock().await;
-    let upload = guard.as_mut().ok_or_else(upload_unknown)?;
-    if let Some(range) = request.headers().get(CONTENT_RANGE) {
-        let start = range
-            .to_str()
-            .ok()
-            .map(|r| {
-                r.trim()
-                    .trim_start_matches("bytes")
-                    .trim_start_matches([' ', '='])
-            })
-            .and_then(|r| r.split('-').next())
-            .and_then(|s| s.trim().parse::<u64>().ok());
-        if start != Some(upload.size) {
-            let error = OciError::new(
-                Code::RangeInvalid,
-                format!("chunk must start at byte {}", upload.size),
-            );
-            let last = upload.size.saturating_sub(1);
-            return Err(match HeaderValue::from_str(&format!("0-{last}")) {
-                Ok(value) => error.with_header(RANGE, value),
-                Err(_) => error,
-            });
-        }
-    }
-    if let Err(error) = append(upload, request.into_body()).await {
-        let path = upload.path.clone();
-        *guard = None;
-        end_session(registry, id, Some(path)).await;
-        return Err(error);
-    }
-    if let Err(error) = registry.store.upload_progress(id, upload.size).await {
-        // The bytes are in and this process knows; only a resume after a
-        // restart would fall back to the previous chunk (and say so in `Range`).
-        tracing::warn!(%error, upload = id, "could not record upload progress");
-    }
-    Ok(session_response(
-        repo,
-        id,
-        upload.size,
-        StatusCode::ACCEPTED,
-    ))
-}
-
-async fn finish(
-    registry: &Registry,
-    repo: &Repo,
-    id: &str,
-    query: &Query,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, OciError> {
-    let digest = parse_digest(query.get("digest").unwrap_or(""))?;
-    let shared = session(registry, repo, id).await?;
-    let mut upload = shared.lock().await.take().ok_or_else(upload_unknown)?;
-    let path = upload.path.clone();
-    let result = match append(&mut upload, request.into_body()).await {
-        Ok(()) => commit(registry, repo, upload, &digest).await,
-        Err(error) => Err(error),
-    };
-    // Committed or failed, the session is over (commit moved or removed the
-    // file; a failed append leaves it for removal here).
-    end_session(registry, id, result.is_err().then_some(path)).await;
-    result
-}
-
-/// Verifies a complete upload against `digest` and moves it into the store.
-async fn commit(
-    registry: &Registry,
-    repo: &Repo,
-    mut upload: Upload,
-    digest: &Digest,
-) -> Result<Response<Body>, OciError> {
-    let actual = upload.hasher.clone().finish();
-    if actual != *digest {
-        let _ = tokio::fs::remove_file(&upload.path).await;
-        return Err(OciError::new(
-            Code::DigestInvalid,
-            format!("uploaded content has digest {actual}, not {digest}"),
-        ));
-    }
-    let synced = async {
-        upload.file.flush().await?;
-        upload.file.sync_all().await
-    };
-    if let Err(error) = synced.await {
-        let _ = tokio::fs::remove_file(&upload.path).await;
-        return Err(internal(format!("syncing upload: {error}")));
-    }
-    registry
-        .store
-        .adopt_file(&upload.path, digest, upload.size, true)
-        .await
-        .map_err(internal)?;
-    linked(registry, repo, digest, upload.size).await
-}
-
-async fn status(registry: &Registry, repo: &Repo, id: &str) -> Result<Response<Body>, OciError> {
-    let shared = session(registry, repo, id).await?;
-    let size = shared.lock().await.as_ref().map_or(0, |upload| upload.size);
-    Ok(session_response(repo, id, size, StatusCode::NO_CONTENT))
-}
-
-async fn cancel(registry: &Registry, repo: &Repo, id: &str) -> Result<Response<Body>, OciError> {
-    let shared = session(registry, repo, id).await?;
-    let path = shared.lock().await.take().map(|upload| upload.path);
-    end_session(registry, id, path).await;
-    let mut response = Response::new(body::empty());
-    *response.status_mut() = StatusCode::NO_CONTENT;
-    Ok(response)
-}
-
-/// Streams a request body onto the end of an upload, hashing as it goes.
-async fn append(upload: &mut Upload, mut body: Incoming) -> Result<(), OciError> {
-    upload.touched = Instant::now();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            OciError::new(Code::BlobUploadInvalid, format!("reading the upload: {e}"))
-        })?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        upload.hasher.update(&data);
-        upload
-            .file
-            .write_all(&data)
-            .await
-            .map_err(|e| internal(format!("writing {}: {e}", upload.path.display())))?;
-        upload.size += data.len() as u64;
-    }
-    Ok(())
-}
-
-/// Reads a small request body whole (a manifest), refusing more than `limit`.
-pub async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, OciError> {
-    let mut bytes = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            OciError::new(Code::ManifestInvalid, format!("reading the request: {e}"))
-        })?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        if bytes.len() + data.len() > limit {
-            return Err(OciError::new(
-                Code::SizeInvalid,
-                format!("manifest larger than {limit} bytes"),
-            )
-            .with_status(StatusCode::PAYLOAD_TOO_LARGE));
-        }
-        bytes.extend_from_slice(&data);
-    }
-    Ok(Bytes::from(bytes))
 }

@@ -41,7 +41,7 @@ pub use fill::{Committed, FillError, FillHead, FillProducer, FillReader, Slot, V
 pub use go::{GoFile, StoredAnswer};
 pub use oci::{ManifestRow, NewManifest, ReferrerRow};
 pub use stats::{GroupStats, StoreStats};
-pub use uploads::{UploadRow, is_upload_id};
+pub use uploads::{Begun, UploadOwner, UploadRow, is_upload_id};
 pub use verify::VerifyReport;
 
 #[derive(Debug, thiserror::Error)]

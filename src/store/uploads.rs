@@ -1,17 +1,45 @@
-//! Push upload sessions that outlive the process: a row per session and its
-//! bytes in `uploads/<id>`, so a chunked push resumes after a restart.
+//! Push upload sessions that outlive the request and the process: a row per
+//! session (its owner, acknowledged size and hash state) and its bytes in
+//! `uploads/<id>`. Nothing of a session stays open between requests: each
+//! request opens the file, and the row says where its bytes and hash stand.
 
-use std::path::PathBuf;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::db::now_secs;
-use super::{Store, StoreError};
+use super::{Algorithm, Hasher, Store, StoreError, io_error};
+
+/// Read size when re-hashing a session's bytes.
+const REHASH_CHUNK: usize = 1024 * 1024;
+
+/// Who opened a session: only they may go on with it, and the quota counts
+/// sessions by it. Made by the protocol from the caller's identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadOwner(String);
+
+impl UploadOwner {
+    pub fn new(key: String) -> UploadOwner {
+        UploadOwner(key)
+    }
+}
 
 /// A session as the index last acknowledged it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadRow {
     pub repo_key: String,
+    pub owner: UploadOwner,
     pub size: u64,
+    /// `Hasher::save` after `size` bytes; absent before the first chunk.
+    hash_state: Option<Vec<u8>>,
+}
+
+/// Whether a new session could be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Begun {
+    Opened,
+    /// The owner already holds as many sessions as the quota allows.
+    QuotaFull,
 }
 
 /// Upload ids are made here (32 lower-case hex) and are path components, so
@@ -26,46 +54,132 @@ impl Store {
         is_upload_id(id).then(|| self.inner.root.join("uploads").join(id))
     }
 
-    pub async fn upload_begin(&self, id: &str, repo_key: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO uploads (id, repo_key, size, touched_at) VALUES (?1, ?2, 0, ?3)")
-            .bind(id)
-            .bind(repo_key)
-            .bind(now_secs())
-            .execute(&self.inner.db.write)
-            .await?;
-        Ok(())
+    fn existing_upload_path(&self, id: &str) -> Result<PathBuf, StoreError> {
+        self.upload_path(id)
+            .ok_or_else(|| StoreError::Corrupt(format!("{id:?} is not an upload id")))
     }
 
-    /// Records that the session's file holds `size` good bytes.
-    pub async fn upload_progress(&self, id: &str, size: u64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE uploads SET size = ?2, touched_at = ?3 WHERE id = ?1")
-            .bind(id)
-            .bind(size as i64)
-            .bind(now_secs())
-            .execute(&self.inner.db.write)
-            .await?;
-        Ok(())
+    /// Opens session `id` with an empty file, unless `owner` already holds
+    /// `quota` sessions. Counting and inserting is one statement, so
+    /// concurrent openings cannot overshoot the quota.
+    pub async fn upload_begin(
+        &self,
+        id: &str,
+        repo_key: &str,
+        owner: &UploadOwner,
+        quota: u32,
+    ) -> Result<Begun, StoreError> {
+        let path = self.existing_upload_path(id)?;
+        // The row first: a file no row names is fair game for the sweep.
+        let inserted = sqlx::query(
+            "INSERT INTO uploads (id, repo_key, owner, size, touched_at) \
+             SELECT ?1, ?2, ?3, 0, ?4 \
+             WHERE (SELECT COUNT(*) FROM uploads WHERE owner = ?3) < ?5",
+        )
+        .bind(id)
+        .bind(repo_key)
+        .bind(&owner.0)
+        .bind(now_secs())
+        .bind(i64::from(quota))
+        .execute(&self.inner.db.write)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(Begun::QuotaFull);
+        }
+        if let Err(error) = tokio::fs::File::create(&path).await {
+            self.upload_end(id).await?;
+            return Err(io_error(format!("creating {}", path.display()))(error));
+        }
+        Ok(Begun::Opened)
+    }
+
+    /// Records that the session's file holds `size` good bytes, hashed into
+    /// `hasher`. `false` when the session is gone (cancelled, or swept).
+    pub async fn upload_progress(
+        &self,
+        id: &str,
+        size: u64,
+        hasher: &Hasher,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE uploads SET size = ?2, hash_state = ?3, touched_at = ?4 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(size as i64)
+        .bind(hasher.save())
+        .bind(now_secs())
+        .execute(&self.inner.db.write)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
     }
 
     pub async fn upload_find(&self, id: &str) -> Result<Option<UploadRow>, StoreError> {
-        let row: Option<(String, i64)> =
-            sqlx::query_as("SELECT repo_key, size FROM uploads WHERE id = ?1")
+        let row: Option<(String, String, i64, Option<Vec<u8>>)> =
+            sqlx::query_as("SELECT repo_key, owner, size, hash_state FROM uploads WHERE id = ?1")
                 .bind(id)
                 .fetch_optional(&self.inner.db.read)
                 .await?;
-        Ok(row.map(|(repo_key, size)| UploadRow {
+        Ok(row.map(|(repo_key, owner, size, hash_state)| UploadRow {
             repo_key,
+            owner: UploadOwner(owner),
             size: size.max(0) as u64,
+            hash_state,
         }))
     }
 
-    /// Forgets a finished or cancelled session (its file is moved or removed
-    /// by the caller).
+    /// The session's file, opened after its acknowledged bytes, with whatever
+    /// a failed or interrupted chunk left beyond them cut off. `None` when the
+    /// file is gone or holds fewer bytes than were acknowledged.
+    pub async fn upload_open(
+        &self,
+        id: &str,
+        row: &UploadRow,
+    ) -> Result<Option<tokio::fs::File>, StoreError> {
+        let path = self.existing_upload_path(id)?;
+        let size = row.size;
+        let opened = tokio::task::spawn_blocking(move || open_at(&path, size)).await?;
+        Ok(opened
+            .map_err(io_error(format!("opening upload {id}")))?
+            .map(tokio::fs::File::from_std))
+    }
+
+    /// The hash state after the session's acknowledged bytes: from the index,
+    /// or (for a state this build cannot read) by hashing the bytes again.
+    /// `None` when the file no longer holds them.
+    pub async fn upload_hasher(
+        &self,
+        id: &str,
+        row: &UploadRow,
+    ) -> Result<Option<Hasher>, StoreError> {
+        if row.size == 0 {
+            return Ok(Some(Algorithm::Sha256.hasher()));
+        }
+        if let Some(hasher) = row.hash_state.as_deref().and_then(Hasher::restore) {
+            return Ok(Some(hasher));
+        }
+        let path = self.existing_upload_path(id)?;
+        let size = row.size;
+        let rehashed = tokio::task::spawn_blocking(move || rehash(&path, size)).await?;
+        rehashed.map_err(io_error(format!("re-hashing upload {id}")))
+    }
+
+    /// Forgets a session and removes its file (a committed session's file has
+    /// moved into the store already).
     pub async fn upload_end(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM uploads WHERE id = ?1")
             .bind(id)
             .execute(&self.inner.db.write)
             .await?;
+        if let Some(path) = self.upload_path(id) {
+            match tokio::fs::remove_file(&path).await {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_error(format!("removing {}", path.display()))(error));
+                }
+                _ => {}
+            }
+        }
         Ok(())
     }
 
@@ -118,7 +232,7 @@ impl Store {
             std::io::Result::Ok((dead, leftovers.len() as u64))
         })
         .await?
-        .map_err(super::io_error("sweeping uploads"))?;
+        .map_err(io_error("sweeping uploads"))?;
         if !dry_run {
             for id in &dead {
                 self.upload_end(id).await?;
@@ -128,11 +242,131 @@ impl Store {
     }
 }
 
+/// Opens an upload file for writing after its first `size` bytes, cutting
+/// off anything beyond them; `None` if it is gone or shorter.
+fn open_at(path: &Path, size: u64) -> std::io::Result<Option<std::fs::File>> {
+    let mut file = match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    if file.metadata()?.len() < size {
+        return Ok(None);
+    }
+    file.set_len(size)?;
+    file.seek(SeekFrom::Start(size))?;
+    Ok(Some(file))
+}
+
+/// The hash of an upload file's first `size` bytes; `None` if it is gone or
+/// shorter.
+fn rehash(path: &Path, size: u64) -> std::io::Result<Option<Hasher>> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    if file.metadata()?.len() < size {
+        return Ok(None);
+    }
+    let mut hasher = Algorithm::Sha256.hasher();
+    let mut buffer = vec![0u8; REHASH_CHUNK];
+    let mut left = size;
+    while left > 0 {
+        let want = left.min(REHASH_CHUNK as u64) as usize;
+        file.read_exact(&mut buffer[..want])?;
+        hasher.update(&buffer[..want]);
+        left -= want as u64;
+    }
+    Ok(Some(hasher))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    fn owner(name: &str) -> UploadOwner {
+        UploadOwner::new(format!("cert:{name}"))
+    }
+
+    #[tokio::test]
+    async fn the_quota_counts_an_owners_sessions_in_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let ids: Vec<String> = (0..4).map(|i| format!("{i:032x}")).collect();
+        let begin = |id: &str, who: &str| {
+            let store = store.clone();
+            let (id, who) = (id.to_owned(), owner(who));
+            async move { store.upload_begin(&id, "team/app", &who, 2).await.unwrap() }
+        };
+        assert_eq!(begin(&ids[0], "alice").await, Begun::Opened);
+        assert_eq!(begin(&ids[1], "alice").await, Begun::Opened);
+        assert_eq!(begin(&ids[2], "alice").await, Begun::QuotaFull);
+        assert!(store.upload_find(&ids[2]).await.unwrap().is_none());
+        assert!(!store.upload_path(&ids[2]).unwrap().exists());
+        assert_eq!(begin(&ids[2], "bob").await, Begun::Opened);
+        store.upload_end(&ids[0]).await.unwrap();
+        assert!(!store.upload_path(&ids[0]).unwrap().exists());
+        assert_eq!(begin(&ids[3], "alice").await, Begun::Opened);
+        let row = store.upload_find(&ids[3]).await.unwrap().unwrap();
+        assert_eq!((row.owner, row.size), (owner("alice"), 0));
+    }
+
+    /// Writes `bytes` after the acknowledged ones and acknowledges them.
+    async fn append(store: &Store, id: &str, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let row = store.upload_find(id).await.unwrap().unwrap();
+        let mut hasher = store.upload_hasher(id, &row).await.unwrap().unwrap();
+        let mut file = store.upload_open(id, &row).await.unwrap().unwrap();
+        file.write_all(bytes).await.unwrap();
+        file.flush().await.unwrap();
+        hasher.update(bytes);
+        let size = row.size + bytes.len() as u64;
+        assert!(store.upload_progress(id, size, &hasher).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_session_goes_on_from_its_saved_hash_state_or_by_hashing_its_bytes_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let id = "e".repeat(32);
+        store
+            .upload_begin(&id, "team/app", &owner("alice"), 8)
+            .await
+            .unwrap();
+        append(&store, &id, b"first chunk, ").await;
+        append(&store, &id, b"second chunk").await;
+        let expected = super::super::Digest::sha256_of(b"first chunk, second chunk");
+        let row = store.upload_find(&id).await.unwrap().unwrap();
+        let saved = store.upload_hasher(&id, &row).await.unwrap().unwrap();
+        assert_eq!(saved.finish(), expected);
+
+        // A state this build cannot read: the bytes are hashed again.
+        sqlx::query("UPDATE uploads SET hash_state = x'00' WHERE id = ?1")
+            .bind(&id)
+            .execute(&store.inner.db.write)
+            .await
+            .unwrap();
+        let row = store.upload_find(&id).await.unwrap().unwrap();
+        let rehashed = store.upload_hasher(&id, &row).await.unwrap().unwrap();
+        assert_eq!(rehashed.finish(), expected);
+
+        // Bytes past the acknowledged ones (a chunk that failed) are cut off.
+        let path = store.upload_path(&id).unwrap();
+        std::fs::write(&path, b"first chunk, second chunk and a broken third").unwrap();
+        drop(store.upload_open(&id, &row).await.unwrap().unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"first chunk, second chunk");
+
+        // A file shorter than what was acknowledged is no session to go on with.
+        std::fs::write(&path, b"first").unwrap();
+        assert!(store.upload_open(&id, &row).await.unwrap().is_none());
+        assert!(store.upload_hasher(&id, &row).await.unwrap().is_none());
+        store.upload_end(&id).await.unwrap();
+        let fresh = Algorithm::Sha256.hasher();
+        assert!(!store.upload_progress(&id, 1, &fresh).await.unwrap());
+    }
 
     #[tokio::test]
     async fn the_sweep_keeps_live_sessions_and_drops_abandoned_ones_and_leftovers() {
@@ -145,8 +379,12 @@ mod tests {
             "d".repeat(32),
         );
         for id in [&live, &stale, &fileless] {
-            store.upload_begin(id, "team/app").await.unwrap();
+            store
+                .upload_begin(id, "team/app", &owner("alice"), 8)
+                .await
+                .unwrap();
         }
+        std::fs::remove_file(store.upload_path(&fileless).unwrap()).unwrap();
         for id in [&live, &stale, &rowless] {
             std::fs::write(store.upload_path(id).unwrap(), b"bytes").unwrap();
         }

@@ -26,7 +26,8 @@ pub async fn put(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let bytes = crate::oci::uploads::read_body(request.into_body(), MAX_MANIFEST).await?;
+    let body = registry.body_reader(request.into_body(), Code::ManifestInvalid);
+    let bytes = crate::oci::request_body::read_whole(body, MAX_MANIFEST).await?;
     let info = ManifestInfo::parse(&bytes)?;
     let media_type = content_type
         .filter(|t| !t.is_empty())

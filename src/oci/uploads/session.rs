@@ -1,0 +1,237 @@
+//! What a request holds of one push session, and only while it runs: a
+//! turn (one request per session at a time), the session's row, and its file
+//! opened after the acknowledged bytes with the hash state that goes with
+//! them. Nothing here outlives the request.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use tokio::io::AsyncWriteExt;
+
+use super::upload_unknown;
+use crate::auth::Identity;
+use crate::config::RegistryConfig;
+use crate::oci::names::Repo;
+use crate::oci::request_body::BodyReader;
+use crate::oci::{Code, OciError, Registry, internal};
+use crate::store::{Hasher, UploadOwner, UploadRow, is_upload_id};
+
+pub struct Uploads {
+    /// Sessions a request is working on right now. A second request on a busy
+    /// session is refused, not queued: a client waits for each chunk's answer
+    /// before it sends the next, and a queue is something a hostile one builds.
+    busy: Mutex<HashSet<String>>,
+    pub(super) quota: u32,
+}
+
+impl Uploads {
+    pub fn new(config: &RegistryConfig) -> Uploads {
+        Uploads {
+            busy: Mutex::default(),
+            quota: config.max_upload_sessions_per_identity,
+        }
+    }
+
+    pub(super) fn turn(&self, id: &str) -> Result<Turn<'_>, OciError> {
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if !busy.insert(id.to_owned()) {
+            return Err(OciError::new(
+                Code::TooManyRequests,
+                "another request on this upload session is in progress",
+            ));
+        }
+        Ok(Turn {
+            uploads: self,
+            id: id.to_owned(),
+        })
+    }
+}
+
+/// A request's hold on one session, given back when dropped (however the
+/// request ends: a client that goes away drops it too).
+pub(super) struct Turn<'a> {
+    uploads: &'a Uploads,
+    id: String,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.uploads
+            .busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+/// The owner of a caller's sessions. A certificate and a password are
+/// different identities even under one name. Anonymous writers (only where
+/// writes are open to them) are told apart by address, an IPv6 host by its
+/// /64, which one host usually holds whole.
+pub fn owner_of(identity: &Identity, peer: IpAddr) -> UploadOwner {
+    UploadOwner::new(match identity {
+        Identity::Cert { cn, .. } => format!("cert:{cn}"),
+        Identity::User(user) => format!("user:{user}"),
+        Identity::Anonymous => match peer.to_canonical() {
+            IpAddr::V4(v4) => format!("anonymous:{v4}"),
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                format!("anonymous:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    })
+}
+
+/// The session a request names, and who is asking for it.
+pub(super) struct Session<'a> {
+    pub(super) registry: &'a Registry,
+    pub(super) repo: &'a Repo,
+    owner: &'a UploadOwner,
+    pub(super) id: &'a str,
+}
+
+impl<'a> Session<'a> {
+    pub(super) fn named(
+        registry: &'a Registry,
+        repo: &'a Repo,
+        owner: &'a UploadOwner,
+        id: &'a str,
+    ) -> Result<Session<'a>, OciError> {
+        if !is_upload_id(id) {
+            return Err(upload_unknown());
+        }
+        Ok(Session {
+            registry,
+            repo,
+            owner,
+            id,
+        })
+    }
+
+    /// The session's row, if it is this repository's and this caller's.
+    pub(super) async fn row(&self) -> Result<UploadRow, OciError> {
+        let row = self
+            .registry
+            .store
+            .upload_find(self.id)
+            .await
+            .map_err(internal)?;
+        row.filter(|row| row.repo_key == self.repo.key && row.owner == *self.owner)
+            .ok_or_else(upload_unknown)
+    }
+
+    /// The session's file after its acknowledged bytes, and their hash.
+    pub(super) async fn open(&self, row: &UploadRow) -> Result<Staged, OciError> {
+        let store = &self.registry.store;
+        let hasher = store.upload_hasher(self.id, row).await.map_err(internal)?;
+        let file = store.upload_open(self.id, row).await.map_err(internal)?;
+        let (Some(hasher), Some(file), Some(path)) = (hasher, file, store.upload_path(self.id))
+        else {
+            tracing::warn!(
+                upload = self.id,
+                "an upload session's bytes are gone; dropping it"
+            );
+            self.end().await?;
+            return Err(upload_unknown());
+        };
+        Ok(Staged {
+            path,
+            file,
+            size: row.size,
+            hasher,
+        })
+    }
+
+    /// Forgets the session and its file.
+    pub(super) async fn end(&self) -> Result<(), OciError> {
+        self.registry
+            .store
+            .upload_end(self.id)
+            .await
+            .map_err(internal)
+    }
+}
+
+/// Bytes being received into a file, hashed as they arrive.
+pub(super) struct Staged {
+    pub(super) path: PathBuf,
+    pub(super) file: tokio::fs::File,
+    pub(super) size: u64,
+    pub(super) hasher: Hasher,
+}
+
+impl Staged {
+    /// Streams a request body onto the end of the file.
+    pub(super) async fn receive(&mut self, mut body: BodyReader) -> Result<(), OciError> {
+        let failed = |e: std::io::Error| internal(format!("writing {}: {e}", self.path.display()));
+        while let Some(data) = body.next().await? {
+            self.hasher.update(&data);
+            self.file.write_all(&data).await.map_err(failed)?;
+            self.size += data.len() as u64;
+        }
+        self.file.flush().await.map_err(failed)
+    }
+
+    /// Drops what a failed chunk left past the `acknowledged` bytes. Best
+    /// effort: opening the session again cuts them off as well.
+    pub(super) async fn cut_back(self, acknowledged: u64) {
+        if let Err(error) = self.file.set_len(acknowledged).await {
+            tracing::warn!(%error, path = %self.path.display(), "could not cut back a failed chunk");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_belong_to_a_name_of_one_kind_or_an_anonymous_network() {
+        let owner = |identity: &Identity, peer: &str| owner_of(identity, peer.parse().unwrap());
+        let cert = |serial: &str| Identity::Cert {
+            cn: "alice".into(),
+            serial: serial.into(),
+        };
+        let user = Identity::User("alice".into());
+        assert_eq!(
+            owner(&cert("01"), "10.0.0.1"),
+            owner(&cert("02"), "10.0.0.2")
+        );
+        assert_ne!(owner(&cert("01"), "10.0.0.1"), owner(&user, "10.0.0.1"));
+        let anonymous = Identity::Anonymous;
+        assert_ne!(owner(&anonymous, "10.0.0.1"), owner(&anonymous, "10.0.0.2"));
+        assert_eq!(
+            owner(&anonymous, "::ffff:10.0.0.1"),
+            owner(&anonymous, "10.0.0.1")
+        );
+        assert_eq!(
+            owner(&anonymous, "2001:db8:1:2::1"),
+            owner(&anonymous, "2001:db8:1:2:ffff::9")
+        );
+        assert_ne!(
+            owner(&anonymous, "2001:db8:1:2::1"),
+            owner(&anonymous, "2001:db8:1:3::1")
+        );
+    }
+
+    #[test]
+    fn a_session_takes_one_request_at_a_time_and_is_free_again_after_it() {
+        let uploads = Uploads::new(&RegistryConfig::default());
+        let id = "a".repeat(32);
+        let first = uploads.turn(&id).unwrap();
+        let second = uploads.turn(&id).map(|_| ()).unwrap_err();
+        assert_eq!(second.code, Code::TooManyRequests);
+        assert!(
+            uploads.turn(&"b".repeat(32)).is_ok(),
+            "other sessions are free"
+        );
+        drop(first);
+        assert!(uploads.turn(&id).is_ok());
+        assert!(
+            uploads.busy.lock().unwrap().is_empty(),
+            "an idle session leaves nothing in memory"
+        );
+    }
+}
