@@ -275,6 +275,10 @@ pub struct RegistryConfig {
     /// so across restarts); the next one is refused with 429.
     #[serde(default = "defaults::max_upload_sessions_per_identity")]
     pub max_upload_sessions_per_identity: u32,
+    /// Largest blob taken from an upstream; a blob is also cut off at the size
+    /// its repository's manifests give it.
+    #[serde(default = "defaults::max_blob_size")]
+    pub max_blob_size: ByteSize,
 }
 
 impl Default for RegistryConfig {
@@ -285,6 +289,7 @@ impl Default for RegistryConfig {
             upstream: Vec::new(),
             hosted: Vec::new(),
             max_upload_sessions_per_identity: defaults::max_upload_sessions_per_identity(),
+            max_blob_size: defaults::max_blob_size(),
         }
     }
 }
@@ -319,6 +324,15 @@ pub struct CacheConfig {
     /// How often orphans and abandoned temp files are swept.
     #[serde(default = "defaults::sweep_interval", with = "humantime_serde")]
     pub sweep_interval: Duration,
+    /// A fill from upstream (blob, module zip) must be complete within this.
+    #[serde(default = "defaults::fill_timeout", with = "humantime_serde")]
+    pub fill_timeout: Duration,
+    /// ... and bring at least this many bytes per second over every
+    /// `fill_rate_window`; 0 turns the check off.
+    #[serde(default = "defaults::fill_min_rate")]
+    pub fill_min_rate: ByteSize,
+    #[serde(default = "defaults::fill_rate_window", with = "humantime_serde")]
+    pub fill_rate_window: Duration,
 }
 
 impl Default for CacheConfig {
@@ -327,6 +341,24 @@ impl Default for CacheConfig {
             max_size: None,
             low_water: defaults::low_water(),
             sweep_interval: defaults::sweep_interval(),
+            fill_timeout: defaults::fill_timeout(),
+            fill_min_rate: defaults::fill_min_rate(),
+            fill_rate_window: defaults::fill_rate_window(),
+        }
+    }
+}
+
+impl CacheConfig {
+    /// What every fill runs under.
+    pub fn fill_limits(&self) -> crate::store::FillLimits {
+        let min_rate = (self.fill_min_rate.as_u64() > 0).then(|| crate::store::MinRate {
+            bytes_per_second: self.fill_min_rate.as_u64(),
+            window: self.fill_rate_window,
+        });
+        crate::store::FillLimits {
+            max_size: self.max_size.map(|m| m.as_u64()),
+            timeout: Some(self.fill_timeout),
+            min_rate,
         }
     }
 }
@@ -402,6 +434,20 @@ mod defaults {
     }
     pub fn sweep_interval() -> Duration {
         Duration::from_secs(600)
+    }
+    /// ECR caps a layer at 52,000 MiB; real images' largest layers (CUDA, baked-in
+    /// models) are 10–20 GB. README argues it.
+    pub fn max_blob_size() -> ByteSize {
+        ByteSize::gib(64)
+    }
+    pub fn fill_timeout() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn fill_min_rate() -> ByteSize {
+        ByteSize::kib(64)
+    }
+    pub fn fill_rate_window() -> Duration {
+        Duration::from_secs(30)
     }
 }
 
@@ -606,8 +652,22 @@ impl Config {
                 ));
             }
         }
-        if !(0.1..=1.0).contains(&self.cache.low_water) {
+        self.validate_fills()
+    }
+
+    fn validate_fills(&self) -> Result<(), String> {
+        let cache = &self.cache;
+        if !(0.1..=1.0).contains(&cache.low_water) {
             return Err("cache.low_water: must be between 0.1 and 1.0".into());
+        }
+        if cache.fill_timeout.is_zero() {
+            return Err("cache.fill_timeout: must be more than 0".into());
+        }
+        if cache.fill_rate_window < Duration::from_secs(1) {
+            return Err("cache.fill_rate_window: must be at least 1s".into());
+        }
+        if self.registry.max_blob_size.as_u64() == 0 {
+            return Err("registry.max_blob_size: must be more than 0".into());
         }
         Ok(())
     }
@@ -788,6 +848,35 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("go.sumdb[1].name"), "{err}");
+    }
+
+    #[test]
+    fn fill_limits_take_their_defaults_and_are_checked() {
+        let config = parse("").unwrap();
+        assert_eq!(config.registry.max_blob_size, ByteSize::gib(64));
+        let limits = config.cache.fill_limits();
+        assert_eq!(limits.max_size, None);
+        assert_eq!(limits.timeout, Some(Duration::from_secs(3600)));
+        let rate = limits.min_rate.unwrap();
+        assert_eq!(rate.bytes_per_second, 64 * 1024);
+        assert_eq!(rate.per_window(), 30 * 64 * 1024);
+        let config = parse("[cache]\nmax_size = \"1GiB\"\nfill_min_rate = \"0\"\n").unwrap();
+        assert_eq!(config.cache.fill_limits().min_rate, None, "0 turns it off");
+        assert_eq!(config.cache.fill_limits().max_size, Some(1 << 30));
+        for (text, key) in [
+            ("[cache]\nfill_timeout = \"0s\"\n", "cache.fill_timeout"),
+            (
+                "[cache]\nfill_rate_window = \"10ms\"\n",
+                "cache.fill_rate_window",
+            ),
+            (
+                "[registry]\nmax_blob_size = \"0\"\n",
+                "registry.max_blob_size",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

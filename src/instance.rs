@@ -58,6 +58,7 @@ impl Mirror {
         let store = Store::open(&config.data_dir)
             .await
             .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+        store.set_fill_limits(config.cache.fill_limits());
         let lock = if options.shared {
             None
         } else {

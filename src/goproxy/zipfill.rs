@@ -2,12 +2,14 @@
 //! first becomes the producer and downloads in a task detached from every
 //! client; all of them stream the bytes as they land in the temp file. The
 //! zip is checked (`zipcheck`) before it is indexed, and the last byte is held
-//! back until then, so no client ever gets a complete invalid zip.
+//! back until then, so no client ever gets a complete invalid zip. The fill
+//! runs under the store's fill limits (`cache.max_size`, `cache.fill_timeout`,
+//! `cache.fill_min_rate`) and `go.max_zip_size`.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::TryStreamExt;
 use http::Response;
 use http::header::{CONTENT_LENGTH, HeaderValue};
 
@@ -46,7 +48,7 @@ impl GoProxy {
                         .stored_file(module, version, FileKind::Zip, key, head_only)
                         .await?
                     {
-                        drop(producer);
+                        producer.withdraw();
                         return Ok(served);
                     }
                     let reader = producer.reader();
@@ -121,17 +123,11 @@ impl GoProxy {
             producer.fail(error);
             return;
         }
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let written = match chunk {
-                Ok(chunk) => producer.write(chunk).await,
-                Err(error) => Err(FillError::Upstream(error.without_url().to_string())),
-            };
-            if let Err(error) = written {
-                tracing::warn!(target: "mirror::go", artifact = key, %error, "zip download failed");
-                producer.fail(error);
-                return;
-            }
+        let body = response.bytes_stream().map_err(reqwest::Error::without_url);
+        if let Err(error) = producer.pump(body).await {
+            tracing::warn!(target: "mirror::go", artifact = key, %error, "zip download failed");
+            producer.fail(error);
+            return;
         }
         let (m, v) = (module.as_str().to_owned(), version.as_str().to_owned());
         let validator: Validator = Box::new(move |path| zipcheck::check(path, &m, &v));

@@ -223,6 +223,13 @@ impl Metrics {
             }
             Err(error) => tracing::warn!(%error, "metrics: could not read store totals"),
         }
+        let in_flight = "mirror_fill_bytes_in_flight";
+        let _ = writeln!(
+            out,
+            "# HELP {in_flight} Bytes that fills in progress hold in tmp/ (counted against cache.max_size).\n\
+             # TYPE {in_flight} gauge\n{in_flight} {}",
+            store.fill_bytes_in_flight()
+        );
         out
     }
 }

@@ -7,13 +7,25 @@
 //! a second download) and wait for more. The last byte is held back until the
 //! producer has verified the whole file, so a digest mismatch or an invalid zip
 //! ends every reader's body early: no client ever receives a complete body of
-//! bad bytes. The producer runs detached from any client, so a client that
+//! bad bytes; a range that ends before the end of the blob holds back its own
+//! last byte the same way, so no `Range` completes with unverified bytes
+//! either. The producer runs detached from any client, so a client that
 //! hangs up does not waste the download.
+//!
+//! A fill runs under `FillLimits`: its bytes count against `cache.max_size`
+//! while in flight (`budget`), and it is cut off when upstream is too slow or
+//! too late (`pump`). Every failure ends every reader's body with an error,
+//! removes the temp file and counts in `fills_failed`.
+
+mod budget;
+mod pump;
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -21,6 +33,9 @@ use tokio::sync::watch;
 
 use super::{Digest, Hasher, Store};
 use crate::store::digest::Algorithm;
+pub(crate) use budget::Budget;
+use budget::Reserved;
+pub use budget::{FillLimits, MinRate};
 
 /// Read size for readers.
 const CHUNK: usize = 256 * 1024;
@@ -49,6 +64,19 @@ pub enum FillError {
     Invalid(String),
     #[error("content larger than the {0}-byte limit")]
     TooLarge(u64),
+    /// Fills in flight plus what eviction cannot free would pass `cache.max_size`.
+    #[error("no room in the cache (cache.max_size = {max_size} bytes) for this fill")]
+    NoRoom { max_size: u64 },
+    #[error("upstream did not finish within {}s (cache.fill_timeout)", .0.as_secs())]
+    TimedOut(Duration),
+    #[error(
+        "upstream sent less than {bytes_per_second} bytes/s over {}s (cache.fill_min_rate)",
+        .window.as_secs()
+    )]
+    TooSlow {
+        bytes_per_second: u64,
+        window: Duration,
+    },
     #[error("upstream sent {actual} bytes, announced {announced}")]
     LengthMismatch { announced: u64, actual: u64 },
     #[error("storage error: {0}")]
@@ -95,10 +123,13 @@ struct Shared {
     progress: watch::Sender<Progress>,
 }
 
-/// Fills in progress, by key (`"oci:sha256:…"`, `"go:mod@v/zip"`, …).
+/// Fills in progress, by key (`"oci:sha256:…"`, `"go:mod@v/zip"`, …), and
+/// what they may take.
 #[derive(Default)]
 pub struct Fills {
     active: Mutex<HashMap<String, Weak<Shared>>>,
+    limits: Mutex<FillLimits>,
+    pub(crate) budget: Budget,
 }
 
 impl Fills {
@@ -122,9 +153,21 @@ pub enum Slot {
 }
 
 impl Store {
+    /// The limits fills started from now on run under.
+    pub fn set_fill_limits(&self, limits: FillLimits) {
+        let fills = &self.inner.fills;
+        *fills.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
+    }
+
+    /// Bytes that fills in progress have reserved in `tmp/`.
+    pub fn fill_bytes_in_flight(&self) -> u64 {
+        self.inner.fills.budget.in_flight()
+    }
+
     /// Joins the fill in progress for `key`, or makes the caller its producer.
     pub fn fill(&self, key: &str) -> Result<Slot, FillError> {
         let fills = &self.inner.fills;
+        let limits = *fills.limits.lock().unwrap_or_else(|e| e.into_inner());
         let mut active = fills.active.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(shared) = active.get(key).and_then(Weak::upgrade) {
             return Ok(Slot::Joined(FillReader::new(shared)));
@@ -134,7 +177,13 @@ impl Store {
             .read(true)
             .write(true)
             .create_new(true)
-            .open(&tmp_path)?;
+            .open(&tmp_path)
+            .inspect_err(|_| {
+                self.inner
+                    .counters
+                    .fills_failed
+                    .fetch_add(1, Ordering::Relaxed);
+            })?;
         let (progress, _) = watch::channel(Progress::Waiting);
         let shared = Arc::new(Shared {
             file: Arc::new(file),
@@ -152,6 +201,9 @@ impl Store {
             written: 0,
             limit: None,
             head: None,
+            limits,
+            started: tokio::time::Instant::now(),
+            reserved: 0,
         })))
     }
 }
@@ -171,6 +223,11 @@ pub struct FillProducer {
     written: u64,
     limit: Option<u64>,
     head: Option<Arc<FillHead>>,
+    limits: FillLimits,
+    /// When the fill began: `limits.timeout` counts from here.
+    started: tokio::time::Instant,
+    /// Bytes held in the store's budget for this fill.
+    reserved: u64,
 }
 
 impl FillProducer {
@@ -184,9 +241,22 @@ impl FillProducer {
         self.hasher = Some(algorithm.hasher());
     }
 
-    /// Refuse content beyond `limit` bytes.
+    /// Refuse content beyond `limit` bytes (the tightest of several calls wins).
     pub fn limit(&mut self, limit: u64) {
-        self.limit = Some(limit);
+        self.limit = Some(self.limit.map_or(limit, |l| l.min(limit)));
+    }
+
+    /// Holds `total` bytes of the budget for this fill (more as it grows).
+    fn reserve_to(&mut self, total: u64) -> Result<(), FillError> {
+        if total <= self.reserved {
+            return Ok(());
+        }
+        let budget = &self.store.inner.fills.budget;
+        if budget.reserve(total - self.reserved, self.limits.max_size)? == Reserved::NeedsEviction {
+            self.store.inner.grew.notify_one();
+        }
+        self.reserved = total;
+        Ok(())
     }
 
     /// Upstream has answered: readers may start their responses.
@@ -195,6 +265,10 @@ impl FillProducer {
             && total > limit
         {
             return Err(FillError::TooLarge(limit));
+        }
+        // An announced length is held at once: a fill that cannot fit fails now.
+        if let Some(total) = head.total {
+            self.reserve_to(total)?;
         }
         let head = Arc::new(head);
         self.head = Some(head.clone());
@@ -223,6 +297,7 @@ impl FillProducer {
         if chunk.is_empty() {
             return Ok(());
         }
+        self.reserve_to(received)?;
         self.pending_len += chunk.len();
         self.pending.push(chunk);
         if self.pending_len >= FLUSH_AT || self.pending.len() >= MAX_PENDING_CHUNKS {
@@ -324,13 +399,12 @@ impl FillProducer {
             .await
             .map_err(|e| FillError::Io(e.to_string()))?;
         self.tmp_path = None;
+        let budget = &self.store.inner.fills.budget;
+        budget.settle(size);
+        budget.release(std::mem::take(&mut self.reserved).saturating_sub(size));
         let counters = &self.store.inner.counters;
-        counters
-            .fills_completed
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        counters
-            .bytes_filled
-            .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+        counters.fills_completed.fetch_add(1, Ordering::Relaxed);
+        counters.bytes_filled.fetch_add(size, Ordering::Relaxed);
         let head = self.head.clone().unwrap_or_default();
         Ok(Committed {
             digest,
@@ -349,11 +423,23 @@ impl FillProducer {
             .inner
             .counters
             .fills_failed
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(1, Ordering::Relaxed);
+        self.end(error);
+    }
+
+    /// Ends a fill that turned out not to be needed (what it would fetch is
+    /// already stored): its readers look again, and no failure is counted.
+    pub fn withdraw(mut self) {
+        self.end(FillError::Abandoned);
+    }
+
+    fn end(&mut self, error: FillError) {
         self.shared.progress.send_replace(Progress::Failed(error));
         if let Some(path) = self.tmp_path.take() {
             let _ = std::fs::remove_file(path);
         }
+        let budget = &self.store.inner.fills.budget;
+        budget.release(std::mem::take(&mut self.reserved));
         self.store.inner.fills.remove(&self.key, &self.shared);
     }
 }
@@ -486,6 +572,13 @@ impl FillReader {
                 Progress::Done { size, .. } => (*size, true),
                 Progress::Failed(error) => return Err(error.clone()),
             };
+            // A range's own last byte waits for the verdict on the whole file
+            // too: otherwise a range that ends early completes unverified.
+            let end = if complete {
+                end
+            } else {
+                end.map(|end| end.saturating_sub(1))
+            };
             let stop = end.map_or(readable, |end| end.min(readable));
             if position < stop {
                 let len = (stop - position).min(CHUNK as u64) as usize;
@@ -499,7 +592,7 @@ impl FillReader {
                 .map_err(|e| FillError::Io(e.to_string()))??;
                 return Ok(Some(bytes));
             }
-            if complete || end.is_some_and(|end| position >= end) {
+            if complete {
                 return Ok(None);
             }
             if self.progress.changed().await.is_err() {
@@ -695,5 +788,168 @@ mod tests {
             producer.write(Bytes::from_static(&[0; 11])).await,
             Err(FillError::TooLarge(10))
         );
+    }
+
+    fn failures(store: &Store) -> u64 {
+        store.counters().fills_failed.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test]
+    async fn a_range_that_ends_early_waits_for_the_verdict_on_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        // Past FLUSH_AT: the whole range is on disk before the commit.
+        let data = content(2 * FLUSH_AT + 5);
+        let honest = Digest::sha256_of(&data);
+        for expected in [Digest::sha256_of(b"not this"), honest.clone()] {
+            let Slot::Producer(mut producer) = store.fill("ranged").unwrap() else {
+                panic!("no fill is running")
+            };
+            let mut ranged = Box::pin(producer.reader().stream(10, Some(1000)));
+            producer.start(FillHead::default()).unwrap();
+            producer.write(Bytes::from(data.clone())).await.unwrap();
+            let mut bytes = Vec::new();
+            while bytes.len() < 989 {
+                bytes.extend_from_slice(&ranged.next().await.unwrap().unwrap());
+            }
+            assert_eq!(
+                bytes.len(),
+                989,
+                "all but the range's last byte, before the verdict"
+            );
+            if let Ok(committed) = producer.commit(Some(&expected), None).await {
+                committed.publish();
+            }
+            let mut error = None;
+            while let Some(item) = ranged.next().await {
+                match item {
+                    Ok(chunk) => bytes.extend_from_slice(&chunk),
+                    Err(e) => error = Some(e.to_string()),
+                }
+            }
+            if expected == honest {
+                assert_eq!(error, None);
+                assert!(bytes == data[10..1000]);
+            } else {
+                assert!(error.is_some(), "a range of unverified bytes must fail");
+                assert_eq!(bytes.len(), 989, "and never get its last byte");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_withdrawn_fill_sends_readers_back_and_counts_no_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let Slot::Producer(producer) = store.fill("w").unwrap() else {
+            panic!()
+        };
+        let mut reader = producer.reader();
+        producer.withdraw();
+        assert_eq!(reader.head().await.err(), Some(FillError::Abandoned));
+        assert_eq!(failures(&store), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+        assert!(matches!(store.fill("w").unwrap(), Slot::Producer(_)));
+    }
+
+    #[tokio::test]
+    async fn a_fill_past_max_size_is_refused_and_gives_back_what_it_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        store.set_fill_limits(FillLimits {
+            max_size: Some(FLUSH_AT as u64 + 100),
+            ..FillLimits::default()
+        });
+        let Slot::Producer(mut announced) = store.fill("a").unwrap() else {
+            panic!()
+        };
+        let total = Some(FLUSH_AT as u64 + 101);
+        let error = announced.start(FillHead {
+            total,
+            media_type: None,
+        });
+        assert!(matches!(error, Err(FillError::NoRoom { .. })), "{error:?}");
+        announced.fail(error.unwrap_err());
+
+        let Slot::Producer(mut endless) = store.fill("e").unwrap() else {
+            panic!()
+        };
+        let reader = tokio::spawn(collect(endless.reader(), 0, None));
+        endless.start(FillHead::default()).unwrap();
+        let chunk = Bytes::from(vec![0u8; FLUSH_AT / 2]);
+        endless.write(chunk.clone()).await.unwrap();
+        assert_eq!(store.fill_bytes_in_flight(), FLUSH_AT as u64 / 2);
+        endless.write(chunk.clone()).await.unwrap();
+        let error = endless.write(chunk).await.unwrap_err();
+        assert!(matches!(error, FillError::NoRoom { .. }), "{error:?}");
+        endless.fail(error);
+        let (_, error) = reader.await.unwrap();
+        assert!(error.unwrap().contains("cache.max_size"));
+        assert_eq!(store.fill_bytes_in_flight(), 0);
+        assert_eq!(failures(&store), 2);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn pump_cuts_off_a_body_that_is_too_slow_or_too_late() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let timeout = Duration::from_millis(1500);
+        let window = Duration::from_secs(1);
+        // Twenty bytes a second: under a hundred, over one.
+        let drip = || {
+            futures_util::stream::unfold((), |()| async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Some((Ok::<_, std::io::Error>(Bytes::from_static(b"x")), ()))
+            })
+        };
+        let cases = [
+            (
+                100,
+                FillError::TooSlow {
+                    bytes_per_second: 100,
+                    window,
+                },
+            ),
+            (1, FillError::TimedOut(timeout)),
+        ];
+        for (i, (bytes_per_second, expected)) in cases.into_iter().enumerate() {
+            store.set_fill_limits(FillLimits {
+                timeout: Some(timeout),
+                min_rate: Some(MinRate {
+                    bytes_per_second,
+                    window,
+                }),
+                ..FillLimits::default()
+            });
+            let Slot::Producer(mut producer) = store.fill(&format!("p{i}")).unwrap() else {
+                panic!()
+            };
+            producer.start(FillHead::default()).unwrap();
+            let started = tokio::time::Instant::now();
+            assert_eq!(producer.pump(drip()).await, Err(expected.clone()));
+            let took = started.elapsed();
+            let earliest = match expected {
+                FillError::TooSlow { .. } => window,
+                _ => timeout,
+            };
+            assert!(
+                took >= earliest && took < earliest + Duration::from_secs(5),
+                "{took:?}"
+            );
+        }
+        let honest =
+            futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"ok"))]);
+        let Slot::Producer(mut producer) = store.fill("honest").unwrap() else {
+            panic!()
+        };
+        producer.start(FillHead::default()).unwrap();
+        assert_eq!(producer.pump(honest).await, Ok(()));
     }
 }

@@ -37,7 +37,9 @@ pub use digest::{Algorithm, Digest, Hasher, InvalidDigest};
 pub use evict::{
     EvictionReport, ReadGuard, StoreTotals, SweepOptions, SweepReport, UPLOAD_ABANDONED_AFTER,
 };
-pub use fill::{Committed, FillError, FillHead, FillProducer, FillReader, Slot, Validator};
+pub use fill::{
+    Committed, FillError, FillHead, FillLimits, FillProducer, FillReader, MinRate, Slot, Validator,
+};
 pub use go::{GoFile, StoredAnswer};
 pub use oci::{ManifestRow, NewManifest, ReferrerRow};
 pub use stats::{GroupStats, StoreStats};
