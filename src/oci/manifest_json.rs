@@ -25,6 +25,8 @@ struct Descriptor {
     digest: String,
     #[serde(rename = "mediaType")]
     media_type: Option<String>,
+    /// Any JSON: a size that is not a byte count only goes unrecorded.
+    size: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -49,6 +51,8 @@ pub struct ManifestInfo {
     pub artifact_type: Option<String>,
     /// Config and layers: blobs that must exist.
     pub blobs: Vec<Digest>,
+    /// Config and layers with the size their descriptors give.
+    pub blob_sizes: Vec<(Digest, u64)>,
     /// Children of an index: manifests that must exist.
     pub children: Vec<Digest>,
     pub subject: Option<Digest>,
@@ -70,11 +74,13 @@ impl ManifestInfo {
             )
         })?;
         let mut blobs = Vec::new();
-        if let Some(config) = &raw.config {
-            blobs.push(digest(&config.digest)?);
-        }
-        for layer in &raw.layers {
-            blobs.push(digest(&layer.digest)?);
+        let mut blob_sizes = Vec::new();
+        for descriptor in raw.config.iter().chain(&raw.layers) {
+            let blob = digest(&descriptor.digest)?;
+            if let Some(size) = descriptor.size.as_ref().and_then(serde_json::Value::as_u64) {
+                blob_sizes.push((blob.clone(), size));
+            }
+            blobs.push(blob);
         }
         let children = raw
             .manifests
@@ -94,6 +100,7 @@ impl ManifestInfo {
             media_type: raw.media_type,
             artifact_type,
             blobs,
+            blob_sizes,
             children,
             subject,
             annotations: raw
@@ -116,4 +123,27 @@ pub fn accepts(accept: &[String], media_type: &str) -> bool {
 /// that its answer is the tag's true manifest and may be cached for everyone.
 pub fn accepts_indexes(accept: &[String]) -> bool {
     accept.is_empty() || accepts(accept, OCI_INDEX) || accepts(accept, DOCKER_LIST)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_sizes_are_read_from_config_and_layer_descriptors() {
+        let config = Digest::sha256_of(b"config");
+        let layer = Digest::sha256_of(b"layer");
+        let odd = Digest::sha256_of(b"odd");
+        let json = serde_json::json!({
+            "schemaVersion": 2,
+            "config": {"digest": config.to_string(), "size": 7},
+            "layers": [
+                {"digest": layer.to_string(), "size": 12345},
+                {"digest": odd.to_string(), "size": -1},
+            ],
+        });
+        let info = ManifestInfo::parse(json.to_string().as_bytes()).unwrap();
+        assert_eq!(info.blobs, [config.clone(), layer.clone(), odd]);
+        assert_eq!(info.blob_sizes, [(config, 7), (layer, 12345)]);
+    }
 }

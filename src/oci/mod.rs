@@ -53,6 +53,8 @@ pub struct Registry {
     body_timeout: Duration,
     /// Concurrent misses of one manifest share one upstream request.
     manifest_fetches: crate::upstream::Singleflight<Result<cache::ManifestMeta, OciError>>,
+    /// `registry.max_blob_size`: a pull-through blob is cut off past it.
+    max_blob_size: u64,
 }
 
 impl Registry {
@@ -74,6 +76,7 @@ impl Registry {
             uploads: uploads::Uploads::new(config),
             body_timeout,
             manifest_fetches: crate::upstream::Singleflight::default(),
+            max_blob_size: config.max_blob_size.as_u64(),
         })
     }
 

@@ -34,6 +34,8 @@ pub struct NewManifest<'a> {
     pub subject: Option<&'a Digest>,
     pub artifact_type: Option<&'a str>,
     pub annotations: Option<&'a str>,
+    /// The blobs it names (config, layers) with the size each descriptor gives.
+    pub blobs: &'a [(Digest, u64)],
 }
 
 impl Store {
@@ -80,8 +82,10 @@ impl Store {
         Ok(Some((manifest, row.get(3))))
     }
 
-    /// Indexes a stored manifest for a repository. Idempotent.
+    /// Indexes a stored manifest for a repository, with the blob sizes it
+    /// states. Idempotent.
     pub async fn oci_put_manifest(&self, manifest: &NewManifest<'_>) -> Result<(), StoreError> {
+        let mut tx = self.inner.db.write.begin().await?;
         sqlx::query(
             "INSERT INTO oci_manifests (repo, digest, media_type, size, subject, artifact_type, annotations, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -95,9 +99,39 @@ impl Store {
         .bind(manifest.artifact_type)
         .bind(manifest.annotations)
         .bind(now_secs())
-        .execute(&self.inner.db.write)
+        .execute(&mut *tx)
         .await?;
+        for (digest, size) in manifest.blobs {
+            sqlx::query(
+                "INSERT INTO oci_manifest_blobs (repo, manifest, digest, size) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(manifest.repo)
+            .bind(manifest.digest.as_str())
+            .bind(digest.as_str())
+            .bind(i64::try_from(*size).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// The largest size any of a repository's manifests gives a blob, if one
+    /// names it: more than that is not the blob those manifests mean.
+    pub async fn oci_described_size(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<u64>, StoreError> {
+        let size: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(size) FROM oci_manifest_blobs WHERE repo = ?1 AND digest = ?2",
+        )
+        .bind(repo)
+        .bind(digest.as_str())
+        .fetch_one(&self.inner.db.read)
+        .await?;
+        Ok(size.map(|s| s.max(0) as u64))
     }
 
     /// Points a tag at a manifest (already indexed for the repo), confirmed now.
@@ -246,5 +280,57 @@ impl Store {
             .execute(&self.inner.db.write)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn described_sizes_are_the_largest_a_repository_states_and_go_with_their_manifests() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let layer = Digest::sha256_of(b"layer");
+        let mut manifests = Vec::new();
+        for (i, size) in [(0u8, 100), (1, 250)] {
+            let digest = store.put_bytes(&[i; 10], false).await.unwrap();
+            let blobs = [(layer.clone(), size)];
+            store
+                .oci_put_manifest(&NewManifest {
+                    repo: "up/app",
+                    digest: &digest,
+                    media_type: "application/vnd.oci.image.manifest.v1+json",
+                    size: 10,
+                    subject: None,
+                    artifact_type: None,
+                    annotations: None,
+                    blobs: &blobs,
+                })
+                .await
+                .unwrap();
+            manifests.push(digest);
+        }
+        assert_eq!(
+            store.oci_described_size("up/app", &layer).await.unwrap(),
+            Some(250)
+        );
+        assert_eq!(
+            store.oci_described_size("up/other", &layer).await.unwrap(),
+            None
+        );
+        store
+            .oci_delete_manifest("up/app", &manifests[1])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.oci_described_size("up/app", &layer).await.unwrap(),
+            Some(100)
+        );
+        store.evict_to(0, false).await.unwrap();
+        assert_eq!(
+            store.oci_described_size("up/app", &layer).await.unwrap(),
+            None
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! A blob miss: one upstream GET into a shared fill, run detached from any
 //! client; every client (Range requests included) streams from the fill as
-//! bytes arrive, and the fill is verified against the digest at commit.
+//! bytes arrive, and the fill is verified against the digest at commit. The
+//! fill is cut off past `registry.max_blob_size` and past the size the
+//! repository's manifests give the blob.
 
 use super::{
     ByteRange, OCTET_STREAM, adopt_stored, artifact, blob_headers, partial, serve_file, unknown,
@@ -36,6 +38,7 @@ pub(super) async fn fill(
             Slot::Producer(producer) => {
                 // Someone may have finished this fill between our miss and now.
                 if let Some(response) = adopt_stored(registry, repo, digest, false, range).await? {
+                    producer.withdraw();
                     return Ok(response);
                 }
                 start_fill(registry, repo, upstream, remote, digest, producer).await?
@@ -60,16 +63,45 @@ pub(super) async fn fill(
 }
 
 fn fill_error(error: FillError, repo: &Repo, digest: &Digest) -> OciError {
-    match error {
-        FillError::NotFound(_) => unknown(repo, digest),
-        error => {
-            tracing::warn!(%error, %digest, repo = %repo.name, "blob fill failed");
-            OciError::new(
-                Code::Unavailable,
-                format!("fetching blob {digest} from upstream failed"),
-            )
-        }
+    if let FillError::NotFound(_) = error {
+        return unknown(repo, digest);
     }
+    tracing::warn!(%error, %digest, repo = %repo.name, "blob fill failed");
+    match error {
+        // The mirror's own limits: the client may know why, and that a retry
+        // will not help.
+        FillError::TooLarge(_)
+        | FillError::NoRoom { .. }
+        | FillError::TimedOut(_)
+        | FillError::TooSlow { .. } => OciError::new(
+            Code::Unavailable,
+            format!("fetching blob {digest} from upstream failed: {error}"),
+        ),
+        _ => OciError::new(
+            Code::Unavailable,
+            format!("fetching blob {digest} from upstream failed"),
+        ),
+    }
+}
+
+/// Bounds the fill: the configured maximum, and the largest size any of the
+/// repository's manifests gives this blob.
+async fn limit_size(
+    registry: &Registry,
+    repo: &Repo,
+    digest: &Digest,
+    producer: &mut FillProducer,
+) -> Result<(), OciError> {
+    producer.limit(registry.max_blob_size);
+    let described = registry
+        .store
+        .oci_described_size(&repo.key, digest)
+        .await
+        .map_err(internal)?;
+    if let Some(size) = described {
+        producer.limit(size);
+    }
+    Ok(())
 }
 
 /// Asks upstream for the blob; on success hands the body to a detached task
@@ -82,6 +114,7 @@ async fn start_fill(
     digest: &Digest,
     mut producer: Box<FillProducer>,
 ) -> Result<FillReader, OciError> {
+    limit_size(registry, repo, digest, &mut producer).await?;
     let answer = upstream
         .send(
             Method::GET,
@@ -130,27 +163,15 @@ async fn start_fill(
 /// detached, so a client hanging up does not waste the download.
 async fn run_fill(
     mut producer: Box<FillProducer>,
-    mut response: reqwest::Response,
+    response: reqwest::Response,
     digest: Digest,
     store: Store,
     repo_key: String,
 ) {
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if let Err(error) = producer.write(chunk).await {
-                    tracing::warn!(%error, %digest, "blob fill failed while writing");
-                    producer.fail(error);
-                    return;
-                }
-            }
-            Ok(None) => break,
-            Err(error) => {
-                tracing::warn!(%error, %digest, "upstream body failed mid-blob");
-                producer.fail(FillError::Upstream(error.to_string()));
-                return;
-            }
-        }
+    if let Err(error) = producer.pump(response.bytes_stream()).await {
+        tracing::warn!(%error, %digest, repo = %repo_key, "blob fill cut off");
+        producer.fail(error);
+        return;
     }
     match producer.commit(Some(&digest), None).await {
         Ok(committed) => {

@@ -131,6 +131,7 @@ pub(super) async fn store_manifest(
             subject: info.subject.as_ref(),
             artifact_type: info.artifact_type.as_deref(),
             annotations: info.annotations.as_deref(),
+            blobs: &info.blob_sizes,
         })
         .await
         .map_err(internal)?;
