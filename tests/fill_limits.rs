@@ -75,21 +75,24 @@ impl Drop for Meter {
 
 type HostileBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
+/// The chunk of `reply` that starts at `at`, once it is due; `None` at the end.
+async fn chunk_at(reply: &Reply, at: u64) -> Option<Bytes> {
+    let at_usize = at as usize;
+    match reply {
+        Reply::Whole(bytes) | Reply::Chunked(bytes) => (at_usize < bytes.len())
+            .then(|| bytes.slice(at_usize..bytes.len().min(at_usize + (256 << 10)))),
+        Reply::Endless => (at < ENDLESS_CAP).then(|| Bytes::from(vec![0u8; 64 << 10])),
+        Reply::Drip(bytes) if at_usize < bytes.len() => {
+            tokio::time::sleep(DRIP_EVERY).await;
+            Some(bytes.slice(at_usize..at_usize + 1))
+        }
+        Reply::Drip(_) => None,
+    }
+}
+
 fn body_of(reply: Reply, meter: Meter) -> HostileBody {
-    let stream = futures_util::stream::unfold((reply, meter, 0u64), |(reply, meter, at)| async move {
-        let chunk = match &reply {
-            Reply::Whole(bytes) | Reply::Chunked(bytes) => {
-                let end = bytes.len().min(at as usize + (256 << 10));
-                (at < bytes.len() as u64).then(|| bytes.slice(at as usize..end))
-            }
-            Reply::Endless => (at < ENDLESS_CAP).then(|| Bytes::from(vec![0u8; 64 << 10])),
-            Reply::Drip(bytes) => {
-                if at < bytes.len() as u64 {
-                    tokio::time::sleep(DRIP_EVERY).await;
-                }
-                (at < bytes.len() as u64).then(|| bytes.slice(at as usize..at as usize + 1))
-            }
-        }?;
+    let stream = futures_util::stream::unfold((reply, meter, 0), |(reply, meter, at)| async move {
+        let chunk = chunk_at(&reply, at).await?;
         meter.add(chunk.len() as u64);
         let next = at + chunk.len() as u64;
         Some((Ok(Frame::data(chunk)), (reply, meter, next)))
@@ -105,7 +108,11 @@ async fn answer(
     if request.method() == hyper::Method::GET {
         state.gets.lock().unwrap().push(path.clone());
     }
-    let empty = || http_body_util::Empty::new().map_err(|never| match never {}).boxed();
+    let empty = || {
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed()
+    };
     if path == "/v2/" {
         return hyper::Response::new(empty());
     }
@@ -176,7 +183,11 @@ impl Hostile {
     fn manifest(&self, repo: &str, tag: &str, layer: (&str, u64)) {
         let config = br#"{"architecture":"amd64","os":"linux"}"#;
         let config_digest = sha256(config);
-        self.blob(repo, &config_digest, Reply::Whole(Bytes::from_static(config)));
+        self.blob(
+            repo,
+            &config_digest,
+            Reply::Whole(Bytes::from_static(config)),
+        );
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -421,7 +432,12 @@ async fn an_endless_blob_is_cut_off_at_cache_max_size() {
     let mirror = mirror_for(&upstream, "[cache]\nmax_size = \"8MiB\"\n").await;
     let digest = sha256(b"whatever the endless body claims to be");
     upstream.blob("team/app", &digest, Reply::Endless);
-    let answer = fetch(&mirror.with_cert(), &blob_url(&mirror, "team/app", &digest), None).await;
+    let answer = fetch(
+        &mirror.with_cert(),
+        &blob_url(&mirror, "team/app", &digest),
+        None,
+    )
+    .await;
     assert!(!complete(&answer));
     let sent = sent_until_cut(&upstream, &format!("/v2/team/app/blobs/{digest}")).await;
     // Socket buffers on both sides hold a few MiB the mirror never wrote.
