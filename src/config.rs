@@ -311,6 +311,31 @@ pub struct UpstreamRegistry {
     /// How long a tag→manifest answer is used before it is revalidated upstream.
     #[serde(default = "defaults::tag_ttl", with = "humantime_serde")]
     pub tag_ttl: Duration,
+    /// Hosts besides the upstream's own whose token realms may receive the
+    /// configured credentials (over https). Unset: `["auth.docker.io"]` for
+    /// Docker Hub's URL, none otherwise.
+    pub token_realms: Option<Vec<String>>,
+}
+
+/// The hosts of Docker Hub's registry API; its token service is `auth.docker.io`.
+const DOCKER_HUB_HOSTS: [&str; 3] = ["registry-1.docker.io", "index.docker.io", "docker.io"];
+
+impl UpstreamRegistry {
+    /// `token_realms` as set, or its default for this upstream's URL.
+    pub fn token_realms(&self) -> Vec<String> {
+        if let Some(hosts) = &self.token_realms {
+            return hosts.clone();
+        }
+        let host = reqwest::Url::parse(&self.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+        match host {
+            Some(host) if DOCKER_HUB_HOSTS.contains(&host.as_str()) => {
+                vec!["auth.docker.io".to_owned()]
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -623,6 +648,9 @@ impl Config {
             {
                 return Err(format!("{}: no such file: {}", key("ca"), ca.display()));
             }
+            for (j, host) in upstream.token_realms.iter().flatten().enumerate() {
+                check_host(&format!("{}[{j}]", key("token_realms")), host)?;
+            }
             if self.registry.upstream[..i]
                 .iter()
                 .any(|u| u.name == upstream.name)
@@ -690,6 +718,24 @@ fn check_url(key: &str, url: &str) -> Result<(), String> {
     match reqwest::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
         _ => Err(format!("{key}: {url:?} is not an http(s) URL")),
+    }
+}
+
+/// A bare host name or IP address: no scheme, port or path.
+fn check_host(key: &str, host: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(&format!("https://{host}/")).ok();
+    let bare = parsed.as_ref().is_some_and(|u| {
+        u.port().is_none()
+            && u.path() == "/"
+            && u.username().is_empty()
+            && u.host_str().is_some_and(|h| h.eq_ignore_ascii_case(host))
+    });
+    if bare {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key}: {host:?} is not a host name such as auth.docker.io"
+        ))
     }
 }
 
@@ -876,6 +922,43 @@ mod tests {
         ] {
             let err = parse(text).unwrap_err();
             assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn token_realms_are_hosts_and_default_to_auth_docker_io_for_docker_hub() {
+        let upstream = |url: &str, extra: &str| {
+            parse(&format!(
+                "[[registry.upstream]]\nname = \"u\"\nurl = \"{url}\"\n{extra}"
+            ))
+            .map(|c| c.registry.upstream[0].token_realms())
+        };
+        assert_eq!(
+            upstream("https://registry-1.docker.io", "").unwrap(),
+            ["auth.docker.io"]
+        );
+        assert!(upstream("https://ghcr.io", "").unwrap().is_empty());
+        assert!(
+            upstream("https://registry-1.docker.io", "token_realms = []\n")
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            upstream("https://r.example", "token_realms = [\"auth.example\"]\n").unwrap(),
+            ["auth.example"]
+        );
+        for bad in [
+            "https://auth.example",
+            "auth.example:443",
+            "auth.example/token",
+            "",
+        ] {
+            let err =
+                upstream("https://r.example", &format!("token_realms = [{bad:?}]\n")).unwrap_err();
+            assert!(
+                err.contains("registry.upstream[0].token_realms[0]"),
+                "{err}"
+            );
         }
     }
 

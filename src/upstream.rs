@@ -1,14 +1,27 @@
-//! Outbound HTTP: the one reqwest client builder every upstream uses (rustls,
-//! timeouts, no redirects into private networks by surprise), and
-//! `Singleflight`, which makes concurrent identical requests share one call.
-//! Knows nothing of GOPROXY or OCI.
+//! Outbound HTTP: the one client builder every upstream uses (rustls,
+//! timeouts, one client per configured upstream so each knows where it may
+//! go), redirects followed by our own rules (`follow`: https only, never into
+//! a network the upstream is not on, credentials never off their origin),
+//! and `Singleflight`, which makes concurrent identical requests share one
+//! call. Knows nothing of GOPROXY or OCI.
+
+pub mod address;
+mod follow;
+mod trust;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::Engine;
+use http::Method;
+use http::header::{HeaderMap, HeaderValue};
+use reqwest::Url;
 use tokio::sync::OnceCell;
+
+pub use follow::{MAX_REDIRECTS, SendError, display};
+pub use trust::{Refusal, Trust, normalize as normalize_host};
 
 pub const USER_AGENT: &str = concat!("mirror/", env!("CARGO_PKG_VERSION"));
 
@@ -18,30 +31,124 @@ pub enum ClientError {
     Ca { path: String, reason: String },
     #[error("building the HTTP client: {0}")]
     Build(#[from] reqwest::Error),
+    #[error("{0:?} is not an http(s) URL")]
+    Url(String),
 }
 
-/// A client for upstream servers. `extra_ca` adds a private CA to the system
-/// roots (for a registry inside the company).
-pub fn client(extra_ca: Option<&Path>) -> Result<reqwest::Client, ClientError> {
-    let mut builder = reqwest::Client::builder()
-        .user_agent(USER_AGENT)
-        .connect_timeout(Duration::from_secs(10))
-        // Per read, not per request: a 10 GB layer may take long, a stalled one may not.
-        .read_timeout(Duration::from_secs(60))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .redirect(reqwest::redirect::Policy::limited(5));
-    if let Some(path) = extra_ca {
-        let pem = std::fs::read(path).map_err(|e| ClientError::Ca {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ClientError::Ca {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        builder = builder.tls_certs_merge(certs);
+/// `Basic base64(user:password)`, marked sensitive so it is never logged.
+/// (Base64 is always a valid header value; `None` cannot happen in practice.)
+pub fn basic_authorization(user: &str, password: &str) -> Option<HeaderValue> {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// A client for one configured upstream: where it may connect (`Trust`) and
+/// the reqwest client whose resolver enforces that.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    trust: Arc<Trust>,
+}
+
+impl Client {
+    /// For the upstream at `url`; `exempt` hosts (its token realms) are
+    /// reached whatever they resolve to. `extra_ca` adds a private CA to the
+    /// system roots (for a registry inside the company).
+    pub fn new(
+        url: &str,
+        exempt: &[String],
+        extra_ca: Option<&Path>,
+    ) -> Result<Client, ClientError> {
+        let origin = Url::parse(url).map_err(|_| ClientError::Url(url.to_owned()))?;
+        let trust = Arc::new(Trust::new(&origin, exempt));
+        let mut builder = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(Duration::from_secs(10))
+            // Per read, not per request: a 10 GB layer may take long, a stalled one may not.
+            .read_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(90))
+            // `follow` does it, by rules reqwest's follower cannot express.
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
+            .dns_resolver(Arc::new(trust::Screened(trust.clone())));
+        if let Some(path) = extra_ca {
+            builder = builder.tls_certs_merge(read_ca(path)?);
+        }
+        Ok(Client {
+            http: builder.build()?,
+            trust,
+        })
     }
-    Ok(builder.build()?)
+
+    /// Sends a bodiless request, following redirects by `follow`'s rules;
+    /// `credential` (or the URL's own user:password) goes only to `url`'s origin.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        credential: Option<HeaderValue>,
+    ) -> Result<reqwest::Response, SendError> {
+        let url =
+            Url::parse(url).map_err(|e| SendError::Refused(Refusal(format!("not a URL ({e})"))))?;
+        follow::send(&self.http, &self.trust, method, url, headers, credential).await
+    }
+
+    pub fn trust(&self) -> &Trust {
+        &self.trust
+    }
+}
+
+fn read_ca(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let pem = std::fs::read(path).map_err(|e| ClientError::Ca {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ClientError::Ca {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// One `Client` per origin of a list of upstreams (a GOPROXY list and the
+/// checksum databases), so each upstream's redirects are judged by its own network.
+#[derive(Clone)]
+pub struct Clients {
+    by_origin: Vec<(Url, Client)>,
+}
+
+impl Clients {
+    pub fn new<'a>(
+        urls: impl IntoIterator<Item = &'a str>,
+        extra_ca: Option<&Path>,
+    ) -> Result<Clients, ClientError> {
+        let mut by_origin: Vec<(Url, Client)> = Vec::new();
+        for url in urls {
+            let parsed = Url::parse(url).map_err(|_| ClientError::Url(url.to_owned()))?;
+            if !by_origin.iter().any(|(o, _)| o.origin() == parsed.origin()) {
+                by_origin.push((parsed, Client::new(url, &[], extra_ca)?));
+            }
+        }
+        Ok(Clients { by_origin })
+    }
+
+    /// GETs `url` with the client of its upstream.
+    pub async fn get(&self, url: &str) -> Result<reqwest::Response, SendError> {
+        let origin = Url::parse(url).map(|u| u.origin());
+        let client = self
+            .by_origin
+            .iter()
+            .find(|(o, _)| origin.as_ref().is_ok_and(|origin| *origin == o.origin()))
+            .map(|(_, client)| client)
+            .ok_or_else(|| {
+                SendError::Refused(Refusal(
+                    "the URL is not one of a configured upstream".into(),
+                ))
+            })?;
+        client.send(Method::GET, url, HeaderMap::new(), None).await
+    }
 }
 
 /// Concurrent calls with the same key share the first caller's result.

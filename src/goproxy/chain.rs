@@ -113,10 +113,11 @@ fn proxy_url(entry: &str) -> Result<String, String> {
     }
 }
 
-/// The outbound HTTP client, and the metrics every upstream request is counted in.
+/// The outbound HTTP clients (one per upstream), and the metrics every
+/// upstream request is counted in.
 #[derive(Clone)]
 pub struct Client {
-    pub http: reqwest::Client,
+    pub http: crate::upstream::Clients,
     pub metrics: Arc<Metrics>,
 }
 
@@ -163,6 +164,14 @@ fn redact(url: &str) -> String {
 }
 
 impl Chain {
+    /// The base URL of every proxy in the list.
+    pub fn proxies(&self) -> impl Iterator<Item = &str> {
+        self.hops.iter().filter_map(|hop| match hop {
+            Hop::Proxy { base, .. } => Some(base.as_str()),
+            Hop::Off => None,
+        })
+    }
+
     /// Walks the list for `path` (already escaped and encoded, no leading
     /// slash), calling `one` on each proxy, and returns the first hit or the
     /// most telling failure: an error outranks "not found", and a later
@@ -221,7 +230,7 @@ impl Chain {
 /// failures. Counted in the metrics with the time to the response headers.
 pub async fn open_one(client: &Client, url: String) -> Answer<reqwest::Response> {
     let started = Instant::now();
-    let sent = client.http.get(&url).send().await;
+    let sent = client.http.get(&url).await;
     let result = match &sent {
         Ok(response) if response.status().as_u16() == 200 => UpstreamResult::Ok,
         Ok(response) if matches!(response.status().as_u16(), 404 | 410) => UpstreamResult::NotFound,
@@ -235,8 +244,8 @@ pub async fn open_one(client: &Client, url: String) -> Answer<reqwest::Response>
     );
     let response = match sent {
         Ok(response) => response,
-        // reqwest errors print the URL, which may hold a password.
-        Err(error) => return Answer::Failed(error.without_url().to_string()),
+        // Never shows the URL's password or a query.
+        Err(error) => return Answer::Failed(error.to_string()),
     };
     let status = response.status();
     match status.as_u16() {

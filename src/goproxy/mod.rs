@@ -117,20 +117,19 @@ impl GoProxy {
         store: Store,
         metrics: Arc<Metrics>,
     ) -> Result<GoProxy, SetupError> {
-        let chain = config.upstream.parse().map_err(SetupError::Upstream)?;
+        let chain: Chain = config.upstream.parse().map_err(SetupError::Upstream)?;
         let private = Private::parse(&config.private)?;
-        let sumdbs = config
+        let sumdbs: HashMap<String, String> = config
             .sumdb
             .iter()
             .map(|s| (s.name.clone(), s.url.trim_end_matches('/').to_owned()))
             .collect();
+        let upstreams = chain.proxies().chain(sumdbs.values().map(String::as_str));
+        let http = crate::upstream::Clients::new(upstreams, config.ca.as_deref())?;
         Ok(GoProxy {
             inner: Arc::new(Inner {
                 store,
-                client: chain::Client {
-                    http: crate::upstream::client(config.ca.as_deref())?,
-                    metrics,
-                },
+                client: chain::Client { http, metrics },
                 chain,
                 private,
                 sumdbs,

@@ -287,6 +287,21 @@ fn from_upstream(error: UpstreamError, not_found: Code) -> OciError {
             )
             .with_status(StatusCode::SERVICE_UNAVAILABLE)
         }
+        // 502: the upstream answered, with somewhere the mirror does not go.
+        UpstreamError::Refused { upstream, .. } => {
+            tracing::warn!(%error, "upstream request refused");
+            OciError::new(
+                Code::Unavailable,
+                format!("upstream {upstream} sent the mirror where it does not go (see its log)"),
+            )
+        }
+        // Logged once per realm where it was refused.
+        UpstreamError::Realm { upstream, .. } => OciError::new(
+            Code::Unavailable,
+            format!(
+                "upstream {upstream} asks for a token from a realm the mirror does not use (see its log)"
+            ),
+        ),
     }
 }
 

@@ -132,6 +132,7 @@ mod tests {
                         password: None,
                         ca: None,
                         tag_ttl: std::time::Duration::from_secs(1),
+                        token_realms: None,
                     },
                     Arc::new(crate::metrics::Metrics::new()),
                 )

@@ -3,20 +3,20 @@
 //! Basic, or the Bearer token challenge with tokens cached until expiry).
 //! Never sees the client's own `Authorization`; never logs a secret.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use http::header::{AUTHORIZATION, HeaderMap, HeaderValue, WWW_AUTHENTICATE};
+use http::header::{HeaderMap, HeaderValue, WWW_AUTHENTICATE};
 use http::{Method, StatusCode};
+use reqwest::Url;
 
 use super::route::RepoName;
-use super::token::{Challenge, Token, parse_challenge};
+use super::token::{Challenge, FetchError, Token, parse_challenge};
 use crate::config::{Secret, UpstreamRegistry};
 use crate::http::Protocol;
 use crate::metrics::{Metrics, UpstreamResult};
-use crate::upstream::{ClientError, Singleflight};
+use crate::upstream::{Client, ClientError, Refusal, SendError, Singleflight, display};
 
 /// Why an upstream request did not produce a usable answer.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -34,6 +34,13 @@ pub enum UpstreamError {
     },
     #[error("upstream {upstream}: token service: {reason}")]
     Token { upstream: String, reason: String },
+    /// The upstream sent the mirror somewhere it does not go (a redirect, an address).
+    #[error("upstream {upstream}: {reason}")]
+    Refused { upstream: String, reason: String },
+    /// The upstream's challenge names a realm the mirror does not ask; logged
+    /// once per upstream and realm where it is found.
+    #[error("upstream {upstream}: {reason}")]
+    Realm { upstream: String, reason: String },
 }
 
 impl UpstreamError {
@@ -48,6 +55,9 @@ impl UpstreamError {
         self.status() == Some(StatusCode::NOT_FOUND)
     }
 }
+
+/// Distinct refused realms logged per upstream.
+const MAX_LOGGED_REALMS: usize = 32;
 
 /// The authentication scheme an upstream asked for, learned from its first 401.
 #[derive(Clone, Debug)]
@@ -64,7 +74,11 @@ pub struct Upstream {
     base: String,
     /// `Authorization: Basic …` for the configured credentials (sensitive).
     basic: Option<HeaderValue>,
-    client: reqwest::Client,
+    /// Hosts besides the upstream's own that its credentials may go to.
+    token_realms: Vec<String>,
+    client: Client,
+    /// Realms already refused and logged (shown without their query).
+    refused_realms: Mutex<HashSet<String>>,
     scheme: Mutex<Scheme>,
     /// Bearer tokens by scope (`repository:library/alpine:pull`).
     tokens: Mutex<HashMap<String, Token>>,
@@ -72,18 +86,13 @@ pub struct Upstream {
     metrics: Arc<Metrics>,
 }
 
-/// `Basic base64(user:password)`, marked sensitive so it is never logged.
-/// (Base64 is always a valid header value; `None` cannot happen in practice.)
 fn basic_authorization(user: &str, password: Option<&Secret>) -> Option<HeaderValue> {
-    let password = password.map_or("", Secret::expose);
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
-    value.set_sensitive(true);
-    Some(value)
+    crate::upstream::basic_authorization(user, password.map_or("", Secret::expose))
 }
 
 impl Upstream {
     pub fn new(config: &UpstreamRegistry, metrics: Arc<Metrics>) -> Result<Upstream, ClientError> {
+        let token_realms = config.token_realms();
         Ok(Upstream {
             name: config.name.clone(),
             default: config.default,
@@ -93,7 +102,9 @@ impl Upstream {
                 .username
                 .as_deref()
                 .and_then(|user| basic_authorization(user, config.password.as_ref())),
-            client: crate::upstream::client(config.ca.as_deref())?,
+            client: Client::new(&config.url, &token_realms, config.ca.as_deref())?,
+            token_realms,
+            refused_realms: Mutex::new(HashSet::new()),
             scheme: Mutex::new(Scheme::Unknown),
             tokens: Mutex::new(HashMap::new()),
             token_fetches: Singleflight::default(),
@@ -101,17 +112,14 @@ impl Upstream {
         })
     }
 
-    fn unreachable(&self, error: &reqwest::Error) -> UpstreamError {
-        // reqwest's Display names the URL but never credentials (none are in it).
-        let mut reason = error.to_string();
-        let mut source = std::error::Error::source(error);
-        while let Some(cause) = source {
-            reason = format!("{reason}: {cause}");
-            source = cause.source();
-        }
-        UpstreamError::Unreachable {
-            upstream: self.name.clone(),
-            reason,
+    fn unreachable(&self, error: SendError) -> UpstreamError {
+        let upstream = self.name.clone();
+        match error {
+            SendError::Refused(Refusal(reason)) => UpstreamError::Refused { upstream, reason },
+            transport => UpstreamError::Unreachable {
+                upstream,
+                reason: transport.to_string(),
+            },
         }
     }
 
@@ -151,14 +159,11 @@ impl Upstream {
         let mut authorization = self.preemptive_authorization(&scope).await?;
         let mut retried = false;
         loop {
-            let mut request = self
+            let response = self
                 .client
-                .request(method.clone(), &url)
-                .headers(headers.clone());
-            if let Some(value) = &authorization {
-                request = request.header(AUTHORIZATION, value.clone());
-            }
-            let response = request.send().await.map_err(|e| self.unreachable(&e))?;
+                .send(method.clone(), &url, headers.clone(), authorization.clone())
+                .await
+                .map_err(|e| self.unreachable(e))?;
             if response.status() != StatusCode::UNAUTHORIZED || retried {
                 return Ok(response);
             }
@@ -240,16 +245,28 @@ impl Upstream {
         {
             return Ok(token.clone());
         }
+        let realm = self.allowed_realm(challenge)?;
         let token = self
             .token_fetches
             .run(scope, async {
-                let token =
-                    super::token::fetch(&self.client, challenge, scope, self.basic.as_ref())
-                        .await
-                        .map_err(|reason| UpstreamError::Token {
-                            upstream: self.name.clone(),
-                            reason,
-                        })?;
+                let token = super::token::fetch(
+                    &self.client,
+                    realm.clone(),
+                    challenge,
+                    scope,
+                    self.basic.as_ref(),
+                )
+                .await
+                .map_err(|e| match e {
+                    FetchError::Refused(Refusal(reason)) => UpstreamError::Refused {
+                        upstream: self.name.clone(),
+                        reason,
+                    },
+                    FetchError::Failed(reason) => UpstreamError::Token {
+                        upstream: self.name.clone(),
+                        reason,
+                    },
+                })?;
                 self.tokens
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -258,6 +275,40 @@ impl Upstream {
             })
             .await?;
         Ok(token)
+    }
+
+    /// The challenge's realm if `check_realm` lets it be asked; a refusal is
+    /// logged the first time this upstream names that realm.
+    fn allowed_realm(&self, challenge: &Challenge) -> Result<Url, UpstreamError> {
+        let refused = |reason: String| UpstreamError::Realm {
+            upstream: self.name.clone(),
+            reason,
+        };
+        let text = challenge.realm.as_deref().unwrap_or_default();
+        let realm = Url::parse(text)
+            .map_err(|e| refused(format!("a token realm that is not a URL ({e})")))?;
+        let checked = super::token::check_realm(
+            &realm,
+            self.client.trust(),
+            &self.token_realms,
+            self.basic.is_some(),
+        );
+        let Err(Refusal(reason)) = checked else {
+            return Ok(realm);
+        };
+        let mut logged = self
+            .refused_realms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Bounded: an upstream naming a new realm on every answer gets a few
+        // lines, not one per request and not unbounded memory.
+        if logged.len() < MAX_LOGGED_REALMS && logged.insert(display(&realm)) {
+            tracing::warn!(upstream = %self.name, %reason, "refusing the upstream's token realm");
+            if logged.len() == MAX_LOGGED_REALMS {
+                tracing::warn!(upstream = %self.name, "this upstream's further refused token realms are not logged");
+            }
+        }
+        Err(refused(reason))
     }
 
     /// Reads an error answer into an `UpstreamError` (body bounded).
