@@ -14,6 +14,7 @@ declare -A needs=(
   [/usr/bin/openssl]=openssl
   [/usr/bin/htpasswd]=apache2-utils
   [/usr/bin/git]=git
+  [/usr/bin/ip]=iproute2        # network namespaces for tests/upstream_trust.rs (netns)
 )
 if [[ "${MIRROR_BENCH_DEPS:-}" == 1 ]]; then
   needs[/usr/sbin/nginx]=nginx

@@ -20,7 +20,7 @@ use http::header::{HeaderMap, HeaderValue};
 use reqwest::Url;
 use tokio::sync::OnceCell;
 
-pub use follow::{MAX_REDIRECTS, SendError, display};
+pub use follow::{SendError, display};
 pub use trust::{Refusal, Trust, normalize as normalize_host};
 
 pub const USER_AGENT: &str = concat!("mirror/", env!("CARGO_PKG_VERSION"));
@@ -31,7 +31,7 @@ pub enum ClientError {
     Ca { path: String, reason: String },
     #[error("building the HTTP client: {0}")]
     Build(#[from] reqwest::Error),
-    #[error("{0:?} is not an http(s) URL")]
+    #[error("an upstream URL does not parse: {0}")]
     Url(String),
 }
 
@@ -61,7 +61,7 @@ impl Client {
         exempt: &[String],
         extra_ca: Option<&Path>,
     ) -> Result<Client, ClientError> {
-        let origin = Url::parse(url).map_err(|_| ClientError::Url(url.to_owned()))?;
+        let origin = parse(url)?;
         let trust = Arc::new(Trust::new(&origin, exempt));
         let mut builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
@@ -101,6 +101,11 @@ impl Client {
     }
 }
 
+/// Parses a configured URL; the error never repeats it (it may hold a password).
+fn parse(url: &str) -> Result<Url, ClientError> {
+    Url::parse(url).map_err(|e| ClientError::Url(e.to_string()))
+}
+
 fn read_ca(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
     let pem = std::fs::read(path).map_err(|e| ClientError::Ca {
         path: path.display().to_string(),
@@ -126,7 +131,7 @@ impl Clients {
     ) -> Result<Clients, ClientError> {
         let mut by_origin: Vec<(Url, Client)> = Vec::new();
         for url in urls {
-            let parsed = Url::parse(url).map_err(|_| ClientError::Url(url.to_owned()))?;
+            let parsed = parse(url)?;
             if !by_origin.iter().any(|(o, _)| o.origin() == parsed.origin()) {
                 by_origin.push((parsed, Client::new(url, &[], extra_ca)?));
             }

@@ -9,7 +9,6 @@ use http::Method;
 use http::header::{HeaderMap, HeaderValue};
 use reqwest::Url;
 
-use crate::upstream::address::{Class, class_of};
 use crate::upstream::{Client, Refusal, SendError, Trust, display};
 
 /// A `WWW-Authenticate` challenge.
@@ -109,7 +108,7 @@ pub fn check_realm(
     let own_host = host == trust.origin_host();
     match realm.scheme() {
         "https" => {}
-        "http" if own_host && origin_is_loopback(trust) => {}
+        "http" if own_host && trust.origin_is_loopback() => {}
         _ => {
             return Err(Refusal(format!(
                 "the token realm {} is not https",
@@ -131,14 +130,6 @@ pub fn check_realm(
         )));
     }
     trust.may_reach(realm)
-}
-
-fn origin_is_loopback(trust: &Trust) -> bool {
-    trust.origin_host() == "localhost"
-        || trust
-            .origin_host()
-            .parse()
-            .is_ok_and(|ip| class_of(ip) == Class::Loopback)
 }
 
 /// Why no token came.

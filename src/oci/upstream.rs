@@ -1,7 +1,8 @@
 //! One configured upstream registry: its URL, credentials and tag TTL, and the
 //! requests the mirror sends it, authenticated the way it asks (anonymous,
-//! Basic, or the Bearer token challenge with tokens cached until expiry).
-//! Never sees the client's own `Authorization`; never logs a secret.
+//! Basic, or the Bearer token challenge with tokens cached until expiry; a
+//! realm gets asked only as `token::check_realm` allows, and a refused one is
+//! logged once). Never sees the client's own `Authorization`; never logs a secret.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -176,9 +177,12 @@ impl Upstream {
             authorization = match challenge {
                 Some(Some(challenge)) if challenge.is_bearer() => {
                     let scope = challenge.scope.clone().unwrap_or_else(|| scope.clone());
-                    self.set_scheme(Scheme::Bearer(challenge.clone()));
                     self.forget_token(&scope);
-                    Some(self.bearer(&challenge, &scope).await?)
+                    let value = self.bearer(&challenge, &scope).await?;
+                    // Only a realm that gave a token is asked up front next
+                    // time, so a refused one is seen afresh on the next 401.
+                    self.set_scheme(Scheme::Bearer(challenge));
+                    Some(value)
                 }
                 Some(Some(_basic)) if self.basic.is_some() && authorization.is_none() => {
                     self.set_scheme(Scheme::Basic);
@@ -280,21 +284,26 @@ impl Upstream {
     /// The challenge's realm if `check_realm` lets it be asked; a refusal is
     /// logged the first time this upstream names that realm.
     fn allowed_realm(&self, challenge: &Challenge) -> Result<Url, UpstreamError> {
-        let refused = |reason: String| UpstreamError::Realm {
-            upstream: self.name.clone(),
-            reason,
-        };
         let text = challenge.realm.as_deref().unwrap_or_default();
-        let realm = Url::parse(text)
-            .map_err(|e| refused(format!("a token realm that is not a URL ({e})")))?;
-        let checked = super::token::check_realm(
-            &realm,
-            self.client.trust(),
-            &self.token_realms,
-            self.basic.is_some(),
-        );
-        let Err(Refusal(reason)) = checked else {
-            return Ok(realm);
+        let (shown, checked) = match Url::parse(text) {
+            Ok(realm) => (
+                display(&realm),
+                super::token::check_realm(
+                    &realm,
+                    self.client.trust(),
+                    &self.token_realms,
+                    self.basic.is_some(),
+                )
+                .map(|()| realm),
+            ),
+            Err(e) => (
+                "<not a URL>".to_owned(),
+                Err(Refusal(format!("a token realm that is not a URL ({e})"))),
+            ),
+        };
+        let reason = match checked {
+            Ok(realm) => return Ok(realm),
+            Err(Refusal(reason)) => reason,
         };
         let mut logged = self
             .refused_realms
@@ -302,13 +311,16 @@ impl Upstream {
             .unwrap_or_else(|e| e.into_inner());
         // Bounded: an upstream naming a new realm on every answer gets a few
         // lines, not one per request and not unbounded memory.
-        if logged.len() < MAX_LOGGED_REALMS && logged.insert(display(&realm)) {
+        if logged.len() < MAX_LOGGED_REALMS && logged.insert(shown) {
             tracing::warn!(upstream = %self.name, %reason, "refusing the upstream's token realm");
             if logged.len() == MAX_LOGGED_REALMS {
                 tracing::warn!(upstream = %self.name, "this upstream's further refused token realms are not logged");
             }
         }
-        Err(refused(reason))
+        Err(UpstreamError::Realm {
+            upstream: self.name.clone(),
+            reason,
+        })
     }
 
     /// Reads an error answer into an `UpstreamError` (body bounded).

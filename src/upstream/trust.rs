@@ -68,6 +68,11 @@ impl Trust {
         Classes(self.classes.load(Ordering::Relaxed))
     }
 
+    /// Whether the configured upstream is on this host and nowhere else.
+    pub fn origin_is_loopback(&self) -> bool {
+        self.classes() == Classes::default().with(Class::Loopback)
+    }
+
     /// Whether the configured upstream is on a loopback, private or link-local network.
     pub fn origin_is_internal(&self) -> bool {
         let classes = self.classes();

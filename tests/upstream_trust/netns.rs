@@ -42,7 +42,16 @@ impl Namespace {
             let output = run(Command::new(&ip).args(args), Duration::from_secs(30));
             assert!(output.status.success(), "ip {args:?}: {}", text(&output));
         };
-        ok(&["netns", "add", name]);
+        let added = run(
+            Command::new(&ip).args(["netns", "add", name]),
+            Duration::from_secs(30),
+        );
+        assert!(
+            added.status.success(),
+            "creating network namespace {name} needs root (CAP_SYS_ADMIN), as scripts/test.sh runs \
+             the tests: {}",
+            text(&added)
+        );
         ok(&["netns", "exec", name, "ip", "link", "set", "lo", "up"]);
         for (_, address) in HOSTS {
             ok(&[
@@ -426,10 +435,10 @@ fn token_realms_never_lead_into_internal_networks_or_cleartext() {
             }
             let mirror = mirror_with(toml).await;
 
-            for i in 0..realms.len() {
+            for (i, realm) in realms.iter().enumerate() {
                 let path = format!("/v2/r{i}.test/{}/manifests/{}", hostile::REPO, hostile::TAG);
                 let (status, body) = get(&mirror, &path).await;
-                assert_eq!(status, StatusCode::BAD_GATEWAY, "{}: {body:?}", realms[i]);
+                assert_eq!(status, StatusCode::BAD_GATEWAY, "{realm}: {body:?}");
             }
             assert_eq!(metadata.connections(), 0, "a realm led to link-local");
             assert_eq!(
