@@ -9,6 +9,8 @@
 mod common;
 #[path = "upstream_trust/hostile.rs"]
 mod hostile;
+#[path = "upstream_trust/namespace.rs"]
+mod namespace;
 #[path = "upstream_trust/netns.rs"]
 mod netns;
 

@@ -5,131 +5,14 @@
 //! link-local metadata address, and whose `/etc/hosts` (bind-mounted by
 //! `ip netns exec`) gives them names, among them a name resolving to 127.0.0.1.
 
-use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::StatusCode;
 
-use super::common::process::{run, text, tool};
 use super::hostile::{self, Content, Hostile, Reply, TestCa, handler};
+use super::namespace::in_namespace;
 use super::{expected, get, logs, mirror_with};
-
-const CHILD: &str = "MIRROR_TEST_NETNS";
-
-const HOSTS: &[(&str, &str)] = &[
-    ("registry.test", "203.0.113.10"),
-    ("storage.test", "198.51.100.7"),
-    ("internal.test", "10.77.0.1"),
-    ("internal2.test", "10.77.0.2"),
-    ("sneaky.test", "127.0.0.1"),
-    ("metadata.test", "169.254.169.254"),
-];
-
-/// A namespace and its hosts file, removed when dropped.
-struct Namespace {
-    name: String,
-}
-
-impl Namespace {
-    fn create(name: &str) -> Namespace {
-        let ip = tool("ip");
-        let namespace = Namespace {
-            name: name.to_owned(),
-        };
-        let ok = |args: &[&str]| {
-            let output = run(Command::new(&ip).args(args), Duration::from_secs(30));
-            assert!(output.status.success(), "ip {args:?}: {}", text(&output));
-        };
-        let added = run(
-            Command::new(&ip).args(["netns", "add", name]),
-            Duration::from_secs(30),
-        );
-        assert!(
-            added.status.success(),
-            "creating network namespace {name} needs root (CAP_SYS_ADMIN), as scripts/test.sh runs \
-             the tests: {}",
-            text(&added)
-        );
-        ok(&["netns", "exec", name, "ip", "link", "set", "lo", "up"]);
-        for (_, address) in HOSTS {
-            ok(&[
-                "netns",
-                "exec",
-                name,
-                "ip",
-                "addr",
-                "add",
-                &format!("{address}/32"),
-                "dev",
-                "lo",
-            ]);
-        }
-        let dir = namespace.etc();
-        std::fs::create_dir_all(&dir).expect("/etc/netns dir");
-        let mut hosts = String::from("127.0.0.1 localhost\n::1 localhost\n");
-        for (host, address) in HOSTS {
-            hosts.push_str(&format!("{address} {host}\n"));
-        }
-        std::fs::write(dir.join("hosts"), hosts).expect("netns hosts file");
-        namespace
-    }
-
-    fn etc(&self) -> std::path::PathBuf {
-        std::path::Path::new("/etc/netns").join(&self.name)
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = Command::new(tool("ip"))
-            .args(["netns", "del", &self.name])
-            .status();
-        let _ = std::fs::remove_dir_all(self.etc());
-    }
-}
-
-/// Runs `scenario` inside a fresh namespace: this process starts itself again
-/// there, running only `test` (its full name), and fails if that run fails.
-fn in_namespace<F>(test: &str, scenario: impl FnOnce() -> F)
-where
-    F: Future<Output = ()>,
-{
-    if std::env::var_os(CHILD).is_some() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        return runtime.block_on(scenario());
-    }
-    let short = test.rsplit("::").next().unwrap_or(test);
-    let name = format!(
-        "mt-{}-{}",
-        std::process::id(),
-        &short[..short.len().min(12)]
-    );
-    let namespace = Namespace::create(&name);
-    let exe = std::env::current_exe().expect("test binary");
-    let mut command = Command::new(tool("ip"));
-    command
-        .args(["netns", "exec", &namespace.name])
-        .arg(exe)
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CHILD, &namespace.name);
-    let output = run(&mut command, Duration::from_secs(300));
-    let shown = text(&output);
-    assert!(output.status.success(), "inside {name}: {shown}");
-    assert!(
-        shown.contains("1 passed"),
-        "the test ran inside {name}: {shown}"
-    );
-}
-
-fn url(server: &Hostile, host: &str) -> String {
-    server.url_as(host)
-}
 
 /// An https server on `address` for `names`, serving `Content` under any prefix.
 async fn serving(ca: &TestCa, address: &str, names: &[&str], content: Arc<Content>) -> Hostile {
@@ -145,7 +28,7 @@ async fn serving(ca: &TestCa, address: &str, names: &[&str], content: Arc<Conten
 }
 
 /// An upstream whose every answer is a redirect to where `route` says
-/// (`/x` + the path), after a Basic challenge when `password` is set.
+/// (`/x` + the path), after a Basic challenge for `/v2/` when `credentials` is set.
 async fn redirecting(
     ca: &TestCa,
     address: &str,
@@ -194,6 +77,36 @@ fn kinds(content: &Content) -> Kinds {
     }
 }
 
+/// Where each mirror path of `targets` is sent: `(mirror path, target base URL)`.
+fn router(targets: &[(String, String)]) -> impl Fn(&str) -> String + Send + Sync + 'static {
+    let targets = targets.to_vec();
+    move |path| {
+        targets
+            .iter()
+            .find(|(mirror_path, _)| is(path, mirror_path))
+            .map_or("https://nowhere.test".into(), |(_, to)| to.clone())
+    }
+}
+
+/// Asks the mirror for every path of `targets`: those in `followed` come
+/// through whole, the rest are refused with 502.
+async fn expect_followed_only(
+    mirror: &super::common::TestMirror,
+    content: &Content,
+    targets: &[(String, String)],
+    followed: &[&String],
+) {
+    for (path, _) in targets {
+        let (status, body) = get(mirror, path).await;
+        if followed.contains(&path) {
+            assert_eq!(status, StatusCode::OK, "{path}: {body:?}");
+            assert_eq!(body, expected(content, path), "{path}");
+        } else {
+            assert_eq!(status, StatusCode::BAD_GATEWAY, "{path}: {body:?}");
+        }
+    }
+}
+
 /// Where the path of an upstream request (`/…` as the upstream sees it) matches a mirror path.
 fn is(upstream_path: &str, mirror_path: &str) -> bool {
     let mirror_path = mirror_path
@@ -230,30 +143,24 @@ fn a_public_upstream_reaches_public_storage_and_no_internal_address() {
             let k = kinds(&content);
             let port = sneaky.addr.port();
             let targets: Vec<(String, String)> = vec![
-                (k.layer.clone(), url(&storage, "storage.test")),
-                (k.zip.clone(), url(&storage, "storage.test")),
-                (k.config.clone(), url(&sneaky, "sneaky.test")),
+                (k.layer.clone(), storage.url_as("storage.test")),
+                (k.zip.clone(), storage.url_as("storage.test")),
+                (k.config.clone(), sneaky.url_as("sneaky.test")),
                 (k.manifest.clone(), format!("https://127.0.0.1:{port}")),
                 (k.list.clone(), format!("https://[::ffff:127.0.0.1]:{port}")),
-                (k.info.clone(), url(&internal, "internal.test")),
-                (k.go_mod.clone(), url(&internal, "10.77.0.1")),
-                (k.lookup.clone(), url(&metadata, "metadata.test")),
+                (k.info.clone(), internal.url_as("internal.test")),
+                (k.go_mod.clone(), internal.url_as("10.77.0.1")),
+                (k.lookup.clone(), metadata.url_as("metadata.test")),
             ];
-            let routes = targets.clone();
             let registry = redirecting(
                 &ca,
                 "203.0.113.10",
                 &["registry.test"],
                 Some(super::basic(super::UPSTREAM_USER, super::UPSTREAM_PASSWORD)),
-                move |path| {
-                    routes
-                        .iter()
-                        .find(|(mirror_path, _)| is(path, mirror_path))
-                        .map_or("https://nowhere.test".into(), |(_, to)| to.clone())
-                },
+                router(&targets),
             )
             .await;
-            let base = url(&registry, "registry.test");
+            let base = registry.url_as("registry.test");
             let go_base = base.replace(
                 "https://",
                 &format!(
@@ -266,15 +173,7 @@ fn a_public_upstream_reaches_public_storage_and_no_internal_address() {
             let toml = super::upstream_toml(&go_base, &base, Some(&ca_file), &credentials);
             let mirror = mirror_with(toml).await;
 
-            for (path, _) in &targets {
-                let (status, body) = get(&mirror, path).await;
-                if *path == k.layer || *path == k.zip {
-                    assert_eq!(status, StatusCode::OK, "{path}: {body:?}");
-                    assert_eq!(body, expected(&content, path), "{path}");
-                } else {
-                    assert_eq!(status, StatusCode::BAD_GATEWAY, "{path}: {body:?}");
-                }
-            }
+            expect_followed_only(&mirror, &content, &targets, &[&k.layer, &k.zip]).await;
             for seen in storage.seen() {
                 assert_eq!(
                     seen.authorization, None,
@@ -306,7 +205,7 @@ fn a_public_upstream_reaches_public_storage_and_no_internal_address() {
                 .no_proxy()
                 .build()
                 .unwrap();
-            let probe = format!("{}/x{}", url(&sneaky, "sneaky.test"), k.config);
+            let probe = format!("{}/x{}", sneaky.url_as("sneaky.test"), k.config);
             let answer = direct
                 .get(&probe)
                 .send()
@@ -342,32 +241,18 @@ fn an_internal_upstream_stays_on_its_own_kind_of_network() {
                 serving(&ca, "169.254.169.254", &["metadata.test"], content.clone()).await;
             let k = kinds(&content);
             let targets: Vec<(String, String)> = vec![
-                (k.layer.clone(), url(&neighbour, "10.77.0.2")),
-                (k.zip.clone(), url(&neighbour, "internal2.test")),
-                (k.config.clone(), url(&sneaky, "sneaky.test")),
-                (k.info.clone(), url(&sneaky, "127.0.0.1")),
-                (k.manifest.clone(), url(&metadata, "metadata.test")),
+                (k.layer.clone(), neighbour.url_as("10.77.0.2")),
+                (k.zip.clone(), neighbour.url_as("internal2.test")),
+                (k.config.clone(), sneaky.url_as("sneaky.test")),
+                (k.info.clone(), sneaky.url_as("127.0.0.1")),
+                (k.manifest.clone(), metadata.url_as("metadata.test")),
             ];
-            let routes = targets.clone();
-            let registry = redirecting(&ca, "10.77.0.1", &["internal.test"], None, move |path| {
-                routes
-                    .iter()
-                    .find(|(mirror_path, _)| is(path, mirror_path))
-                    .map_or("https://nowhere.test".into(), |(_, to)| to.clone())
-            })
-            .await;
-            let base = url(&registry, "internal.test");
+            let registry =
+                redirecting(&ca, "10.77.0.1", &["internal.test"], None, router(&targets)).await;
+            let base = registry.url_as("internal.test");
             let mirror = mirror_with(super::upstream_toml(&base, &base, Some(&ca_file), "")).await;
 
-            for (path, _) in &targets {
-                let (status, body) = get(&mirror, path).await;
-                if *path == k.layer || *path == k.zip {
-                    assert_eq!(status, StatusCode::OK, "{path}: {body:?}");
-                    assert_eq!(body, expected(&content, path), "{path}");
-                } else {
-                    assert_eq!(status, StatusCode::BAD_GATEWAY, "{path}: {body:?}");
-                }
-            }
+            expect_followed_only(&mirror, &content, &targets, &[&k.layer, &k.zip]).await;
             assert_eq!(neighbour.seen().len(), 2, "{:?}", neighbour.seen());
             assert_eq!(sneaky.connections(), 0, "loopback was connected to");
             assert_eq!(metadata.connections(), 0, "link-local was connected to");
@@ -398,9 +283,9 @@ fn token_realms_never_lead_into_internal_networks_or_cleartext() {
             .await;
             let cleartext = Hostile::http("203.0.113.10:0", token()).await;
             let realms = [
-                format!("{}/token", url(&metadata, "metadata.test")),
-                format!("{}/token", url(&metadata, "169.254.169.254")),
-                format!("{}/token", url(&cleartext, "registry.test")),
+                format!("{}/token", metadata.url_as("metadata.test")),
+                format!("{}/token", metadata.url_as("169.254.169.254")),
+                format!("{}/token", cleartext.url_as("registry.test")),
             ];
             let mut registries = Vec::new();
             let mut toml = String::new();
@@ -428,7 +313,7 @@ fn token_realms_never_lead_into_internal_networks_or_cleartext() {
                 };
                 toml.push_str(&format!(
                     "[[registry.upstream]]\nname = \"r{i}.test\"\nurl = \"{}\"\nca = \"{}\"\n{credentials}\n",
-                    url(&registry, "registry.test"),
+                    registry.url_as("registry.test"),
                     ca_file.display()
                 ));
                 registries.push(registry);
