@@ -12,6 +12,8 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
 
+use crate::escape::Escaped;
+
 /// The client behind a request, decided once per request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Identity {
@@ -30,7 +32,8 @@ impl Identity {
         !matches!(self, Identity::Anonymous)
     }
 
-    /// The name an audit record or a log line gives this client.
+    /// The name an audit record or a log line gives this client, as sent:
+    /// whoever writes it escapes it (`crate::escape`).
     pub fn name(&self) -> &str {
         match self {
             Identity::Cert { cn, .. } => cn,
@@ -40,11 +43,13 @@ impl Identity {
     }
 }
 
+/// Escaped (see `crate::escape`): a CN or user name may hold a newline or a
+/// terminal escape, and this is what log lines print.
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Identity::Cert { cn, serial } => write!(f, "cert:{cn}/{serial}"),
-            Identity::User(user) => write!(f, "user:{user}"),
+            Identity::Cert { cn, serial } => write!(f, "cert:{}/{serial}", Escaped(cn)),
+            Identity::User(user) => write!(f, "user:{}", Escaped(user)),
             Identity::Anonymous => f.write_str("anonymous"),
         }
     }
@@ -90,6 +95,9 @@ pub enum HtpasswdError {
         #[source]
         source: std::io::Error,
     },
+    /// Not a `#[source]`: the message already says it all, once.
+    #[error("auth.htpasswd {}: {exposed}", exposed.path.display())]
+    Exposed { exposed: crate::file_mode::Exposed },
     #[error("{path}:{line}: {reason}")]
     Syntax {
         path: PathBuf,
@@ -108,7 +116,11 @@ pub struct Htpasswd {
 }
 
 impl Htpasswd {
+    /// Reads the file, refusing it if other users could change it (and so
+    /// add themselves); hashes are not secret, reading it is fine.
     pub fn load(path: &Path) -> Result<Htpasswd, HtpasswdError> {
+        crate::file_mode::check(path, crate::file_mode::Holds::TrustAnchor)
+            .map_err(|exposed| HtpasswdError::Exposed { exposed })?;
         let text = std::fs::read_to_string(path).map_err(|source| HtpasswdError::Io {
             path: path.to_owned(),
             source,
@@ -378,6 +390,35 @@ mod tests {
         let err = Htpasswd::parse("bob:$apr1$abc$def\n").err().unwrap();
         assert_eq!(err.0, 1);
         assert!(err.1.contains("bcrypt"));
+    }
+
+    #[test]
+    fn identities_display_escaped_so_a_name_cannot_break_a_log_line() {
+        let cert = Identity::Cert {
+            cn: "evil\n2026-01-01 INFO forged\x1b[31m".into(),
+            serial: "ab".into(),
+        };
+        assert_eq!(
+            cert.to_string(),
+            "cert:evil\\n2026-01-01 INFO forged\\u{1b}[31m/ab"
+        );
+        let user = Identity::User("odd\ruser".into());
+        assert_eq!(user.to_string(), "user:odd\\ruser");
+    }
+
+    #[test]
+    fn an_htpasswd_file_others_can_change_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let error = Htpasswd::load(&path).err().unwrap().to_string();
+        assert!(error.starts_with("auth.htpasswd "), "{error}");
+        assert!(
+            error.ends_with(&format!("run chmod go-w {}", path.display())),
+            "{error}"
+        );
     }
 
     #[test]

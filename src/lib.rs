@@ -4,12 +4,16 @@
 //! Layering: `server` accepts connections and hands requests to `http`, which
 //! identifies and authorizes the caller and dispatches to `goproxy` or `oci`;
 //! those call `store` (the only code that touches `data_dir`) and `upstream`.
+//! Leaves every layer may use: `escape` makes outside text safe to log,
+//! `file_mode` refuses trusted files that other users could read or change.
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod escape;
+pub mod file_mode;
 pub mod goproxy;
 pub mod http;
 pub mod instance;

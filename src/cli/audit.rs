@@ -3,6 +3,8 @@
 use anyhow::Context;
 
 use super::DataDirArgs;
+use crate::escape::escape_owned;
+use crate::store::AuditRecord;
 
 #[derive(clap::Args)]
 pub struct AuditArgs {
@@ -42,6 +44,25 @@ fn parse_when(flag: &str, text: &str) -> anyhow::Result<i64> {
     Ok((at.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
+/// A record with every text escaped for the terminal. Rows this version writes
+/// are escaped already (and escaping is idempotent); older rows, or rows
+/// another tool wrote into the index, may not be.
+fn inert(record: AuditRecord) -> AuditRecord {
+    let text = escape_owned;
+    AuditRecord {
+        identity: text(record.identity),
+        subject: text(record.subject),
+        serial: record.serial.map(text),
+        peer: text(record.peer),
+        protocol: text(record.protocol),
+        action: text(record.action),
+        artifact: text(record.artifact),
+        digest: record.digest.map(text),
+        outcome: text(record.outcome),
+        ..record
+    }
+}
+
 pub fn run(args: AuditArgs) -> anyhow::Result<()> {
     use crate::store::{AuditQuery, Store};
     let data_dir = args.location.load()?.data_dir;
@@ -70,6 +91,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<()> {
         store.close().await;
         records
     })?;
+    let records: Vec<_> = records.into_iter().map(inert).collect();
     if args.json {
         for record in &records {
             println!("{}", serde_json::to_string(record)?);
@@ -93,7 +115,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<()> {
                 "{}:{} #{}",
                 r.identity,
                 r.subject,
-                &serial[..serial.len().min(8)]
+                serial.chars().take(8).collect::<String>()
             ),
             None => format!("{}:{}", r.identity, r.subject),
         };

@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 pub use body::Body;
 
 use crate::auth::{Authenticator, Denial, Identity, Policy};
+use crate::escape::Escaped;
 use crate::metrics::Metrics;
 use crate::server::tls::PeerCert;
 use crate::store::{AuditEntry, AuditLog, Store, audit::now_ms};
@@ -218,7 +219,7 @@ impl App {
             peer = %conn.peer,
             identity = %identity,
             method = %method,
-            path = %uri.path(),
+            path = %Escaped(uri.path()),
             status = status.as_u16(),
             outcome = touched.as_ref().map_or("-", |t| t.outcome.as_str()),
             artifact = touched.as_ref().map_or("-", |t| t.artifact.as_str()),

@@ -17,6 +17,13 @@ pub fn tls_files(config: &Config) -> anyhow::Result<(TlsFiles, Option<String>)> 
         return Ok((files, None));
     }
     let dir = config.data_dir.join("pki");
+    // The CA key signs whatever the server trusts; the server key is checked
+    // where it is loaded, like a configured one.
+    crate::file_mode::check(
+        &dir.join(layout::CA_KEY),
+        crate::file_mode::Holds::PrivateKey,
+    )
+    .with_context(|| format!("the generated PKI's {}", layout::CA_KEY))?;
     let host = hostname();
     let options = CaOptions {
         common_name: format!("mirror CA ({})", host.as_deref().unwrap_or("localhost")),

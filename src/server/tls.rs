@@ -1,5 +1,6 @@
 //! Building the rustls server configuration from files: server certificate and
-//! key, client CA, CRL, and the client-auth mode. Every error names the file.
+//! key, client CA, CRL, and the client-auth mode. Every error names the file;
+//! a file other users could read (the key) or change (any of them) is refused.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::config::{ClientAuth, TlsConfig};
+use crate::file_mode::{self, Holds};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -62,7 +64,13 @@ fn file_error(key: &'static str, path: &Path, reason: impl ToString) -> TlsError
     }
 }
 
+/// Refuses `path` when other users could read its secret or change it.
+fn check_mode(key: &'static str, path: &Path, holds: Holds) -> Result<(), TlsError> {
+    file_mode::check(path, holds).map_err(|exposed| file_error(key, path, exposed))
+}
+
 fn read_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    check_mode(key, path, Holds::TrustAnchor)?;
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| file_error(key, path, e))?
         .collect::<Result<Vec<_>, _>>()
@@ -77,6 +85,7 @@ fn read_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'stat
 /// failure leaves the caller's current config in place.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = read_certs("tls.cert", &files.cert)?;
+    check_mode("tls.key", &files.key, Holds::PrivateKey)?;
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| file_error("tls.key", &files.key, e))?;
 
@@ -96,6 +105,7 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
             }
             let mut builder = WebPkiClientVerifier::builder(Arc::new(roots));
             if let Some(crl_path) = &files.crl {
+                check_mode("tls.crl", crl_path, Holds::TrustAnchor)?;
                 let crls = CertificateRevocationListDer::pem_file_iter(crl_path)
                     .map_err(|e| file_error("tls.crl", crl_path, e))?
                     .collect::<Result<Vec<_>, _>>()
@@ -141,16 +151,17 @@ pub struct PeerCert {
 }
 
 /// Reads the identity out of a certificate that rustls has already verified.
+///
+/// A CN holding control characters or bidi marks is escaped here, not refused
+/// at the handshake: the CA vouched for the certificate (an enterprise CA may
+/// copy a display name verbatim), and refusing it would lock out a person for
+/// a formatting quirk, while escaped text can forge no log line or audit row.
+/// Every later writer escapes again; the escape is idempotent.
 pub fn peer_cert(chain: Option<&[CertificateDer<'_>]>) -> Option<PeerCert> {
     let leaf = chain?.first()?;
     let (_, cert) = X509Certificate::from_der(leaf).ok()?;
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_owned();
+    let cn = crate::escape::escape(cert.subject().iter_common_name().next()?.as_str().ok()?)
+        .into_owned();
     let serial = mirror_pki::serial_hex(cert.raw_serial());
     Some(PeerCert { cn, serial })
 }

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{Store, StoreError};
+use crate::escape::escape_owned;
 
 /// Rows per INSERT statement (12 parameters each, far below SQLite's limit).
 const BATCH: usize = 500;
@@ -54,7 +55,10 @@ pub struct AuditQuery {
 
 impl Store {
     /// Writes `records` in one transaction, in INSERTs of `STATEMENT_ROWS`
-    /// rows. The strings are moved into the statement, not copied.
+    /// rows. The strings are moved into the statement, not copied. The texts
+    /// that come from outside (the subject, the artifact) are escaped on the
+    /// way in: the trail is read in terminals and by tools that split lines,
+    /// and a CN or user name may hold a newline or a terminal escape.
     pub(crate) async fn write_audit(
         &self,
         records: &mut Vec<AuditRecord>,
@@ -71,12 +75,12 @@ impl Store {
             insert.push_values(records.drain(..take), |mut row, r| {
                 row.push_bind(r.at_ms)
                     .push_bind(r.identity)
-                    .push_bind(r.subject)
+                    .push_bind(escape_owned(r.subject))
                     .push_bind(r.serial)
                     .push_bind(r.peer)
                     .push_bind(r.protocol)
                     .push_bind(r.action)
-                    .push_bind(r.artifact)
+                    .push_bind(escape_owned(r.artifact))
                     .push_bind(r.digest)
                     .push_bind(r.outcome)
                     .push_bind(i64::from(r.status))
@@ -95,7 +99,11 @@ impl Store {
              FROM audit WHERE 1 = 1",
         );
         if let Some(subject) = &query.subject {
-            select.push(" AND subject = ").push_bind(subject);
+            // Subjects are stored escaped; escaping is idempotent, so the raw
+            // name and the name as `mirror audit` prints it both match.
+            select
+                .push(" AND subject = ")
+                .push_bind(crate::escape::escape(subject).into_owned());
         }
         if let Some(artifact) = &query.artifact {
             select
@@ -277,6 +285,32 @@ mod tests {
                 (10_000, "alice", 3)
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn subjects_are_stored_escaped_and_found_by_the_raw_or_the_printed_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let (log, writer) = store.start_audit();
+        let evil = "evil\n2026-01-01 INFO forged\x1b[31m";
+        log.record(entry(evil, "m@v1\u{202e}", "sha256:1", 1_000))
+            .await;
+        drop(log);
+        writer.await.unwrap();
+        let printed = "evil\\n2026-01-01 INFO forged\\u{1b}[31m";
+        for who in [evil, printed] {
+            let rows = store
+                .audit_query(&AuditQuery {
+                    subject: Some(who.into()),
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), 1, "{who:?}");
+            assert_eq!(rows[0].subject, printed);
+            assert_eq!(rows[0].artifact, "m@v1\\u{202e}");
+        }
     }
 
     #[tokio::test]

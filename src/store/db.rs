@@ -33,6 +33,44 @@ pub fn now_secs() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// Makes sure the index file exists and only its owner can read it, before
+/// SQLite opens it: SQLite gives the `-wal` and `-shm` files it creates the
+/// database file's mode. An index left readable by an older version is
+/// tightened (it and its companions are ours alone), and the change logged.
+pub(crate) fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |source| StoreError::Io {
+        context: format!("creating {}", path.display()),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    let mode = file.metadata().map_err(io)?.permissions().mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let companion = std::path::PathBuf::from(name);
+        if companion.exists() {
+            std::fs::set_permissions(&companion, std::fs::Permissions::from_mode(0o600)).map_err(
+                |source| StoreError::Io {
+                    context: format!("making {} private", companion.display()),
+                    source,
+                },
+            )?;
+        }
+    }
+    tracing::warn!(index = %path.display(), was = format!("{mode:04o}"), "the index was readable by other users; now 0600");
+    Ok(())
+}
+
 impl Db {
     pub async fn open(path: &Path) -> Result<Db, StoreError> {
         let options = SqliteConnectOptions::new()

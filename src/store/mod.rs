@@ -71,6 +71,31 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreE
     move |source| StoreError::Io { context, source }
 }
 
+/// `dir` and any missing parents, readable by the owner only.
+pub(crate) fn create_private_dirs(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_error(format!("creating {}", dir.display())))
+}
+
+/// A data dir made by an older version, or by hand, may be open to others; it
+/// is the operator's folder, so it is named rather than changed.
+fn warn_if_exposed(data_dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(data_dir)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            data_dir = %data_dir.display(),
+            mode = format!("{:04o}", meta.permissions().mode() & 0o7777),
+            "other users can enter the data dir (pushed images, upload sessions); run chmod 700 on it"
+        );
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     pub(crate) inner: Arc<Inner>,
@@ -160,7 +185,9 @@ impl BlobFile {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `data_dir`.
+    /// Opens (creating if needed) the store in `data_dir`. Everything is
+    /// created private: the index holds the audit trail (who pulled what),
+    /// `uploads/` and `blobs/` hold pushed, possibly private, images.
     pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
         for dir in [
             data_dir.to_owned(),
@@ -168,10 +195,12 @@ impl Store {
             data_dir.join("tmp"),
             data_dir.join("uploads"),
         ] {
-            std::fs::create_dir_all(&dir)
-                .map_err(io_error(format!("creating {}", dir.display())))?;
+            create_private_dirs(&dir)?;
         }
-        let db = Db::open(&data_dir.join("mirror.db")).await?;
+        warn_if_exposed(data_dir);
+        let index = data_dir.join("mirror.db");
+        db::create_private(&index)?;
+        let db = Db::open(&index).await?;
         Ok(Store {
             inner: Arc::new(Inner {
                 root: data_dir.to_owned(),
@@ -234,11 +263,13 @@ impl Store {
     /// Holds an exclusive lock on the data dir for as long as the returned file
     /// lives, so two servers never share (and corrupt) one store.
     pub fn lock_exclusive(&self) -> Result<std::fs::File, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
         let path = self.inner.root.join("mirror.lock");
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .map_err(io_error(format!("opening {}", path.display())))?;
         file.try_lock().map_err(|_| {
@@ -311,12 +342,10 @@ impl Store {
                 let _ = std::fs::remove_file(&tmp);
                 return Ok(());
             }
-            let moved = std::fs::create_dir_all(parent)
-                .map_err(io_error(format!("creating {}", parent.display())))
-                .and_then(|()| {
-                    std::fs::rename(&tmp, &moved_to)
-                        .map_err(io_error(format!("renaming into {}", moved_to.display())))
-                });
+            let moved = create_private_dirs(parent).and_then(|()| {
+                std::fs::rename(&tmp, &moved_to)
+                    .map_err(io_error(format!("renaming into {}", moved_to.display())))
+            });
             if moved.is_err() {
                 // A failed adopt leaves nothing behind for a sweep to find.
                 let _ = std::fs::remove_file(&tmp);
