@@ -1,21 +1,25 @@
 //! Request dispatch, one linear pipeline for every request:
 //! route → identify (certificate, Basic, anonymous) → authorize by policy →
 //! protocol handler → access log and metrics.
-//! `/healthz` and `/metrics` are answered here; `/v2/…` goes to `oci`, and
-//! everything else (module paths, `/sumdb/…`) to `goproxy`. A module path's
-//! first element always contains a dot, so it never collides with these.
+//! `/healthz`, `/readyz` and `/metrics` are answered here; `/v2/…` goes to
+//! `oci`, and everything else (module paths, `/sumdb/…`) to `goproxy`. A
+//! module path's first element always contains a dot, so it never collides
+//! with these. A HEAD loses its body here, once, whatever answered it.
 
 pub mod body;
+pub mod ready;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{AUTHORIZATION, HeaderValue};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 pub use body::Body;
+pub use ready::Readiness;
 
 use crate::auth::{Authenticator, Denial, Identity, Policy};
 use crate::escape::Escaped;
@@ -107,6 +111,7 @@ impl Protocol {
 
 enum Route {
     Healthz,
+    Readyz,
     Metrics,
     Oci,
     Go,
@@ -116,6 +121,7 @@ impl Route {
     fn of(path: &str) -> Route {
         match path {
             "/healthz" => Route::Healthz,
+            "/readyz" => Route::Readyz,
             "/metrics" => Route::Metrics,
             "/v2" => Route::Oci,
             p if p.starts_with("/v2/") => Route::Oci,
@@ -141,6 +147,7 @@ pub struct App {
     metrics: Arc<Metrics>,
     go: goproxy::GoProxy,
     oci: oci::Registry,
+    readiness: Readiness,
 }
 
 fn is_write(method: &Method) -> bool {
@@ -165,11 +172,17 @@ impl App {
             metrics,
             go,
             oci,
+            readiness: Readiness::default(),
         }
     }
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// What the listener tells `/readyz`.
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
     }
 
     pub async fn handle(&self, request: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Body> {
@@ -183,6 +196,11 @@ impl App {
                 Protocol::Internal,
                 Identity::Anonymous,
                 plain(StatusCode::OK, "ok\n"),
+            ),
+            Route::Readyz => (
+                Protocol::Internal,
+                Identity::Anonymous,
+                self.readiness.answer(&self.store).await,
             ),
             Route::Metrics => {
                 let (identity, response) =
@@ -234,7 +252,10 @@ impl App {
                     .await;
             }
         }
-        if method == Method::HEAD || protocol == Protocol::Internal {
+        if method == Method::HEAD {
+            return without_body(response);
+        }
+        if protocol == Protocol::Internal {
             return response;
         }
         let metrics = self.metrics.clone();
@@ -315,6 +336,23 @@ fn audit_entry<'a>(
         outcome: touched.outcome.as_str(),
         status: status.as_u16(),
     }
+}
+
+/// A HEAD answer: the GET's status and headers, and the length the GET's body
+/// would have had, but no body. Done here for every route: over HTTP/2 hyper
+/// sends whatever body it is given, and DATA on a HEAD is a protocol error to
+/// curl and Go (`received DATA on a HEAD request`), which every error page and
+/// 401 would otherwise send.
+fn without_body(mut response: Response<Body>) -> Response<Body> {
+    if let Some(length) = response.body().size_hint().exact()
+        && !response.headers().contains_key(CONTENT_LENGTH)
+    {
+        response
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    *response.body_mut() = body::empty();
+    response
 }
 
 pub const BASIC_CHALLENGE: &str = "Basic realm=\"mirror\", charset=\"UTF-8\"";

@@ -74,13 +74,19 @@ impl Server {
         let stop_handshakes = CancellationToken::new();
         tokio::pin!(shutdown);
 
+        // `/readyz` reports whether this loop takes connections.
+        self.app.readiness().set_accepting(true);
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = &mut shutdown => break,
                 accepted = self.listener.accept() => match accepted {
-                    Ok(pair) => pair,
+                    Ok(pair) => {
+                        self.app.readiness().set_accepting(true);
+                        pair
+                    }
                     Err(error) => {
                         // EMFILE and friends: back off instead of spinning.
+                        self.app.readiness().set_accepting(false);
                         tracing::warn!(%error, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
@@ -109,6 +115,7 @@ impl Server {
             });
         }
 
+        self.app.readiness().set_accepting(false);
         drop(self.listener);
         tracing::info!("shutting down: waiting for open requests");
         if tokio::time::timeout(self.limits.shutdown_grace, graceful.shutdown())

@@ -16,6 +16,7 @@ pub mod fill;
 mod go;
 mod nowait;
 mod oci;
+mod ready;
 mod stats;
 mod upkeep;
 mod uploads;
@@ -42,6 +43,7 @@ pub use fill::{
 };
 pub use go::{GoFile, StoredAnswer};
 pub use oci::{ManifestRow, NewManifest, ReferrerRow};
+pub use ready::NotReady;
 pub use stats::{GroupStats, StoreStats};
 pub use uploads::{Begun, UploadOwner, UploadRow, is_upload_id};
 pub use verify::VerifyReport;

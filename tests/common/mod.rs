@@ -10,6 +10,7 @@
 
 pub mod go;
 pub mod process;
+pub mod raw_tls;
 pub mod registry;
 
 use std::net::SocketAddr;
