@@ -54,8 +54,8 @@ async fn bad_names_digests_and_unknown_content_get_spec_errors() {
         ),
         (
             "/v2/up.test/team/known/manifests/md5:0123".into(),
-            400,
-            &["DIGEST_INVALID"],
+            404,
+            &["MANIFEST_UNKNOWN"],
         ),
         (
             "/v2/up.test/team/known/manifests/nope".into(),
@@ -173,5 +173,57 @@ async fn bad_names_digests_and_unknown_content_get_spec_errors() {
         serde_json::json!(["up.test/team/known"]),
         "only the good fetch was stored"
     );
+    mirror.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_reference_is_an_unknown_manifest_on_read_and_invalid_on_push() {
+    let mirror = TestMirror::start(MirrorOptions {
+        extra_toml: "[[registry.upstream]]\nname = \"down.test\"\nurl = \"http://127.0.0.1:9\"\n"
+            .into(),
+        ..MirrorOptions::default()
+    })
+    .await;
+    let client = mirror.with_cert();
+    // The first is the OCI conformance suite's; the rest are every way a
+    // reference can fail to be a tag or a digest.
+    let references = [
+        ".INVALID_MANIFEST_NAME",
+        "-leading-dash",
+        &"t".repeat(129),
+        "sha256:1234",
+        "md5:0123",
+    ];
+    for repo in ["hosted/app", "down.test/team/app"] {
+        for reference in references {
+            let url = mirror.url(&format!("/v2/{repo}/manifests/{reference}"));
+            let (status, code, message) = error_of(client.get(&url).send().await.unwrap()).await;
+            assert_eq!(
+                (status, code.as_str()),
+                (404, "MANIFEST_UNKNOWN"),
+                "GET {repo} {reference}: {message}"
+            );
+            let head = client.head(&url).send().await.unwrap();
+            assert_eq!(head.status(), 404, "HEAD {repo} {reference}");
+        }
+    }
+    for (reference, expected) in [
+        (".INVALID_MANIFEST_NAME", "MANIFEST_INVALID"),
+        ("sha256:1234", "DIGEST_INVALID"),
+    ] {
+        let put = client
+            .put(mirror.url(&format!("/v2/hosted/app/manifests/{reference}")))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        let (status, code, message) = error_of(put).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (400, expected),
+            "PUT {reference}: {message}"
+        );
+    }
     mirror.stop().await;
 }

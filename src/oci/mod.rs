@@ -98,9 +98,9 @@ impl Registry {
         identity: &Identity,
         peer: IpAddr,
     ) -> Result<Response<Body>, OciError> {
-        let route = Route::parse(request.uri().path())?;
-        let query = Query::parse(request.uri().query());
         let method = request.method().clone();
+        let route = Route::parse(request.uri().path(), &method)?;
+        let query = Query::parse(request.uri().query());
         let resolve = |name: &RepoName| self.upstreams.resolve(name, query.get("ns"));
         match (route, &method) {
             (Route::Base, _) => Ok(version_check()),

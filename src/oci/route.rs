@@ -5,6 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use http::Method;
 use percent_encoding::percent_decode_str;
 
 use super::error::{Code, OciError};
@@ -172,9 +173,24 @@ pub enum Route {
     Referrers(RepoName, Digest),
 }
 
+/// A manifest reference that is neither a tag nor a digest names no manifest:
+/// a read gets the spec's one failure code for it, 404 `MANIFEST_UNKNOWN`
+/// (the conformance suite GETs `.INVALID_MANIFEST_NAME`); a push or a delete
+/// is told what is wrong with it (400 `MANIFEST_INVALID` or `DIGEST_INVALID`).
+fn manifest_reference(name: &RepoName, text: &str, method: &Method) -> Result<Reference, OciError> {
+    text.parse().map_err(|invalid: OciError| match *method {
+        Method::GET | Method::HEAD => OciError::new(
+            Code::ManifestUnknown,
+            format!("manifest unknown in {name}: {}", invalid.message),
+        ),
+        _ => invalid,
+    })
+}
+
 impl Route {
-    /// Parses a request path (still percent-encoded, as on the wire).
-    pub fn parse(raw_path: &str) -> Result<Route, OciError> {
+    /// Parses a request path (still percent-encoded, as on the wire) of a
+    /// request with `method`, which decides how a bad reference is refused.
+    pub fn parse(raw_path: &str, method: &Method) -> Result<Route, OciError> {
         // Almost no path has an escape; finding none is a memchr, decoding is
         // a byte-by-byte walk.
         let decoded = if raw_path.contains('%') {
@@ -211,7 +227,11 @@ impl Route {
         }
         let (name, kind) = head.rsplit_once('/').ok_or_else(unknown)?;
         match kind {
-            "manifests" => Ok(Route::Manifest(name.parse()?, last.parse()?)),
+            "manifests" => {
+                let name = name.parse()?;
+                let reference = manifest_reference(&name, last, method)?;
+                Ok(Route::Manifest(name, reference))
+            }
             "blobs" => Ok(Route::Blob(name.parse()?, parse_digest(last)?)),
             "referrers" => Ok(Route::Referrers(name.parse()?, parse_digest(last)?)),
             _ => Err(unknown()),
@@ -266,6 +286,8 @@ impl Query {
 mod tests {
     use super::*;
 
+    const GET: Method = Method::GET;
+
     const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
     #[test]
@@ -302,34 +324,34 @@ mod tests {
 
     #[test]
     fn routes_parse_from_the_right_whatever_the_name_depth() {
-        assert_eq!(Route::parse("/v2/").unwrap(), Route::Base);
-        assert_eq!(Route::parse("/v2/_catalog").unwrap(), Route::Catalog);
+        assert_eq!(Route::parse("/v2/", &GET).unwrap(), Route::Base);
+        assert_eq!(Route::parse("/v2/_catalog", &GET).unwrap(), Route::Catalog);
         let name = |s: &str| s.parse::<RepoName>().unwrap();
         assert_eq!(
-            Route::parse("/v2/a/manifests/b/manifests/latest").unwrap(),
+            Route::parse("/v2/a/manifests/b/manifests/latest", &GET).unwrap(),
             Route::Manifest(
                 name("a/manifests/b"),
                 Reference::Tag("latest".parse().unwrap())
             )
         );
         assert_eq!(
-            Route::parse(&format!("/v2/x/y/blobs/{}", D.replace(':', "%3A"))).unwrap(),
+            Route::parse(&format!("/v2/x/y/blobs/{}", D.replace(':', "%3A")), &GET).unwrap(),
             Route::Blob(name("x/y"), D.parse().unwrap())
         );
         assert_eq!(
-            Route::parse("/v2/x/blobs/uploads/").unwrap(),
+            Route::parse("/v2/x/blobs/uploads/", &GET).unwrap(),
             Route::Upload(name("x"), None)
         );
         assert_eq!(
-            Route::parse("/v2/x/blobs/uploads/0123456789abcdef0123456789abcdef").unwrap(),
+            Route::parse("/v2/x/blobs/uploads/0123456789abcdef0123456789abcdef", &GET).unwrap(),
             Route::Upload(name("x"), Some("0123456789abcdef0123456789abcdef".into()))
         );
         assert_eq!(
-            Route::parse("/v2/x/tags/list").unwrap(),
+            Route::parse("/v2/x/tags/list", &GET).unwrap(),
             Route::Tags(name("x"))
         );
         assert_eq!(
-            Route::parse(&format!("/v2/x/referrers/{D}")).unwrap(),
+            Route::parse(&format!("/v2/x/referrers/{D}"), &GET).unwrap(),
             Route::Referrers(name("x"), D.parse().unwrap())
         );
     }
@@ -337,25 +359,34 @@ mod tests {
     #[test]
     fn bad_paths_give_the_spec_error_codes() {
         assert_eq!(
-            Route::parse("/v2/UPPER/manifests/x").unwrap_err().code,
+            Route::parse("/v2/UPPER/manifests/x", &GET)
+                .unwrap_err()
+                .code,
             Code::NameInvalid
         );
         assert_eq!(
-            Route::parse("/v2/x/blobs/sha256:zz").unwrap_err().code,
+            Route::parse("/v2/x/blobs/sha256:zz", &GET)
+                .unwrap_err()
+                .code,
             Code::DigestInvalid
         );
+        for bad in ["/v2/x/manifests/sha256:1234", "/v2/x/manifests/-bad"] {
+            let read = Route::parse(bad, &GET).unwrap_err();
+            assert_eq!(
+                (read.code, read.status.as_u16()),
+                (Code::ManifestUnknown, 404)
+            );
+            let push = Route::parse(bad, &Method::PUT).unwrap_err();
+            assert_eq!(push.status, http::StatusCode::BAD_REQUEST, "{bad}");
+        }
         assert_eq!(
-            Route::parse("/v2/x/manifests/sha256:1234")
+            Route::parse("/v2/x/manifests/sha256:1234", &Method::PUT)
                 .unwrap_err()
                 .code,
             Code::DigestInvalid
         );
         assert_eq!(
-            Route::parse("/v2/x/manifests/-bad").unwrap_err().status,
-            http::StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            Route::parse("/v2/x/unknown/y").unwrap_err().code,
+            Route::parse("/v2/x/unknown/y", &GET).unwrap_err().code,
             Code::NameUnknown
         );
     }
