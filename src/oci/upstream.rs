@@ -340,13 +340,14 @@ impl Upstream {
     }
 }
 
-/// The first error of an OCI error body: its code and message.
+/// The first error of an OCI error body: its code and message, escaped: an
+/// upstream may lie, and its message is logged and passed on to clients.
 fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) {
     let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
         return (None, None);
     };
     let first = &json["errors"][0];
-    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    let text = |v: &serde_json::Value| v.as_str().map(|s| crate::escape::escape(s).into_owned());
     (text(&first["code"]), text(&first["message"]))
 }
 
@@ -378,4 +379,20 @@ pub fn announced_length(response: &reqwest::Response) -> Option<u64> {
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_error_message_cannot_break_a_log_line() {
+        let body = br#"{"errors":[{"code":"UNKNOWN","message":"boom\n2026-01-01 INFO forged\u001b[31m"}]}"#;
+        let (code, message) = parse_error_body(body);
+        assert_eq!(code.as_deref(), Some("UNKNOWN"));
+        assert_eq!(
+            message.as_deref(),
+            Some("boom\\n2026-01-01 INFO forged\\u{1b}[31m")
+        );
+    }
 }
