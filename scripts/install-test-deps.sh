@@ -15,6 +15,7 @@ declare -A needs=(
   [/usr/bin/htpasswd]=apache2-utils
   [/usr/bin/git]=git
   [/usr/bin/ip]=iproute2        # network namespaces for tests/upstream_trust.rs (netns)
+  [/usr/bin/prlimit]=util-linux # a lowered file limit for tests/http_dispatch.rs (/readyz)
 )
 if [[ "${MIRROR_BENCH_DEPS:-}" == 1 ]]; then
   needs[/usr/sbin/nginx]=nginx
