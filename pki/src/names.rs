@@ -11,6 +11,11 @@ use crate::PkiError;
 pub struct RegistryHost(String);
 
 impl RegistryHost {
+    /// Docker Hub, as the mirror and every client name it.
+    pub fn docker_hub() -> RegistryHost {
+        RegistryHost("docker.io".to_owned())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

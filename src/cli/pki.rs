@@ -44,9 +44,13 @@ pub enum PkiCommand {
         out: PathBuf,
         #[arg(long, default_value_t = 365)]
         days: u32,
-        /// Also write the containerd hosts.toml stanza to this file.
+        /// Also write the containerd hosts.toml of the first upstream to this file.
         #[arg(long)]
         hosts_toml: Option<PathBuf>,
+        /// An upstream name of the mirror (as in `[[registry.upstream]] name`) that
+        /// containerd and podman are told to reach through it; repeatable.
+        #[arg(long = "upstream", default_value = "docker.io")]
+        upstreams: Vec<String>,
     },
     /// List issued certificates.
     List {
@@ -108,15 +112,25 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
             out,
             days,
             hosts_toml,
+            upstreams,
         } => {
             let registry: RegistryHost = registry.parse()?;
+            let upstreams = upstreams
+                .iter()
+                .map(|u| u.parse())
+                .collect::<Result<Vec<RegistryHost>, _>>()?;
             let pki = Pki::open(&dir)?;
             let issued = pki.issue_client(&name, Validity::Days(days))?;
             let written = CertsDir::write(&out, &registry, pki.ca_cert_pem(), &issued)?;
+            let usage = written.usage(&name).with_upstreams(upstreams.clone());
             println!("serial {}", issued.serial);
-            print!("{}", written.usage(&name));
+            print!("{usage}");
             if let Some(path) = hosts_toml {
-                write_text(&path, &written.usage(&name).containerd_hosts_toml())?;
+                let first = upstreams
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(RegistryHost::docker_hub);
+                write_text(&path, &usage.containerd_hosts_toml_for(&first))?;
                 println!("\ncontainerd hosts.toml written to {}", path.display());
             }
         }

@@ -8,7 +8,11 @@
     reason = "each test binary uses a different part of the harness"
 )]
 
+pub mod audit;
+pub mod docker;
 pub mod go;
+pub mod netns;
+pub mod onboarding;
 pub mod process;
 pub mod raw_tls;
 pub mod registry;

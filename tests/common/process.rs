@@ -10,7 +10,13 @@ use std::time::{Duration, Instant};
 pub fn tool(name: &str) -> PathBuf {
     let candidates: &[&str] = match name {
         "go" => &["/usr/lib/go-1.19/bin/go"],
+        "go1.23" => &["/usr/lib/go-1.23/bin/go"],
         "docker-registry" => &["/usr/bin/docker-registry"],
+        // Debian's docker.io, not another `docker` earlier on PATH: the CLI
+        // must match the daemon the tests start.
+        "docker" => &["/usr/bin/docker"],
+        "dockerd" => &["/usr/sbin/dockerd"],
+        "ip" => &["/usr/bin/ip", "/usr/sbin/ip"],
         _ => &[],
     };
     for candidate in candidates {
@@ -18,16 +24,35 @@ pub fn tool(name: &str) -> PathBuf {
             return PathBuf::from(candidate);
         }
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let full = dir.join(name);
-        if full.is_file() {
-            return full;
+    if candidates.is_empty() {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        for dir in std::env::split_paths(&path) {
+            let full = dir.join(name);
+            if full.is_file() {
+                return full;
+            }
         }
     }
     panic!(
-        "`{name}` is not installed: run scripts/test.sh, which installs every tool the tests use"
+        "`{name}` is not installed: run scripts/test.sh (scripts/install-test-deps.sh installs {})",
+        package_of(name)
     );
+}
+
+/// The Debian package scripts/install-test-deps.sh installs `name` from.
+fn package_of(name: &str) -> &'static str {
+    match name {
+        "go" => "golang-1.19-go",
+        "go1.23" => "golang-1.23-go from bookworm-backports",
+        "docker" | "dockerd" => "docker.io",
+        "containerd" | "ctr" => "containerd",
+        "ip" => "iproute2",
+        "htpasswd" => "apache2-utils",
+        "docker-registry" | "skopeo" | "podman" | "curl" | "openssl" | "git" => {
+            "the package of that name"
+        }
+        _ => "every tool the tests use",
+    }
 }
 
 /// Runs a command to completion with a time limit; returns its output.
