@@ -9,6 +9,7 @@
 )]
 
 pub mod audit;
+pub mod containerd;
 pub mod docker;
 pub mod go;
 pub mod netns;

@@ -74,7 +74,8 @@ impl Onboarding {
     }
 
     /// Runs the `client` block with `sh -e` in `cwd`, after replacing each
-    /// `(from, to)` everywhere in it and prepending `prelude`.
+    /// `(from, to)` everywhere in it and prepending `prelude`, in an
+    /// environment of only a plain PATH, HOME = `cwd`, and `env`.
     pub fn run(
         &self,
         client: &str,
@@ -91,7 +92,10 @@ impl Onboarding {
         let mut command = Command::new("sh");
         command
             .args(["-e", "-x", "-c", &script])
-            .current_dir(&self.cwd);
+            .current_dir(&self.cwd)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HOME", &self.cwd);
         for (key, value) in env {
             command.env(key, value);
         }
