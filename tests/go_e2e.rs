@@ -1,5 +1,7 @@
-//! The real `go` command (Debian's golang-1.19-go) against the mirror over
-//! TLS with Basic auth in GOPROXY, in front of a real static GOPROXY server.
+//! The real `go` command (Debian's Go 1.19, and Go 1.23 from bookworm-backports)
+//! against the mirror over TLS with Basic auth in GOPROXY or `.netrc`, in front
+//! of a real static GOPROXY server. Every scenario runs with both versions; Go
+//! 1.23 also switches toolchains through the mirror.
 
 mod common;
 
@@ -7,9 +9,29 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::go::{
-    GoEnv, ModuleVersion, PSEUDO, StaticProxy, standard_modules, write_latest, write_tree,
+    GoEnv, GoVersion, ModuleVersion, PSEUDO, StaticProxy, standard_modules, write_latest,
+    write_tree,
 };
 use common::{MirrorOptions, TestMirror};
+
+/// `name::go_1_19` and `name::go_1_23`, each running `scenario(version)`.
+macro_rules! with_each_go {
+    ($name:ident, $scenario:ident) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn go_1_19() {
+                $scenario(GoVersion::Go119).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn go_1_23() {
+                $scenario(GoVersion::Go123).await;
+            }
+        }
+    };
+}
 
 const MAIN_GO: &str = r#"package main
 
@@ -56,13 +78,17 @@ async fn build_and_run(go: &GoEnv, app: &Path) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn go_builds_through_the_mirror_then_again_offline_from_its_cache() {
+with_each_go!(
+    go_builds_through_the_mirror_then_again_offline_from_its_cache,
+    builds_then_rebuilds_offline
+);
+
+async fn builds_then_rebuilds_offline(version: GoVersion) {
     let tree = standard_tree();
     let upstream = StaticProxy::start(tree.path()).await;
     // list_ttl 0: every list is refetched, so the offline run proves stale serving.
     let mirror = mirror_for(&upstream.url(), "list_ttl = \"0s\"\n").await;
-    let go = GoEnv::new(&mirror);
+    let go = GoEnv::with_version(&mirror, version);
 
     let outside = go.work_dir("outside");
     let downloaded = go
@@ -136,7 +162,7 @@ async fn go_builds_through_the_mirror_then_again_offline_from_its_cache() {
 
     // Upstream gone: a fresh module cache builds the same program from the mirror alone.
     upstream.stop().await;
-    let offline = GoEnv::new(&mirror);
+    let offline = GoEnv::with_version(&mirror, version);
     let app2 = offline.work_dir("app");
     for file in ["go.mod", "go.sum", "main.go"] {
         std::fs::copy(app.join(file), app2.join(file)).expect("copy app");
@@ -152,14 +178,18 @@ async fn go_builds_through_the_mirror_then_again_offline_from_its_cache() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_comma_chain_falls_through_a_404_to_the_next_upstream() {
+with_each_go!(
+    a_comma_chain_falls_through_a_404_to_the_next_upstream,
+    comma_chain
+);
+
+async fn comma_chain(version: GoVersion) {
     let empty = tempfile::tempdir().expect("empty tree");
     let first = StaticProxy::start(empty.path()).await;
     let tree = standard_tree();
     let second = StaticProxy::start(tree.path()).await;
     let mirror = mirror_for(&format!("{},{}", first.url(), second.url()), "").await;
-    let go = GoEnv::new(&mirror);
+    let go = GoEnv::with_version(&mirror, version);
     let dir = go.work_dir("outside");
     go.ok(&dir, &["mod", "download", "example.com/greet@v1.1.0"])
         .await;
@@ -174,8 +204,12 @@ async fn a_comma_chain_falls_through_a_404_to_the_next_upstream() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn private_modules_never_reach_upstream_and_the_404_says_why() {
+with_each_go!(
+    private_modules_never_reach_upstream_and_the_404_says_why,
+    private_modules
+);
+
+async fn private_modules(version: GoVersion) {
     let tree = tempfile::tempdir().expect("tree");
     let mut modules = standard_modules();
     modules.push(ModuleVersion::package(
@@ -192,7 +226,7 @@ async fn private_modules_never_reach_upstream_and_the_404_says_why() {
         "private = [\"*.example.com\", \"example.com/internal\"]\n",
     )
     .await;
-    let go = GoEnv::new(&mirror);
+    let go = GoEnv::with_version(&mirror, version);
     let dir = go.work_dir("outside");
     let output = go
         .run(&dir, &["mod", "download", "corp.example.com/secret@v1.0.0"])
@@ -226,12 +260,16 @@ async fn private_modules_never_reach_upstream_and_the_404_says_why() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_module_fails_fast_with_the_upstream_reason() {
+with_each_go!(
+    an_unknown_module_fails_fast_with_the_upstream_reason,
+    unknown_module
+);
+
+async fn unknown_module(version: GoVersion) {
     let tree = standard_tree();
     let upstream = StaticProxy::start(tree.path()).await;
     let mirror = mirror_for(&upstream.url(), "").await;
-    let go = GoEnv::new(&mirror);
+    let go = GoEnv::with_version(&mirror, version);
     let dir = go.work_dir("outside");
     let started = Instant::now();
     let output = go
@@ -257,5 +295,187 @@ async fn an_unknown_module_fails_fast_with_the_upstream_reason() {
         upstream.count("example.com/nothere"),
         asked,
         "the 404 is cached"
+    );
+}
+
+/// The `.netrc` lines `mirror pki issue-client` prints for `mirror`.
+fn printed_netrc_lines(mirror: &TestMirror, work: &Path) -> Vec<String> {
+    let onboarding = common::onboarding::Onboarding::issue(
+        work,
+        &mirror.pki.dir,
+        common::USER,
+        &mirror.host_port(),
+        &[],
+    );
+    let lines: Vec<String> = onboarding
+        .block("go")
+        .lines()
+        .map(|line| line.trim_start_matches(['#', ' ']))
+        .filter(|line| line.starts_with("machine "))
+        .map(|line| line.replace("PASSWORD", common::PASSWORD))
+        .collect();
+    assert!(
+        !lines.is_empty(),
+        "no .netrc lines in:\n{}",
+        onboarding.printed
+    );
+    lines
+}
+
+/// Downloads a module with GOPROXY naming only the mirror (no password in it)
+/// and `netrc` as ~/.netrc.
+async fn download_with_netrc(mirror: &TestMirror, version: GoVersion, netrc: &str) -> bool {
+    let mut go = GoEnv::with_version(mirror, version);
+    go.goproxy = format!("https://{}", mirror.host_port());
+    let netrc_path = go.dir.path().join(".netrc");
+    std::fs::write(&netrc_path, netrc).expect(".netrc");
+    let dir = go.work_dir("outside");
+    go.run(&dir, &["mod", "download", "example.com/greet@v1.0.0"])
+        .await
+        .status
+        .success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_printed_netrc_lines_authenticate_go_1_19_and_go_1_23() {
+    let tree = standard_tree();
+    let upstream = StaticProxy::start(tree.path()).await;
+    let mirror = mirror_for(&upstream.url(), "").await;
+    let work = tempfile::tempdir().expect("work");
+    let lines =
+        tokio::task::block_in_place(|| printed_netrc_lines(&mirror, work.path())).join("\n") + "\n";
+    for version in GoVersion::ALL {
+        assert!(
+            download_with_netrc(&mirror, version, &lines).await,
+            "{version:?} with the printed lines:\n{lines}"
+        );
+    }
+    // Why both lines: each version matches only one form of `machine`.
+    let ip = mirror.addr.ip();
+    let host_only = format!(
+        "machine {ip} login {} password {}\n",
+        common::USER,
+        common::PASSWORD
+    );
+    let with_port = format!(
+        "machine {} login {} password {}\n",
+        mirror.host_port(),
+        common::USER,
+        common::PASSWORD
+    );
+    assert!(download_with_netrc(&mirror, GoVersion::Go119, &host_only).await);
+    assert!(!download_with_netrc(&mirror, GoVersion::Go119, &with_port).await);
+    assert!(download_with_netrc(&mirror, GoVersion::Go123, &with_port).await);
+    assert!(!download_with_netrc(&mirror, GoVersion::Go123, &host_only).await);
+}
+
+/// `golang.org/toolchain`'s version for go1.N on this machine's platform.
+fn toolchain_version(go: &str) -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    format!("v0.0.1-{go}.linux-{arch}")
+}
+
+/// A toolchain module whose `bin/go` is a shell script printing its version.
+fn fake_toolchain(go: &str) -> ModuleVersion {
+    ModuleVersion {
+        path: "golang.org/toolchain".into(),
+        version: toolchain_version(go),
+        go_mod: None,
+        files: vec![
+            (
+                "bin/go".into(),
+                format!(
+                    "#!/bin/sh\necho \"go version {go} linux (fake toolchain from the test tree)\"\n"
+                ),
+            ),
+            // After unpacking, go makes bin/go, bin/gofmt and pkg/tool/
+            // executable, and insists they exist.
+            ("bin/gofmt".into(), "#!/bin/sh\nexit 0\n".into()),
+            (
+                "pkg/tool/README".into(),
+                "no tools in a fake toolchain\n".into(),
+            ),
+        ],
+        listed: true,
+    }
+}
+
+async fn go_version_in(go: &GoEnv, toolchain: &str) -> std::process::Output {
+    let app = go.work_dir(&format!("app-{toolchain}"));
+    std::fs::write(
+        app.join("go.mod"),
+        format!("module example.com/app\n\ngo 1.23\n\ntoolchain {toolchain}\n"),
+    )
+    .expect("go.mod");
+    go.run(&app, &["version"]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_1_23_switches_to_a_toolchain_fetched_through_the_mirror_or_says_it_is_not_available() {
+    let tree = standard_tree();
+    write_tree(tree.path(), &[fake_toolchain("go1.99.0")]);
+    let upstream = StaticProxy::start(tree.path()).await;
+    let work = tempfile::tempdir().expect("work");
+    // A downloaded toolchain must be in a checksum database: go refuses one
+    // when GOSUMDB=off or GONOSUMDB matches (golang.org/toolchain has no
+    // go.sum line). The test's own database vouches for the fake one, and go
+    // reaches it through the mirror's /sumdb/ proxy.
+    let sumdb =
+        common::go::SumdbServer::start(work.path(), "sum.mirror.test", tree.path(), 0).await;
+    let mirror = TestMirror::start(MirrorOptions {
+        extra_toml: format!(
+            "[go]\nupstream = \"{}\"\n\n[[go.sumdb]]\nname = \"sum.mirror.test\"\nurl = \"{}\"\n",
+            upstream.url(),
+            sumdb.url
+        ),
+        ..MirrorOptions::default()
+    })
+    .await;
+    let mut go = GoEnv::with_version(&mirror, GoVersion::Go123);
+    go.gosumdb = sumdb.vkey.clone();
+    go.gotoolchain = "auto".into();
+
+    let output = go_version_in(&go, "go1.99.0").await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("go version go1.99.0 linux (fake toolchain"),
+        "{}",
+        common::process::text(&output)
+    );
+    let zip = format!(
+        "/golang.org/toolchain/@v/{}.zip",
+        toolchain_version("go1.99.0")
+    );
+    assert_eq!(upstream.count(&zip), 1, "{:?}", upstream.requests());
+    let lookup = format!(
+        "/lookup/golang.org/toolchain@{}",
+        toolchain_version("go1.99.0")
+    );
+    assert!(sumdb.requests().contains(&lookup), "{:?}", sumdb.requests());
+
+    let missing = go_version_in(&go, "go1.98.0").await;
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(!missing.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("download go1.98.0") && stderr.contains("toolchain not available"),
+        "{stderr}"
+    );
+    let (status, body) = common::go::get(
+        &mirror,
+        &format!(
+            "/golang.org/toolchain/@v/{}.zip",
+            toolchain_version("go1.98.0")
+        ),
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
+    assert!(
+        String::from_utf8_lossy(&body).contains("not in the test tree"),
+        "the mirror passes upstream's reason on: {}",
+        String::from_utf8_lossy(&body)
     );
 }

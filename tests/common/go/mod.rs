@@ -11,7 +11,7 @@ mod upstream;
     unused_imports,
     reason = "each test binary uses a different part of the harness"
 )]
-pub use tools::{GoEnv, SumdbServer};
+pub use tools::{GoEnv, GoVersion, SumdbServer};
 #[allow(
     unused_imports,
     reason = "each test binary uses a different part of the harness"

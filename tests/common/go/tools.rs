@@ -1,5 +1,6 @@
-//! The real `go` command in a fresh environment, and a real checksum
-//! database (tests/go/sumdbserver) built with Debian's go and x/mod.
+//! The real `go` command in a fresh environment (Debian's Go 1.19, or 1.23
+//! from bookworm-backports), and a real checksum database
+//! (tests/go/sumdbserver) built with Debian's go and x/mod.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -8,24 +9,72 @@ use std::time::Duration;
 use crate::common::process::{self, Guard};
 use crate::common::{PASSWORD, TestMirror, USER};
 
+/// The `go` commands the tests run; they differ in how they read `.netrc`
+/// and in toolchain switching (1.21+).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GoVersion {
+    Go119,
+    Go123,
+}
+
+impl GoVersion {
+    pub const ALL: [GoVersion; 2] = [GoVersion::Go119, GoVersion::Go123];
+
+    pub fn binary(self) -> PathBuf {
+        process::tool(match self {
+            GoVersion::Go119 => "go",
+            GoVersion::Go123 => "go1.23",
+        })
+    }
+
+    /// A build cache shared by every test of this version, kept between runs
+    /// in cargo's test temp dir: it holds compiled packages only (never
+    /// modules, which each test fetches through its own mirror into its own
+    /// module cache), and compiling the standard library again in every fresh
+    /// environment is most of a Go test's time.
+    pub fn build_cache(self) -> PathBuf {
+        let name = match self {
+            GoVersion::Go119 => "gocache-1.19",
+            GoVersion::Go123 => "gocache-1.23",
+        };
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
+    }
+
+    /// PATH with this version's bin dir first.
+    pub fn path(self) -> String {
+        let binary = self.binary();
+        let bin = binary.parent().unwrap_or(Path::new("/usr/bin"));
+        format!("{}:/usr/bin:/bin", bin.display())
+    }
+}
+
 /// A fresh environment for the real `go` command: its own GOPATH, module
 /// cache, build cache and HOME, no inherited Go settings, our CA trusted
 /// through SSL_CERT_FILE, and GOPROXY pointing at the mirror with alice's
 /// password in the URL.
 pub struct GoEnv {
     pub dir: tempfile::TempDir,
+    pub version: GoVersion,
     pub goproxy: String,
     pub ca: PathBuf,
     pub gosumdb: String,
+    /// GOTOOLCHAIN: `local` unless a test asks for switching (`auto`).
+    pub gotoolchain: String,
 }
 
 impl GoEnv {
     pub fn new(mirror: &TestMirror) -> GoEnv {
+        GoEnv::with_version(mirror, GoVersion::Go119)
+    }
+
+    pub fn with_version(mirror: &TestMirror, version: GoVersion) -> GoEnv {
         GoEnv {
             dir: tempfile::tempdir().expect("go env dir"),
+            version,
             goproxy: format!("https://{USER}:{PASSWORD}@{}", mirror.host_port()),
             ca: mirror.pki.ca_cert(),
             gosumdb: "off".into(),
+            gotoolchain: "local".into(),
         }
     }
 
@@ -42,16 +91,17 @@ impl GoEnv {
 
     pub fn command(&self, cwd: &Path, args: &[&str]) -> Command {
         let home = self.dir.path();
-        let mut command = Command::new(process::tool("go"));
+        let mut command = Command::new(self.version.binary());
         command
             .args(args)
             .current_dir(cwd)
             .env_clear()
-            .env("PATH", "/usr/lib/go-1.19/bin:/usr/bin:/bin")
+            .env("PATH", self.version.path())
+            .env("GOTOOLCHAIN", &self.gotoolchain)
             .env("HOME", home)
             .env("GOPATH", home.join("gopath"))
             .env("GOMODCACHE", home.join("gopath/pkg/mod"))
-            .env("GOCACHE", home.join("gocache"))
+            .env("GOCACHE", self.version.build_cache())
             .env("GOENV", "off")
             .env("GOFLAGS", "-modcacherw")
             .env("GOPROXY", &self.goproxy)
@@ -112,7 +162,7 @@ impl SumdbServer {
             .env("HOME", dir)
             .env("GO111MODULE", "off")
             .env("GOPATH", "/usr/share/gocode")
-            .env("GOCACHE", dir.join("gocache"))
+            .env("GOCACHE", GoVersion::Go119.build_cache())
             .env("CGO_ENABLED", "0");
         let output =
             tokio::task::spawn_blocking(move || process::run(&mut build, Duration::from_secs(300)))
