@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs every test in the
-# workspace, unit, integration and end-to-end (real go, skopeo, podman, curl,
-# docker-registry), in one `cargo test`.
+# workspace, unit, integration and end-to-end (real go 1.19 and 1.23, skopeo,
+# podman, dockerd, containerd, curl, docker-registry), in one `cargo test`. The
+# dockerd and network-namespace tests need root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh

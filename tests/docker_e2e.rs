@@ -1,13 +1,15 @@
 //! The Docker engine (Debian's docker.io: dockerd 20.10) against the mirror:
 //! `docker login`/`logout`, pulls by tag, by digest and of a multi-arch index
 //! from a real docker-registry upstream, a push to a hosted namespace and back,
-//! dockerd's `registry-mirrors` path under both policies README describes, and
-//! mTLS with the certs.d folder `mirror pki issue-client` writes and the docker
-//! commands it prints, at an address in a network namespace the test creates.
+//! dockerd's `registry-mirrors` path as README describes it, and mTLS with the
+//! certs.d folder `mirror pki issue-client` writes and the docker commands it
+//! prints, at an address in a network namespace the test creates.
 //!
 //! dockerd treats 127.0.0.0/8 as an insecure registry: there it presents no
 //! client certificate (and falls back to plain HTTP), so on loopback these
-//! tests log in with a password.
+//! tests log in with a password. It sends a registry-mirror no `docker login`
+//! password at all: on loopback a mirror gets nothing; off loopback it gets the
+//! certs.d certificate.
 
 mod common;
 
@@ -188,7 +190,7 @@ async fn docker_pushes_to_a_hosted_namespace_and_pulls_it_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registry_mirrors_pass_the_mirror_by_under_the_default_policy() {
+async fn registry_mirrors_on_loopback_pass_the_mirror_by_under_the_default_policy() {
     let upstream = DockerRegistry::start(Auth::None);
     block_in_place(|| seed(&upstream));
     let mirror = mirror_of(&upstream, "").await;
@@ -223,7 +225,7 @@ async fn registry_mirrors_pass_the_mirror_by_under_the_default_policy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registry_mirrors_pull_through_the_mirror_when_reads_are_anonymous() {
+async fn registry_mirrors_on_loopback_pull_through_the_mirror_when_reads_are_anonymous() {
     let upstream = DockerRegistry::start(Auth::None);
     let seeded = block_in_place(|| seed(&upstream));
     let mirror = mirror_of(&upstream, "read = \"anonymous\"").await;
@@ -314,7 +316,7 @@ fn pki_cli(dir: &Path, args: &[&str]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn docker_presents_the_issued_certificate_off_loopback_as_the_printed_steps_say() {
+async fn docker_presents_the_issued_certificate_off_loopback_named_and_as_a_registry_mirror() {
     block_in_place(|| {
         let netns = NetNs::create();
         let dir = tempfile::tempdir().expect("work dir");
@@ -396,6 +398,21 @@ async fn docker_presents_the_issued_certificate_off_loopback_as_the_printed_step
                 .any(|(identity, subject, _)| identity == "cert" && subject == USER),
             "the printed pull was alice's, by certificate"
         );
+
+        // As a registry-mirror, dockerd presents the same certificate (it sends
+        // a mirror no `docker login` password, but certs.d it does).
+        let mirrored = Dockerd::start(json!({
+            "registry-mirrors": [format!("https://{}", mirror.addr)],
+        }));
+        mirrored.ok(&["pull", "alpine:latest"]);
+        let digests = inspect(&mirrored, "alpine:latest", "{{json .RepoDigests}}");
+        assert!(digests.contains(&image.digest), "{digests}");
+        assert!(
+            !mirrored.log().contains("Attempting next endpoint"),
+            "served by the mirror, no fallback: {}",
+            mirrored.log_tail(20)
+        );
+        drop(mirrored);
 
         // The certificate is what admitted dockerd: without it the handshake fails.
         std::fs::remove_file(etc.path.join("client.cert")).expect("remove cert");

@@ -158,8 +158,9 @@ impl ClientUsage<'_> {
         let folder = quote(&self.dir.path);
         writeln!(
             f,
-            "# docker: dockerd reads /etc/docker/certs.d/{reg}/. It presents the certificate only to\n\
-             # names off 127.0.0.0/8, and never to its registry-mirrors (README: Docker registry-mirrors).\n\
+            "# docker: dockerd presents /etc/docker/certs.d/{reg}/ to this mirror, named in a pull\n\
+             # or as a registry-mirror in /etc/docker/daemon.json (\"registry-mirrors\": [\"https://{reg}\"]),\n\
+             # but never at a 127.0.0.0/8 address (README: Docker registry-mirrors).\n\
              sudo mkdir -p /etc/docker/certs.d\n\
              sudo cp -r {folder} /etc/docker/certs.d/\n\
              docker pull {reg}/library/alpine:latest\n"

@@ -165,6 +165,46 @@ fn client_certificate_lands_in_certs_d_with_dockers_file_names() {
 }
 
 #[test]
+fn onboarding_text_covers_every_client_and_each_upstream_and_tells_no_one_to_log_in() {
+    let (dir, pki) = new_pki();
+    let issued = pki.issue_client("alice", Validity::Days(30)).unwrap();
+    let registry: RegistryHost = "mirror.example.com:5000".parse().unwrap();
+    let written = CertsDir::write(
+        &dir.path().join("certs.d"),
+        &registry,
+        pki.ca_cert_pem(),
+        &issued,
+    )
+    .unwrap();
+    let upstreams = vec![RegistryHost::docker_hub(), "ghcr.io".parse().unwrap()];
+    let usage = written.usage("alice").with_upstreams(upstreams).to_string();
+    for expected in [
+        "# docker",
+        "# podman",
+        "# containerd",
+        "# curl",
+        "# go",
+        "config_path = \"/etc/containerd/certs.d\"",
+        "--hosts-dir /etc/containerd/certs.d",
+        "/etc/containerd/certs.d/ghcr.io/hosts.toml",
+        "server = \"https://ghcr.io\"",
+        "location = \"mirror.example.com:5000/ghcr.io\"",
+        "/etc/containers/certs.d/",
+        "machine mirror.example.com:5000 login alice password PASSWORD",
+        "machine mirror.example.com login alice password PASSWORD",
+        "export SSL_CERT_FILE=",
+    ] {
+        assert!(usage.contains(expected), "{expected} missing:\n{usage}");
+    }
+    assert!(
+        !usage
+            .lines()
+            .any(|l| l.contains("docker login") && !l.contains("no `docker login`")),
+        "a certificate is the login:\n{usage}"
+    );
+}
+
+#[test]
 fn revoked_certificate_is_listed_in_a_crl_that_openssl_enforces() {
     let (dir, pki) = new_pki();
     let alice = pki.issue_client("alice", Validity::Days(30)).unwrap();
