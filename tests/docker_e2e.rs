@@ -14,14 +14,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::audit::{Who, wait_for_read};
 use common::docker::{Dockerd, EtcCertsD};
-use common::netns::NetNs;
+use common::netns::{NetNs, NetnsMirror};
 use common::onboarding::Onboarding;
-use common::process::{Guard, mirror_bin, run, text, tool, wait_for_port};
+use common::process::{mirror_bin, run, text, tool};
 use common::registry::layout::{Built, Layout};
 use common::registry::{Auth, DockerRegistry};
 use common::{MirrorOptions, PASSWORD, TestMirror, USER};
@@ -246,62 +246,6 @@ async fn registry_mirrors_on_loopback_pull_through_the_mirror_when_reads_are_ano
         "{rows:?}"
     );
     mirror.stop().await;
-}
-
-/// The mirror binary serving inside `netns` at its address, port 5000.
-struct NetnsMirror {
-    guard: Guard,
-    config: std::path::PathBuf,
-    addr: String,
-}
-
-impl NetnsMirror {
-    fn start(netns: &NetNs, dir: &Path) -> NetnsMirror {
-        let addr = format!("{}:5000", netns.inside);
-        let config = dir.join("mirror.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"{addr}\"\ndata_dir = \"data\"\n\n[tls]\ncert = \"pki/server.crt\"\n\
-                 key = \"pki/server.key\"\nclient_ca = \"pki/ca.crt\"\nclient_auth = \"required\"\n\n\
-                 [go]\nupstream = \"off\"\n\n[registry]\nhosted = [\"library\", \"team\"]\n"
-            ),
-        )
-        .expect("mirror config");
-        let log = std::fs::File::create(dir.join("mirror.log")).expect("mirror log");
-        let mut command = netns.command(&mirror_bin());
-        command
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(log);
-        let guard = Guard::spawn("mirror in netns", &mut command);
-        wait_for_port(&addr, Duration::from_secs(30));
-        NetnsMirror {
-            guard,
-            config,
-            addr,
-        }
-    }
-
-    /// `mirror audit --json --artifact ARTIFACT` rows' (identity, subject, action).
-    fn audit(&self, artifact: &str) -> Vec<(String, String, String)> {
-        let output = run(
-            Command::new(mirror_bin())
-                .args(["audit", "--json", "--artifact", artifact, "--config"])
-                .arg(&self.config),
-            Duration::from_secs(30),
-        );
-        assert!(output.status.success(), "{}", text(&output));
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .map(|row| {
-                let field = |name: &str| row[name].as_str().unwrap_or_default().to_owned();
-                (field("identity"), field("subject"), field("action"))
-            })
-            .collect()
-    }
 }
 
 fn pki_cli(dir: &Path, args: &[&str]) {

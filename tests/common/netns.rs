@@ -3,12 +3,14 @@
 //! can reach. dockerd treats every loopback address as an insecure registry and
 //! never presents certs.d client certificates there; at this address it does.
 //! Dropping it deletes the namespace, which takes the veth pair with it.
+//! `NetnsMirror` is the mirror binary serving in there.
 
 use std::net::Ipv4Addr;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::process::{run, text, tool};
+use crate::common::process::{Guard, mirror_bin, run, text, tool, wait_for_port};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -94,5 +96,63 @@ impl Drop for NetNs {
             .args(["link", "del", &self.host_link])
             .stderr(std::process::Stdio::null())
             .status();
+    }
+}
+
+/// The mirror binary serving inside `netns` at its address, port 5000.
+pub struct NetnsMirror {
+    pub guard: Guard,
+    pub config: PathBuf,
+    pub addr: String,
+}
+
+impl NetnsMirror {
+    /// Serves hosted `library/` and `team/` only, `client_auth = "required"`,
+    /// with the PKI the test made in `dir/pki`.
+    pub fn start(netns: &NetNs, dir: &Path) -> NetnsMirror {
+        let addr = format!("{}:5000", netns.inside);
+        let config = dir.join("mirror.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"{addr}\"\ndata_dir = \"data\"\n\n[tls]\ncert = \"pki/server.crt\"\n\
+                 key = \"pki/server.key\"\nclient_ca = \"pki/ca.crt\"\nclient_auth = \"required\"\n\n\
+                 [go]\nupstream = \"off\"\n\n[registry]\nhosted = [\"library\", \"team\"]\n"
+            ),
+        )
+        .expect("mirror config");
+        let log = std::fs::File::create(dir.join("mirror.log")).expect("mirror log");
+        let mut command = netns.command(&mirror_bin());
+        command
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log);
+        let guard = Guard::spawn("mirror in netns", &mut command);
+        wait_for_port(&addr, Duration::from_secs(30));
+        NetnsMirror {
+            guard,
+            config,
+            addr,
+        }
+    }
+
+    /// `mirror audit --json --artifact ARTIFACT` rows' (identity, subject, action).
+    pub fn audit(&self, artifact: &str) -> Vec<(String, String, String)> {
+        let output = run(
+            Command::new(mirror_bin())
+                .args(["audit", "--json", "--artifact", artifact, "--config"])
+                .arg(&self.config),
+            Duration::from_secs(30),
+        );
+        assert!(output.status.success(), "{}", text(&output));
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .map(|row| {
+                let field = |name: &str| row[name].as_str().unwrap_or_default().to_owned();
+                (field("identity"), field("subject"), field("action"))
+            })
+            .collect()
     }
 }

@@ -1,6 +1,7 @@
 //! Real processes for end-to-end tests: the `mirror` binary itself, and the
-//! external tools (`curl`, `podman`, `skopeo`, `go`, `docker-registry`) that
-//! `scripts/test.sh` installs. A missing tool fails the test, saying so.
+//! external tools (`curl`, `podman`, `skopeo`, `go`, `docker-registry`,
+//! `dockerd`, `containerd`, `ip`, …) that `scripts/test.sh` installs. A missing
+//! tool fails the test, naming the package that brings it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
