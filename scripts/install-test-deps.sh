@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs the real clients and peers the tests drive, with apt-get. Idempotent:
-# does nothing (and needs no network) when everything is already there.
+# Installs the real clients and peers the tests drive: Debian packages with
+# apt-get, and Garage (the S3-compatible store) with `cargo install`.
+# Idempotent: does nothing (and needs no network) when everything is already
+# there.
 set -euo pipefail
 
 # command → Debian package that provides it
@@ -20,6 +22,8 @@ declare -A needs=(
   [/usr/bin/docker]=docker.io
   [/usr/bin/containerd]=containerd
   [/usr/bin/ctr]=containerd
+  [/usr/lib/postgresql/15/bin/initdb]=postgresql   # private clusters for tests/engines.rs
+  [/usr/bin/setpriv]=util-linux # runs initdb and postgres as the postgres user (they refuse root)
 )
 # Packages that bookworm has only in bookworm-backports (Go 1.23 beside 1.19).
 declare -A backports=(
@@ -32,32 +36,69 @@ if [[ "${MIRROR_BENCH_DEPS:-}" == 1 ]]; then
   needs[/usr/bin/taskset]=util-linux
 fi
 
-missing=()
-for path in "${!needs[@]}"; do
-  [[ -e "$path" ]] || missing+=("${needs[$path]}")
-done
-missing_backports=()
-for path in "${!backports[@]}"; do
-  [[ -e "$path" ]] || missing_backports+=("${backports[$path]}")
-done
-if ((${#missing[@]} == 0 && ${#missing_backports[@]} == 0)); then
-  exit 0
-fi
+install_debian_packages() {
+  local missing=() missing_backports=() path
+  for path in "${!needs[@]}"; do
+    [[ -e "$path" ]] || missing+=("${needs[$path]}")
+  done
+  for path in "${!backports[@]}"; do
+    [[ -e "$path" ]] || missing_backports+=("${backports[$path]}")
+  done
+  if ((${#missing[@]} == 0 && ${#missing_backports[@]} == 0)); then
+    return 0
+  fi
 
-sudo=""
-if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
-echo "installing test dependencies: ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-if ((${#missing_backports[@]} > 0)) &&
-  ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-  echo "deb http://deb.debian.org/debian bookworm-backports main" |
-    $sudo tee /etc/apt/sources.list.d/bookworm-backports.list >/dev/null
-fi
-$sudo apt-get update -qq
-if ((${#missing[@]} > 0)); then
-  $sudo apt-get install -y -qq --no-install-recommends ca-certificates "${missing[@]}" >/dev/null
-fi
-if ((${#missing_backports[@]} > 0)); then
-  $sudo apt-get install -y -qq --no-install-recommends -t bookworm-backports \
-    "${missing_backports[@]}" >/dev/null
-fi
+  local sudo=""
+  if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+  echo "installing test dependencies: ${missing[*]} ${missing_backports[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  if ((${#missing_backports[@]} > 0)) &&
+    ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    echo "deb http://deb.debian.org/debian bookworm-backports main" |
+      $sudo tee /etc/apt/sources.list.d/bookworm-backports.list >/dev/null
+  fi
+  $sudo apt-get update -qq
+  if ((${#missing[@]} > 0)); then
+    $sudo apt-get install -y -qq --no-install-recommends ca-certificates "${missing[@]}" >/dev/null
+  fi
+  if ((${#missing_backports[@]} > 0)); then
+    $sudo apt-get install -y -qq --no-install-recommends -t bookworm-backports \
+      "${missing_backports[@]}" >/dev/null
+  fi
+}
+
+# Garage is AGPL: the tests run it as an external program and never link it.
+# crates.io is the only place it can come from here, so it is built from
+# source, once per machine; tests/common/garage.rs looks for it in cargo's bin
+# dir and on PATH.
+GARAGE_VERSION=2.5.0
+cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+
+garage_installed() {
+  local bin
+  for bin in "$(command -v garage || true)" "$cargo_bin/garage"; do
+    [[ -n "$bin" && -x "$bin" ]] || continue
+    # crates.io builds report themselves as `garage cargo:2.5.0`.
+    if "$bin" --version 2>/dev/null | grep -Eq "(^|[^0-9.])${GARAGE_VERSION//./\\.}([^0-9]|$)"; then
+      return 0
+    fi
+  done
+  return 1
+}
+
+install_garage() {
+  garage_installed && return 0
+  # Two test runs starting at once must not both spend half an hour building.
+  mkdir -p "$cargo_bin"
+  exec 9>"$cargo_bin/.garage-install.lock"
+  flock 9
+  if ! garage_installed; then
+    echo "building Garage $GARAGE_VERSION from crates.io for the S3 tests;" \
+      "this takes 15-30 minutes on 2 cores, once per machine" >&2
+    cargo install garage --version "$GARAGE_VERSION" --locked --quiet
+  fi
+  exec 9>&-
+}
+
+install_debian_packages
+install_garage
