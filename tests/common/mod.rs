@@ -11,9 +11,11 @@
 pub mod audit;
 pub mod containerd;
 pub mod docker;
+pub mod garage;
 pub mod go;
 pub mod netns;
 pub mod onboarding;
+pub mod postgres;
 pub mod process;
 pub mod raw_tls;
 pub mod registry;

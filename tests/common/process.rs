@@ -18,6 +18,11 @@ pub fn tool(name: &str) -> PathBuf {
         "docker" => &["/usr/bin/docker"],
         "dockerd" => &["/usr/sbin/dockerd"],
         "ip" => &["/usr/bin/ip", "/usr/sbin/ip"],
+        // Debian keeps PostgreSQL's programs off PATH.
+        "initdb" => &["/usr/lib/postgresql/15/bin/initdb"],
+        "postgres" => &["/usr/lib/postgresql/15/bin/postgres"],
+        "pg_isready" => &["/usr/lib/postgresql/15/bin/pg_isready"],
+        "psql" => &["/usr/lib/postgresql/15/bin/psql"],
         _ => &[],
     };
     for candidate in candidates {
@@ -49,6 +54,9 @@ fn package_of(name: &str) -> &'static str {
         "containerd" | "ctr" => "containerd",
         "ip" => "iproute2",
         "htpasswd" => "apache2-utils",
+        "initdb" | "postgres" | "pg_isready" | "psql" => "postgresql (PostgreSQL 15)",
+        "setpriv" => "util-linux",
+        "garage" => "garage 2.5.0 with `cargo install`, once per machine (15-30 minutes)",
         "docker-registry" | "skopeo" | "podman" | "curl" | "openssl" | "git" => {
             "the package of that name"
         }
@@ -162,4 +170,20 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// A temp dir in memory (/dev/shm) where there is one, else in the usual temp
+/// dir. For engines' data: file creation on this machine's disk costs
+/// milliseconds a file under load, which makes an initdb-sized tree of a
+/// thousand files take seconds to copy; tmpfs takes a tenth of that.
+pub fn memory_tempdir(prefix: &str) -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
+    if shm.is_dir()
+        && let Ok(dir) = builder.tempdir_in(shm)
+    {
+        return dir;
+    }
+    builder.tempdir().expect("temp dir")
 }
