@@ -45,7 +45,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default = "defaults::listen")]
@@ -70,7 +70,7 @@ pub struct Config {
     pub audit: AuditConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     /// Audit records older than this are deleted (checked hourly).
@@ -97,7 +97,7 @@ pub enum ClientAuth {
     Required,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Server certificate and key. Both absent: a PKI is created in `data_dir/pki`.
@@ -110,7 +110,7 @@ pub struct TlsConfig {
     pub crl: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// bcrypt entries as `htpasswd -B` writes them.
@@ -139,7 +139,7 @@ impl Default for AuthConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     #[serde(default = "defaults::handshake_timeout", with = "humantime_serde")]
@@ -187,7 +187,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     #[serde(default)]
@@ -206,7 +206,7 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GoConfig {
     /// GOPROXY syntax: `,` falls through on 404/410 only, `|` on any error.
@@ -229,9 +229,14 @@ pub struct GoConfig {
     /// Largest module zip accepted from upstream (Go's own limit is 500 MiB).
     #[serde(default = "defaults::go_max_zip")]
     pub max_zip_size: ByteSize,
-    /// Checksum databases proxied at `/sumdb/NAME/`.
-    #[serde(default = "defaults::go_sumdb")]
+    /// Checksum databases proxied at `/sumdb/NAME/`: these, and sum.golang.org
+    /// unless `default_sumdb` is false (an entry of that name replaces it).
+    #[serde(default)]
     pub sumdb: Vec<SumdbConfig>,
+    /// Proxy sum.golang.org besides the `sumdb` entries. Adding an internal
+    /// database must not silently drop the public one; dropping it is a choice.
+    #[serde(default = "defaults::yes")]
+    pub default_sumdb: bool,
     /// Extra CA (PEM) to trust for Go upstreams and checksum databases, for a
     /// GOPROXY inside the company (an Athens, or another mirror).
     pub ca: Option<PathBuf>,
@@ -246,7 +251,8 @@ impl Default for GoConfig {
             list_ttl: defaults::go_list_ttl(),
             negative_ttl: defaults::go_negative_ttl(),
             max_zip_size: defaults::go_max_zip(),
-            sumdb: defaults::go_sumdb(),
+            sumdb: vec![defaults::sum_golang_org()],
+            default_sumdb: true,
             ca: None,
         }
     }
@@ -259,13 +265,16 @@ pub struct SumdbConfig {
     pub url: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// Overrides `auth.read` / `auth.write` for `/v2/` routes.
     pub read: Option<Policy>,
     pub write: Option<Policy>,
-    #[serde(default)]
+    /// Absent: Docker Hub, as the default upstream, so a first run mirrors
+    /// something. Listing upstreams replaces it (a list that names no default
+    /// keeps every other name hosted); `upstream = []` mirrors nothing.
+    #[serde(default = "defaults::registry_upstream")]
     pub upstream: Vec<UpstreamRegistry>,
     /// Repository namespaces hosted here even when a default upstream would
     /// take them: `hosted = ["internal"]` hosts `internal/app` and `internal`.
@@ -286,7 +295,7 @@ impl Default for RegistryConfig {
         RegistryConfig {
             read: None,
             write: None,
-            upstream: Vec::new(),
+            upstream: defaults::registry_upstream(),
             hosted: Vec::new(),
             max_upload_sessions_per_identity: defaults::max_upload_sessions_per_identity(),
             max_blob_size: defaults::max_blob_size(),
@@ -294,7 +303,7 @@ impl Default for RegistryConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamRegistry {
     /// What clients call it: the first path component (`mirror:5000/ghcr.io/…`)
@@ -304,6 +313,9 @@ pub struct UpstreamRegistry {
     /// Receives names that match no other upstream (Docker Hub style).
     #[serde(default)]
     pub default: bool,
+    /// Single-component names get `library/` (`alpine` → `library/alpine`), as
+    /// on Docker Hub. Unset: only when `url` is Docker Hub's.
+    pub library_prefix: Option<bool>,
     pub username: Option<String>,
     pub password: Option<Secret>,
     /// Extra CA (PEM) to trust for this upstream, for private registries.
@@ -317,28 +329,40 @@ pub struct UpstreamRegistry {
     pub token_realms: Option<Vec<String>>,
 }
 
-/// The hosts of Docker Hub's registry API; its token service is `auth.docker.io`.
-const DOCKER_HUB_HOSTS: [&str; 3] = ["registry-1.docker.io", "index.docker.io", "docker.io"];
+/// The hosts of Docker Hub's registry API: where `library/` is the rule, what
+/// a reference's `docker.io/` means; its token service is `auth.docker.io`.
+pub const DOCKER_HUB_HOSTS: [&str; 4] = [
+    "registry-1.docker.io",
+    "index.docker.io",
+    "docker.io",
+    "registry.hub.docker.com",
+];
 
 impl UpstreamRegistry {
     /// `token_realms` as set, or its default for this upstream's URL.
     pub fn token_realms(&self) -> Vec<String> {
-        if let Some(hosts) = &self.token_realms {
-            return hosts.clone();
+        match &self.token_realms {
+            Some(hosts) => hosts.clone(),
+            None if self.is_docker_hub() => vec!["auth.docker.io".to_owned()],
+            None => Vec::new(),
         }
-        let host = reqwest::Url::parse(&self.url)
+    }
+
+    /// Whether the URL is Docker Hub's.
+    pub fn is_docker_hub(&self) -> bool {
+        reqwest::Url::parse(&self.url)
             .ok()
-            .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
-        match host {
-            Some(host) if DOCKER_HUB_HOSTS.contains(&host.as_str()) => {
-                vec!["auth.docker.io".to_owned()]
-            }
-            _ => Vec::new(),
-        }
+            .and_then(|url| url.host_str().map(str::to_ascii_lowercase))
+            .is_some_and(|host| DOCKER_HUB_HOSTS.contains(&host.as_str()))
+    }
+
+    /// Whether single-component names get `library/` on this upstream.
+    pub fn adds_library(&self) -> bool {
+        self.library_prefix.unwrap_or_else(|| self.is_docker_hub())
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     /// Evict least-recently-used cached content above this size; unset = unbounded.
@@ -442,10 +466,26 @@ mod defaults {
     pub fn go_max_zip() -> ByteSize {
         ByteSize::mib(500)
     }
-    pub fn go_sumdb() -> Vec<SumdbConfig> {
-        vec![SumdbConfig {
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn sum_golang_org() -> SumdbConfig {
+        SumdbConfig {
             name: "sum.golang.org".to_owned(),
             url: "https://sum.golang.org".to_owned(),
+        }
+    }
+    pub fn registry_upstream() -> Vec<UpstreamRegistry> {
+        vec![UpstreamRegistry {
+            name: "docker.io".to_owned(),
+            url: "https://registry-1.docker.io".to_owned(),
+            default: true,
+            library_prefix: None,
+            username: None,
+            password: None,
+            ca: None,
+            tag_ttl: tag_ttl(),
+            token_realms: None,
         }]
     }
     pub fn tag_ttl() -> Duration {
@@ -506,6 +546,7 @@ impl Config {
             message: describe_toml_error(text, &e),
         })?;
         config.resolve_paths(base);
+        config.add_default_sumdb();
         config.validate().map_err(|message| ConfigError::Invalid {
             file: file.to_owned(),
             message,
@@ -537,6 +578,15 @@ impl Config {
             if let Some(ca) = &mut upstream.ca {
                 resolve(ca);
             }
+        }
+    }
+
+    /// Appended, so `go.sumdb[i]` in errors still counts the file's own entries.
+    fn add_default_sumdb(&mut self) {
+        let builtin = defaults::sum_golang_org();
+        let go = &mut self.go;
+        if go.default_sumdb && !go.sumdb.iter().any(|s| s.name == builtin.name) {
+            go.sumdb.push(builtin);
         }
     }
 
@@ -960,6 +1010,78 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn no_registry_upstream_means_docker_hub_and_an_empty_list_means_none() {
+        let config = parse("").unwrap();
+        let names: Vec<(&str, &str, bool)> = config
+            .registry
+            .upstream
+            .iter()
+            .map(|u| (u.name.as_str(), u.url.as_str(), u.default))
+            .collect();
+        assert_eq!(names, [("docker.io", "https://registry-1.docker.io", true)]);
+        let hosted_only = parse("[registry]\nupstream = []\n").unwrap();
+        assert!(hosted_only.registry.upstream.is_empty());
+        let own = parse("[[registry.upstream]]\nname = \"ghcr.io\"\nurl = \"https://ghcr.io\"\n")
+            .unwrap();
+        assert_eq!(
+            own.registry.upstream.len(),
+            1,
+            "a listed upstream replaces the default"
+        );
+    }
+
+    #[test]
+    fn a_sumdb_entry_adds_to_sum_golang_org() {
+        let names = |config: &Config| -> Vec<String> {
+            config.go.sumdb.iter().map(|s| s.name.clone()).collect()
+        };
+        let config = parse(
+            "[[go.sumdb]]\nname = \"sum.corp.example\"\nurl = \"https://sum.corp.example\"\n",
+        )
+        .unwrap();
+        assert_eq!(names(&config), ["sum.corp.example", "sum.golang.org"]);
+        let config = parse(
+            "[go]\ndefault_sumdb = false\n[[go.sumdb]]\nname = \"sum.corp.example\"\nurl = \"https://sum.corp.example\"\n",
+        )
+        .unwrap();
+        assert_eq!(names(&config), ["sum.corp.example"]);
+        let config = parse("[go]\ndefault_sumdb = false\n").unwrap();
+        assert!(config.go.sumdb.is_empty());
+        let config = parse(
+            "[[go.sumdb]]\nname = \"sum.golang.org\"\nurl = \"https://sumdb.corp.example\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.go.sumdb,
+            [SumdbConfig {
+                name: "sum.golang.org".into(),
+                url: "https://sumdb.corp.example".into()
+            }],
+            "an entry of that name replaces the built-in one"
+        );
+    }
+
+    #[test]
+    fn library_is_added_for_docker_hub_unless_said_otherwise() {
+        let upstreams = |text: &str| -> Vec<bool> {
+            parse(text)
+                .unwrap()
+                .registry
+                .upstream
+                .iter()
+                .map(UpstreamRegistry::adds_library)
+                .collect()
+        };
+        assert_eq!(upstreams(""), [true]);
+        let both = "[[registry.upstream]]\nname = \"hub\"\nurl = \"https://index.docker.io/\"\n\
+                    [[registry.upstream]]\nname = \"corp\"\nurl = \"https://registry.corp.example\"\n";
+        assert_eq!(upstreams(both), [true, false]);
+        let flipped = "[[registry.upstream]]\nname = \"hub\"\nurl = \"https://registry-1.docker.io\"\nlibrary_prefix = false\n\
+                       [[registry.upstream]]\nname = \"corp\"\nurl = \"https://registry.corp.example\"\nlibrary_prefix = true\n";
+        assert_eq!(upstreams(flipped), [false, true]);
     }
 
     #[test]

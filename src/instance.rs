@@ -28,6 +28,31 @@ pub struct StartOptions {
     pub shared: bool,
 }
 
+/// Where content comes from, said once at startup: a first run that mirrors
+/// nothing, or the wrong thing, should be plain from the log.
+fn log_upstreams(config: &Config) {
+    use crate::upstream::redact;
+    for upstream in &config.registry.upstream {
+        tracing::info!(
+            name = %upstream.name,
+            url = %redact(&upstream.url),
+            default = upstream.default,
+            library_prefix = upstream.adds_library(),
+            "registry upstream"
+        );
+    }
+    if config.registry.upstream.is_empty() {
+        tracing::info!("no registry upstream (registry.upstream = []): every repository is hosted");
+    }
+    // Parsed once already when the config was validated.
+    if let Ok(chain) = config.go.upstream.parse::<goproxy::chain::Chain>() {
+        tracing::info!(%chain, "go module upstream");
+    }
+    for sumdb in &config.go.sumdb {
+        tracing::info!(name = %sumdb.name, url = %redact(&sumdb.url), "go checksum database");
+    }
+}
+
 /// A running server.
 pub struct Mirror {
     addr: SocketAddr,
@@ -135,6 +160,7 @@ impl Mirror {
             let _ = audit_writer.await;
         });
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "mirror is serving");
+        log_upstreams(&config);
         Ok(Mirror {
             addr,
             reloader,

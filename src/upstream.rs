@@ -156,6 +156,18 @@ impl Clients {
     }
 }
 
+/// An upstream URL for messages and logs: the password of
+/// `https://user:pass@host` masked.
+pub fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("xxxxx"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Concurrent calls with the same key share the first caller's result.
 /// If that caller is cancelled, the next waiter runs its own future instead,
 /// so a client hanging up never strands the others.

@@ -115,7 +115,7 @@ async fn go_verifies_modules_through_the_mirrors_sumdb_proxy_online_and_offline(
         .count();
     assert!(after <= before + 1, "a full tile is fetched at most once");
 
-    // Private modules are never looked up; unknown databases are not proxied.
+    // Private modules are never looked up; unconfigured databases are not proxied.
     let (status, body) = get(
         &mirror,
         &format!("/sumdb/{NAME}/lookup/corp.example.com/x@v1.0.0"),
@@ -130,6 +130,13 @@ async fn go_verifies_modules_through_the_mirrors_sumdb_proxy_online_and_offline(
     );
     assert_eq!(
         get(&mirror, "/sumdb/sum.golang.org/supported").await.0,
+        StatusCode::OK,
+        "a configured database is proxied besides sum.golang.org, not instead of it"
+    );
+    assert_eq!(
+        get(&mirror, "/sumdb/sum.elsewhere.example/supported")
+            .await
+            .0,
         StatusCode::NOT_FOUND
     );
 

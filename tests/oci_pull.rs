@@ -115,6 +115,7 @@ tag_ttl = "0s"
 name = "hub.test"
 url = "{upstream}"
 default = true
+library_prefix = true
 "#
         ),
         ..MirrorOptions::default()
@@ -162,7 +163,7 @@ async fn skopeo_pulls_every_image_through_the_mirror_online_and_offline() {
         amd["Layers"],
         serde_json::json!([seeded.amd64.layers[0].digest])
     );
-    // Docker Hub style: a single-component name goes to library/ on the default upstream.
+    // Docker Hub style (library_prefix): a single-component name goes to library/.
     assert_eq!(
         inspect(&mirror, "small:v1", &[])["Digest"],
         seeded.small.digest

@@ -14,6 +14,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 
 use crate::http::Protocol;
 use crate::metrics::{Metrics, UpstreamResult};
+use crate::upstream::redact;
 
 /// Bytes that stay as they are in an upstream path; the rest are
 /// percent-encoded, as the go command does (`!` → `%21`).
@@ -152,14 +153,24 @@ pub fn encode_path(path: &str) -> String {
     percent_encoding::utf8_percent_encode(path, PATH_KEEP).to_string()
 }
 
-/// An upstream URL for display: the password of `https://user:pass@host` masked.
-fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("xxxxx"));
-            parsed.to_string()
+/// GOPROXY syntax again, with passwords masked: for the startup log.
+impl std::fmt::Display for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, hop) in self.hops.iter().enumerate() {
+            let after_previous = match self.hops[..i].last() {
+                None => "",
+                Some(Hop::Proxy {
+                    on_any_error: true, ..
+                }) => "|",
+                Some(_) => ",",
+            };
+            f.write_str(after_previous)?;
+            match hop {
+                Hop::Proxy { base, .. } => f.write_str(&redact(base))?,
+                Hop::Off => f.write_str("off")?,
+            }
         }
-        _ => url.to_owned(),
+        Ok(())
     }
 }
 
@@ -369,6 +380,11 @@ mod tests {
         assert_eq!(
             upstream_label("https://u:secret@h.example/p"),
             "h.example:443"
+        );
+        let chain: Chain = "https://u:secret@a.example|b.example,off".parse().unwrap();
+        assert_eq!(
+            chain.to_string(),
+            "https://u:xxxxx@a.example/|https://b.example,off"
         );
     }
 

@@ -1,8 +1,9 @@
 //! Which upstream a repository name belongs to, or whether it is hosted here:
 //! containerd's `?ns=HOST`, else a first path component naming an upstream
-//! (`ghcr.io/org/app`), else the default upstream with Docker Hub's `library/`
-//! for single-component names. Names that map to no upstream, or fall in a
-//! configured hosted namespace, are hosted.
+//! (`ghcr.io/org/app`), else the default upstream. Whichever way it was
+//! reached, an upstream with `library_prefix` (Docker Hub, by default) gets
+//! `library/` before a single-component name. Names that map to no upstream,
+//! or fall in a configured hosted namespace, are hosted.
 
 use std::sync::Arc;
 
@@ -68,13 +69,20 @@ impl Upstreams {
     }
 
     pub fn resolve(&self, name: &RepoName, ns: Option<&str>) -> Result<Repo, OciError> {
-        let mirrored = |upstream: &Arc<Upstream>, remote: RepoName| Repo {
-            name: name.clone(),
-            key: [upstream.name.as_str(), "/", remote.as_str()].concat(),
-            source: Source::Upstream {
-                upstream: upstream.clone(),
-                remote,
-            },
+        let mirrored = |upstream: &Arc<Upstream>, remote: RepoName| {
+            let remote = if upstream.library_prefix && remote.is_single_component() {
+                remote.in_library()
+            } else {
+                remote
+            };
+            Repo {
+                name: name.clone(),
+                key: [upstream.name.as_str(), "/", remote.as_str()].concat(),
+                source: Source::Upstream {
+                    upstream: upstream.clone(),
+                    remote,
+                },
+            }
         };
         if let Some(ns) = ns.filter(|ns| !ns.is_empty()) {
             let upstream = self.named(ns).ok_or_else(|| {
@@ -83,12 +91,7 @@ impl Upstreams {
                     format!("no upstream registry named {ns:?} is configured"),
                 )
             })?;
-            let remote = if upstream.default && name.is_single_component() {
-                name.in_library()
-            } else {
-                name.clone()
-            };
-            return Ok(mirrored(upstream, remote));
+            return Ok(mirrored(upstream, name.clone()));
         }
         if let Some((first, rest)) = name.split_first()
             && let Some(upstream) = self.named(first)
@@ -104,12 +107,7 @@ impl Upstreams {
             return Ok(hosted);
         }
         if let Some(upstream) = self.all.iter().find(|u| u.default) {
-            let remote = if name.is_single_component() {
-                name.in_library()
-            } else {
-                name.clone()
-            };
-            return Ok(mirrored(upstream, remote));
+            return Ok(mirrored(upstream, name.clone()));
         }
         Ok(hosted)
     }
@@ -120,6 +118,18 @@ mod tests {
     use super::*;
     use crate::config::UpstreamRegistry;
 
+    /// A default upstream at `url`, with `library_prefix` as configured.
+    fn default_upstream(name: &str, url: &str, library_prefix: Option<bool>) -> Upstreams {
+        let config = UpstreamRegistry {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            library_prefix,
+            ..crate::Config::default().registry.upstream[0].clone()
+        };
+        let upstream = Upstream::new(&config, Arc::new(crate::metrics::Metrics::new())).unwrap();
+        Upstreams::new(vec![Arc::new(upstream)], Vec::new())
+    }
+
     fn upstreams() -> Upstreams {
         let upstream = |name: &str, default: bool| {
             Arc::new(
@@ -128,6 +138,7 @@ mod tests {
                         name: name.to_owned(),
                         url: format!("https://{name}"),
                         default,
+                        library_prefix: None,
                         username: None,
                         password: None,
                         ca: None,
@@ -143,6 +154,22 @@ mod tests {
             vec![upstream("docker.io", true), upstream("ghcr.io", false)],
             vec!["internal".to_owned()],
         )
+    }
+
+    #[test]
+    fn library_is_added_only_for_docker_hub_unless_configured() {
+        let corp = default_upstream("corp", "https://registry.corp.example", None);
+        assert_eq!(resolve(&corp, "alpine", None).1, "alpine");
+        assert_eq!(resolve(&corp, "alpine", Some("corp")).1, "alpine");
+        let hub = default_upstream("hub", "https://registry-1.docker.io/", None);
+        assert_eq!(resolve(&hub, "alpine", None).1, "library/alpine");
+        assert_eq!(resolve(&hub, "alpine", Some("hub")).1, "library/alpine");
+        assert_eq!(resolve(&hub, "hub/alpine", None).1, "library/alpine");
+        assert_eq!(resolve(&hub, "org/app", None).1, "org/app");
+        let asked = default_upstream("corp", "https://registry.corp.example", Some(true));
+        assert_eq!(resolve(&asked, "alpine", None).1, "library/alpine");
+        let refused = default_upstream("hub", "https://registry-1.docker.io", Some(false));
+        assert_eq!(resolve(&refused, "alpine", None).1, "alpine");
     }
 
     fn resolve(all: &Upstreams, name: &str, ns: Option<&str>) -> (Option<String>, String, String) {

@@ -71,8 +71,13 @@ enum Scheme {
 pub struct Upstream {
     pub name: String,
     pub default: bool,
+    /// Single-component names get `library/` here (Docker Hub's rule).
+    pub library_prefix: bool,
     pub tag_ttl: Duration,
     base: String,
+    /// `name (scheme://host:port)` when the name is not the URL's host: an
+    /// unreachable upstream is reported by where the mirror tried to connect.
+    label: String,
     /// `Authorization: Basic …` for the configured credentials (sensitive).
     basic: Option<HeaderValue>,
     /// Hosts besides the upstream's own that its credentials may go to.
@@ -94,11 +99,23 @@ fn basic_authorization(user: &str, password: Option<&Secret>) -> Option<HeaderVa
 impl Upstream {
     pub fn new(config: &UpstreamRegistry, metrics: Arc<Metrics>) -> Result<Upstream, ClientError> {
         let token_realms = config.token_realms();
+        let base = config.url.trim_end_matches('/').to_owned();
+        // The origin only: no credentials or path reach a client's error message.
+        let url = reqwest::Url::parse(&base).ok();
+        let label = match url.as_ref().and_then(|url| url.host_str()) {
+            Some(host) if host == config.name => config.name.clone(),
+            _ => match &url {
+                Some(url) => format!("{} ({})", config.name, url.origin().ascii_serialization()),
+                None => config.name.clone(),
+            },
+        };
         Ok(Upstream {
             name: config.name.clone(),
             default: config.default,
+            library_prefix: config.adds_library(),
             tag_ttl: config.tag_ttl,
-            base: config.url.trim_end_matches('/').to_owned(),
+            base,
+            label,
             basic: config
                 .username
                 .as_deref()
@@ -114,14 +131,21 @@ impl Upstream {
     }
 
     fn unreachable(&self, error: SendError) -> UpstreamError {
-        let upstream = self.name.clone();
         match error {
-            SendError::Refused(Refusal(reason)) => UpstreamError::Refused { upstream, reason },
+            SendError::Refused(Refusal(reason)) => UpstreamError::Refused {
+                upstream: self.name.clone(),
+                reason,
+            },
             transport => UpstreamError::Unreachable {
-                upstream,
+                upstream: self.label.clone(),
                 reason: transport.to_string(),
             },
         }
+    }
+
+    /// The name, and the URL where it differs from it, for messages.
+    pub fn label(&self) -> &str {
+        &self.label
     }
 
     /// Sends `method /v2/<remote>/<suffix>` with `headers`, authenticating as
@@ -393,6 +417,34 @@ mod tests {
         assert_eq!(
             message.as_deref(),
             Some("boom\\n2026-01-01 INFO forged\\u{1b}[31m")
+        );
+    }
+
+    fn label(name: &str, url: &str) -> String {
+        let config = UpstreamRegistry {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            ..crate::Config::default().registry.upstream[0].clone()
+        };
+        Upstream::new(&config, Arc::new(Metrics::new()))
+            .unwrap()
+            .label()
+            .to_owned()
+    }
+
+    #[test]
+    fn an_upstream_is_named_by_where_it_is_reached_and_never_by_its_credentials() {
+        assert_eq!(
+            label("docker.io", "https://registry-1.docker.io"),
+            "docker.io (https://registry-1.docker.io)"
+        );
+        assert_eq!(label("ghcr.io", "https://ghcr.io/"), "ghcr.io");
+        assert_eq!(
+            label(
+                "corp",
+                "https://bot:hunter2@registry.corp.example:5001/mirror"
+            ),
+            "corp (https://registry.corp.example:5001)"
         );
     }
 }

@@ -151,7 +151,7 @@ body_timeout = "{body_timeout}"
             header = options.header_timeout,
             reload_poll = options.reload_poll,
             body_timeout = options.body_timeout,
-            extra = with_auth_section(&options.extra_toml),
+            extra = with_auth_section(&without_default_upstream(&options.extra_toml)),
         );
         std::fs::write(&config_path, toml).expect("write config");
         let config = Config::load(&config_path).expect("test config loads");
@@ -219,6 +219,18 @@ body_timeout = "{body_timeout}"
             mirror.shutdown().await;
         }
         (self.root, self.pki)
+    }
+}
+
+/// A test names the upstreams it uses: without any, it gets none (every
+/// repository hosted) rather than the built-in Docker Hub, which is not there.
+fn without_default_upstream(extra: &str) -> String {
+    if extra.contains("[[registry.upstream]]") {
+        extra.to_owned()
+    } else if extra.contains("[registry]") {
+        extra.replacen("[registry]", "[registry]\nupstream = []", 1)
+    } else {
+        format!("{extra}\n[registry]\nupstream = []\n")
     }
 }
 

@@ -153,7 +153,7 @@ async fn fetch_once(
         .map_err(|reason| {
             from_upstream(
                 UpstreamError::Unreachable {
-                    upstream: upstream.name.clone(),
+                    upstream: upstream.label().to_owned(),
                     reason: format!("reading manifest {reference} of {remote}: {reason}"),
                 },
                 Code::ManifestUnknown,
