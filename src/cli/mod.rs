@@ -5,8 +5,9 @@ mod audit;
 mod cache;
 mod pki;
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -28,7 +29,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (with no config: a PKI and defaults in ./mirror-data).
+    /// Run the server (config: --config, else /etc/mirror/mirror.toml if it exists,
+    /// else defaults with a PKI in ./mirror-data).
     Serve(ServeArgs),
     /// Create the CA and issue, list, revoke and inspect certificates.
     Pki {
@@ -48,7 +50,7 @@ enum Command {
 /// `--data-dir`, which wins as it does for `serve`.
 #[derive(clap::Args)]
 pub(crate) struct DataDirArgs {
-    /// TOML config file.
+    /// TOML config file [default: /etc/mirror/mirror.toml if it exists].
     #[arg(long, short, env = "MIRROR_CONFIG")]
     config: Option<PathBuf>,
     /// Overrides `data_dir`.
@@ -57,12 +59,9 @@ pub(crate) struct DataDirArgs {
 }
 
 impl DataDirArgs {
-    /// The named config (or the defaults), with `--data-dir` applied.
+    /// The config (named, the system's, or the defaults), with `--data-dir` applied.
     pub(crate) fn load(&self) -> anyhow::Result<Config> {
-        let mut config = match &self.config {
-            Some(path) => Config::load(path)?,
-            None => Config::default(),
-        };
+        let (mut config, _) = load_config(self.config.as_deref())?;
         if let Some(dir) = &self.data_dir {
             config.data_dir = dir.clone();
         }
@@ -70,9 +69,32 @@ impl DataDirArgs {
     }
 }
 
+/// The config a service reads when no `--config` is given, if it exists.
+pub const SYSTEM_CONFIG: &str = "/etc/mirror/mirror.toml";
+
+/// Replaces `SYSTEM_CONFIG`, so tests need not touch /etc; not for operators.
+const SYSTEM_CONFIG_ENV: &str = "MIRROR_SYSTEM_CONFIG";
+
+/// `--config`, else the system config if that file exists, else the defaults;
+/// with the path that was read.
+fn load_config(explicit: Option<&Path>) -> anyhow::Result<(Config, Option<PathBuf>)> {
+    let path = match explicit {
+        Some(path) => Some(path.to_owned()),
+        None => {
+            let system = std::env::var_os(SYSTEM_CONFIG_ENV)
+                .map_or_else(|| PathBuf::from(SYSTEM_CONFIG), PathBuf::from);
+            system.is_file().then_some(system)
+        }
+    };
+    match path {
+        Some(path) => Ok((Config::load(&path)?, Some(path))),
+        None => Ok((Config::default(), None)),
+    }
+}
+
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// TOML config file.
+    /// TOML config file [default: /etc/mirror/mirror.toml if it exists].
     #[arg(long, short, env = "MIRROR_CONFIG")]
     config: Option<PathBuf>,
     /// Overrides `listen`.
@@ -101,10 +123,7 @@ pub fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+    let (mut config, source) = load_config(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
@@ -112,6 +131,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.data_dir = data_dir;
     }
     init_logging(&config)?;
+    match &source {
+        Some(path) => tracing::info!(config = %path.display(), "configuration read"),
+        None => tracing::info!(
+            "no --config and no {SYSTEM_CONFIG}: built-in defaults (README, Configuration)"
+        ),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("mirror")
@@ -157,8 +182,10 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
         Ok(value) if !value.is_empty() => EnvFilter::try_new(value).context("RUST_LOG")?,
         _ => EnvFilter::try_new(&config.log.level).context("log.level")?,
     };
+    // Colour only for a person watching a terminal; a file or journal gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Text => builder.try_init(),
