@@ -93,7 +93,7 @@ async fn prefetch_from_a_go_sum_fills_a_stopped_servers_store_for_offline_builds
         .find(|g| g["upstream"] == "module zip files")
         .cloned()
         .unwrap_or_default();
-    assert_eq!(zips["items"], 1, "{stats}");
+    assert_eq!(zips["blobs"], 1, "{stats}");
     let audit = mirror_cli(&config, &["audit", "--who", "mirror-prefetch"]);
     let audit_text = String::from_utf8_lossy(&audit.stdout);
     assert!(
@@ -198,6 +198,104 @@ async fn prefetch_beside_a_running_server_stores_every_platform_of_an_image() {
     assert!(
         who.contains(&USER.to_owned()),
         "skopeo's pull as alice is audited too: {who:?}"
+    );
+    server.stop().await;
+}
+
+/// The number before `unit` in a line of `cache stats` output.
+fn count_before(line: &str, unit: &str) -> u64 {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words
+        .iter()
+        .position(|w| w.trim_end_matches(',') == unit)
+        .unwrap_or_else(|| panic!("no {unit:?} in {line:?}"));
+    words[at - 1]
+        .parse()
+        .unwrap_or_else(|_| panic!("no count before {unit:?} in {line:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prefetch_takes_references_as_users_write_them_and_stats_add_up() {
+    let root = tempfile::tempdir().unwrap();
+    let registry = DockerRegistry::start(Auth::None);
+    let mut layout = Layout::new(&root.path().join("layout"));
+    let image = layout.image("amd64", &[(21, 100 * 1024), (22, 50 * 1024)]);
+    layout.tag("1", &image);
+    // The same image in two repositories: its blobs are stored once.
+    for repo in ["team/app", "tool"] {
+        tokio::task::block_in_place(|| {
+            layout.push("1", &format!("{}/{repo}:1", registry.addr), &[])
+        });
+    }
+    let server = TestMirror::start(MirrorOptions {
+        extra_toml: format!(
+            "[[registry.upstream]]\nname = \"up.test\"\nurl = \"{}\"\ndefault = true\n",
+            registry.url()
+        ),
+        ..MirrorOptions::default()
+    })
+    .await;
+    let mirror_host = server.host_port();
+    let references = [
+        // This mirror's address as the user pulls from it, then an upstream's name.
+        format!("{mirror_host}/up.test/team/app:1"),
+        // The mirror by another name its certificate carries, then a default-upstream name.
+        format!("localhost:{}/team/app:1", server.addr.port()),
+        // An upstream by its own host and port.
+        format!("{}/team/app:1", registry.addr),
+        // A single component, on a default upstream that is not Docker Hub: no library/.
+        "tool:1".to_owned(),
+        // By digest, on the default upstream.
+        format!("team/app@{}", image.digest),
+    ];
+    let mut args = vec!["cache", "prefetch"];
+    args.extend(references.iter().map(String::as_str));
+    let prefetched = mirror_cli(&server.config_path, &args);
+    assert!(prefetched.status.success(), "{}", text(&prefetched));
+    assert!(
+        String::from_utf8_lossy(&prefetched.stdout).contains(", 0 failed"),
+        "{}",
+        text(&prefetched)
+    );
+
+    let unknown = mirror_cli(
+        &server.config_path,
+        &["cache", "prefetch", "quay.io/org/app:1"],
+    );
+    assert!(!unknown.status.success());
+    let said = String::from_utf8_lossy(&unknown.stderr).into_owned();
+    assert!(
+        said.contains("quay.io") && said.contains("up.test"),
+        "an unknown registry is refused, naming what is known: {said}"
+    );
+
+    let stats = mirror_cli(&server.config_path, &["cache", "stats"]);
+    let stats = String::from_utf8_lossy(&stats.stdout).into_owned();
+    let mut lines = stats.lines();
+    let header = lines.next().unwrap_or_default();
+    let rows: Vec<&str> = lines.take_while(|l| l.starts_with("  ")).collect();
+    let in_rows: u64 = rows.iter().map(|row| count_before(row, "blobs")).sum();
+    // A manifest and a config and two layers, once, though two repositories hold them.
+    assert_eq!(count_before(header, "blobs"), 4, "{stats}");
+    assert_eq!(in_rows, 4, "the rows add up to the header: {stats}");
+    let json = mirror_cli(&server.config_path, &["cache", "stats", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("stats JSON");
+    let groups = json["groups"].as_array().cloned().unwrap_or_default();
+    let sum = |field: &str| {
+        groups
+            .iter()
+            .map(|g| g[field].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert_eq!(
+        sum("blobs"),
+        json["totals"]["blobs"].as_u64().unwrap(),
+        "{json}"
+    );
+    assert_eq!(
+        sum("bytes"),
+        json["totals"]["bytes"].as_u64().unwrap(),
+        "{json}"
     );
     server.stop().await;
 }

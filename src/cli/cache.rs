@@ -44,8 +44,9 @@ pub enum CacheCommand {
         /// The require directives of a go.mod.
         #[arg(long)]
         go_mod: Vec<PathBuf>,
-        /// A file with one image reference per line, as written after the
-        /// mirror's host: `alpine:3.20`, `ghcr.io/org/app@sha256:…`.
+        /// A file with one image reference per line, as users write them:
+        /// `mirror.example.com:5000/org/app:1.2`, `docker.io/library/alpine`,
+        /// `alpine:3.20`, `ghcr.io/org/app@sha256:…`.
         #[arg(long)]
         images: Vec<PathBuf>,
         /// Image references given directly.
@@ -119,6 +120,11 @@ pub fn run(command: CacheCommand) -> anyhow::Result<()> {
                 );
             }
             let config = location.load()?;
+            let registries = prefetch::registries(&config);
+            let refs = refs
+                .into_iter()
+                .map(|image| registries.localize(image).map_err(|e| anyhow::anyhow!(e)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             // The multi-threaded runtime: the private server and the client run side by side.
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -278,21 +284,7 @@ async fn stats(location: DataDirArgs, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&stats)?);
         return Ok(());
     }
-    println!(
-        "store: {} in {} blobs ({} hosted)",
-        ByteSize::b(stats.totals.bytes),
-        stats.totals.blobs,
-        ByteSize::b(stats.totals.hosted_bytes)
-    );
-    for group in &stats.groups {
-        println!(
-            "  {:<6} {:<28} {:>8} items {:>12}",
-            group.protocol,
-            group.upstream,
-            group.items,
-            ByteSize::b(group.bytes)
-        );
-    }
+    print!("{}", stats_table(&stats));
     let served = stats.hits + stats.misses + stats.stale;
     if served > 0 {
         println!(
@@ -307,4 +299,53 @@ async fn stats(location: DataDirArgs, json: bool) -> anyhow::Result<()> {
         println!("hit ratio: no audited reads yet");
     }
     Ok(())
+}
+
+/// The header and one row per group, each blob counted once, so the rows add
+/// up to the header; columns as wide as their widest entry.
+fn stats_table(stats: &crate::store::StoreStats) -> String {
+    use std::fmt::Write;
+    let totals = &stats.totals;
+    let mut out = format!(
+        "store: {} in {} blobs (hosted: {} blobs, {})\n",
+        ByteSize::b(totals.bytes),
+        totals.blobs,
+        totals.hosted_blobs,
+        ByteSize::b(totals.hosted_bytes)
+    );
+    let width = |f: &dyn Fn(&crate::store::GroupStats) -> usize| {
+        stats.groups.iter().map(f).max().unwrap_or(0)
+    };
+    let protocol = width(&|g| g.protocol.len());
+    let upstream = width(&|g| g.upstream.len());
+    let blobs = width(&|g| g.blobs.to_string().len());
+    let sizes: Vec<String> = stats
+        .groups
+        .iter()
+        .map(|g| ByteSize::b(g.bytes).to_string())
+        .collect();
+    let size = sizes.iter().map(String::len).max().unwrap_or(0);
+    for (group, bytes) in stats.groups.iter().zip(&sizes) {
+        let _ = writeln!(
+            out,
+            "  {:<protocol$}  {:<upstream$}  {:>blobs$} blobs  {bytes:>size$}",
+            group.protocol, group.upstream, group.blobs
+        );
+    }
+    let labels = [
+        (
+            crate::store::SHARED,
+            "blobs that more than one of the groups above refers to",
+        ),
+        (
+            crate::store::UNREFERENCED,
+            "blobs nothing refers to any more; the next sweep removes them",
+        ),
+    ];
+    for (label, meaning) in labels {
+        if stats.groups.iter().any(|g| g.upstream == label) {
+            let _ = writeln!(out, "{label}: {meaning}");
+        }
+    }
+    out
 }

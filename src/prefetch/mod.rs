@@ -242,6 +242,35 @@ impl Prefetcher {
     }
 }
 
+/// The registries an image reference may start with, for `config`: its
+/// upstreams, and this mirror by the names in its server certificate (the
+/// names clients can reach it by) or by loopback.
+pub fn registries(config: &Config) -> oci::Registries {
+    let cert = config
+        .tls
+        .cert
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("pki").join(layout::SERVER_CERT));
+    let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+        .map(str::to_owned)
+        .to_vec();
+    if !config.listen.ip().is_unspecified() {
+        names.push(config.listen.ip().to_string());
+    }
+    // No certificate yet (never served): loopback is all it can be reached by.
+    let sans = mirror_pki::inspect_file(&cert)
+        .ok()
+        .and_then(|infos| infos.into_iter().next())
+        .map(|info| info.sans)
+        .unwrap_or_default();
+    names.extend(sans.iter().filter_map(|san| {
+        san.strip_prefix("DNS:")
+            .or_else(|| san.strip_prefix("IP:"))
+            .map(str::to_owned)
+    }));
+    oci::Registries::new(config, names)
+}
+
 /// Reads a prefetch list: one image reference per line (`#` comments allowed).
 pub fn read_image_list(path: &Path) -> anyhow::Result<Vec<oci::ImageRef>> {
     let text =

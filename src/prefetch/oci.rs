@@ -1,7 +1,9 @@
-//! What to prefetch for images: a reference as a user writes it after the
-//! mirror's host (`alpine:3.20`, `ghcr.io/org/app@sha256:…`), walked through
-//! its index to every manifest, config and layer.
+//! What to prefetch for images: a reference as users write it
+//! (`mirror.example.com:5000/org/app:1.2`, `docker.io/library/alpine`,
+//! `alpine`, `org/app@sha256:…`), turned into the name the mirror's `/v2/`
+//! sees, then walked through its index to every manifest, config and layer.
 
+use crate::config::{Config, DOCKER_HUB_HOSTS};
 use crate::oci::manifest_json::ManifestInfo;
 
 /// `NAME[:TAG|@DIGEST]`; a reference without either means `:latest`.
@@ -38,6 +40,123 @@ impl std::str::FromStr for ImageRef {
             name: name.to_owned(),
             reference,
         })
+    }
+}
+
+/// The registries a reference may name before its repository: this mirror
+/// (by a name its certificate carries, with its port or none) and each upstream
+/// (by its name, its URL's host, and for Docker Hub, Hub's own names).
+#[derive(Debug)]
+pub struct Registries {
+    own_names: Vec<String>,
+    own_port: u16,
+    /// Upstream name → the hosts a reference may call it by.
+    upstreams: Vec<(String, Vec<String>)>,
+}
+
+impl Registries {
+    /// `own_names`: host names and addresses clients reach this mirror by.
+    pub fn new(config: &Config, own_names: Vec<String>) -> Registries {
+        let upstreams = config
+            .registry
+            .upstream
+            .iter()
+            .map(|upstream| {
+                let mut hosts = url_hosts(&upstream.url);
+                if upstream.is_docker_hub() {
+                    hosts.extend(DOCKER_HUB_HOSTS.iter().map(|h| (*h).to_owned()));
+                }
+                (upstream.name.clone(), hosts)
+            })
+            .collect();
+        Registries {
+            own_names: own_names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+            own_port: config.listen.port(),
+            upstreams,
+        }
+    }
+
+    /// The reference as this mirror's `/v2/` names it: an upstream's host
+    /// becomes its name, this mirror's own address goes. A leading registry
+    /// host that is neither is refused rather than guessed at.
+    pub fn localize(&self, image: ImageRef) -> Result<ImageRef, String> {
+        let Some((first, rest)) = image.name.split_once('/') else {
+            return Ok(image);
+        };
+        let is_host = first.contains(['.', ':']) || first == "localhost";
+        if !is_host || self.upstreams.iter().any(|(name, _)| name == first) {
+            return Ok(image);
+        }
+        let host = first.to_ascii_lowercase();
+        if let Some((name, _)) = self
+            .upstreams
+            .iter()
+            .find(|(_, hosts)| hosts.contains(&host))
+        {
+            return Ok(ImageRef {
+                name: format!("{name}/{rest}"),
+                ..image
+            });
+        }
+        if self.is_own(&host) {
+            return Ok(ImageRef {
+                name: rest.to_owned(),
+                ..image
+            });
+        }
+        Err(self.unknown(first))
+    }
+
+    fn is_own(&self, host: &str) -> bool {
+        let (name, port) = split_port(host);
+        let port_matches = port.is_none_or(|p| p == self.own_port.to_string());
+        port_matches && self.own_names.iter().any(|own| own == name)
+    }
+
+    fn unknown(&self, host: &str) -> String {
+        let upstreams: Vec<&str> = self.upstreams.iter().map(|(n, _)| n.as_str()).collect();
+        format!(
+            "{host:?} is neither this mirror ({} on port {}) nor an upstream registry ({}); \
+             name an upstream, or leave the host out for the default upstream",
+            self.own_names.join(", "),
+            self.own_port,
+            if upstreams.is_empty() {
+                "none configured".to_owned()
+            } else {
+                upstreams.join(", ")
+            }
+        )
+    }
+}
+
+/// How a reference may write the host of `url`: with its port, and without
+/// one where the port is the scheme's own.
+fn url_hosts(url: &str) -> Vec<String> {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return Vec::new();
+    };
+    let Some(host) = url.host_str() else {
+        return Vec::new();
+    };
+    let host = host.to_ascii_lowercase();
+    match (url.port(), url.port_or_known_default()) {
+        (Some(port), _) => vec![format!("{host}:{port}")],
+        (None, Some(port)) => vec![format!("{host}:{port}"), host],
+        (None, None) => vec![host],
+    }
+}
+
+/// `host:port` → (`host`, `port`); `[::1]:5000` → (`::1`, `5000`).
+fn split_port(host: &str) -> (&str, Option<&str>) {
+    if let Some(bracketed) = host.strip_prefix('[') {
+        return match bracketed.split_once(']') {
+            Some((ip, rest)) => (ip, rest.strip_prefix(':')),
+            None => (host, None),
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
     }
 }
 
@@ -78,6 +197,79 @@ mod tests {
         let by_digest = parse("ghcr.io/org/app@sha256:abc");
         assert_eq!(by_digest.reference, "sha256:abc");
         assert!("".parse::<ImageRef>().is_err());
+    }
+
+    fn registries() -> Registries {
+        let config = Config::parse(
+            "listen = \"0.0.0.0:5000\"\n\
+             [[registry.upstream]]\nname = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\ndefault = true\n\
+             [[registry.upstream]]\nname = \"ghcr.io\"\nurl = \"https://ghcr.io\"\n\
+             [[registry.upstream]]\nname = \"corp\"\nurl = \"http://10.0.0.7:5001\"\n",
+            std::path::Path::new("."),
+            "test",
+        )
+        .unwrap();
+        Registries::new(&config, vec!["mirror.example.com".into(), "::1".into()])
+    }
+
+    fn localized(text: &str) -> Result<(String, String), String> {
+        let image = registries().localize(text.parse::<ImageRef>()?)?;
+        Ok((image.name, image.reference))
+    }
+
+    #[test]
+    fn references_are_taken_as_users_write_them() {
+        let ok = |name: &str, reference: &str| Ok((name.to_owned(), reference.to_owned()));
+        assert_eq!(
+            localized("mirror.example.com:5000/org/app:1.2"),
+            ok("org/app", "1.2")
+        );
+        assert_eq!(
+            localized("MIRROR.example.com/org/app:1.2"),
+            ok("org/app", "1.2")
+        );
+        assert_eq!(
+            localized("[::1]:5000/ghcr.io/org/app:1"),
+            ok("ghcr.io/org/app", "1")
+        );
+        assert_eq!(
+            localized("docker.io/library/alpine"),
+            ok("docker.io/library/alpine", "latest")
+        );
+        assert_eq!(localized("alpine"), ok("alpine", "latest"));
+        assert_eq!(
+            localized("registry-1.docker.io/library/alpine:3.20"),
+            ok("docker.io/library/alpine", "3.20")
+        );
+        assert_eq!(
+            localized("index.docker.io/org/app:1"),
+            ok("docker.io/org/app", "1")
+        );
+        assert_eq!(
+            localized("10.0.0.7:5001/team/app:1"),
+            ok("corp/team/app", "1")
+        );
+        let digest = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            localized(&format!("org/app@{digest}")),
+            ok("org/app", &digest)
+        );
+    }
+
+    #[test]
+    fn a_registry_host_that_is_neither_the_mirror_nor_an_upstream_is_refused() {
+        for text in [
+            "quay.io/org/app:1",
+            "mirror.example.com:5001/org/app:1",
+            "10.0.0.7/team/app",
+            "localhost/app",
+        ] {
+            let error = localized(text).unwrap_err();
+            assert!(
+                error.contains("ghcr.io") && error.contains("mirror.example.com"),
+                "{text}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub use fill::{
 pub use go::{GoFile, StoredAnswer};
 pub use oci::{ManifestRow, NewManifest, ReferrerRow};
 pub use ready::NotReady;
-pub use stats::{GroupStats, StoreStats};
+pub use stats::{GroupStats, HOSTED, SHARED, StoreStats, UNREFERENCED};
 pub use uploads::{Begun, UploadOwner, UploadRow, is_upload_id};
 pub use verify::VerifyReport;
 
