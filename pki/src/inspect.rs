@@ -1,13 +1,14 @@
-//! Reading certificates back with x509-parser, for `mirror pki inspect` and for
-//! anything else that wants to show what a certificate says.
+//! Reading certificates and revocation lists back with x509-parser, for
+//! `mirror pki inspect` and for anything else that wants to show what they say.
 
 use std::fmt;
 use std::path::Path;
 
-use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::revocation_list::CertificateRevocationList;
 
 use crate::PkiError;
 use crate::ledger::serial_hex;
@@ -147,5 +148,98 @@ impl fmt::Display for CertInfo {
             }
         )?;
         write!(f, "ext key use:  {}", none(&self.extended_key_usage))
+    }
+}
+
+/// What a revocation list says: who signed it, when it was made and when the
+/// next one is due, and every serial it revokes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrlInfo {
+    pub issuer: String,
+    pub this_update: String,
+    pub next_update: Option<String>,
+    /// Past `next_update`: strict clients refuse such a list.
+    pub overdue: bool,
+    pub number: Option<String>,
+    pub revoked: Vec<RevokedEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevokedEntry {
+    /// Lower-case hex, as `pki list` and the server's logs show serials.
+    pub serial: String,
+    pub revoked_at: String,
+    pub reason: Option<String>,
+}
+
+/// Whether PEM text holds a revocation list (`-----BEGIN X509 CRL-----`).
+pub fn holds_crl(pem: &[u8]) -> bool {
+    CertificateRevocationListDer::pem_slice_iter(pem)
+        .next()
+        .is_some()
+}
+
+/// The first revocation list in a PEM file.
+pub fn inspect_crl_file(path: &Path) -> Result<CrlInfo, PkiError> {
+    let pem = std::fs::read(path).map_err(PkiError::io(path))?;
+    inspect_crl_pem(&pem).map_err(|reason| PkiError::BadFile {
+        path: path.to_owned(),
+        what: "PEM revocation list",
+        reason,
+    })
+}
+
+/// The first revocation list in PEM text.
+pub fn inspect_crl_pem(pem: &[u8]) -> Result<CrlInfo, String> {
+    let der = CertificateRevocationListDer::pem_slice_iter(pem)
+        .next()
+        .ok_or_else(|| "no X509 CRL block found".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let (_, crl) = CertificateRevocationList::from_der(&der).map_err(|e| e.to_string())?;
+    let revoked = crl
+        .iter_revoked_certificates()
+        .map(|entry| RevokedEntry {
+            serial: serial_hex(entry.raw_serial()),
+            revoked_at: entry.revocation_date.to_string(),
+            reason: entry.reason_code().map(|(_, code)| code.to_string()),
+        })
+        .collect();
+    let next_update = crl.next_update();
+    Ok(CrlInfo {
+        issuer: crl.issuer().to_string(),
+        this_update: crl.last_update().to_string(),
+        overdue: next_update.is_some_and(|next| next < x509_parser::time::ASN1Time::now()),
+        next_update: next_update.map(|t| t.to_string()),
+        number: crl.crl_number().map(|n| n.to_string()),
+        revoked,
+    })
+}
+
+impl fmt::Display for CrlInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "revocation list (CRL)")?;
+        writeln!(f, "issuer:       {}", self.issuer)?;
+        writeln!(f, "this update:  {}", self.this_update)?;
+        writeln!(
+            f,
+            "next update:  {}{}",
+            self.next_update.as_deref().unwrap_or("-"),
+            if self.overdue { "  (OVERDUE)" } else { "" }
+        )?;
+        writeln!(f, "number:       {}", self.number.as_deref().unwrap_or("-"))?;
+        write!(f, "revoked:      {}", self.revoked.len())?;
+        let width = self
+            .revoked
+            .iter()
+            .map(|r| r.serial.len())
+            .max()
+            .unwrap_or(0);
+        for entry in &self.revoked {
+            write!(f, "\n  {:<width$}  {}", entry.serial, entry.revoked_at)?;
+            if let Some(reason) = &entry.reason {
+                write!(f, "  {reason}")?;
+            }
+        }
+        Ok(())
     }
 }

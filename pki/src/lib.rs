@@ -20,7 +20,10 @@ mod names;
 pub use ca::{CaOptions, Pki};
 pub use certsd::{CertsDir, ClientUsage};
 pub use error::PkiError;
-pub use inspect::{CertInfo, inspect_file, inspect_pem};
+pub use inspect::{
+    CertInfo, CrlInfo, RevokedEntry, holds_crl, inspect_crl_file, inspect_crl_pem, inspect_file,
+    inspect_pem,
+};
 pub use issue::{IssuedCert, Validity};
 pub use ledger::{CertKind, Record, serial_hex};
 pub use names::RegistryHost;

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::process::Command;
 
 use mirror_pki::{
-    CaOptions, CertKind, CertsDir, Pki, PkiError, RegistryHost, Validity, inspect_file, layout,
+    CaOptions, CertKind, CertsDir, Pki, PkiError, RegistryHost, Validity, holds_crl,
+    inspect_crl_file, inspect_file, layout,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -252,6 +253,51 @@ fn revoked_certificate_is_listed_in_a_crl_that_openssl_enforces() {
             .all(|r| r.kind == CertKind::Client && r.revoked_at.is_some())
     );
     assert!(matches!(pki.revoke("carol"), Err(PkiError::NotFound(_))));
+}
+
+#[test]
+fn a_crl_reads_back_with_its_issuer_next_update_and_revoked_serials() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = CaOptions {
+        common_name: "Revoking CA".into(),
+        ..CaOptions::default()
+    };
+    let pki = Pki::init(dir.path(), &options).unwrap();
+    let crl_path = dir.path().join(layout::CRL);
+    let empty = inspect_crl_file(&crl_path).unwrap();
+    assert!(empty.revoked.is_empty() && empty.issuer.contains("Revoking CA"));
+
+    let alice = pki.issue_client("alice", Validity::Days(30)).unwrap();
+    let bob = pki.issue_client("bob", Validity::Days(30)).unwrap();
+    pki.revoke("alice").unwrap();
+    pki.revoke("bob").unwrap();
+    let crl = inspect_crl_file(&crl_path).unwrap();
+    let serials: Vec<&str> = crl.revoked.iter().map(|r| r.serial.as_str()).collect();
+    assert_eq!(serials, [alice.serial.as_str(), bob.serial.as_str()]);
+    let year = OffsetDateTime::now_utc().year().to_string();
+    assert!(
+        crl.revoked.iter().all(|r| r.revoked_at.contains(&year)),
+        "{crl}"
+    );
+    let next = crl.next_update.clone().expect("a next update");
+    assert!(
+        next.contains(&(OffsetDateTime::now_utc().year() + 1).to_string()),
+        "a year ahead: {next}"
+    );
+    assert!(!crl.overdue);
+    assert_ne!(crl.number, empty.number, "every CRL gets a new number");
+    let shown = crl.to_string();
+    assert!(
+        shown.contains("next update:")
+            && shown.contains(&alice.serial)
+            && shown.contains("Revoking CA"),
+        "{shown}"
+    );
+
+    let pem = std::fs::read(&crl_path).unwrap();
+    assert!(holds_crl(&pem));
+    assert!(!holds_crl(pki.ca_cert_pem().as_bytes()));
+    assert!(inspect_crl_file(&dir.path().join(layout::CA_CERT)).is_err());
 }
 
 #[test]

@@ -64,7 +64,7 @@ pub enum PkiCommand {
         #[arg(long, default_value = "pki")]
         dir: PathBuf,
     },
-    /// Show what a certificate file says.
+    /// Show what a certificate file, or a revocation list (ca.crl), says.
     Inspect { file: PathBuf },
 }
 
@@ -136,27 +136,7 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
         }
         PkiCommand::List { dir } => {
             let pki = Pki::open(&dir)?;
-            println!(
-                "{:<24} {:<34} {:<7} {:<22} REVOKED",
-                "NAME", "SERIAL", "KIND", "NOT AFTER"
-            );
-            for record in pki.list()? {
-                let not_after = record
-                    .not_after
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default();
-                let revoked = record
-                    .revoked_at
-                    .and_then(|at| {
-                        at.format(&time::format_description::well_known::Rfc3339)
-                            .ok()
-                    })
-                    .unwrap_or_else(|| "-".to_owned());
-                println!(
-                    "{:<24} {:<34} {:<7} {:<22} {}",
-                    record.name, record.serial, record.kind, not_after, revoked
-                );
-            }
+            print!("{}", list_table(&pki.list()?));
         }
         PkiCommand::Revoke { target, dir } => {
             let pki = Pki::open(&dir)?;
@@ -169,6 +149,12 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
             );
         }
         PkiCommand::Inspect { file } => {
+            let pem =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            if mirror_pki::holds_crl(&pem) {
+                println!("{}", mirror_pki::inspect_crl_file(&file)?);
+                return Ok(());
+            }
             let infos = mirror_pki::inspect_file(&file)?;
             for (i, info) in infos.iter().enumerate() {
                 if i > 0 {
@@ -183,4 +169,43 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
 
 fn write_text(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// `pki list` as columns as wide as their widest entry, so long names and
+/// serials do not push a row out of line.
+fn list_table(records: &[mirror_pki::Record]) -> String {
+    use std::fmt::Write;
+    let rfc3339 = |at: time::OffsetDateTime| {
+        at.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    let rows: Vec<[String; 5]> = records
+        .iter()
+        .map(|record| {
+            [
+                record.name.clone(),
+                record.serial.clone(),
+                record.kind.to_string(),
+                rfc3339(record.not_after),
+                record.revoked_at.map_or_else(|| "-".to_owned(), rfc3339),
+            ]
+        })
+        .collect();
+    let header = ["NAME", "SERIAL", "KIND", "NOT AFTER", "REVOKED"].map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (cell, width) in row.iter().zip(widths) {
+            let _ = write!(line, "{cell:<width$}  ");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }
