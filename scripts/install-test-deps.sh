@@ -16,8 +16,14 @@ declare -A needs=(
   [/usr/bin/openssl]=openssl
   [/usr/bin/htpasswd]=apache2-utils
   [/usr/bin/git]=git
-  [/usr/bin/ip]=iproute2        # network namespaces: tests/upstream_trust.rs, tests/docker_e2e.rs
+  [/usr/bin/ip]=iproute2        # network namespaces: tests/upstream_trust.rs, tests/docker_e2e.rs, tests/binary.rs
   [/usr/bin/prlimit]=util-linux # a lowered file limit for tests/http_dispatch.rs (/readyz)
+  # unshare + nsenter: the first run in a network namespace of its own (tests/binary.rs)
+  [/usr/bin/unshare]=util-linux
+  [/usr/bin/nsenter]=util-linux
+  # `systemd-analyze verify` checks deploy/mirror.service; in a container the
+  # package only installs files (no systemd runs there, nothing is started).
+  [/usr/bin/systemd-analyze]=systemd
   [/usr/sbin/dockerd]=docker.io
   [/usr/bin/docker]=docker.io
   [/usr/bin/containerd]=containerd
