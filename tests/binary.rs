@@ -11,9 +11,18 @@ use common::process::{Guard, free_port, mirror_bin, run, text, tool, wait_for_po
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// Where a test's commands look for the system config: a file that does not
+/// exist, so a /etc/mirror/mirror.toml on the test machine changes nothing.
+fn no_system_config(dir: &Path) -> std::path::PathBuf {
+    dir.join("no-system-config.toml")
+}
+
 fn mirror(dir: &Path, args: &[&str]) -> std::process::Output {
     run(
-        Command::new(mirror_bin()).current_dir(dir).args(args),
+        Command::new(mirror_bin())
+            .current_dir(dir)
+            .args(args)
+            .env("MIRROR_SYSTEM_CONFIG", no_system_config(dir)),
         LIMIT,
     )
 }
@@ -27,6 +36,7 @@ fn serve(dir: &Path, args: &[&str]) -> Guard {
             .arg("serve")
             .args(args)
             .env("RUST_LOG", "info")
+            .env("MIRROR_SYSTEM_CONFIG", no_system_config(dir))
             .stdout(Stdio::null())
             .stderr(log),
     )
@@ -366,6 +376,22 @@ fn pki_commands_issue_list_revoke_and_inspect() {
         "server not revoked: {list}"
     );
 
+    let alice_serial = alice_line.split_whitespace().nth(1).unwrap_or_default();
+    let crl = mirror(d, &["pki", "inspect", "pki/ca.crl"]);
+    let shown = String::from_utf8_lossy(&crl.stdout).into_owned();
+    assert!(crl.status.success(), "{}", text(&crl));
+    let revoked_line = shown
+        .lines()
+        .find(|l| l.contains(alice_serial))
+        .unwrap_or_default();
+    let year = time::OffsetDateTime::now_utc().year().to_string();
+    assert!(
+        shown.contains("Example CA")
+            && shown.contains("next update")
+            && revoked_line.contains(&year),
+        "the CRL shows its issuer, next update, and alice's serial with its date: {shown}"
+    );
+
     let missing = mirror(d, &["pki", "revoke", "nobody", "--dir", "pki"]);
     assert!(!missing.status.success());
     let bad_registry = mirror(
@@ -474,4 +500,297 @@ fn json_logs_name_the_client_on_every_request_and_never_a_secret() {
             .all(|l| l["status"].is_u64() && l["peer"].is_string()),
         "{lines:?}"
     );
+}
+
+/// `curl` run inside the network namespace of process `pid`.
+fn curl_in_netns(pid: u32, args: &[&str]) -> std::process::Output {
+    run(
+        Command::new(tool("nsenter"))
+            .arg(format!("--net=/proc/{pid}/ns/net"))
+            .arg(tool("curl"))
+            .args(["-sS", "--max-time", "20"])
+            .args(args),
+        LIMIT,
+    )
+}
+
+/// `mirror serve` with no arguments at all, as a new user first runs it, in a
+/// network namespace of its own that has only loopback: the internet is out of
+/// reach whatever the machine running the test can reach, and fails at once.
+#[test]
+fn serve_with_no_config_mirrors_docker_hub_and_names_it_when_it_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let log = std::fs::File::create(d.join("serve.log")).unwrap();
+    let server = Guard::spawn(
+        "mirror serve (own network namespace)",
+        Command::new(tool("unshare"))
+            .current_dir(d)
+            .args([
+                "--net",
+                "--",
+                "sh",
+                "-c",
+                "\"$1\" link set lo up && exec \"$0\" serve",
+            ])
+            .arg(mirror_bin())
+            .arg(tool("ip"))
+            .env("MIRROR_SYSTEM_CONFIG", no_system_config(d))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log),
+    );
+    let ca = d.join("mirror-data/pki/ca.crt");
+    let ca_arg = ca.to_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !(ca.exists()
+        && curl_in_netns(
+            server.pid(),
+            &["--cacert", &ca_arg, "https://127.0.0.1:5000/healthz"],
+        )
+        .status
+        .success())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no answer on :5000: {}",
+            std::fs::read_to_string(d.join("serve.log")).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let issued = mirror(
+        d,
+        &[
+            "pki",
+            "issue-client",
+            "tester",
+            "--dir",
+            "mirror-data/pki",
+            "--registry",
+            "127.0.0.1:5000",
+            "--out",
+            "certs.d",
+        ],
+    );
+    assert!(issued.status.success(), "{}", text(&issued));
+    let folder = d.join("certs.d/127.0.0.1:5000");
+    let cert = folder
+        .join("client.cert")
+        .display()
+        .to_string()
+        .replace(':', "\\:");
+    let pull = curl_in_netns(
+        server.pid(),
+        &[
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+            &ca_arg,
+            "--cert",
+            &cert,
+            "--key",
+            folder.join("client.key").to_str().unwrap(),
+            "-H",
+            "Accept: application/vnd.oci.image.index.v1+json",
+            "https://127.0.0.1:5000/v2/library/alpine/manifests/latest",
+        ],
+    );
+    let answer = String::from_utf8_lossy(&pull.stdout).into_owned();
+    let (body, status) = answer.rsplit_once('\n').unwrap_or_default();
+    assert!(
+        matches!(status, "502" | "503") && body.contains("registry-1.docker.io"),
+        "a pull that cannot reach Docker Hub says so: {status} {body}"
+    );
+    let log = std::fs::read_to_string(d.join("serve.log")).unwrap();
+    for upstream in [
+        "https://registry-1.docker.io",
+        "https://proxy.golang.org",
+        "https://sum.golang.org",
+    ] {
+        assert!(
+            log.contains(upstream),
+            "{upstream} is not in the startup log: {log}"
+        );
+    }
+    assert!(
+        log.contains("registry-1.docker.io") && log.contains("library/alpine"),
+        "the failed pull is logged with its cause: {log}"
+    );
+}
+
+#[test]
+fn serve_without_config_uses_the_system_config_when_it_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    configured(dir.path(), port, "optional");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let system_config = dir.path().join("mirror.toml");
+    let _server = Guard::spawn(
+        "mirror serve",
+        Command::new(mirror_bin())
+            .current_dir(&elsewhere)
+            .arg("serve")
+            .env("MIRROR_SYSTEM_CONFIG", &system_config)
+            .stdout(Stdio::null())
+            .stderr(log),
+    );
+    wait_for_port(&format!("127.0.0.1:{port}"), LIMIT);
+    assert!(dir.path().join("data/mirror.db").is_file());
+    assert!(!elsewhere.join("mirror-data").exists());
+    // The other commands find the same data dir.
+    let stats = run(
+        Command::new(mirror_bin())
+            .current_dir(&elsewhere)
+            .args(["cache", "stats"])
+            .env("MIRROR_SYSTEM_CONFIG", &system_config),
+        LIMIT,
+    );
+    assert!(stats.status.success(), "{}", text(&stats));
+}
+
+#[test]
+fn a_log_written_to_a_file_has_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    configured(dir.path(), port, "optional");
+    let _server = serve(dir.path(), &["--config", "mirror.toml"]);
+    wait_for_port(&format!("127.0.0.1:{port}"), LIMIT);
+    assert!(curl_as(dir.path(), "alice", port, "/v2/").status.success());
+    let deadline = std::time::Instant::now() + LIMIT;
+    let log = loop {
+        let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+        if log.contains("mirror::access") {
+            break log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access line: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escape codes in a file: {log:?}"
+    );
+}
+
+#[test]
+fn pki_list_columns_line_up_whatever_the_lengths() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for args in [
+        &["pki", "init", "--dir", "pki"][..],
+        &[
+            "pki",
+            "issue-server",
+            "--dir",
+            "pki",
+            "--san",
+            "a-rather-long-host-name.mirror.example.com",
+        ],
+    ] {
+        let out = mirror(d, args);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    for user in ["al", "build-robot-for-the-payments-team"] {
+        let out = mirror(
+            d,
+            &[
+                "pki",
+                "issue-client",
+                user,
+                "--dir",
+                "pki",
+                "--registry",
+                "m:5000",
+                "--out",
+                "certs.d",
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert!(
+        mirror(d, &["pki", "revoke", "al", "--dir", "pki"])
+            .status
+            .success()
+    );
+    let list = mirror(d, &["pki", "list", "--dir", "pki"]);
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    let header = list.lines().next().unwrap_or_default();
+    let starts: Vec<usize> = ["SERIAL", "KIND", "NOT AFTER", "REVOKED"]
+        .iter()
+        .map(|column| {
+            header
+                .find(column)
+                .unwrap_or_else(|| panic!("{column}: {list}"))
+        })
+        .collect();
+    let rows: Vec<&str> = list.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{list}");
+    for row in rows {
+        for &start in &starts {
+            let (before, at) = (row.as_bytes()[start - 1], row.as_bytes()[start]);
+            assert!(
+                before == b' ' && at != b' ',
+                "a column does not start at {start}:\n{list}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/mirror.service"
+    ))
+    .expect("deploy/mirror.service");
+    for hardening in [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/var/lib/mirror",
+        "User=mirror",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure",
+    ] {
+        assert!(unit.contains(hardening), "{hardening} missing:\n{unit}");
+    }
+    assert!(unit.contains("/usr/local/bin/mirror serve"), "{unit}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mirror.service");
+    let built = unit.replace("/usr/local/bin/mirror", mirror_bin().to_str().unwrap());
+    std::fs::write(&path, built).unwrap();
+    let verified = run(
+        Command::new(tool("systemd-analyze"))
+            .arg("verify")
+            .arg(&path),
+        LIMIT,
+    );
+    // verify warns about unknown keys and bad values without failing: any line
+    // about this unit is a defect.
+    let complaints: Vec<String> = text(&verified)
+        .lines()
+        .filter(|line| line.contains("mirror.service"))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        verified.status.success() && complaints.is_empty(),
+        "{}",
+        text(&verified)
+    );
+    let security = run(
+        Command::new(tool("systemd-analyze"))
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(&path),
+        LIMIT,
+    );
+    let report = text(&security);
+    let exposure: f64 = report
+        .lines()
+        .find_map(|l| l.split_once("Overall exposure level for mirror.service: "))
+        .and_then(|(_, level)| level.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level: {report}"));
+    assert!(exposure < 2.0, "exposure {exposure}: {report}");
 }
