@@ -1,4 +1,4 @@
-//! The command line: `serve` and `pki`. Thin: parses arguments, calls the
+//! The command line: `serve`, `pki`, `cache` and `audit`. Thin: parses arguments, calls the
 //! library, prints results. anyhow lives here and at startup only.
 
 mod audit;
