@@ -58,13 +58,14 @@ fn seed(registry: &DockerRegistry) -> Seeded {
     }
 }
 
-/// A mirror of `registry` as Docker Hub (`docker.io`, the default upstream),
-/// with `internal/…` hosted, and `extra` TOML after.
+/// A mirror of `registry` as Docker Hub (`docker.io`, the default upstream,
+/// with Hub's `library/` rule though its URL is not Hub's), with `internal/…`
+/// hosted, and `extra` TOML after.
 async fn mirror_of(registry: &DockerRegistry, registry_section: &str) -> TestMirror {
     TestMirror::start(MirrorOptions {
         extra_toml: format!(
             "[go]\nupstream = \"off\"\n\n[registry]\nhosted = [\"internal\"]\n{registry_section}\n\n\
-             [[registry.upstream]]\nname = \"docker.io\"\nurl = \"{}\"\ndefault = true\n",
+             [[registry.upstream]]\nname = \"docker.io\"\nurl = \"{}\"\ndefault = true\nlibrary_prefix = true\n",
             registry.url()
         ),
         ..MirrorOptions::default()
