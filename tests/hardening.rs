@@ -1,13 +1,14 @@
 //! A hostile or broken peer costs the server one connection, never the service:
-//! garbage, silence, slow headers and huge headers are cut off, and the next
-//! client is served as usual.
+//! garbage, silence, slow headers and huge headers are cut off, idle anonymous
+//! connections cannot crowd out real clients, and the next client is served as usual.
 
 mod common;
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{MirrorOptions, TestMirror};
+use common::{MirrorOptions, TestMirror, process, raw};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -147,6 +148,280 @@ async fn malformed_http_inside_tls_is_refused_and_closed() {
         answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
         "{answer}"
     );
+    still_serves(&server).await;
+    server.stop().await;
+}
+
+const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+
+fn loopback(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+}
+
+/// A connection a flood holds open without ever sending a request.
+enum Held {
+    /// TLS done, then silence: not even the HTTP/2 preface.
+    Silent(tokio_rustls::client::TlsStream<TcpStream>),
+    /// The HTTP/2 preface and SETTINGS, then no stream.
+    Preface(raw::H2Conn),
+}
+
+impl Held {
+    /// Whether the server closed it within `limit`.
+    async fn closed_within(self, limit: Duration) -> bool {
+        match self {
+            Held::Silent(mut tls) => raw::closed_within(&mut tls, limit).await,
+            Held::Preface(conn) => tokio::time::timeout(limit, conn.driver).await.is_ok(),
+        }
+    }
+}
+
+/// Opens `count` anonymous connections from `from`, alternating silent TLS and a
+/// bare HTTP/2 preface; returns those whose TLS handshake completed.
+async fn idle_flood(server: &TestMirror, from: IpAddr, count: usize) -> Vec<Held> {
+    let mut held = Vec::new();
+    for i in 0..count {
+        let alpn = if i % 2 == 0 { raw::H1 } else { raw::H2 };
+        let config = raw::client_config(server.pki.ca_pem(), None, alpn);
+        let Ok(tls) = raw::tls_from(from, server.addr, config).await else {
+            continue;
+        };
+        if alpn == raw::H1 {
+            held.push(Held::Silent(tls));
+        } else {
+            held.push(Held::Preface(
+                raw::h2_handshake(tls, h2::client::Builder::new()).await,
+            ));
+        }
+    }
+    held
+}
+
+async fn all_closed_within(held: Vec<Held>, limit: Duration) -> usize {
+    let closed = futures_util::future::join_all(held.into_iter().map(|h| h.closed_within(limit)));
+    closed.await.into_iter().filter(|closed| !closed).count()
+}
+
+/// A reqwest client from `from` (a loopback address), with alice's certificate if `cert`.
+fn client_from(server: &TestMirror, from: IpAddr, cert: bool) -> reqwest::Client {
+    let mut builder = common::client_builder(server.pki.ca_pem()).local_address(from);
+    if cert {
+        let alice = &server.pki.alice;
+        let pem = format!("{}{}", alice.cert_pem, alice.key_pem);
+        builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+async fn status_from(server: &TestMirror, from: IpAddr, cert: bool) -> reqwest::Result<u16> {
+    let mut request = client_from(server, from, cert).get(server.url("/v2/"));
+    if !cert {
+        request = request.basic_auth(common::USER, Some(common::PASSWORD));
+    }
+    Ok(request.send().await?.status().as_u16())
+}
+
+#[tokio::test]
+async fn idle_anonymous_connections_from_one_host_do_not_lock_out_real_clients() {
+    let server = TestMirror::start(MirrorOptions {
+        limits: "max_connections = 48\nauthenticated_reserve = 0.25\n\
+                 max_anonymous_per_peer = 16\nfirst_request_timeout = \"8s\"\nidle_timeout = \"8s\"",
+        ..MirrorOptions::default()
+    })
+    .await;
+    let held = idle_flood(&server, ATTACKER, 300).await;
+    assert_eq!(held.len(), 16, "the per-peer cap let more in");
+
+    let neighbour = loopback(2);
+    assert_eq!(status_from(&server, neighbour, true).await.unwrap(), 200);
+    assert_eq!(status_from(&server, neighbour, false).await.unwrap(), 200);
+
+    let still_open = all_closed_within(held, Duration::from_secs(20)).await;
+    assert_eq!(
+        still_open, 0,
+        "idle connections outlived the first-request deadline"
+    );
+    assert_eq!(
+        status_from(&server, ATTACKER, false).await.unwrap(),
+        200,
+        "the attacker's address is served again once its idle connections are gone"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn anonymous_hosts_together_cannot_take_the_share_reserved_for_authenticated_peers() {
+    let server = TestMirror::start(MirrorOptions {
+        limits: "max_connections = 24\nauthenticated_reserve = 0.25\n\
+                 max_anonymous_per_peer = 8\nfirst_request_timeout = \"8s\"",
+        ..MirrorOptions::default()
+    })
+    .await;
+    // A password user who connected before the flood: authenticated by its request,
+    // its connection leaves the anonymous share.
+    let config = raw::client_config(server.pki.ca_pem(), None, raw::H1);
+    let mut kept = raw::tls_from(loopback(9), server.addr, config)
+        .await
+        .unwrap();
+    let auth = format!("Authorization: {}\r\n", raw::basic_alice());
+    assert_eq!(
+        raw::h1_get(&mut kept, "/v2/", &auth).await.unwrap().status,
+        200
+    );
+
+    let mut held = Vec::new();
+    for host in [1, 3, 4, 5] {
+        held.extend(idle_flood(&server, loopback(host), 8).await);
+    }
+    // 6 of 24 are reserved: 18 anonymous connections stay, 14 were closed after the handshake.
+    let metrics = client_from(&server, loopback(10), true)
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mirror_connections_refused_total{reason=\"anonymous_share\"} 14"),
+        "{metrics}"
+    );
+    assert_eq!(status_from(&server, loopback(10), true).await.unwrap(), 200);
+    assert!(
+        status_from(&server, loopback(11), false).await.is_err(),
+        "a new anonymous connection got past a full anonymous share"
+    );
+    assert_eq!(
+        raw::h1_get(&mut kept, "/v2/", &auth).await.unwrap().status,
+        200
+    );
+
+    assert_eq!(all_closed_within(held, Duration::from_secs(20)).await, 0);
+    assert_eq!(
+        status_from(&server, loopback(11), false).await.unwrap(),
+        200
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_that_never_sends_a_request_is_closed_at_the_first_request_deadline() {
+    let server = TestMirror::start(MirrorOptions {
+        limits: "first_request_timeout = \"1s\"",
+        ..MirrorOptions::default()
+    })
+    .await;
+    let started = Instant::now();
+    let held = idle_flood(&server, ATTACKER, 4).await;
+    assert_eq!(held.len(), 4);
+    assert_eq!(all_closed_within(held, Duration::from_secs(10)).await, 0);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed after only {waited:?}"
+    );
+    still_serves(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_http2_connection_with_no_open_stream_is_closed_at_the_idle_timeout() {
+    let server = TestMirror::start(MirrorOptions {
+        limits: "idle_timeout = \"1s\"",
+        ..MirrorOptions::default()
+    })
+    .await;
+    let config = raw::client_config(server.pki.ca_pem(), None, raw::H2);
+    let tls = raw::tls_from(ATTACKER, server.addr, config).await.unwrap();
+    let mut conn = raw::h2_handshake(tls, h2::client::Builder::new()).await;
+    let (status, _) = raw::h2_get(&mut conn.send, "/healthz", None).await.unwrap();
+    assert_eq!(status, 200);
+    let idle_since = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn.driver).await;
+    assert!(ended.is_ok(), "an idle HTTP/2 connection stayed open");
+    let waited = idle_since.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed after only {waited:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_in_progress_keeps_its_connection_past_the_idle_timeout() {
+    let server = TestMirror::start(MirrorOptions {
+        limits: "idle_timeout = \"1s\"",
+        extra_toml: "[registry]\nhosted = [\"team\"]\n".into(),
+        ..MirrorOptions::default()
+    })
+    .await;
+    let config = raw::client_config(server.pki.ca_pem(), raw::pems(&server.pki.alice), raw::H2);
+    let tls = raw::tls_from(ATTACKER, server.addr, config).await.unwrap();
+    let mut conn = raw::h2_handshake(tls, h2::client::Builder::new()).await;
+    let ready = conn.send.clone().ready().await.unwrap();
+    conn.send = ready;
+    let start = http::Request::post("https://127.0.0.1/v2/team/app/blobs/uploads/")
+        .body(())
+        .unwrap();
+    let (response, _) = conn.send.send_request(start, true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+
+    conn.send = conn.send.clone().ready().await.unwrap();
+    let patch = http::Request::patch(format!("https://127.0.0.1{location}"))
+        .body(())
+        .unwrap();
+    let (response, mut body) = conn.send.send_request(patch, false).unwrap();
+    body.send_data(bytes::Bytes::from_static(b"first "), false)
+        .unwrap();
+    // Deliberately longer than idle_timeout: the claim is that nothing happens
+    // while the request's body is still arriving.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    body.send_data(bytes::Bytes::from_static(b"second"), true)
+        .unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 202);
+    let (status, _) = raw::h2_get(&mut conn.send, "/v2/", None).await.unwrap();
+    assert_eq!(status, 200, "the connection is still open and serving");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn plain_http_on_the_tls_port_gets_a_400_with_the_https_url() {
+    let server = TestMirror::start(quick_timeouts()).await;
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    let request = format!("GET /v2/ HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr);
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let response = raw::read_response(&mut tcp).await.unwrap();
+    assert_eq!(response.status, 400, "{}", response.head);
+    let url = format!("https://{}/v2/", server.addr);
+    assert!(
+        response.body_text().contains(&url),
+        "{}",
+        response.body_text()
+    );
+    assert!(
+        response.body_text().contains("TLS"),
+        "{}",
+        response.body_text()
+    );
+    assert!(raw::closed_within(&mut tcp, Duration::from_secs(5)).await);
+
+    let curl = process::run(
+        std::process::Command::new(process::tool("curl")).args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-w",
+            "\n%{http_code}",
+            &format!("http://{}/v2/", server.addr),
+        ]),
+        Duration::from_secs(30),
+    );
+    let output = String::from_utf8_lossy(&curl.stdout);
+    assert!(output.ends_with("\n400"), "{}", process::text(&curl));
+    assert!(output.contains(&url), "{}", process::text(&curl));
     still_serves(&server).await;
     server.stop().await;
 }

@@ -350,3 +350,46 @@ async fn handshake_failures_are_counted_by_reason() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_certificate_that_expires_mid_connection_gets_no_more_answers() {
+    use common::raw;
+    let server = TestMirror::start(options("optional")).await;
+    let now = OffsetDateTime::now_utc();
+    let brief = server
+        .pki
+        .pki
+        .issue_client(
+            "brief",
+            Validity::Between(now - Duration::hours(1), now + Duration::seconds(3)),
+        )
+        .unwrap();
+    let local = std::net::Ipv4Addr::LOCALHOST.into();
+    let h1 = raw::client_config(server.pki.ca_pem(), raw::pems(&brief), raw::H1);
+    let mut h1 = raw::tls_from(local, server.addr, h1).await.unwrap();
+    let h2 = raw::client_config(server.pki.ca_pem(), raw::pems(&brief), raw::H2);
+    let h2 = raw::tls_from(local, server.addr, h2).await.unwrap();
+    let mut h2 = raw::h2_handshake(h2, h2::client::Builder::new()).await;
+    assert_eq!(raw::h1_get(&mut h1, "/v2/", "").await.unwrap().status, 200);
+    assert_eq!(
+        raw::h2_get(&mut h2.send, "/v2/", None).await.unwrap().0,
+        200
+    );
+
+    let expired_at = brief.not_after;
+    common::wait_for(
+        "the certificate's notAfter",
+        std::time::Duration::from_secs(10),
+        || async move { OffsetDateTime::now_utc() > expired_at + Duration::seconds(1) },
+    )
+    .await;
+    let after = raw::h1_get(&mut h1, "/v2/", "").await.unwrap();
+    assert_eq!(after.status, 401, "{}", after.head);
+    assert_eq!(after.header("connection"), Some("close"), "{}", after.head);
+    assert!(raw::closed_within(&mut h1, std::time::Duration::from_secs(5)).await);
+    let (status, body) = raw::h2_get(&mut h2.send, "/v2/", None).await.unwrap();
+    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), &mut h2.driver).await;
+    assert!(ended.is_ok(), "the HTTP/2 connection stayed open");
+    server.stop().await;
+}

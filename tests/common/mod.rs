@@ -17,6 +17,7 @@ pub mod netns;
 pub mod onboarding;
 pub mod postgres;
 pub mod process;
+pub mod raw;
 pub mod raw_tls;
 pub mod registry;
 
@@ -85,6 +86,8 @@ pub struct MirrorOptions {
     pub reload_poll: &'static str,
     /// How long a request body may send nothing.
     pub body_timeout: &'static str,
+    /// More `[limits]` lines (`key = value`, one a line).
+    pub limits: &'static str,
 }
 
 impl Default for MirrorOptions {
@@ -96,6 +99,7 @@ impl Default for MirrorOptions {
             header_timeout: "30s",
             reload_poll: "1h",
             body_timeout: "60s",
+            limits: "",
         }
     }
 }
@@ -143,6 +147,7 @@ handshake_timeout = "{handshake}"
 header_timeout = "{header}"
 reload_poll = "{reload_poll}"
 body_timeout = "{body_timeout}"
+{limits}
 
 {extra}
 "#,
@@ -151,6 +156,7 @@ body_timeout = "{body_timeout}"
             header = options.header_timeout,
             reload_poll = options.reload_poll,
             body_timeout = options.body_timeout,
+            limits = options.limits,
             extra = with_auth_section(&without_default_upstream(&options.extra_toml)),
         );
         std::fs::write(&config_path, toml).expect("write config");
