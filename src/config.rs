@@ -152,6 +152,22 @@ pub struct LimitsConfig {
     pub max_header_size: ByteSize,
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// Share of `max_connections` that only authenticated connections may hold
+    /// (a verified client certificate, or a request that authenticated), so
+    /// anonymous peers together can never lock real clients out.
+    #[serde(default = "defaults::authenticated_reserve")]
+    pub authenticated_reserve: f64,
+    /// Connections one IP address may hold before they authenticate (in the
+    /// TLS handshake, or anonymous); authenticated ones do not count.
+    #[serde(default = "defaults::max_anonymous_per_peer")]
+    pub max_anonymous_per_peer: usize,
+    /// Time from the end of the TLS handshake to a connection's first request.
+    #[serde(default = "defaults::first_request_timeout", with = "humantime_serde")]
+    pub first_request_timeout: Duration,
+    /// A connection with no request in progress for this long is closed
+    /// (HTTP/2 has no other limit; HTTP/1.1 also closes at `header_timeout`).
+    #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// How long open requests may run on after a shutdown signal.
     #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -172,9 +188,42 @@ impl Default for LimitsConfig {
             header_timeout: defaults::header_timeout(),
             max_header_size: defaults::max_header_size(),
             max_connections: defaults::max_connections(),
+            authenticated_reserve: defaults::authenticated_reserve(),
+            max_anonymous_per_peer: defaults::max_anonymous_per_peer(),
+            first_request_timeout: defaults::first_request_timeout(),
+            idle_timeout: defaults::idle_timeout(),
             shutdown_grace: defaults::shutdown_grace(),
             reload_poll: defaults::reload_poll(),
             body_timeout: defaults::body_timeout(),
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Connections that have not authenticated may hold at most this many of
+    /// `max_connections` together.
+    pub fn max_anonymous(&self) -> usize {
+        let reserved = (self.max_connections as f64 * self.authenticated_reserve).ceil() as usize;
+        self.max_connections.saturating_sub(reserved)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !(0.0..1.0).contains(&self.authenticated_reserve) {
+            return Err(
+                "limits.authenticated_reserve: a share of max_connections, from 0 up to (not including) 1"
+                    .into(),
+            );
+        }
+        if self.max_anonymous_per_peer == 0 {
+            return Err("limits.max_anonymous_per_peer: must be at least 1".into());
+        }
+        let timeouts = [
+            ("limits.first_request_timeout", self.first_request_timeout),
+            ("limits.idle_timeout", self.idle_timeout),
+        ];
+        match timeouts.iter().find(|(_, timeout)| timeout.is_zero()) {
+            Some((key, _)) => Err(format!("{key}: must be more than 0")),
+            None => Ok(()),
         }
     }
 }
@@ -439,6 +488,18 @@ mod defaults {
     pub fn max_connections() -> usize {
         4096
     }
+    pub fn authenticated_reserve() -> f64 {
+        0.25
+    }
+    pub fn max_anonymous_per_peer() -> usize {
+        64
+    }
+    pub fn first_request_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
     pub fn shutdown_grace() -> Duration {
         Duration::from_secs(30)
     }
@@ -640,6 +701,7 @@ impl Config {
         if self.limits.max_connections == 0 {
             return Err("limits.max_connections: must be at least 1".into());
         }
+        self.limits.validate()?;
         if self.limits.max_header_size.as_u64() < 8 * 1024 {
             return Err("limits.max_header_size: must be at least 8KiB".into());
         }

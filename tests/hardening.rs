@@ -161,7 +161,7 @@ fn loopback(last: u8) -> IpAddr {
 /// A connection a flood holds open without ever sending a request.
 enum Held {
     /// TLS done, then silence: not even the HTTP/2 preface.
-    Silent(tokio_rustls::client::TlsStream<TcpStream>),
+    Silent(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     /// The HTTP/2 preface and SETTINGS, then no stream.
     Preface(raw::H2Conn),
 }
@@ -170,7 +170,7 @@ impl Held {
     /// Whether the server closed it within `limit`.
     async fn closed_within(self, limit: Duration) -> bool {
         match self {
-            Held::Silent(mut tls) => raw::closed_within(&mut tls, limit).await,
+            Held::Silent(mut tls) => raw::closed_within(&mut *tls, limit).await,
             Held::Preface(conn) => tokio::time::timeout(limit, conn.driver).await.is_ok(),
         }
     }
@@ -187,7 +187,7 @@ async fn idle_flood(server: &TestMirror, from: IpAddr, count: usize) -> Vec<Held
             continue;
         };
         if alpn == raw::H1 {
-            held.push(Held::Silent(tls));
+            held.push(Held::Silent(Box::new(tls)));
         } else {
             held.push(Held::Preface(
                 raw::h2_handshake(tls, h2::client::Builder::new()).await,
@@ -408,17 +408,22 @@ async fn plain_http_on_the_tls_port_gets_a_400_with_the_https_url() {
     );
     assert!(raw::closed_within(&mut tcp, Duration::from_secs(5)).await);
 
-    let curl = process::run(
-        std::process::Command::new(process::tool("curl")).args([
-            "-sS",
-            "--max-time",
-            "20",
-            "-w",
-            "\n%{http_code}",
-            &format!("http://{}/v2/", server.addr),
-        ]),
-        Duration::from_secs(30),
-    );
+    let plain_url = format!("http://{}/v2/", server.addr);
+    let curl = tokio::task::spawn_blocking(move || {
+        process::run(
+            std::process::Command::new(process::tool("curl")).args([
+                "-sS",
+                "--max-time",
+                "20",
+                "-w",
+                "\n%{http_code}",
+                &plain_url,
+            ]),
+            Duration::from_secs(30),
+        )
+    })
+    .await
+    .unwrap();
     let output = String::from_utf8_lossy(&curl.stdout);
     assert!(output.ends_with("\n400"), "{}", process::text(&curl));
     assert!(output.contains(&url), "{}", process::text(&curl));

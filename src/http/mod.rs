@@ -10,7 +10,8 @@ pub mod body;
 pub mod ready;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderValue};
@@ -90,6 +91,13 @@ pub struct ConnInfo {
     /// `peer` as text, written once per connection rather than per audited request.
     pub peer_text: String,
     pub cert: Option<PeerCert>,
+    /// Set by the listener when `cert` is trusted no more (revoked or no longer
+    /// chaining after a reload, or expired); completes "the client certificate
+    /// is …". Every request on the connection is then refused.
+    pub distrusted: OnceLock<&'static str>,
+    /// Set here when a request on this connection authenticated with a
+    /// password; the listener then stops counting the connection as anonymous.
+    pub authenticated: AtomicBool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +123,11 @@ enum Route {
     Metrics,
     Oci,
     Go,
+    /// Any path, on a connection whose certificate is no longer trusted.
+    Distrusted {
+        reason: &'static str,
+        protocol: Protocol,
+    },
 }
 
 impl Route {
@@ -187,7 +200,15 @@ impl App {
 
     pub async fn handle(&self, request: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Body> {
         let started = Instant::now();
-        let route = Route::of(request.uri().path());
+        let mut route = Route::of(request.uri().path());
+        if let Some(reason) = conn.distrusted.get() {
+            let protocol = match route {
+                Route::Oci => Protocol::Oci,
+                Route::Go => Protocol::Go,
+                _ => Protocol::Internal,
+            };
+            route = Route::Distrusted { reason, protocol };
+        }
         let method = request.method().clone();
         // For the access log; cloning a parsed URI shares its bytes.
         let uri = request.uri().clone();
@@ -228,6 +249,7 @@ impl App {
                 Ok(identity) => (Protocol::Go, identity, self.go.handle(request).await),
                 Err((identity, denial)) => (Protocol::Go, identity, plain_denial(denial)),
             },
+            Route::Distrusted { reason, protocol } => distrusted(&conn, reason, protocol),
         };
         let status = response.status();
         self.metrics.request(protocol, status);
@@ -299,11 +321,41 @@ impl App {
             (None, Some(user)) => Identity::User(user),
             (None, None) => Identity::Anonymous,
         };
+        if matches!(identity, Identity::User(_)) {
+            conn.authenticated.store(true, Ordering::Relaxed);
+        }
         match policy.check(&identity) {
             Ok(()) => Ok(identity),
             Err(denial) => Err((identity, denial)),
         }
     }
+}
+
+/// The 401 for a connection whose certificate was revoked, expired or no longer
+/// chains; the listener closes the connection after it.
+fn distrusted(
+    conn: &ConnInfo,
+    reason: &str,
+    protocol: Protocol,
+) -> (Protocol, Identity, Response<Body>) {
+    let identity = conn
+        .cert
+        .as_ref()
+        .map_or(Identity::Anonymous, |cert| Identity::Cert {
+            cn: cert.cn.clone(),
+            serial: cert.serial.clone(),
+        });
+    let message = format!("the client certificate is {reason}; this connection is closed");
+    if protocol == Protocol::Oci {
+        let response = oci::OciError::new(oci::Code::Unauthorized, message).into_response();
+        return (protocol, identity, response);
+    }
+    let mut response = plain(StatusCode::UNAUTHORIZED, format!("{message}\n"));
+    response.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(BASIC_CHALLENGE),
+    );
+    (protocol, identity, response)
 }
 
 /// A HEAD transfers no content, so only GETs and writes are audited.

@@ -28,6 +28,8 @@ pub enum HandshakeFailure {
     Protocol,
     Timeout,
     Io,
+    /// Plain HTTP sent to the TLS port (answered with a 400 naming the https URL).
+    PlainHttp,
 }
 
 impl HandshakeFailure {
@@ -41,6 +43,7 @@ impl HandshakeFailure {
             HandshakeFailure::Protocol => "protocol",
             HandshakeFailure::Timeout => "timeout",
             HandshakeFailure::Io => "io",
+            HandshakeFailure::PlainHttp => "plain_http",
         }
     }
 
@@ -93,6 +96,7 @@ pub struct Metrics {
     upstream_requests: Family<AtomicU64>,
     upstream_latency: Family<Histogram>,
     handshake_failures: Family<AtomicU64>,
+    connections_refused: Family<AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -118,6 +122,11 @@ impl Metrics {
             handshake_failures: Family::new(
                 "mirror_tls_handshake_failures_total",
                 "TLS handshakes that failed, by reason.",
+                &["reason"],
+            ),
+            connections_refused: Family::new(
+                "mirror_connections_refused_total",
+                "Connections closed by a connection limit, by limit.",
                 &["reason"],
             ),
         }
@@ -152,6 +161,11 @@ impl Metrics {
         self.handshake_failures.add(&[reason.as_str()], 1);
     }
 
+    /// `reason` names the limit: `max_connections`, `per_peer`, `anonymous_share`.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused.add(&[reason], 1);
+    }
+
     /// The whole exposition, including the store's counters and current size.
     pub async fn render(&self, store: &Store) -> String {
         let mut out = String::new();
@@ -159,6 +173,7 @@ impl Metrics {
         self.upstream_requests.render(&mut out);
         self.upstream_latency.render(&mut out);
         self.handshake_failures.render(&mut out);
+        self.connections_refused.render(&mut out);
         let counters = store.counters();
         let counter = |out: &mut String, name: &str, help: &str, value: &AtomicU64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");

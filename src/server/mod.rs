@@ -1,9 +1,14 @@
-//! The listener: accepts TCP, completes the TLS handshake (with client
-//! certificate verification), and hands each connection to hyper-util's auto
-//! HTTP/1.1 + HTTP/2 server with the request handler. Owns the connection
+//! The listener: accepts TCP, admits or refuses each connection (limits in
+//! `admission`), completes the TLS handshake (with client certificate
+//! verification), and hands each connection to hyper-util's auto HTTP/1.1 +
+//! HTTP/2 server with the request handler (`connection`). Owns the connection
 //! limits and timeouts; knows nothing about routes or protocols.
 
+pub mod activity;
+pub mod admission;
 pub mod bootstrap;
+pub mod connection;
+pub mod plain_http;
 pub mod reload;
 pub mod tls;
 
@@ -12,17 +17,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::LimitsConfig;
-use crate::http::{App, ConnInfo};
-use crate::metrics::HandshakeFailure;
+use crate::http::App;
+use admission::{Admission, AdmissionLimits, Refusal};
+use connection::Connection;
 use reload::Reloader;
 
 /// A running server's shared parts.
@@ -52,9 +56,7 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting and gives open
-    /// requests `limits.shutdown_grace` to finish.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    fn http(&self) -> auto::Builder<TokioExecutor> {
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
             .timer(TokioTimer::new())
@@ -68,10 +70,21 @@ impl Server {
             .max_concurrent_streams(256)
             .initial_stream_window_size(1024 * 1024)
             .initial_connection_window_size(4 * 1024 * 1024);
-        let http = Arc::new(http);
-        let graceful = GracefulShutdown::new();
-        let slots = Arc::new(Semaphore::new(self.limits.max_connections));
-        let stop_handshakes = CancellationToken::new();
+        http
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and gives open
+    /// requests `limits.shutdown_grace` to finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let http = Arc::new(self.http());
+        let admission = Admission::new(AdmissionLimits {
+            max_connections: self.limits.max_connections,
+            max_anonymous: self.limits.max_anonymous(),
+            max_anonymous_per_peer: self.limits.max_anonymous_per_peer,
+        });
+        let connections = TaskTracker::new();
+        let draining = CancellationToken::new();
+        let stop_connections = CancellationToken::new();
         tokio::pin!(shutdown);
 
         // `/readyz` reports whether this loop takes connections.
@@ -93,87 +106,52 @@ impl Server {
                     }
                 },
             };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, limit = self.limits.max_connections, "connection limit reached; closing");
-                continue;
+            let slot = match admission.admit(peer.ip()) {
+                Ok(slot) => slot,
+                Err(refusal) => {
+                    self.refused(peer, refusal);
+                    continue;
+                }
             };
             let _ = tcp.set_nodelay(true);
             let connection = Connection {
                 reloader: self.reloader.clone(),
                 app: self.app.clone(),
                 http: http.clone(),
-                handshake_timeout: self.limits.handshake_timeout,
+                limits: self.limits.clone(),
+                draining: draining.clone(),
             };
-            let watcher = graceful.watcher();
-            let cancelled = stop_handshakes.clone();
-            tokio::spawn(async move {
+            let stopped = stop_connections.clone();
+            connections.spawn(async move {
                 tokio::select! {
-                    _ = connection.serve(tcp, peer, watcher) => {}
-                    _ = cancelled.cancelled() => {}
+                    _ = connection.serve(tcp, peer, slot) => {}
+                    _ = stopped.cancelled() => {}
                 }
-                drop(permit);
             });
         }
 
         self.app.readiness().set_accepting(false);
         drop(self.listener);
         tracing::info!("shutting down: waiting for open requests");
-        if tokio::time::timeout(self.limits.shutdown_grace, graceful.shutdown())
+        draining.cancel();
+        connections.close();
+        if tokio::time::timeout(self.limits.shutdown_grace, connections.wait())
             .await
             .is_err()
         {
             tracing::warn!("shutdown grace period over; closing remaining connections");
         }
-        stop_handshakes.cancel();
+        stop_connections.cancel();
     }
-}
 
-struct Connection {
-    reloader: Arc<Reloader>,
-    app: Arc<App>,
-    http: Arc<auto::Builder<TokioExecutor>>,
-    handshake_timeout: Duration,
-}
-
-impl Connection {
-    async fn serve(
-        self,
-        tcp: TcpStream,
-        peer: SocketAddr,
-        watcher: hyper_util::server::graceful::Watcher,
-    ) {
-        let acceptor = tokio_rustls::TlsAcceptor::from(self.reloader.tls());
-        let tls = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => {
-                let reason = HandshakeFailure::classify(&error);
-                self.app.metrics().handshake_failed(reason);
-                tracing::info!(%peer, reason = reason.as_str(), %error, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                self.app
-                    .metrics()
-                    .handshake_failed(HandshakeFailure::Timeout);
-                tracing::info!(%peer, "TLS handshake timed out");
-                return;
-            }
-        };
-        let (_, session) = tls.get_ref();
-        let info = Arc::new(ConnInfo {
-            peer,
-            peer_text: peer.to_string(),
-            cert: tls::peer_cert(session.peer_certificates()),
-        });
-        let app = self.app;
-        let service = service_fn(move |request| {
-            let app = app.clone();
-            let info = info.clone();
-            async move { Ok::<_, std::convert::Infallible>(app.handle(request, info).await) }
-        });
-        let connection = self.http.serve_connection(TokioIo::new(tls), service);
-        if let Err(error) = watcher.watch(connection.into_owned()).await {
-            tracing::debug!(%peer, %error, "connection ended with an error");
+    fn refused(&self, peer: SocketAddr, refusal: Refusal) {
+        self.app.metrics().connection_refused(refusal.as_str());
+        // One line per refusal would let a flood write the log; the counter
+        // tells the operator, and a full server is worth a warning.
+        if refusal == Refusal::MaxConnections {
+            tracing::warn!(%peer, limit = self.limits.max_connections, "connection limit reached; closing");
+        } else {
+            tracing::debug!(%peer, limit = refusal.as_str(), "connection refused");
         }
     }
 }

@@ -1,17 +1,22 @@
 //! Hot reload of the files a running server trusts: server certificate and key,
 //! client CA, CRL, htpasswd. Triggered by SIGHUP or by a change of the files.
 //! A reload is all-or-nothing: if anything fails to load, the old configuration
-//! stays in force and the reason is logged. Open connections keep the
-//! configuration they were accepted with; new ones get the new one.
+//! stays in force and the reason is logged. New connections get the new
+//! configuration. Open ones keep their TLS session, but each successful reload
+//! bumps a generation number, and a connection with a client certificate has
+//! it verified again by the new verifier before its next request
+//! (`check_client`): a certificate the reload revoked or no longer chains to
+//! the client CA is refused there.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
 
-use super::tls::{self, TlsFiles};
+use super::tls::{self, ClientCert, TlsFiles, Trust, Untrusted};
 use crate::auth::{Authenticator, Htpasswd};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +32,9 @@ type Stamp = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
 pub struct Reloader {
     files: TlsFiles,
     htpasswd: Option<PathBuf>,
-    tls: RwLock<Arc<ServerConfig>>,
+    trust: RwLock<Trust>,
+    /// Bumped, under `trust`'s write lock, by every successful reload.
+    generation: AtomicU64,
     auth: Arc<Authenticator>,
     /// What the watched files looked like at the last reload, to notice changes.
     stamp: Mutex<Stamp>,
@@ -40,7 +47,7 @@ impl Reloader {
         htpasswd: Option<PathBuf>,
         ttl: Duration,
     ) -> Result<Reloader, ReloadError> {
-        let config = tls::server_config(&files)?;
+        let trust = tls::load(&files)?;
         let users = match &htpasswd {
             Some(path) => Htpasswd::load(path)?,
             None => Htpasswd::default(),
@@ -49,16 +56,34 @@ impl Reloader {
             stamp: Mutex::new(Vec::new()),
             files,
             htpasswd,
-            tls: RwLock::new(config),
+            trust: RwLock::new(trust),
+            generation: AtomicU64::new(0),
             auth: Arc::new(Authenticator::new(users, ttl)),
         };
         *reloader.stamp.lock().unwrap_or_else(|e| e.into_inner()) = reloader.current_stamp();
         Ok(reloader)
     }
 
-    /// The configuration a new connection is accepted with.
-    pub fn tls(&self) -> Arc<ServerConfig> {
-        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The configuration a new connection is accepted with, and its generation
+    /// (read together, so a reload in between cannot be missed).
+    pub fn tls(&self) -> (u64, Arc<ServerConfig>) {
+        let trust = self.trust.read().unwrap_or_else(|e| e.into_inner());
+        (
+            self.generation.load(Ordering::Acquire),
+            trust.config.clone(),
+        )
+    }
+
+    /// Whether an open connection's client certificate still holds. Cheap unless
+    /// a reload happened since it was last verified.
+    pub fn check_client(&self, cert: &ClientCert) -> Result<(), Untrusted> {
+        cert.check(self.generation.load(Ordering::Acquire), || {
+            let trust = self.trust.read().unwrap_or_else(|e| e.into_inner());
+            (
+                self.generation.load(Ordering::Acquire),
+                trust.clients.clone(),
+            )
+        })
     }
 
     pub fn authenticator(&self) -> Arc<Authenticator> {
@@ -68,12 +93,16 @@ impl Reloader {
     /// Re-reads every file. On error nothing changes.
     pub fn reload(&self) -> Result<(), ReloadError> {
         let stamp = self.current_stamp();
-        let config = tls::server_config(&self.files)?;
+        let trust = tls::load(&self.files)?;
         let users = match &self.htpasswd {
             Some(path) => Some(Htpasswd::load(path)?),
             None => None,
         };
-        *self.tls.write().unwrap_or_else(|e| e.into_inner()) = config;
+        {
+            let mut current = self.trust.write().unwrap_or_else(|e| e.into_inner());
+            *current = trust;
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
         if let Some(users) = users {
             self.auth.replace(users);
         }

@@ -1,14 +1,18 @@
 //! Building the rustls server configuration from files: server certificate and
 //! key, client CA, CRL, and the client-auth mode. Every error names the file;
 //! a file other users could read (the key) or change (any of them) is refused.
+//! Also what a connection keeps of its client certificate so that it can be
+//! verified again when the CA or CRL changes, or its notAfter passes.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::{CertificateError, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::config::{ClientAuth, TlsConfig};
@@ -81,9 +85,18 @@ fn read_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'stat
     Ok(certs)
 }
 
+/// What the TLS files say: the config new connections are accepted with, and
+/// its client verifier, kept to verify the certificates of open connections
+/// again. `None` with `client_auth = "off"` (rustls's no-auth verifier must
+/// never be asked about a certificate).
+pub struct Trust {
+    pub config: Arc<ServerConfig>,
+    pub clients: Option<Arc<dyn ClientCertVerifier>>,
+}
+
 /// Builds a fresh rustls config. Called at startup and on every reload; a
 /// failure leaves the caller's current config in place.
-pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn load(files: &TlsFiles) -> Result<Trust, TlsError> {
     let chain = read_certs("tls.cert", &files.cert)?;
     check_mode("tls.key", &files.key, Holds::PrivateKey)?;
     let key = PrivateKeyDer::from_pem_file(&files.key)
@@ -126,6 +139,7 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
         }
     };
 
+    let clients = (files.client_auth != ClientAuth::Off).then(|| verifier.clone());
     let mut config = ServerConfig::builder()
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
@@ -140,7 +154,10 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
     config.ticketer =
         rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| TlsError::Rustls(e.to_string()))?;
-    Ok(Arc::new(config))
+    Ok(Trust {
+        config: Arc::new(config),
+        clients,
+    })
 }
 
 /// The verified client certificate's CN and serial, as the HTTP layer sees them.
@@ -150,18 +167,106 @@ pub struct PeerCert {
     pub serial: String,
 }
 
-/// Reads the identity out of a certificate that rustls has already verified.
-///
-/// A CN holding control characters or bidi marks is escaped here, not refused
-/// at the handshake: the CA vouched for the certificate (an enterprise CA may
-/// copy a display name verbatim), and refusing it would lock out a person for
-/// a formatting quirk, while escaped text can forge no log line or audit row.
-/// Every later writer escapes again; the escape is idempotent.
-pub fn peer_cert(chain: Option<&[CertificateDer<'_>]>) -> Option<PeerCert> {
-    let leaf = chain?.first()?;
-    let (_, cert) = X509Certificate::from_der(leaf).ok()?;
-    let cn = crate::escape::escape(cert.subject().iter_common_name().next()?.as_str().ok()?)
-        .into_owned();
-    let serial = mirror_pki::serial_hex(cert.raw_serial());
-    Some(PeerCert { cn, serial })
+/// Why an open connection's certificate is trusted no more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Untrusted {
+    Expired,
+    Revoked,
+    /// It no longer chains to the client CA, or fails verification otherwise.
+    NotTrusted,
+}
+
+impl Untrusted {
+    /// Completes "the client certificate is …".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Untrusted::Expired => "expired",
+            Untrusted::Revoked => "revoked",
+            Untrusted::NotTrusted => "no longer trusted",
+        }
+    }
+
+    fn of(error: &rustls::Error) -> Untrusted {
+        match error {
+            rustls::Error::InvalidCertificate(CertificateError::Revoked) => Untrusted::Revoked,
+            rustls::Error::InvalidCertificate(
+                CertificateError::Expired | CertificateError::ExpiredContext { .. },
+            ) => Untrusted::Expired,
+            _ => Untrusted::NotTrusted,
+        }
+    }
+}
+
+/// A verified client certificate as its connection keeps it: the identity the
+/// HTTP layer sees, and what it takes to verify the chain again.
+pub struct ClientCert {
+    pub identity: PeerCert,
+    chain: Vec<CertificateDer<'static>>,
+    /// notAfter in seconds since the epoch, compared on every request: cheaper
+    /// than a verification, and expiry needs no reload to happen.
+    not_after: i64,
+    /// The reload generation the chain was last verified against.
+    verified_in: AtomicU64,
+    /// Set by the first failed check: a connection is never trusted again.
+    refused: OnceLock<Untrusted>,
+}
+
+impl ClientCert {
+    /// Reads a chain that rustls has just verified, with the generation of the
+    /// configuration that verified it.
+    ///
+    /// A CN holding control characters or bidi marks is escaped here, not refused
+    /// at the handshake: the CA vouched for the certificate (an enterprise CA may
+    /// copy a display name verbatim), and refusing it would lock out a person for
+    /// a formatting quirk, while escaped text can forge no log line or audit row.
+    /// Every later writer escapes again; the escape is idempotent.
+    pub fn verified(chain: Option<&[CertificateDer<'_>]>, generation: u64) -> Option<ClientCert> {
+        let chain = chain?;
+        let (_, cert) = X509Certificate::from_der(chain.first()?).ok()?;
+        let cn = crate::escape::escape(cert.subject().iter_common_name().next()?.as_str().ok()?)
+            .into_owned();
+        let serial = mirror_pki::serial_hex(cert.raw_serial());
+        Some(ClientCert {
+            identity: PeerCert { cn, serial },
+            not_after: cert.validity().not_after.timestamp(),
+            chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+            verified_in: AtomicU64::new(generation),
+            refused: OnceLock::new(),
+        })
+    }
+
+    /// Whether the certificate still holds: refused before, expired now, or
+    /// (only when the trust changed since it was last verified) rejected by
+    /// `current`, the verifier of `generation`.
+    pub fn check(
+        &self,
+        generation: u64,
+        current: impl FnOnce() -> (u64, Option<Arc<dyn ClientCertVerifier>>),
+    ) -> Result<(), Untrusted> {
+        if let Some(refused) = self.refused.get() {
+            return Err(*refused);
+        }
+        if UnixTime::now().as_secs() as i64 > self.not_after {
+            return Err(self.refuse(Untrusted::Expired));
+        }
+        if self.verified_in.load(Ordering::Acquire) == generation {
+            return Ok(());
+        }
+        let (generation, verifier) = current();
+        let Some(verifier) = verifier else {
+            return Err(self.refuse(Untrusted::NotTrusted));
+        };
+        let (leaf, intermediates) = self.chain.split_first().ok_or(Untrusted::NotTrusted)?;
+        match verifier.verify_client_cert(leaf, intermediates, UnixTime::now()) {
+            Ok(_) => {
+                self.verified_in.store(generation, Ordering::Release);
+                Ok(())
+            }
+            Err(error) => Err(self.refuse(Untrusted::of(&error))),
+        }
+    }
+
+    fn refuse(&self, why: Untrusted) -> Untrusted {
+        *self.refused.get_or_init(|| why)
+    }
 }

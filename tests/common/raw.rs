@@ -123,18 +123,50 @@ pub async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Res
         head,
         body: buf[head_end..].to_vec(),
     };
+    let chunked = response
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
     let length: usize = response
         .header("content-length")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    while response.body.len() < length {
+    while !body_complete(&response.body, chunked, length) {
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         response.body.extend_from_slice(&chunk[..n]);
     }
+    if chunked {
+        response.body = dechunk(&response.body);
+    }
     Ok(response)
+}
+
+fn body_complete(body: &[u8], chunked: bool, length: usize) -> bool {
+    if chunked {
+        body.ends_with(b"0\r\n\r\n")
+    } else {
+        body.len() >= length
+    }
+}
+
+/// The data of a complete chunked body (no trailers: this server sends none).
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut data = Vec::new();
+    while let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&body[..line_end])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+            .expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        let start = line_end + 2;
+        data.extend_from_slice(&body[start..start + size]);
+        body = &body[start + size + 2..];
+    }
+    data
 }
 
 /// Reads until the peer closes; true if it did within `limit`.
