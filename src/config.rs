@@ -931,6 +931,25 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_reserve_a_share_for_authenticated_peers() {
+        let limits = parse("").unwrap().limits;
+        assert_eq!(limits.max_anonymous(), 3072);
+        assert_eq!(limits.max_anonymous_per_peer, 64);
+        let odd = parse("[limits]\nmax_connections = 10\nauthenticated_reserve = 0.25\n").unwrap();
+        assert_eq!(odd.limits.max_anonymous(), 7, "the reserve rounds up");
+        for bad in [
+            "authenticated_reserve = 1.0",
+            "authenticated_reserve = -0.1",
+            "max_anonymous_per_peer = 0",
+            "idle_timeout = \"0s\"",
+        ] {
+            let err = parse(&format!("[limits]\n{bad}\n")).unwrap_err();
+            let key = bad.split(' ').next().unwrap();
+            assert!(err.contains(&format!("limits.{key}")), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_errors_that_name_the_key() {
         let err = parse("[tls]\nclient_auht = \"optional\"\n").unwrap_err();
         assert!(err.contains("tls.client_auht"), "{err}");

@@ -2,9 +2,9 @@
 //! listener, which closes whatever this refuses:
 //!
 //! * `max_connections` in all;
-//! * `max_anonymous_per_peer` connections of one IP address that have not
-//!   authenticated yet (still in the TLS handshake, or anonymous), so one host
-//!   cannot crowd out the others;
+//! * `max_anonymous_per_peer` connections of one IP address (an IPv6 /64, the
+//!   least a host is given) that have not authenticated yet (still in the TLS
+//!   handshake, or anonymous), so one host cannot crowd out the others;
 //! * `max_anonymous`: the part of `max_connections` that anonymous connections
 //!   may hold together; the rest is reserved for authenticated ones.
 //!
@@ -93,6 +93,7 @@ impl Admission {
 
     /// A connection just accepted from `peer`, before its TLS handshake.
     pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, Refusal> {
+        let peer = host_of(peer);
         let mut counts = self.counts();
         if counts.total >= self.limits.max_connections {
             return Err(Refusal::MaxConnections);
@@ -157,6 +158,19 @@ impl Drop for Slot {
     }
 }
 
+/// The address that stands for one host: IPv4 as it is (also when it arrives
+/// IPv4-mapped on a dual-stack socket), IPv6 cut to its /64, since one host
+/// may use any address of its prefix.
+fn host_of(peer: IpAddr) -> IpAddr {
+    match peer.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(prefix.into())
+        }
+        v4 => v4,
+    }
+}
+
 fn leave_peer(counts: &mut Counts, peer: IpAddr) {
     if let Some(of_peer) = counts.unauthenticated.get_mut(&peer) {
         *of_peer -= 1;
@@ -217,6 +231,23 @@ mod tests {
         let counts = admission.counts();
         assert_eq!((counts.total, counts.anonymous), (2, 0));
         assert!(counts.unauthenticated.is_empty());
+    }
+
+    #[test]
+    fn addresses_of_one_ipv6_prefix_or_mapped_ipv4_count_as_one_host() {
+        let admission = admission();
+        let _a = admission.admit("2001:db8:1:2::1".parse().unwrap()).unwrap();
+        let _b = admission
+            .admit("2001:db8:1:2:ffff::9".parse().unwrap())
+            .unwrap();
+        assert_eq!(
+            admission.admit("2001:db8:1:2::77".parse().unwrap()).err(),
+            Some(Refusal::PerPeer)
+        );
+        assert!(admission.admit("2001:db8:1:3::1".parse().unwrap()).is_ok());
+        let _c = admission.admit("::ffff:10.0.0.1".parse().unwrap()).unwrap();
+        let _d = admission.admit(ip(1)).unwrap();
+        assert_eq!(admission.admit(ip(1)).err(), Some(Refusal::PerPeer));
     }
 
     #[test]

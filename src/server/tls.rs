@@ -213,7 +213,10 @@ pub struct ClientCert {
 
 impl ClientCert {
     /// Reads a chain that rustls has just verified, with the generation of the
-    /// configuration that verified it.
+    /// configuration that verified it. A resumed session counts as verified by
+    /// that generation too: its ticket key and session cache belong to the
+    /// `ServerConfig`, which every reload replaces, so no session outlives the
+    /// trust that verified it.
     ///
     /// A CN holding control characters or bidi marks is escaped here, not refused
     /// at the handshake: the CA vouched for the certificate (an enterprise CA may
