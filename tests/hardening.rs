@@ -307,7 +307,7 @@ async fn anonymous_hosts_together_cannot_take_the_share_reserved_for_authenticat
 #[tokio::test]
 async fn a_connection_that_never_sends_a_request_is_closed_at_the_first_request_deadline() {
     let server = TestMirror::start(MirrorOptions {
-        limits: "first_request_timeout = \"1s\"",
+        limits: "first_request_timeout = \"1s\"\nidle_timeout = \"30s\"",
         ..MirrorOptions::default()
     })
     .await;
@@ -327,7 +327,7 @@ async fn a_connection_that_never_sends_a_request_is_closed_at_the_first_request_
 #[tokio::test]
 async fn an_http2_connection_with_no_open_stream_is_closed_at_the_idle_timeout() {
     let server = TestMirror::start(MirrorOptions {
-        limits: "idle_timeout = \"1s\"",
+        limits: "idle_timeout = \"1s\"\nfirst_request_timeout = \"30s\"",
         ..MirrorOptions::default()
     })
     .await;

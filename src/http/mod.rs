@@ -1,6 +1,7 @@
 //! Request dispatch, one linear pipeline for every request:
 //! route → identify (certificate, Basic, anonymous) → authorize by policy →
-//! protocol handler → access log and metrics.
+//! protocol handler → access log and metrics. A connection whose certificate
+//! the listener no longer trusts (`ConnInfo::distrusted`) gets 401 on any path.
 //! `/healthz`, `/readyz` and `/metrics` are answered here; `/v2/…` goes to
 //! `oci`, and everything else (module paths, `/sumdb/…`) to `goproxy`. A
 //! module path's first element always contains a dot, so it never collides

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::http::Body;
@@ -21,6 +22,9 @@ pub struct Activity {
     /// The end of the TLS handshake; times below are milliseconds since it.
     epoch: Instant,
     started: AtomicBool,
+    /// Wakes the watchdog at the first request: until then it sleeps until the
+    /// first-request deadline, and from then on the idle deadline applies.
+    first_request: Notify,
     in_flight: AtomicUsize,
     idle_since_ms: AtomicU64,
 }
@@ -41,17 +45,25 @@ impl Activity {
         Arc::new(Activity {
             epoch: Instant::now(),
             started: AtomicBool::new(false),
+            first_request: Notify::new(),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
         })
     }
 
     pub fn begin(self: &Arc<Self>) -> Busy {
-        if !self.started.load(Ordering::Relaxed) {
-            self.started.store(true, Ordering::Relaxed);
-        }
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if !self.started.load(Ordering::Relaxed) && !self.started.swap(true, Ordering::AcqRel) {
+            self.first_request.notify_one();
+        }
         Busy(self.clone())
+    }
+
+    /// Resolves once the first request has begun (at once if it has).
+    pub async fn first_request(&self) {
+        if !self.started.load(Ordering::Acquire) {
+            self.first_request.notified().await;
+        }
     }
 
     /// Close, or check again at the returned instant. A request that starts

@@ -132,6 +132,7 @@ impl Connection {
         let connection = self.http.serve_connection(TokioIo::new(tls), service);
         tokio::pin!(connection);
         let mut closing: Option<Instant> = None;
+        let mut waiting_for_first = true;
         loop {
             let wake = match closing {
                 Some(dropped_at) => dropped_at,
@@ -163,6 +164,9 @@ impl Connection {
                 () = served.close.cancelled(), if closing.is_none() => {
                     connection.as_mut().graceful_shutdown();
                     closing = Some(Instant::now() + CLOSING_GRACE);
+                }
+                () = served.activity.first_request(), if waiting_for_first => {
+                    waiting_for_first = false;
                 }
                 () = tokio::time::sleep_until(wake) => {
                     if closing.is_some() {
