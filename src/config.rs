@@ -11,6 +11,7 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 
 use crate::auth::Policy;
+use crate::store::VerifyOnRead;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -431,6 +432,10 @@ pub struct CacheConfig {
     pub fill_min_rate: ByteSize,
     #[serde(default = "defaults::fill_rate_window", with = "humantime_serde")]
     pub fill_rate_window: Duration,
+    /// Which hits re-hash what they serve: `small` (blobs read whole, up to
+    /// 64 KiB) or `all` (streamed blobs too).
+    #[serde(default)]
+    pub verify_on_read: VerifyOnRead,
 }
 
 impl Default for CacheConfig {
@@ -442,6 +447,7 @@ impl Default for CacheConfig {
             fill_timeout: defaults::fill_timeout(),
             fill_min_rate: defaults::fill_min_rate(),
             fill_rate_window: defaults::fill_rate_window(),
+            verify_on_read: VerifyOnRead::default(),
         }
     }
 }

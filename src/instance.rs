@@ -84,6 +84,7 @@ impl Mirror {
             .await
             .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
         store.set_fill_limits(config.cache.fill_limits());
+        store.set_verify_on_read(config.cache.verify_on_read);
         let lock = if options.shared {
             None
         } else {

@@ -166,8 +166,9 @@ impl GoProxy {
                 )));
             }
         }
-        // Indexed but the file is gone (deleted by hand, a lost disk): fetch it again.
-        tracing::warn!(target: "mirror::go", artifact = key, digest = %stored.digest, "indexed file missing; fetching again");
+        // Indexed but the file is gone (deleted by hand, a lost disk) or
+        // failed its digest check (quarantined, logged by the store): fetch it again.
+        tracing::warn!(target: "mirror::go", artifact = key, digest = %stored.digest, "stored file missing or bad; fetching again");
         self.inner.files.remove(key);
         self.inner
             .store

@@ -1,9 +1,14 @@
 //! A bounded in-memory map in front of the index, so a hit on a hot module
 //! costs neither an SQLite read nor a file open. Holds only copies of what the
-//! store already has: losing any entry at any time is harmless.
+//! store already has: losing any entry at any time is harmless. One that
+//! copies rows pointing at blobs follows the index's deletion generation and
+//! empties when it moves (an eviction, `mirror cache gc` in another process).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::store::Generation;
 
 /// Bookkeeping bytes charged per entry besides the key and the value's own weight.
 const ENTRY_OVERHEAD: usize = 96;
@@ -11,6 +16,9 @@ const ENTRY_OVERHEAD: usize = 96;
 pub struct Memo<V> {
     inner: Mutex<Inner<V>>,
     budget: usize,
+    /// The generation followed, and the one the entries were read under.
+    generation: Option<Generation>,
+    seen: AtomicU64,
 }
 
 struct Inner<V> {
@@ -27,11 +35,31 @@ impl<V: Clone> Memo<V> {
                 weight: 0,
             }),
             budget,
+            generation: None,
+            seen: AtomicU64::new(0),
+        }
+    }
+
+    /// A memo of rows that blob deletions may remove: emptied whenever
+    /// `generation` moves.
+    pub fn following(budget: usize, generation: Generation) -> Memo<V> {
+        Memo {
+            seen: AtomicU64::new(generation.current()),
+            generation: Some(generation),
+            ..Memo::new(budget)
         }
     }
 
     pub fn get(&self, key: &str) -> Option<V> {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(generation) = &self.generation {
+            let current = generation.current();
+            if self.seen.load(Ordering::Acquire) != current {
+                inner.map.clear();
+                inner.weight = 0;
+                self.seen.store(current, Ordering::Release);
+            }
+        }
         inner.map.get(key).map(|(value, _)| value.clone())
     }
 
@@ -94,6 +122,24 @@ mod tests {
         memo.remove("same");
         assert_eq!(memo.get("same"), None);
         assert!(!memo.inner.lock().unwrap().map.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_following_memo_empties_when_rows_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).await.unwrap();
+        let memo = Memo::following(100_000, store.generation());
+        store.put_bytes(b"cached", false).await.unwrap();
+        memo.insert("kept".into(), 1, 10);
+        assert_eq!(memo.get("kept"), Some(1));
+        store.evict_to(0, false).await.unwrap();
+        assert_eq!(memo.get("kept"), None);
+        memo.insert("kept".into(), 2, 10);
+        assert_eq!(
+            memo.get("kept"),
+            Some(2),
+            "refilled under the new generation"
+        );
     }
 
     #[test]

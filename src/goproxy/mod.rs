@@ -126,6 +126,7 @@ impl GoProxy {
             .collect();
         let upstreams = chain.proxies().chain(sumdbs.values().map(String::as_str));
         let http = crate::upstream::Clients::new(upstreams, config.ca.as_deref())?;
+        let generation = store.generation();
         Ok(GoProxy {
             inner: Arc::new(Inner {
                 store,
@@ -136,9 +137,9 @@ impl GoProxy {
                 list_ttl: config.list_ttl.as_secs() as i64,
                 negative_ttl: config.negative_ttl.as_secs() as i64,
                 max_zip: config.max_zip_size.as_u64(),
-                files: Memo::new(FILES_MEMO),
+                files: Memo::following(FILES_MEMO, generation.clone()),
                 answers: Memo::new(ANSWERS_MEMO),
-                tiles: Memo::new(TILES_MEMO),
+                tiles: Memo::following(TILES_MEMO, generation),
                 flights: Singleflight::default(),
                 file_flights: Singleflight::default(),
             }),

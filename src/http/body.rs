@@ -1,20 +1,13 @@
 //! Response bodies: small ones from memory, large ones streamed from files or
 //! fills, never buffered whole.
 
-use std::io::SeekFrom;
-
 use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
-
-/// Read size when streaming a file: large enough that the per-read cost of a
-/// blocking-pool hop vanishes next to TLS, small enough to keep memory flat.
-const FILE_CHUNK: usize = 256 * 1024;
 
 pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
@@ -41,17 +34,9 @@ pub fn counted(body: Body, on_bytes: impl Fn(u64) + Send + 'static) -> Body {
     .boxed_unsync()
 }
 
-/// `len` bytes of a stored blob from `start`, streamed; the blob stays marked
-/// in use (safe from eviction) until the stream is dropped.
+/// `len` bytes of a stored blob from `start`, streamed (and verified, as the
+/// store is set to); the blob stays marked in use (safe from eviction) until
+/// the stream is dropped.
 pub async fn blob(blob: crate::store::BlobFile, start: u64, len: u64) -> std::io::Result<Body> {
-    let (file, guard) = blob.into_parts();
-    let mut file = tokio::fs::File::from_std(file);
-    if start > 0 {
-        file.seek(SeekFrom::Start(start)).await?;
-    }
-    let chunks = tokio_util::io::ReaderStream::with_capacity(file.take(len), FILE_CHUNK);
-    Ok(stream(chunks.map_ok(move |bytes| {
-        let _held_while_streaming = &guard;
-        bytes
-    })))
+    Ok(stream(blob.stream(start, len).await?))
 }

@@ -209,6 +209,12 @@ impl Metrics {
             "Bytes evicted.",
             &counters.evicted_bytes,
         );
+        counter(
+            &mut out,
+            "mirror_quarantined_blobs_total",
+            "Stored blobs that failed their digest check when read, moved to data_dir/quarantine/.",
+            &counters.quarantined_blobs,
+        );
         match store.totals().await {
             Ok(totals) => {
                 let gauge = |out: &mut String, name: &str, help: &str, value: u64| {

@@ -1,13 +1,16 @@
 //! Small metadata kept in memory so a hit costs no SQLite read: tag → manifest,
 //! manifest → media type, size and (for small ones) the bytes, blob → size.
-//! Only ever a copy of what the index says; dropping any of it is harmless.
+//! Only ever a copy of what the index says; dropping any of it is harmless,
+//! and all of it is dropped when the index's deletion generation moves (an
+//! eviction, a sweep, a quarantine, `mirror cache gc` in another process).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use crate::store::Digest;
+use crate::store::{Digest, Generation};
 
 /// Past this many entries a map is cleared rather than managed: the index
 /// still has everything, and a full reset is cheap and bounded.
@@ -103,10 +106,38 @@ pub struct MetaCache {
     /// The manifests, and the bytes of their bodies held in memory.
     manifests: Mutex<(PerRepo<Digest, ManifestMeta>, usize)>,
     blobs: Mutex<PerRepo<Digest, u64>>,
+    /// The index's deletion generation, and the one everything here was read under.
+    generation: Generation,
+    seen: AtomicU64,
 }
 
 impl MetaCache {
+    pub fn new(generation: Generation) -> MetaCache {
+        MetaCache {
+            seen: AtomicU64::new(generation.current()),
+            generation,
+            ..MetaCache::default()
+        }
+    }
+
+    /// Drops everything if rows were deleted since it was read: one atomic
+    /// load on every lookup, no SQLite.
+    fn check(&self) {
+        let current = self.generation.current();
+        if self.seen.load(Ordering::Acquire) == current {
+            return;
+        }
+        self.tags.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let mut manifests = self.manifests.lock().unwrap_or_else(|e| e.into_inner());
+        manifests.0.clear();
+        manifests.1 = 0;
+        drop(manifests);
+        self.blobs.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.seen.store(current, Ordering::Release);
+    }
+
     pub fn tag(&self, repo: &str, tag: &str) -> Option<TagMeta> {
+        self.check();
         self.tags
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -129,6 +160,7 @@ impl MetaCache {
     }
 
     pub fn manifest(&self, repo: &str, digest: &Digest) -> Option<ManifestMeta> {
+        self.check();
         let manifests = self.manifests.lock().unwrap_or_else(|e| e.into_inner());
         manifests.0.get(repo, digest).cloned()
     }
@@ -169,6 +201,7 @@ impl MetaCache {
     }
 
     pub fn blob(&self, repo: &str, digest: &Digest) -> Option<u64> {
+        self.check();
         self.blobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -227,6 +260,23 @@ mod tests {
         assert!(cache.tag("a/b", "v1").is_none(), "tags go with a manifest");
         cache.forget_blob("a/b", &m.digest);
         assert_eq!(cache.blob("a/b", &m.digest), None);
+    }
+
+    #[tokio::test]
+    async fn everything_goes_when_the_index_generation_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).await.unwrap();
+        let cache = MetaCache::new(store.generation());
+        let m = meta(3, 10);
+        let digest = store.put_bytes(&[3; 10], false).await.unwrap();
+        cache.put_manifest("a/b", m.clone());
+        cache.put_blob("a/b", &m.digest, 10);
+        assert!(cache.manifest("a/b", &m.digest).is_some());
+        store.evict_to(0, false).await.unwrap();
+        assert!(store.has_blob(&digest).await.unwrap().is_none());
+        assert!(cache.manifest("a/b", &m.digest).is_none());
+        assert_eq!(cache.blob("a/b", &m.digest), None);
+        assert_eq!(cache.manifests.lock().unwrap().1, 0, "bodies counted out");
     }
 
     #[test]

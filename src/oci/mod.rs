@@ -70,9 +70,9 @@ impl Registry {
             .map(|u| upstream::Upstream::new(u, metrics.clone()).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Registry {
+            cache: cache::MetaCache::new(store.generation()),
             store,
             upstreams: Upstreams::new(upstreams, config.hosted.clone()),
-            cache: cache::MetaCache::default(),
             uploads: uploads::Uploads::new(config),
             body_timeout,
             manifest_fetches: crate::upstream::Singleflight::default(),
@@ -303,6 +303,20 @@ fn from_upstream(error: UpstreamError, not_found: Code) -> OciError {
             ),
         ),
     }
+}
+
+/// Pushed content found corrupt in the store: it cannot be fetched again, so
+/// the client learns why instead of "unknown" (the log has the details).
+fn corrupt(what: &str, repo: &Repo, digest: &Digest) -> OciError {
+    OciError::new(
+        Code::Unavailable,
+        format!(
+            "{what} {digest} in {} is corrupt in the store (it failed its digest check and was \
+             quarantined); push it again",
+            repo.name
+        ),
+    )
+    .with_status(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// A store failure as the client sees it: logged here, never detailed.

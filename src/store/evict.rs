@@ -7,6 +7,8 @@
 //! a blob go with it (`ON DELETE CASCADE`), so a cached manifest or module file
 //! whose bytes were evicted is simply a miss again, never served broken.
 //! Hosted (pushed) content and blobs being read right now are never evicted.
+//! Every delete bumps the index's generation (`generation`), so what a server
+//! holds in memory about the deleted rows is dropped, whichever process evicts.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use sqlx::Row;
 
+use super::generation::BlobRows;
 use super::{Digest, Store, StoreError, io_error};
 
 /// A push session nobody touched for this long is dropped with its file.
@@ -221,12 +224,10 @@ impl Store {
     /// Deletes a cached blob: its row (and, by cascade, every row that refers
     /// to it), then its file. Hosted blobs are refused.
     async fn remove_blob(&self, digest: &Digest, size: u64) -> Result<bool, StoreError> {
-        let deleted = sqlx::query("DELETE FROM blobs WHERE digest = ?1 AND hosted = 0")
-            .bind(digest.to_string())
-            .execute(&self.inner.db.write)
+        if !self
+            .delete_blob_row(digest.as_str(), BlobRows::Cached)
             .await?
-            .rows_affected();
-        if deleted == 0 {
+        {
             return Ok(false);
         }
         let counters = &self.inner.counters;
@@ -339,10 +340,7 @@ impl Store {
             for text in missing {
                 // Hosted rows too: a row without its file is broken either way.
                 if !dry_run {
-                    sqlx::query("DELETE FROM blobs WHERE digest = ?1")
-                        .bind(&text)
-                        .execute(&self.inner.db.write)
-                        .await?;
+                    self.delete_blob_row(&text, BlobRows::Any).await?;
                 }
                 report.missing_files += 1;
             }

@@ -3,9 +3,10 @@
 //! never see a pool or a path.
 //!
 //! Layout: `mirror.db` (WAL), `blobs/<alg>/<2 hex>/<hex>` for content, `tmp/`
-//! for writes in progress. A file is written to `tmp/`, verified, fsynced and
-//! renamed into `blobs/`, and only then indexed, so a crash at any instant
-//! leaves no partial file visible under a digest.
+//! for writes in progress, `quarantine/<alg>/<hex>` for blobs that failed
+//! their digest check when read. A file is written to `tmp/`, verified,
+//! fsynced and renamed into `blobs/`, and only then indexed, so a crash at
+//! any instant leaves no partial file visible under a digest.
 
 pub mod audit;
 mod audit_log;
@@ -13,9 +14,12 @@ mod db;
 pub mod digest;
 pub mod evict;
 pub mod fill;
+mod generation;
 mod go;
 mod nowait;
 mod oci;
+mod quarantine;
+mod read;
 mod ready;
 mod stats;
 mod upkeep;
@@ -24,10 +28,8 @@ mod verify;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-
-use bytes::Bytes;
 
 pub use audit::{AuditQuery, AuditRecord};
 pub use audit_log::{AuditEntry, AuditLog};
@@ -41,8 +43,10 @@ pub use evict::{
 pub use fill::{
     Committed, FillError, FillHead, FillLimits, FillProducer, FillReader, MinRate, Slot, Validator,
 };
+pub use generation::Generation;
 pub use go::{GoFile, StoredAnswer};
 pub use oci::{ManifestRow, NewManifest, ReferrerRow};
+pub use read::{BlobFile, OpenedBlob, VerifyOnRead};
 pub use ready::NotReady;
 pub use stats::{GroupStats, HOSTED, SHARED, StoreStats, UNREFERENCED};
 pub use uploads::{Begun, UploadOwner, UploadRow, is_upload_id};
@@ -66,6 +70,14 @@ pub enum StoreError {
     Corrupt(String),
     #[error("blocking task failed: {0}")]
     Blocking(#[from] tokio::task::JoinError),
+}
+
+impl StoreError {
+    /// A write named a row another path deleted (a blob evicted, a manifest
+    /// gone with it): whoever held that row in memory must look again.
+    pub fn is_missing_reference(&self) -> bool {
+        matches!(self, StoreError::Db(sqlx::Error::Database(e)) if e.is_foreign_key_violation())
+    }
 }
 
 fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -115,6 +127,10 @@ pub(crate) struct Inner {
     /// Pinged when a blob is added, so eviction can run soon after the store grows.
     grew: tokio::sync::Notify,
     pub(crate) counters: Counters,
+    /// `cache.verify_on_read = "all"`: streamed reads are verified too.
+    verify_all: AtomicBool,
+    /// The index's deletion generation as this process last saw it.
+    generation: Generation,
 }
 
 /// What the store counts for `/metrics`.
@@ -125,65 +141,8 @@ pub struct Counters {
     pub bytes_filled: AtomicU64,
     pub evicted_blobs: AtomicU64,
     pub evicted_bytes: AtomicU64,
-}
-
-/// What `open_or_read_blob` found: a small blob's bytes, or the open file.
-pub enum OpenedBlob {
-    Read(Bytes),
-    File(BlobFile),
-}
-
-impl OpenedBlob {
-    pub fn size(&self) -> u64 {
-        match self {
-            OpenedBlob::Read(bytes) => bytes.len() as u64,
-            OpenedBlob::File(file) => file.size,
-        }
-    }
-}
-
-enum Opened {
-    Read(Vec<u8>),
-    File(std::fs::File, u64),
-}
-
-/// Sizes an open blob file and, if it is at most `read_limit` bytes, reads
-/// it whole. With `nowait`, a read that would wait for the disk hands the
-/// file back (`Err(file)`) for the blocking pool.
-fn open_read(
-    file: std::fs::File,
-    read_limit: u64,
-    nowait: bool,
-) -> std::io::Result<Result<Opened, std::fs::File>> {
-    use std::io::Read;
-    let size = file.metadata()?.len();
-    if size == 0 || size > read_limit {
-        return Ok(Ok(Opened::File(file, size)));
-    }
-    let mut bytes = vec![0; size as usize];
-    if nowait {
-        return Ok(match nowait::read_exact_at(&file, &mut bytes, 0)? {
-            Some(()) => Ok(Opened::Read(bytes)),
-            None => Err(file),
-        });
-    }
-    (&file).read_exact(&mut bytes)?;
-    Ok(Ok(Opened::Read(bytes)))
-}
-
-/// An open, complete blob. While it (or a stream made from it) lives, the
-/// blob is marked in use and eviction passes it over.
-pub struct BlobFile {
-    file: std::fs::File,
-    pub size: u64,
-    guard: ReadGuard,
-}
-
-impl BlobFile {
-    /// The open file and the guard that must outlive every read of it.
-    pub fn into_parts(self) -> (std::fs::File, ReadGuard) {
-        (self.file, self.guard)
-    }
+    /// Stored blobs that failed their digest check when read.
+    pub quarantined_blobs: AtomicU64,
 }
 
 impl Store {
@@ -203,7 +162,7 @@ impl Store {
         let index = data_dir.join("mirror.db");
         db::create_private(&index)?;
         let db = Db::open(&index).await?;
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 root: data_dir.to_owned(),
                 db,
@@ -213,8 +172,12 @@ impl Store {
                 in_use: evict::InUse::default(),
                 grew: tokio::sync::Notify::new(),
                 counters: Counters::default(),
+                verify_all: AtomicBool::new(false),
+                generation: Generation::default(),
             }),
-        })
+        };
+        store.refresh_generation().await?;
+        Ok(store)
     }
 
     /// Opens the store of an existing data dir (for CLI commands, which must
@@ -390,84 +353,6 @@ impl Store {
         self.adopt_file(&tmp, &digest, bytes.len() as u64, hosted)
             .await?;
         Ok(digest)
-    }
-
-    /// Opens a stored blob, or `None` if the store does not have it.
-    pub async fn open_blob(&self, digest: &Digest) -> Result<Option<BlobFile>, StoreError> {
-        match self.open_or_read_blob(digest, 0).await? {
-            Some(OpenedBlob::File(file)) => Ok(Some(file)),
-            Some(OpenedBlob::Read(_)) => Err(StoreError::Corrupt(format!(
-                "{digest} was read whole where only an open was asked for"
-            ))),
-            None => Ok(None),
-        }
-    }
-
-    /// Opens a stored blob; one of at most `read_limit` bytes (and more than
-    /// zero) is read whole. Both happen on the calling thread when the kernel
-    /// has the path and the bytes cached (the usual hit), otherwise in one trip
-    /// to the blocking pool.
-    pub async fn open_or_read_blob(
-        &self,
-        digest: &Digest,
-        read_limit: u64,
-    ) -> Result<Option<OpenedBlob>, StoreError> {
-        let path = self.blob_path(digest);
-        // Marked in use before the open, so an eviction cannot slip in between.
-        let guard = self.guard_read(digest);
-        let context = || format!("reading blob {digest}");
-        let cached = match nowait::open(&path) {
-            Ok(Some(file)) => open_read(file, read_limit, true)
-                .map_err(io_error(context()))?
-                .map_err(Some),
-            Ok(None) => Err(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error(context())(e)),
-        };
-        let opened = match cached {
-            Ok(opened) => opened,
-            Err(open) => {
-                let read = tokio::task::spawn_blocking(move || {
-                    let file = match open {
-                        Some(file) => file,
-                        None => match std::fs::File::open(&path) {
-                            Ok(file) => file,
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                            Err(e) => return Err(e),
-                        },
-                    };
-                    Ok(open_read(file, read_limit, false)?.ok())
-                });
-                match read.await?.map_err(io_error(context()))? {
-                    Some(opened) => opened,
-                    None => return Ok(None),
-                }
-            }
-        };
-        let opened = match opened {
-            Opened::File(file, size) => OpenedBlob::File(BlobFile { file, size, guard }),
-            Opened::Read(bytes) => OpenedBlob::Read(Bytes::from(bytes)),
-        };
-        self.touch(digest);
-        Ok(Some(opened))
-    }
-
-    /// Reads a small stored blob whole (manifests, `.info`, `.mod`). Callers
-    /// bound the size: this is never used for layers or zips.
-    pub async fn read_small(
-        &self,
-        digest: &Digest,
-        limit: u64,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.open_or_read_blob(digest, limit).await? {
-            None => Ok(None),
-            Some(OpenedBlob::Read(bytes)) => Ok(Some(bytes.into())),
-            Some(OpenedBlob::File(blob)) if blob.size == 0 => Ok(Some(Vec::new())),
-            Some(OpenedBlob::File(blob)) => Err(StoreError::Corrupt(format!(
-                "{digest} is {} bytes, over the {limit}-byte limit",
-                blob.size
-            ))),
-        }
     }
 
     pub async fn has_blob(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {

@@ -1,4 +1,5 @@
-//! Background upkeep of a serving process: access times, eviction, sweeps.
+//! Background upkeep of a serving process: access times, eviction, sweeps,
+//! and following the index generation.
 
 use std::time::Duration;
 
@@ -80,8 +81,10 @@ impl Store {
         });
     }
 
-    /// Background upkeep for a serving process: flushes access times.
+    /// Background upkeep for a serving process: flushes access times and
+    /// follows the index generation other processes may bump.
     pub fn spawn_upkeep(&self, stop: CancellationToken) {
+        self.spawn_generation_watch(stop.clone());
         let store = self.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_secs(10));

@@ -5,6 +5,7 @@
 
 use std::io::Read;
 
+use super::generation::BlobRows;
 use super::{Digest, Store, StoreError};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -58,10 +59,7 @@ impl Store {
                     Verdict::Missing => report.missing.push(text.clone()),
                 }
                 if repair && !matches!(verdict, Verdict::Good) {
-                    sqlx::query("DELETE FROM blobs WHERE digest = ?1")
-                        .bind(&text)
-                        .execute(&self.inner.db.write)
-                        .await?;
+                    self.delete_blob_row(&text, BlobRows::Any).await?;
                     if let Ok(digest) = text.parse::<Digest>() {
                         let _ = std::fs::remove_file(self.blob_path(&digest));
                     }

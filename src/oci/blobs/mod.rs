@@ -1,6 +1,7 @@
-//! Blobs: served from the store with `Range` support; a miss becomes one
-//! shared fill from upstream (`miss`) that every concurrent client streams
-//! from as bytes arrive, verified against the digest before it is indexed.
+//! Blobs: served from the store with `Range` support, checked against their
+//! digest as the store is set to; a miss becomes one shared fill from
+//! upstream (`miss`) that every concurrent client streams from as bytes
+//! arrive, verified against the digest before it is indexed.
 
 mod miss;
 mod range;
@@ -15,7 +16,9 @@ use hyper::body::Incoming;
 use super::names::Repo;
 use super::route::RepoName;
 use super::upstream::Upstream;
-use super::{Code, OciError, Registry, content_response, from_upstream, internal, touched};
+use super::{
+    Code, OciError, Registry, content_response, corrupt, from_upstream, internal, touched,
+};
 use crate::http::{Action, Body, Outcome, body};
 use crate::store::{Digest, OpenedBlob};
 
@@ -78,6 +81,11 @@ pub async fn get(
         registry.cache.forget_blob(&repo.key, digest);
     }
     let Some((upstream, remote)) = repo.upstream() else {
+        // Pushed, then found corrupt: it cannot be fetched again, so say why
+        // (to a GET: a push HEADs first and must see it missing).
+        if !head && registry.store.is_quarantined(digest).await {
+            return Err(corrupt("blob", repo, digest));
+        }
         return Err(unknown(repo, digest));
     };
     // Content-addressed: a layer fetched for another repository is this one too.
@@ -106,11 +114,12 @@ pub(super) async fn adopt_stored(
     {
         return Ok(None);
     }
-    registry
-        .store
-        .oci_link_blob(&repo.key, digest)
-        .await
-        .map_err(internal)?;
+    match registry.store.oci_link_blob(&repo.key, digest).await {
+        Ok(()) => {}
+        // Evicted since we looked: a miss after all.
+        Err(error) if error.is_missing_reference() => return Ok(None),
+        Err(error) => return Err(internal(error)),
+    }
     serve_file(registry, repo, digest, head, range, Outcome::Hit).await
 }
 
@@ -135,7 +144,8 @@ pub(super) fn partial(
     response
 }
 
-/// Serves a stored blob, or `None` if its file is gone.
+/// Serves a stored blob, or `None` if its file is gone (or failed its digest
+/// check, and is quarantined now).
 pub(super) async fn serve_file(
     registry: &Registry,
     repo: &Repo,
