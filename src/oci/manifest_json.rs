@@ -1,6 +1,7 @@
 //! What the mirror needs to know from inside a manifest: the blobs and child
 //! manifests it references (to check a push), its `subject` and artifact type
-//! (for the referrers API). Reads JSON; stores nothing.
+//! (for the referrers API), the image a list holds for a platform. Reads
+//! JSON; stores nothing.
 
 use serde::Deserialize;
 
@@ -10,6 +11,7 @@ use crate::store::Digest;
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
 /// Manifest types a client that names none is assumed to accept.
 pub const DEFAULT_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -119,10 +121,35 @@ pub fn accepts(accept: &[String], media_type: &str) -> bool {
         })
 }
 
-/// Whether an `Accept` header lets upstream answer a tag with an index, so
-/// that its answer is the tag's true manifest and may be cached for everyone.
-pub fn accepts_indexes(accept: &[String]) -> bool {
-    accept.is_empty() || accepts(accept, OCI_INDEX) || accepts(accept, DOCKER_LIST)
+#[derive(Deserialize)]
+struct Platform {
+    os: Option<String>,
+    architecture: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    digest: String,
+    platform: Option<Platform>,
+}
+
+#[derive(Deserialize)]
+struct List {
+    #[serde(default)]
+    manifests: Vec<Entry>,
+}
+
+/// The first image of an index or manifest list built for `os`/`architecture`.
+pub fn platform_image(bytes: &[u8], os: &str, architecture: &str) -> Option<Digest> {
+    let list: List = serde_json::from_slice(bytes).ok()?;
+    list.manifests
+        .into_iter()
+        .find(|entry| {
+            entry.platform.as_ref().is_some_and(|p| {
+                p.os.as_deref() == Some(os) && p.architecture.as_deref() == Some(architecture)
+            })
+        })
+        .and_then(|entry| entry.digest.parse().ok())
 }
 
 #[cfg(test)]
@@ -145,5 +172,32 @@ mod tests {
         let info = ManifestInfo::parse(json.to_string().as_bytes()).unwrap();
         assert_eq!(info.blobs, [config.clone(), layer.clone(), odd]);
         assert_eq!(info.blob_sizes, [(config, 7), (layer, 12345)]);
+    }
+
+    #[test]
+    fn the_image_for_a_platform_is_the_first_that_matches() {
+        let [arm, amd, amd_too] = [1u8, 2, 3].map(|b| Digest::sha256_of(&[b]));
+        let list = serde_json::json!({
+            "mediaType": DOCKER_LIST,
+            "manifests": [
+                { "digest": arm.to_string(), "platform": { "os": "linux", "architecture": "arm64" } },
+                { "digest": amd.to_string(), "platform": { "os": "linux", "architecture": "amd64" } },
+                { "digest": amd_too.to_string(), "platform": { "os": "linux", "architecture": "amd64" } },
+            ],
+        })
+        .to_string();
+        assert_eq!(platform_image(list.as_bytes(), "linux", "amd64"), Some(amd));
+        assert_eq!(platform_image(list.as_bytes(), "windows", "amd64"), None);
+        assert_eq!(platform_image(b"not json", "linux", "amd64"), None);
+    }
+
+    #[test]
+    fn accept_lists_are_split_and_parameters_ignored() {
+        let narrow = vec![format!("{OCI_MANIFEST}; q=0.9, {DOCKER_MANIFEST}")];
+        assert!(accepts(&narrow, OCI_MANIFEST));
+        assert!(accepts(&narrow, DOCKER_MANIFEST));
+        assert!(!accepts(&narrow, OCI_INDEX));
+        assert!(accepts(&[], OCI_INDEX), "no Accept takes everything");
+        assert!(accepts(&["*/*".to_owned()], OCI_INDEX));
     }
 }

@@ -1,7 +1,10 @@
 //! Manifests: served from the store (memory first), fetched from upstream on a
 //! miss and verified against their digest before they are indexed (`remote`);
+//! a tag is always resolved to its true manifest, and a client that does not
+//! accept its type is answered as the upstream registry would (`negotiate`);
 //! hosted repositories take pushes and deletes (`push`).
 
+mod negotiate;
 mod push;
 mod remote;
 
@@ -14,10 +17,10 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::cache::{ManifestMeta, TagMeta};
-use super::manifest_json::{self, DEFAULT_ACCEPT, MAX_MANIFEST, ManifestInfo};
+use super::manifest_json::{DEFAULT_ACCEPT, MAX_MANIFEST, ManifestInfo};
 use super::names::Repo;
 use super::route::{Reference, Tag};
-use super::{Code, OciError, Registry, content_response, internal, touched};
+use super::{Code, OciError, Registry, content_response, corrupt, internal, touched};
 use crate::http::{Action, Body, Outcome, body};
 use crate::store::{Digest, NewManifest, now_secs};
 
@@ -54,58 +57,74 @@ pub async fn get(
         let meta = match reference {
             Reference::Digest(digest) => local_by_digest(registry, repo, digest).await?,
             Reference::Tag(tag) => local_by_tag(registry, repo, tag).await?.map(|t| t.manifest),
-        }
-        .ok_or_else(|| unknown(repo, reference))?;
+        };
+        let Some(meta) = meta else {
+            return Err(missing_hosted(registry, repo, reference, head).await);
+        };
         return serve(registry, repo, reference, meta, head, Outcome::Hosted).await;
     };
+    let (meta, outcome) = match reference {
+        Reference::Digest(digest) => match local_by_digest(registry, repo, digest).await? {
+            Some(meta) => (meta, Outcome::Hit),
+            None => (fetch(registry, repo, reference).await?, Outcome::Miss),
+        },
+        Reference::Tag(tag) => resolve_tag(registry, repo, upstream.tag_ttl, tag).await?,
+    };
     match reference {
-        Reference::Digest(digest) => {
-            if let Some(meta) = local_by_digest(registry, repo, digest).await? {
-                return serve(registry, repo, reference, meta, head, Outcome::Hit).await;
-            }
+        Reference::Tag(_) => {
+            negotiate::answer(registry, repo, reference, meta, &accept, head, outcome).await
         }
-        Reference::Tag(tag) => {
-            if let Some(cached) = local_by_tag(registry, repo, tag).await?
-                && manifest_json::accepts(&accept, &cached.manifest.media_type)
-            {
-                let fresh = now_secs() - cached.checked_at < upstream.tag_ttl.as_secs() as i64;
-                if fresh {
-                    return serve(
-                        registry,
-                        repo,
-                        reference,
-                        cached.manifest,
-                        head,
-                        Outcome::Hit,
-                    )
-                    .await;
-                }
-                return revalidate(registry, repo, tag, cached, &accept, head).await;
-            }
-        }
+        Reference::Digest(_) => serve(registry, repo, reference, meta, head, outcome).await,
     }
-    // Even for a HEAD: clients HEAD a tag and then GET by digest, so fetching
-    // now is what records the tag for later (and offline) pulls.
-    let meta = fetch(registry, repo, reference, &accept).await?;
-    serve(registry, repo, reference, meta, head, Outcome::Miss).await
 }
 
-/// The client's `Accept`, or every manifest type when it named none (curl's
-/// `*/*` included: registries answer a bare wildcard with schema 1 or 404).
-pub(super) fn accept_headers(accept: &[String]) -> HeaderMap {
+/// The tag's true manifest: from the cache while fresh, revalidated after
+/// `tag_ttl`, fetched on a miss. Even for a HEAD: clients HEAD a tag and
+/// then GET by digest, so fetching now is what records the tag for later
+/// (and offline) pulls.
+async fn resolve_tag(
+    registry: &Registry,
+    repo: &Repo,
+    tag_ttl: std::time::Duration,
+    tag: &Tag,
+) -> Result<(ManifestMeta, Outcome), OciError> {
+    let Some(cached) = local_by_tag(registry, repo, tag).await? else {
+        let meta = fetch(registry, repo, &Reference::Tag(tag.clone())).await?;
+        return Ok((meta, Outcome::Miss));
+    };
+    if now_secs() - cached.checked_at < tag_ttl.as_secs() as i64 {
+        return Ok((cached.manifest, Outcome::Hit));
+    }
+    revalidate(registry, repo, tag, cached).await
+}
+
+/// Every manifest type the mirror knows: tags are resolved upstream with
+/// all of them, so that the answer is the tag's true manifest, cacheable
+/// for every client whatever it accepts.
+pub(super) fn accept_all() -> HeaderMap {
     let mut headers = HeaderMap::new();
-    if !accept.iter().any(|a| a.contains("/vnd.")) {
-        headers.insert(ACCEPT, HeaderValue::from_static(DEFAULT_ACCEPT));
-        return headers;
-    }
-    for value in accept {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.append(ACCEPT, value);
-        }
-    }
+    headers.insert(ACCEPT, HeaderValue::from_static(DEFAULT_ACCEPT));
     headers
 }
 
+/// A hosted manifest that is not there: unknown, or, for a GET by digest of
+/// one found corrupt in the store (it cannot be fetched again), why.
+async fn missing_hosted(
+    registry: &Registry,
+    repo: &Repo,
+    reference: &Reference,
+    head: bool,
+) -> OciError {
+    match reference {
+        Reference::Digest(digest) if !head && registry.store.is_quarantined(digest).await => {
+            corrupt("manifest", repo, digest)
+        }
+        _ => unknown(repo, reference),
+    }
+}
+
+/// Stores and indexes a manifest's bytes. A blob row evicted between the
+/// two writes fails the second on its foreign key: then both again, once.
 pub(super) async fn store_manifest(
     registry: &Registry,
     repo: &Repo,
@@ -115,26 +134,31 @@ pub(super) async fn store_manifest(
     info: &ManifestInfo,
     hosted: bool,
 ) -> Result<ManifestMeta, OciError> {
-    let stored = registry
-        .store
-        .put_bytes(bytes, hosted)
-        .await
-        .map_err(internal)?;
-    debug_assert_eq!(&stored, digest);
-    registry
-        .store
-        .oci_put_manifest(&NewManifest {
-            repo: &repo.key,
-            digest,
-            media_type,
-            size: bytes.len() as u64,
-            subject: info.subject.as_ref(),
-            artifact_type: info.artifact_type.as_deref(),
-            annotations: info.annotations.as_deref(),
-            blobs: &info.blob_sizes,
-        })
-        .await
-        .map_err(internal)?;
+    let manifest = NewManifest {
+        repo: &repo.key,
+        digest,
+        media_type,
+        size: bytes.len() as u64,
+        subject: info.subject.as_ref(),
+        artifact_type: info.artifact_type.as_deref(),
+        annotations: info.annotations.as_deref(),
+        blobs: &info.blob_sizes,
+    };
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let stored = registry
+            .store
+            .put_bytes(bytes, hosted)
+            .await
+            .map_err(internal)?;
+        debug_assert_eq!(&stored, digest);
+        match registry.store.oci_put_manifest(&manifest).await {
+            Ok(()) => break,
+            Err(error) if error.is_missing_reference() && attempts < 2 => continue,
+            Err(error) => return Err(internal(error)),
+        }
+    }
     let meta = ManifestMeta {
         digest: digest.clone(),
         media_type: media_type.to_owned(),
@@ -145,17 +169,28 @@ pub(super) async fn store_manifest(
     Ok(meta)
 }
 
+/// Points a tag at an indexed manifest, confirmed now. `false` when the
+/// manifest's row is gone (evicted since `meta` was read, perhaps by another
+/// process): nothing is recorded and the manifest is forgotten here too, so
+/// the caller stores it again rather than failing on every later request.
 pub(super) async fn record_tag(
     registry: &Registry,
     repo: &Repo,
     tag: &Tag,
     meta: &ManifestMeta,
-) -> Result<(), OciError> {
-    registry
+) -> Result<bool, OciError> {
+    match registry
         .store
         .oci_set_tag(&repo.key, tag.as_str(), &meta.digest)
         .await
-        .map_err(internal)?;
+    {
+        Ok(()) => {}
+        Err(error) if error.is_missing_reference() => {
+            registry.cache.forget_manifest(&repo.key, &meta.digest);
+            return Ok(false);
+        }
+        Err(error) => return Err(internal(error)),
+    }
     // Bodies live in the manifest map alone, where their budget is counted.
     registry.cache.put_tag(
         &repo.key,
@@ -168,7 +203,7 @@ pub(super) async fn record_tag(
             checked_at: now_secs(),
         },
     );
-    Ok(())
+    Ok(true)
 }
 
 pub(super) async fn local_by_digest(
@@ -233,7 +268,7 @@ pub(super) async fn serve(
     registry: &Registry,
     repo: &Repo,
     reference: &Reference,
-    mut meta: ManifestMeta,
+    meta: ManifestMeta,
     head: bool,
     outcome: Outcome,
 ) -> Result<Response<Body>, OciError> {
@@ -241,41 +276,7 @@ pub(super) async fn serve(
     let body = if head {
         body::empty()
     } else {
-        // A tag's entry carries no body: the manifest map may have it.
-        let kept = meta.body.clone().or_else(|| {
-            registry
-                .cache
-                .manifest(&repo.key, &meta.digest)
-                .and_then(|cached| cached.body)
-        });
-        let bytes = match kept {
-            Some(bytes) => bytes,
-            None => {
-                let stored = registry
-                    .store
-                    .read_small(&meta.digest, MAX_MANIFEST as u64)
-                    .await
-                    .map_err(internal)?;
-                let bytes = match stored {
-                    Some(bytes) => Bytes::from(bytes),
-                    // Evicted since we looked it up: fetch it again (or, for a
-                    // hosted repository, which is never evicted, it is gone).
-                    None => {
-                        registry.cache.forget_manifest(&repo.key, &meta.digest);
-                        if repo.is_hosted() {
-                            return Err(unknown(repo, reference));
-                        }
-                        let again = Reference::Digest(meta.digest.clone());
-                        let fetched = fetch(registry, repo, &again, &[]).await?;
-                        fetched.body.unwrap_or_default()
-                    }
-                };
-                meta.body = Some(bytes.clone());
-                registry.cache.put_manifest(&repo.key, meta.clone());
-                bytes
-            }
-        };
-        body::full(bytes)
+        body::full(body_of(registry, repo, &meta).await?)
     };
     let response = content_response(
         StatusCode::OK,
@@ -291,4 +292,52 @@ pub(super) async fn serve(
         Some(&meta.digest),
         outcome,
     ))
+}
+
+/// A stored manifest's bytes: from memory, else from the store (checked
+/// against the digest there), else, for a mirrored repository, from
+/// upstream again.
+pub(super) async fn body_of(
+    registry: &Registry,
+    repo: &Repo,
+    meta: &ManifestMeta,
+) -> Result<Bytes, OciError> {
+    // A tag's entry carries no body: the manifest map may have it.
+    let kept = meta.body.clone().or_else(|| {
+        registry
+            .cache
+            .manifest(&repo.key, &meta.digest)
+            .and_then(|cached| cached.body)
+    });
+    if let Some(bytes) = kept {
+        return Ok(bytes);
+    }
+    let stored = registry
+        .store
+        .read_small(&meta.digest, MAX_MANIFEST as u64)
+        .await
+        .map_err(internal)?;
+    let bytes = match stored {
+        Some(bytes) => Bytes::from(bytes),
+        // Evicted or quarantined since we looked it up: fetch it again (a
+        // hosted repository's is gone; say why if it was corrupt).
+        None => {
+            registry.cache.forget_manifest(&repo.key, &meta.digest);
+            if repo.is_hosted() {
+                let digest = Reference::Digest(meta.digest.clone());
+                return Err(missing_hosted(registry, repo, &digest, false).await);
+            }
+            let again = Reference::Digest(meta.digest.clone());
+            let fetched = fetch(registry, repo, &again).await?;
+            return Ok(fetched.body.unwrap_or_default());
+        }
+    };
+    registry.cache.put_manifest(
+        &repo.key,
+        ManifestMeta {
+            body: Some(bytes.clone()),
+            ..meta.clone()
+        },
+    );
+    Ok(bytes)
 }

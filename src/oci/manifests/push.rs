@@ -69,8 +69,13 @@ pub async fn put(
         }
     }
     let meta = store_manifest(registry, repo, &bytes, &digest, &media_type, &info, true).await?;
-    if let Reference::Tag(tag) = reference {
-        record_tag(registry, repo, tag, &meta).await?;
+    if let Reference::Tag(tag) = reference
+        && !record_tag(registry, repo, tag, &meta).await?
+    {
+        return Err(internal(format!(
+            "manifest {digest} of {} was removed while its tag was recorded",
+            repo.name
+        )));
     }
     let mut response = content_response(
         StatusCode::CREATED,

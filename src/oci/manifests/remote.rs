@@ -2,18 +2,18 @@
 //! same moment, verified against their digest, stored and indexed; tags
 //! revalidated with a HEAD after `tag_ttl`, served stale when upstream fails.
 
-use super::{accept_headers, record_tag, serve, store_manifest, unknown};
+use super::{accept_all, record_tag, store_manifest, unknown};
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
-use http::{Method, Response, StatusCode};
+use http::{Method, StatusCode};
 
-use crate::http::{Body, Outcome};
+use crate::http::Outcome;
 use crate::oci::cache::{ManifestMeta, TagMeta};
 use crate::oci::manifest_json::{self, MAX_MANIFEST, ManifestInfo};
 use crate::oci::names::Repo;
 use crate::oci::route::{Reference, Tag};
 use crate::oci::upstream::{UpstreamError, read_limited};
-use crate::oci::{Code, DIGEST_HEADER, OciError, Registry, from_upstream};
+use crate::oci::{Code, DIGEST_HEADER, OciError, Registry, from_upstream, internal};
 use crate::store::Digest;
 
 /// A tag older than its TTL: one HEAD upstream. Same digest: refresh the time
@@ -23,9 +23,7 @@ pub(super) async fn revalidate(
     repo: &Repo,
     tag: &Tag,
     cached: TagMeta,
-    accept: &[String],
-    head: bool,
-) -> Result<Response<Body>, OciError> {
+) -> Result<(ManifestMeta, Outcome), OciError> {
     let reference = Reference::Tag(tag.clone());
     let Some((upstream, remote)) = repo.upstream() else {
         return Err(unknown(repo, &reference));
@@ -35,7 +33,7 @@ pub(super) async fn revalidate(
             Method::HEAD,
             remote,
             &format!("manifests/{tag}"),
-            accept_headers(accept),
+            accept_all(),
         )
         .await;
     let current = match answer {
@@ -57,60 +55,34 @@ pub(super) async fn revalidate(
             };
             tracing::warn!(upstream = %upstream.name, %tag, repo = %repo.name, %reason,
                 "tag revalidation failed; serving the cached manifest");
-            return serve(
-                registry,
-                repo,
-                &reference,
-                cached.manifest,
-                head,
-                Outcome::Stale,
-            )
-            .await;
+            return Ok((cached.manifest, Outcome::Stale));
         }
     };
-    if current.as_ref() == Some(&cached.manifest.digest) {
-        // Still current: restart its TTL.
-        record_tag(registry, repo, tag, &cached.manifest).await?;
-        return serve(
-            registry,
-            repo,
-            &reference,
-            cached.manifest,
-            head,
-            Outcome::Hit,
-        )
-        .await;
+    // Still current: restart its TTL, unless the manifest was evicted since.
+    if current.as_ref() == Some(&cached.manifest.digest)
+        && record_tag(registry, repo, tag, &cached.manifest).await?
+    {
+        return Ok((cached.manifest, Outcome::Hit));
     }
-    match fetch(registry, repo, &reference, accept).await {
-        Ok(meta) => serve(registry, repo, &reference, meta, head, Outcome::Miss).await,
-        Err(error) if error.status.is_server_error() => {
-            serve(
-                registry,
-                repo,
-                &reference,
-                cached.manifest,
-                head,
-                Outcome::Stale,
-            )
-            .await
-        }
+    match fetch(registry, repo, &reference).await {
+        Ok(meta) => Ok((meta, Outcome::Miss)),
+        Err(error) if error.status.is_server_error() => Ok((cached.manifest, Outcome::Stale)),
         Err(error) => Err(error),
     }
 }
 
 /// Fetches a manifest from upstream, verifies it, stores and indexes it (and
-/// the tag, when the answer is the tag's true manifest). Concurrent misses
-/// for the same manifest share one upstream request.
+/// the tag, whose true manifest it is: it was asked for with every type).
+/// Concurrent misses for the same manifest share one upstream request.
 pub(super) async fn fetch(
     registry: &Registry,
     repo: &Repo,
     reference: &Reference,
-    accept: &[String],
 ) -> Result<ManifestMeta, OciError> {
-    let key = format!("{}\n{reference}\n{}", repo.key, accept.join(","));
+    let key = format!("{}\n{reference}", repo.key);
     registry
         .manifest_fetches
-        .run(&key, fetch_once(registry, repo, reference, accept))
+        .run(&key, fetch_once(registry, repo, reference))
         .await
 }
 
@@ -118,7 +90,6 @@ async fn fetch_once(
     registry: &Registry,
     repo: &Repo,
     reference: &Reference,
-    accept: &[String],
 ) -> Result<ManifestMeta, OciError> {
     let Some((upstream, remote)) = repo.upstream() else {
         return Err(unknown(repo, reference));
@@ -128,7 +99,7 @@ async fn fetch_once(
             Method::GET,
             remote,
             &format!("manifests/{reference}"),
-            accept_headers(accept),
+            accept_all(),
         )
         .await
         .map_err(|e| from_upstream(e, Code::ManifestUnknown))?;
@@ -185,11 +156,21 @@ async fn fetch_once(
         .or(info.media_type.clone())
         .unwrap_or_else(|| manifest_json::OCI_MANIFEST.to_owned());
     let bytes = Bytes::from(bytes);
-    let meta = store_manifest(registry, repo, &bytes, &digest, &media_type, &info, false).await?;
-    if let Reference::Tag(tag) = reference
-        && manifest_json::accepts_indexes(accept)
-    {
-        record_tag(registry, repo, tag, &meta).await?;
+    let store = || store_manifest(registry, repo, &bytes, &digest, &media_type, &info, false);
+    let meta = store().await?;
+    let Reference::Tag(tag) = reference else {
+        return Ok(meta);
+    };
+    if record_tag(registry, repo, tag, &meta).await? {
+        return Ok(meta);
+    }
+    // Evicted between storing it and recording the tag: once more.
+    let meta = store().await?;
+    if !record_tag(registry, repo, tag, &meta).await? {
+        return Err(internal(format!(
+            "manifest {digest} of {} was removed twice while its tag was recorded",
+            repo.name
+        )));
     }
     Ok(meta)
 }
