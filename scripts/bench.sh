@@ -6,6 +6,8 @@
 #   scripts/bench.sh base     # TLS + HTTP overhead: tiny GETs, Basic auth, new connections
 #   scripts/bench.sh go       # cached .info/.mod/.zip vs nginx
 #   scripts/bench.sh oci      # blobs and manifests vs nginx and docker-registry
+#   scripts/bench.sh verify   # 1 GiB streamed hit, cache.verify_on_read small vs all
+#                             # (MIRROR_BEFORE=path/to/older/mirror adds that build first)
 #   scripts/bench.sh all
 #
 # DURATION (seconds per wrk run, default 10) can be set in the environment;
@@ -39,12 +41,14 @@ case "$scenario" in
   base) bench_base ;;
   go) source "$ROOT/scripts/bench/go.sh"; bench_go ;;
   oci) source "$ROOT/scripts/bench/oci.sh"; bench_oci ;;
+  verify) source "$ROOT/scripts/bench/verify.sh"; bench_verify ;;
   all)
     bench_base
     source "$ROOT/scripts/bench/go.sh"; bench_go
     source "$ROOT/scripts/bench/oci.sh"; bench_oci
+    source "$ROOT/scripts/bench/verify.sh"; bench_verify
     ;;
-  *) echo "usage: $0 [base|go|oci|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [base|go|oci|verify|all]" >&2; exit 2 ;;
 esac
 
 log ""

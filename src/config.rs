@@ -921,6 +921,7 @@ mod tests {
         assert_eq!(config.go.upstream, "https://proxy.golang.org");
         assert_eq!(config.limits.body_timeout, Duration::from_secs(60));
         assert_eq!(config.registry.max_upload_sessions_per_identity, 128);
+        assert_eq!(config.cache.verify_on_read, VerifyOnRead::Small);
     }
 
     #[test]
@@ -953,6 +954,14 @@ mod tests {
             let key = bad.split(' ').next().unwrap();
             assert!(err.contains(&format!("limits.{key}")), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn verify_on_read_takes_small_or_all() {
+        let config = parse("[cache]\nverify_on_read = \"all\"\n").unwrap();
+        assert_eq!(config.cache.verify_on_read, VerifyOnRead::All);
+        let err = parse("[cache]\nverify_on_read = \"some\"\n").unwrap_err();
+        assert!(err.contains("cache.verify_on_read"), "{err}");
     }
 
     #[test]

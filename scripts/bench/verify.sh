@@ -1,0 +1,56 @@
+# Re-verification on read, measured: server CPU per GB of a 1 GiB streamed
+# hit (HTTP/1.1, TLS 1.3 AES-128-GCM, server on SERVER_CORE, curl on
+# LOAD_CORE) with cache.verify_on_read = "small" and = "all", and first, if
+# MIRROR_BEFORE names another build (main's, say), the same hit through it:
+# all back to back in one run, so the ratios hold even on a busy machine.
+# The blob is pushed once into a hosted repository; a hosted hit and a
+# cached one take the same read path. Sourced by scripts/bench.sh.
+#
+# Results: rows "verify <binary> <mode> #<round>" in $RESULTS, and the
+# median CPU-s/GB of each with its ratio to the first, printed at the end.
+
+VERIFY_SIZE=${VERIFY_SIZE:-$((1024 * 1024 * 1024))}
+VERIFY_ROUNDS=${VERIFY_ROUNDS:-5}
+
+# verify_series NAME BINARY EXTRA_TOML — VERIFY_ROUNDS streams of the blob
+# through BINARY; appends "NAME median" to VERIFY_SUMMARY.
+verify_series() {
+  local name=$1 binary=$2 extra=$3 round values=()
+  MIRROR_DATA="$WORK/verify-data" mirror_config "$WORK/verify.toml" \
+    "$(printf '[registry]\nwrite = "anonymous"\n\n%s\n' "$extra")"
+  MIRROR=$binary start_mirror "$WORK/verify.toml"
+  if [[ ! -f "$WORK/verify-pushed" ]]; then
+    taskset -c "$LOAD_CORE" curl -sS --fail --cacert "$WORK/pki/ca.crt" -o /dev/null \
+      -X POST -T "$WORK/verify.bin" -H "Content-Type: application/octet-stream" \
+      "https://127.0.0.1:$MIRROR_PORT/v2/bench/verify/blobs/uploads/?digest=$VERIFY_DIGEST"
+    touch "$WORK/verify-pushed"
+  fi
+  for round in $(seq 1 "$VERIFY_ROUNDS"); do
+    curl_stream "verify $name #$round" "$MIRROR_PID" \
+      "https://127.0.0.1:$MIRROR_PORT/v2/bench/verify/blobs/$VERIFY_DIGEST" 1
+    if [[ "$STREAM_BYTES" != "$VERIFY_SIZE" ]]; then
+      log "verify $name: streamed $STREAM_BYTES bytes, expected $VERIFY_SIZE"
+      return 1
+    fi
+    values+=("$STREAM_CPU_GB")
+  done
+  stop_pid "$MIRROR_PID"
+  VERIFY_SUMMARY+=("$name $(printf '%s\n' "${values[@]}" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}')")
+}
+
+bench_verify() {
+  log "== verify: $VERIFY_SIZE-byte streamed hit, verify_on_read small vs all"
+  head -c "$VERIFY_SIZE" /dev/urandom >"$WORK/verify.bin"
+  VERIFY_DIGEST="sha256:$(sha256sum "$WORK/verify.bin" | cut -d' ' -f1)"
+  VERIFY_SUMMARY=()
+  # The older build first: it does not know this build's index migrations.
+  if [[ -n "${MIRROR_BEFORE:-}" ]]; then
+    verify_series before "$MIRROR_BEFORE" ""
+  fi
+  verify_series small "$MIRROR" $'[cache]\nverify_on_read = "small"'
+  verify_series all "$MIRROR" $'[cache]\nverify_on_read = "all"'
+  rm -f "$WORK/verify.bin"
+  log ""
+  log "verify: median server CPU-s per GB over $VERIFY_ROUNDS streams, and the ratio to the first"
+  printf '%s\n' "${VERIFY_SUMMARY[@]}" | awk 'NR == 1 {base = $2} {printf "  %-7s %s CPU-s/GB  %.2fx\n", $1, $2, $2 / base}' >&2
+}
