@@ -70,6 +70,13 @@ impl Store {
     }
 }
 
+impl ReadGuard {
+    /// The store the guarded blob is read from.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
 impl Drop for ReadGuard {
     fn drop(&mut self) {
         let mut readers = self

@@ -85,7 +85,6 @@ pub struct BlobFile {
     file: std::fs::File,
     pub size: u64,
     digest: Digest,
-    store: Store,
     guard: ReadGuard,
 }
 
@@ -97,7 +96,7 @@ impl BlobFile {
         start: u64,
         len: u64,
     ) -> std::io::Result<impl Stream<Item = std::io::Result<Bytes>> + Send + 'static> {
-        if self.store.verify_on_read() == VerifyOnRead::All {
+        if self.guard.store().verify_on_read() == VerifyOnRead::All {
             return Ok(Either::Left(Verifier::new(self, start, len).into_stream()));
         }
         let BlobFile { file, guard, .. } = self;
@@ -206,7 +205,8 @@ impl Verifier {
             return Some((Ok(held), self));
         }
         let blob = &self.blob;
-        blob.store
+        blob.guard
+            .store()
             .quarantine(&blob.digest, &blob.file, Some(&actual))
             .await;
         let error = std::io::Error::new(
@@ -296,7 +296,6 @@ impl Store {
                 file,
                 size,
                 digest: digest.clone(),
-                store: self.clone(),
                 guard,
             }),
             Opened::Read(bytes, file) => {
