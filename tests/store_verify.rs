@@ -98,7 +98,7 @@ async fn corrupt_cached_blobs_are_quarantined_never_served_and_fetched_again() {
     let registry = DockerRegistry::start(Auth::None);
     let work = tempfile::tempdir().unwrap();
     let mut layout = Layout::new(&work.path().join("layout"));
-    let image = layout.image("amd64", &[(71, 1000), (72, 300_000)]);
+    let image = layout.image("amd64", &[(71, 1000), (72, 300_000), (73, 200_000)]);
     layout.tag("v1", &image);
     layout.push("v1", &format!("{}/team/rot:v1", registry.addr), &[]);
     let proxy = Proxy::start(&registry.url()).await;
@@ -113,6 +113,7 @@ async fn corrupt_cached_blobs_are_quarantined_never_served_and_fetched_again() {
     let mirror = TestMirror::start(options()).await;
     let small = image.layers[0].digest.clone();
     let large = image.layers[1].digest.clone();
+    let ranged = image.layers[2].digest.clone();
     assert!(image.layers[0].size < 64 * 1024 && image.layers[1].size > 64 * 1024);
     let blob_url = |digest: &str| mirror.url(&format!("/v2/up.test/team/rot/blobs/{digest}"));
     let go_get = |path: &str| {
@@ -123,7 +124,7 @@ async fn corrupt_cached_blobs_are_quarantined_never_served_and_fetched_again() {
     };
     let info = "/example.com/rot/@v/v1.0.0.info";
     let zip = "/example.com/rot/@v/v1.0.0.zip";
-    for digest in [&small, &large] {
+    for digest in [&small, &large, &ranged] {
         let (status, body) = fetch(mirror.with_cert().get(blob_url(digest))).await;
         assert_eq!((status, body.as_deref()), (200, Ok(digest.as_str())));
     }
@@ -136,7 +137,7 @@ async fn corrupt_cached_blobs_are_quarantined_never_served_and_fetched_again() {
     let (root, pki) = mirror.stop().await;
 
     // Bit rot while the server was down; a restart forgets what memory held.
-    for digest in [&small, &large, &info_digest, &zip_digest] {
+    for digest in [&small, &large, &ranged, &info_digest, &zip_digest] {
         flip_a_byte(&blob_file(root.path(), digest));
     }
     let mirror = TestMirror::start_with_pki(root, pki, options()).await;
@@ -168,17 +169,45 @@ async fn corrupt_cached_blobs_are_quarantined_never_served_and_fetched_again() {
     let (status, body) = fetch(go_get(zip)).await;
     assert_eq!(status, 200);
     assert!(body.is_err(), "a corrupt streamed zip completed: {body:?}");
+    // A range far from the bad byte is held back too: the whole file is checked.
+    let first_bytes = mirror
+        .with_cert()
+        .get(blob_url(&ranged))
+        .header("range", "bytes=0-99");
+    let (status, body) = fetch(first_bytes).await;
+    assert_eq!(status, 206);
+    assert!(
+        body.is_err(),
+        "a range of a corrupt blob completed: {body:?}"
+    );
 
-    for digest in [&small, &large, &info_digest, &zip_digest] {
+    for digest in [&small, &large, &ranged, &info_digest, &zip_digest] {
         assert!(quarantined(&root, digest), "{digest} is not in quarantine");
     }
     assert_eq!(
         metric(&mirror.metrics().await, "mirror_quarantined_blobs_total"),
-        4
+        5
     );
     let (status, body) = fetch(mirror.with_cert().get(blob_url(&large))).await;
     assert_eq!((status, body.as_deref()), (200, Ok(large.as_str())));
     assert_eq!(blob_gets(&large), before.1 + 1, "refetched from upstream");
+    // Once good again, a verified range is the right bytes.
+    let whole = mirror
+        .with_cert()
+        .get(blob_url(&large))
+        .send()
+        .await
+        .unwrap();
+    let whole = whole.bytes().await.unwrap();
+    let part = mirror
+        .with_cert()
+        .get(blob_url(&large))
+        .header("range", "bytes=100000-100099")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().await.unwrap(), whole.slice(100_000..100_100));
     let zips = go.count(".zip");
     let (status, body) = fetch(go_get(zip)).await;
     assert_eq!((status, body.as_deref()), (200, Ok(zip_digest.as_str())));
