@@ -1,30 +1,43 @@
 # Re-verification on read, measured: server CPU per GB of a 1 GiB streamed
 # hit (HTTP/1.1, TLS 1.3 AES-128-GCM, server on SERVER_CORE, curl on
-# LOAD_CORE) with cache.verify_on_read = "small" and = "all", and first, if
-# MIRROR_BEFORE names another build (main's, say), the same hit through it:
-# all back to back in one run, so the ratios hold even on a busy machine.
-# The blob is pushed once into a hosted repository; a hosted hit and a
-# cached one take the same read path. Sourced by scripts/bench.sh.
+# LOAD_CORE), and CPU per request of a 30 KB blob read whole (wrk), with
+# cache.verify_on_read = "small" and = "all", and first, if MIRROR_BEFORE
+# names another build (main's, say), the same through it: all back to back
+# in one run, so the ratios hold even on a busy machine. The blobs are
+# pushed once into a hosted repository; a hosted hit and a cached one take
+# the same read path. Sourced by scripts/bench.sh.
 #
-# Results: rows "verify <binary> <mode> #<round>" in $RESULTS, and the
-# median CPU-s/GB of each with its ratio to the first, printed at the end.
+# Results: rows "verify <series> ..." in $RESULTS, and per series the median
+# CPU-s/GB of the stream and CPU µs of the small GET with their ratios to
+# the first series, printed at the end.
 
 VERIFY_SIZE=${VERIFY_SIZE:-$((1024 * 1024 * 1024))}
 VERIFY_ROUNDS=${VERIFY_ROUNDS:-5}
 
-# verify_series NAME BINARY EXTRA_TOML — VERIFY_ROUNDS streams of the blob
-# through BINARY; appends "NAME median" to VERIFY_SUMMARY.
+# verify_push FILE DIGEST — a monolithic push into the hosted repository
+# (curl holds the file in memory; `-T` would append its name to the URL).
+verify_push() {
+  taskset -c "$LOAD_CORE" curl -sS --fail --cacert "$WORK/pki/ca.crt" -o /dev/null \
+    --data-binary "@$1" -H "Content-Type: application/octet-stream" \
+    "https://127.0.0.1:$MIRROR_PORT/v2/bench/verify/blobs/uploads/?digest=$2"
+}
+
+# verify_series NAME BINARY EXTRA_TOML — the small GET, then VERIFY_ROUNDS
+# streams of the big blob, through BINARY; appends "NAME stream-median
+# small-µs" to VERIFY_SUMMARY.
 verify_series() {
   local name=$1 binary=$2 extra=$3 round values=()
   MIRROR_DATA="$WORK/verify-data" mirror_config "$WORK/verify.toml" \
     "$(printf '[registry]\nwrite = "anonymous"\n\n%s\n' "$extra")"
   MIRROR=$binary start_mirror "$WORK/verify.toml"
   if [[ ! -f "$WORK/verify-pushed" ]]; then
-    taskset -c "$LOAD_CORE" curl -sS --fail --cacert "$WORK/pki/ca.crt" -o /dev/null \
-      -X POST -T "$WORK/verify.bin" -H "Content-Type: application/octet-stream" \
-      "https://127.0.0.1:$MIRROR_PORT/v2/bench/verify/blobs/uploads/?digest=$VERIFY_DIGEST"
+    verify_push "$WORK/verify.bin" "$VERIFY_DIGEST"
+    verify_push "$WORK/verify-small.bin" "$VERIFY_SMALL"
     touch "$WORK/verify-pushed"
   fi
+  wrk_run "verify $name 30 KB GET" "$MIRROR_PID" \
+    "https://127.0.0.1:$MIRROR_PORT/v2/bench/verify/blobs/$VERIFY_SMALL"
+  local small_us=$WRK_CPU_US
   for round in $(seq 1 "$VERIFY_ROUNDS"); do
     curl_stream "verify $name #$round" "$MIRROR_PID" \
       "https://127.0.0.1:$MIRROR_PORT/v2/bench/verify/blobs/$VERIFY_DIGEST" 1
@@ -35,13 +48,15 @@ verify_series() {
     values+=("$STREAM_CPU_GB")
   done
   stop_pid "$MIRROR_PID"
-  VERIFY_SUMMARY+=("$name $(printf '%s\n' "${values[@]}" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}')")
+  VERIFY_SUMMARY+=("$name $(printf '%s\n' "${values[@]}" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}') $small_us")
 }
 
 bench_verify() {
   log "== verify: $VERIFY_SIZE-byte streamed hit, verify_on_read small vs all"
   head -c "$VERIFY_SIZE" /dev/urandom >"$WORK/verify.bin"
   VERIFY_DIGEST="sha256:$(sha256sum "$WORK/verify.bin" | cut -d' ' -f1)"
+  head -c 30000 /dev/urandom >"$WORK/verify-small.bin"
+  VERIFY_SMALL="sha256:$(sha256sum "$WORK/verify-small.bin" | cut -d' ' -f1)"
   VERIFY_SUMMARY=()
   # The older build first: it does not know this build's index migrations.
   if [[ -n "${MIRROR_BEFORE:-}" ]]; then
@@ -49,8 +64,10 @@ bench_verify() {
   fi
   verify_series small "$MIRROR" $'[cache]\nverify_on_read = "small"'
   verify_series all "$MIRROR" $'[cache]\nverify_on_read = "all"'
-  rm -f "$WORK/verify.bin"
+  rm -f "$WORK/verify.bin" "$WORK/verify-small.bin"
   log ""
-  log "verify: median server CPU-s per GB over $VERIFY_ROUNDS streams, and the ratio to the first"
-  printf '%s\n' "${VERIFY_SUMMARY[@]}" | awk 'NR == 1 {base = $2} {printf "  %-7s %s CPU-s/GB  %.2fx\n", $1, $2, $2 / base}' >&2
+  log "verify: 1 GiB stream, median server CPU-s per GB over $VERIFY_ROUNDS; 30 KB GET, server CPU µs"
+  log "each; both with the ratio to the first series"
+  printf '%s\n' "${VERIFY_SUMMARY[@]}" | awk 'NR == 1 {base = $2; small = $3}
+    {printf "  %-7s stream %s CPU-s/GB %.2fx   30 KB GET %s µs %.2fx\n", $1, $2, $2 / base, $3, $3 / small}' | tee -a "$RESULTS" >&2
 }
