@@ -13,7 +13,7 @@ use common::go::{ModuleVersion, StaticProxy, write_tree};
 use common::process::{mirror_bin, run, text, tool};
 use common::registry::layout::{Built, Layout};
 use common::registry::{Auth, DockerRegistry};
-use common::{MirrorOptions, PASSWORD, TestMirror, USER, wait_for};
+use common::{MirrorOptions, PASSWORD, TestMirror, USER};
 use sha2::{Digest as _, Sha256};
 
 struct Seeded {
@@ -40,10 +40,10 @@ fn seed(registry: &DockerRegistry, dir: &Path) -> Seeded {
 
 /// `tag_ttl = 0s`: every pull by tag revalidates upstream and rewrites the
 /// tag's row, which is where a stale in-memory record used to fail.
-fn options(registry: &str, go: &str, cache: &str) -> MirrorOptions {
+fn options(registry: &str, go: &str) -> MirrorOptions {
     MirrorOptions {
         extra_toml: format!(
-            "[go]\nupstream = \"{go}\"\nsumdb = []\n\n[cache]\n{cache}\n\n\
+            "[go]\nupstream = \"{go}\"\nsumdb = []\n\n\
              [[registry.upstream]]\nname = \"up.test\"\nurl = \"{registry}\"\ntag_ttl = \"0s\"\n"
         ),
         ..MirrorOptions::default()
@@ -188,25 +188,18 @@ async fn every_tag_and_digest_pulls_again_after_the_servers_own_eviction() {
     let seeded = seed(&registry, &work.path().join("layout"));
     let tree = go_tree();
     let go = StaticProxy::start(tree.path()).await;
-    // Far smaller than one image: every fill is followed by an eviction of
-    // whatever nobody is reading.
-    let mirror = TestMirror::start(options(
-        &registry.url(),
-        &go.url(),
-        "max_size = \"1KiB\"\nlow_water = 0.1",
-    ))
-    .await;
+    let mirror = TestMirror::start(options(&registry.url(), &go.url())).await;
     tokio::task::block_in_place(|| pull_everything(&mirror, &seeded, &work.path().join("1")));
     assert_eq!(go_info(&mirror).await, 200);
-    wait_for(
-        "eviction to remove the image's manifest, tag and layers",
-        Duration::from_secs(90),
-        || async { indexed(&mirror, &seeded).await == (false, false) },
-    )
-    .await;
     for round in ["2", "3"] {
+        // The running server's own LRU eviction (what `cache.max_size` runs),
+        // down to nothing, so every row the pulls made goes.
+        let evicted = mirror.mirror().store().evict_to(0, false).await.unwrap();
+        assert!(evicted.evicted > 0, "{evicted:?}");
+        assert_eq!(indexed(&mirror, &seeded).await, (false, false));
         tokio::task::block_in_place(|| pull_everything(&mirror, &seeded, &work.path().join(round)));
         assert_eq!(go_info(&mirror).await, 200);
+        assert_eq!(indexed(&mirror, &seeded).await, (true, true));
     }
     mirror.stop().await;
 }
@@ -218,7 +211,7 @@ async fn every_tag_and_digest_pulls_again_after_cache_gc_beside_the_running_serv
     let seeded = seed(&registry, &work.path().join("layout"));
     let tree = go_tree();
     let go = StaticProxy::start(tree.path()).await;
-    let mirror = TestMirror::start(options(&registry.url(), &go.url(), "")).await;
+    let mirror = TestMirror::start(options(&registry.url(), &go.url())).await;
     tokio::task::block_in_place(|| pull_everything(&mirror, &seeded, &work.path().join("1")));
     assert_eq!(go_info(&mirror).await, 200);
     assert_eq!(indexed(&mirror, &seeded).await, (true, true));
