@@ -14,12 +14,15 @@
 VERIFY_SIZE=${VERIFY_SIZE:-$((1024 * 1024 * 1024))}
 VERIFY_ROUNDS=${VERIFY_ROUNDS:-5}
 
-# verify_push FILE DIGEST — a monolithic push into the hosted repository
-# (curl holds the file in memory; `-T` would append its name to the URL).
+# verify_push FILE DIGEST — a streamed push into the hosted repository: a
+# session, one PATCH with the whole file (curl streams it), the closing PUT.
 verify_push() {
-  taskset -c "$LOAD_CORE" curl -sS --fail --cacert "$WORK/pki/ca.crt" -o /dev/null \
-    --data-binary "@$1" -H "Content-Type: application/octet-stream" \
-    "https://127.0.0.1:$MIRROR_PORT/v2/bench/verify/blobs/uploads/?digest=$2"
+  local base="https://127.0.0.1:$MIRROR_PORT" location
+  local curl=(taskset -c "$LOAD_CORE" curl -sS --fail --cacert "$WORK/pki/ca.crt")
+  location=$("${curl[@]}" -o /dev/null -D - -X POST "$base/v2/bench/verify/blobs/uploads/" |
+    awk 'tolower($1) == "location:" {print $2}' | tr -d '\r')
+  "${curl[@]}" -o /dev/null -X PATCH -T "$1" -H "Content-Type: application/octet-stream" "$base$location"
+  "${curl[@]}" -o /dev/null -X PUT "$base$location?digest=$2"
 }
 
 # verify_series NAME BINARY EXTRA_TOML — the small GET, then VERIFY_ROUNDS
