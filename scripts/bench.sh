@@ -8,6 +8,8 @@
 #   scripts/bench.sh oci      # blobs and manifests vs nginx and docker-registry
 #   scripts/bench.sh verify   # 1 GiB streamed hit, cache.verify_on_read small vs all
 #                             # (MIRROR_BEFORE=path/to/older/mirror adds that build first)
+#   scripts/bench.sh shapes   # 74-byte blob and .info hits vs nginx under wrk -t1 -c16,
+#                             # wrk -t2 -c32 and h2load -c16 -m10 (MIRROR_BEFORE, ROUNDS)
 #   scripts/bench.sh all
 #
 # DURATION (seconds per wrk run, default 10) can be set in the environment;
@@ -42,13 +44,15 @@ case "$scenario" in
   go) source "$ROOT/scripts/bench/go.sh"; bench_go ;;
   oci) source "$ROOT/scripts/bench/oci.sh"; bench_oci ;;
   verify) source "$ROOT/scripts/bench/verify.sh"; bench_verify ;;
+  shapes) source "$ROOT/scripts/bench/shapes.sh"; bench_shapes ;;
   all)
     bench_base
     source "$ROOT/scripts/bench/go.sh"; bench_go
     source "$ROOT/scripts/bench/oci.sh"; bench_oci
     source "$ROOT/scripts/bench/verify.sh"; bench_verify
+    source "$ROOT/scripts/bench/shapes.sh"; bench_shapes
     ;;
-  *) echo "usage: $0 [base|go|oci|verify|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [base|go|oci|verify|shapes|all]" >&2; exit 2 ;;
 esac
 
 log ""

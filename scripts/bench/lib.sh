@@ -170,7 +170,7 @@ CONF
 # Starts mirror pinned to SERVER_CORE with the config in $1 (a file).
 start_mirror() {
   local config=$1
-  taskset -c "$SERVER_CORE" "$MIRROR" serve --config "$config" 2>"$WORK/mirror.log" &
+  taskset -c "$SERVER_CORE" "$MIRROR" serve --config "$config" 2>"${MIRROR_LOG:-$WORK/mirror.log}" &
   MIRROR_PID=$!
   STARTED_PIDS+=("$MIRROR_PID")
   wait_port "$MIRROR_PORT"
@@ -211,6 +211,46 @@ wrk_run() {
   load_run "$name" "$pid" wrk -t1 -c16 -d"${DURATION}s" --latency "$@" "$url"
 }
 
+# wrk2t_run NAME PID URL [extra wrk args] — the same from two threads with 32
+# connections, as a build farm's HTTP/1.1 clients load a mirror.
+wrk2t_run() {
+  local name=$1 pid=$2 url=$3
+  shift 3
+  load_run "$name" "$pid" wrk -t2 -c32 -d"${DURATION}s" --latency "$@" "$url"
+}
+
+# h2_run NAME PID URL [extra h2load args] — HTTP/2 load from LOAD_CORE: h2load,
+# one thread, 16 connections with up to 10 streams each (containerd and Go
+# multiplex like this). Recorded like wrk_run; p50 and p99 come from h2load's
+# per-request log, since its summary has no percentiles.
+h2_run() {
+  local name=$1 pid=$2 url=$3
+  shift 3
+  local requests_log="$WORK/h2load-requests.log"
+  load_measure "$pid" h2load -t1 -c16 -m10 -D"$DURATION" --log-file="$requests_log" "$@" "$url"
+  load_record "$name" "$(h2load_as_wrk "$LOAD_OUT" "$requests_log")" "$LOAD_TICKS"
+  rm -f "$requests_log"
+}
+
+# h2load_as_wrk SUMMARY REQUESTS_LOG — h2load's result in the lines of wrk's
+# summary that load_record reads.
+h2load_as_wrk() {
+  local summary=$1 requests_log=$2
+  local succeeded failed rps
+  succeeded=$(awk '$1 == "requests:" {print $8}' <<<"$summary")
+  failed=$(awk '$1 == "requests:" {print $10 + $12 + $14}' <<<"$summary")
+  failed=$((failed + $(awk '$1 == "status" {print $5 + $7 + $9}' <<<"$summary")))
+  rps=$(awk '$1 == "finished" {print $4}' <<<"$summary")
+  printf 'Requests/sec: %s\n  %s requests in h2load\n' "$rps" "$succeeded"
+  ((failed == 0)) || printf 'Non-2xx or 3xx responses: %s\n' "$failed"
+  # Column 3: microseconds from the request's start to the end of its response.
+  awk -F'\t' '$2 >= 200 && $2 < 300 {print $3}' "$requests_log" | sort -n | awk '
+    { v[NR] = $1 }
+    function at(q,  i) { i = int(NR * q) + 1; return v[i > NR ? NR : i] }
+    function shown(us) { return us < 1000 ? sprintf("%.2fus", us) : sprintf("%.2fms", us / 1000) }
+    END { if (NR > 0) printf "     50%%  %s\n     99%%  %s\n", shown(at(0.5)), shown(at(0.99)) }'
+}
+
 # head_run NAME PID URL [-H header]... — the same for HEAD requests, with
 # scripts/bench/headload.rs (wrk 4.1 cannot parse HEAD answers; see that file).
 head_run() {
@@ -225,14 +265,31 @@ build_headload() {
 }
 
 # load_run NAME PID COMMAND... — runs a wrk-like load generator from LOAD_CORE
-# and reads its summary.
+# and records its summary.
 load_run() {
   local name=$1 pid=$2
   shift 2
-  local before after out
+  load_measure "$pid" "$@"
+  load_record "$name" "$LOAD_OUT" "$LOAD_TICKS"
+}
+
+# load_measure PID COMMAND... — runs COMMAND from LOAD_CORE; leaves its output
+# in LOAD_OUT and the CPU ticks PID used meanwhile in LOAD_TICKS.
+load_measure() {
+  local pid=$1
+  shift
+  local before after
   before=$(cpu_ticks "$pid")
-  out=$(OPENSSL_CONF="$WRK_OPENSSL_CONF" taskset -c "$LOAD_CORE" "$@")
+  LOAD_OUT=$(OPENSSL_CONF="$WRK_OPENSSL_CONF" taskset -c "$LOAD_CORE" "$@")
   after=$(cpu_ticks "$pid")
+  LOAD_TICKS=$((after - before))
+}
+
+# load_record NAME SUMMARY TICKS — reads a wrk summary, records name, req/s,
+# p50, p99 and server CPU µs per request (also left in WRK_RPS, WRK_P50,
+# WRK_P99, WRK_CPU_US; WRK_NON2XX counts failed answers).
+load_record() {
+  local name=$1 out=$2 ticks=$3
   local rps p50 p99 requests
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
@@ -245,7 +302,7 @@ load_run() {
     log "$out"
   fi
   local cpu_us
-  cpu_us=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.1f", (n > 0 ? t / hz * 1e6 / n : 0) }')
+  cpu_us=$(awk -v t="$ticks" -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.1f", (n > 0 ? t / hz * 1e6 / n : 0) }')
   WRK_NON2XX=${non2xx:-0} WRK_RPS=$rps WRK_P50=$p50 WRK_P99=$p99 WRK_CPU_US=$cpu_us
   printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "$cpu_us" | tee -a "$RESULTS" >&2
 }
