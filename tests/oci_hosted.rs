@@ -492,3 +492,76 @@ async fn a_chunked_push_resumes_after_a_restart() {
     assert!(left.is_empty(), "upload files left: {left:?}");
     mirror.stop().await;
 }
+
+/// A small blob read once is kept in memory: its later hits open no file
+/// (removing the file behind the server's back shows it), answer GET, Range
+/// and HEAD with the same headers, stay within the repository that holds the
+/// blob, and end with the blob's DELETE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_blob_once_read_is_served_from_memory_until_deleted() {
+    let mirror = TestMirror::start(MirrorOptions::default()).await;
+    let client = mirror.with_cert();
+    let blob = b"a small layer, read whole once and then kept".to_vec();
+    let digest = sha(&blob);
+    let posted = client
+        .post(mirror.url(&format!("/v2/team/app/blobs/uploads/?digest={digest}")))
+        .body(blob.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 201);
+    let blob_url = mirror.url(&format!("/v2/team/app/blobs/{digest}"));
+    let first = client.get(&blob_url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert!(first.bytes().await.unwrap() == blob);
+
+    let hex = &digest["sha256:".len()..];
+    let file = mirror
+        .root
+        .path()
+        .join("data/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex);
+    std::fs::remove_file(&file).unwrap();
+    let again = client.get(&blob_url).send().await.unwrap();
+    assert_eq!(again.status(), 200, "served from memory, not from {file:?}");
+    let length = blob.len().to_string();
+    for (name, value) in [
+        ("docker-content-digest", digest.clone()),
+        ("etag", format!("\"{digest}\"")),
+        ("content-length", length.clone()),
+        ("content-type", "application/octet-stream".to_owned()),
+        ("accept-ranges", "bytes".to_owned()),
+    ] {
+        assert_eq!(again.headers()[name], value.as_str(), "{name}");
+    }
+    assert!(again.bytes().await.unwrap() == blob);
+    let ranged = client
+        .get(&blob_url)
+        .header("range", "bytes=2-6")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), 206);
+    assert_eq!(
+        ranged.headers()["content-range"],
+        format!("bytes 2-6/{}", blob.len()).as_str()
+    );
+    assert!(ranged.bytes().await.unwrap() == blob[2..7]);
+    let head = client.head(&blob_url).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"], length.as_str());
+
+    let elsewhere = client
+        .get(mirror.url(&format!("/v2/team/other/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 404, "only the repository that holds it");
+    let deleted = client.delete(&blob_url).send().await.unwrap();
+    assert_eq!(deleted.status(), 202);
+    let after = client.get(&blob_url).send().await.unwrap();
+    assert_eq!(after.status(), 404, "a delete forgets the kept bytes");
+    assert_eq!(oci_code(after).await, "BLOB_UNKNOWN");
+    mirror.stop().await;
+}

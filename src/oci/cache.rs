@@ -1,8 +1,11 @@
 //! Small metadata kept in memory so a hit costs no SQLite read: tag → manifest,
-//! manifest → media type, size and (for small ones) the bytes, blob → size.
-//! Only ever a copy of what the index says; dropping any of it is harmless,
-//! and all of it is dropped when the index's deletion generation moves (an
-//! eviction, a sweep, a quarantine, `mirror cache gc` in another process).
+//! manifest → media type, size and (for small ones) the bytes, blob → size
+//! and (for small ones, once read) the bytes and the headers naming them, so
+//! a small blob's hit costs no file I/O either, as a Go `.info` hit does not
+//! (its bytes were hashed when read, so they are the digest's). Only ever a
+//! copy of what the index says; dropping any of it is harmless, and all of it
+//! is dropped when the index's deletion generation moves (an eviction, a
+//! sweep, a quarantine, `mirror cache gc` in another process).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
+use super::DigestHeaders;
 use crate::store::{Digest, Generation};
 
 /// Past this many entries a map is cleared rather than managed: the index
@@ -19,6 +23,9 @@ const MAX_ENTRIES: usize = 50_000;
 const MAX_BODY: u64 = 64 * 1024;
 /// …and all of them together at most this.
 const MAX_BODIES: usize = 64 * 1024 * 1024;
+/// Blob bytes kept in memory, all of them together (each is at most the
+/// blob path's read-whole size, 64 KiB).
+const MAX_BLOB_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct ManifestMeta {
@@ -33,6 +40,26 @@ pub struct TagMeta {
     pub manifest: ManifestMeta,
     /// Unix seconds upstream last confirmed the tag.
     pub checked_at: i64,
+}
+
+/// A blob a repository holds.
+#[derive(Clone, Debug)]
+pub struct BlobMeta {
+    pub size: u64,
+    /// A small blob's bytes as last read whole, with its headers.
+    pub kept: Option<KeptBlob>,
+}
+
+#[derive(Clone, Debug)]
+pub struct KeptBlob {
+    pub bytes: Bytes,
+    pub names: DigestHeaders,
+}
+
+impl BlobMeta {
+    fn weight(&self) -> usize {
+        self.kept.as_ref().map_or(0, |kept| kept.bytes.len())
+    }
 }
 
 /// One map per repository, so a lookup borrows the repository name and the
@@ -100,12 +127,44 @@ impl<K: std::hash::Hash + Eq, V> PerRepo<K, V> {
     }
 }
 
+/// The blobs, and the bytes they keep: clearing one clears the other.
+#[derive(Default)]
+struct Blobs {
+    map: PerRepo<Digest, BlobMeta>,
+    kept: usize,
+}
+
+impl Blobs {
+    fn insert(&mut self, repo: &str, digest: &Digest, meta: BlobMeta) {
+        let added = meta.weight();
+        if self.kept + added > MAX_BLOB_BYTES || self.map.entries >= MAX_ENTRIES {
+            // `insert` would clear a full map; the kept bytes go with it.
+            self.clear();
+        }
+        self.kept += added;
+        if let Some(old) = self.map.insert(repo, digest.clone(), meta) {
+            self.kept -= old.weight().min(self.kept);
+        }
+    }
+
+    fn remove(&mut self, repo: &str, digest: &Digest) {
+        if let Some(old) = self.map.remove(repo, digest) {
+            self.kept -= old.weight().min(self.kept);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.kept = 0;
+    }
+}
+
 #[derive(Default)]
 pub struct MetaCache {
     tags: Mutex<PerRepo<String, TagMeta>>,
     /// The manifests, and the bytes of their bodies held in memory.
     manifests: Mutex<(PerRepo<Digest, ManifestMeta>, usize)>,
-    blobs: Mutex<PerRepo<Digest, u64>>,
+    blobs: Mutex<Blobs>,
     /// The index's deletion generation, and the one everything here was read under.
     generation: Generation,
     seen: AtomicU64,
@@ -200,20 +259,35 @@ impl MetaCache {
             .remove_repo(repo);
     }
 
-    pub fn blob(&self, repo: &str, digest: &Digest) -> Option<u64> {
+    pub fn blob(&self, repo: &str, digest: &Digest) -> Option<BlobMeta> {
         self.check();
         self.blobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .map
             .get(repo, digest)
-            .copied()
+            .cloned()
     }
 
+    /// Records that `repo` holds the blob; bytes it kept stay if the size agrees.
     pub fn put_blob(&self, repo: &str, digest: &Digest, size: u64) {
+        let mut blobs = self.blobs.lock().unwrap_or_else(|e| e.into_inner());
+        if blobs.map.get(repo, digest).is_some_and(|b| b.size == size) {
+            return;
+        }
+        blobs.insert(repo, digest, BlobMeta { size, kept: None });
+    }
+
+    /// Keeps a small blob's bytes (just read whole) for the next hits.
+    pub fn keep_blob(&self, repo: &str, digest: &Digest, bytes: Bytes, names: DigestHeaders) {
+        let meta = BlobMeta {
+            size: bytes.len() as u64,
+            kept: Some(KeptBlob { bytes, names }),
+        };
         self.blobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(repo, digest.clone(), size);
+            .insert(repo, digest, meta);
     }
 
     pub fn forget_blob(&self, repo: &str, digest: &Digest) {
@@ -253,13 +327,59 @@ mod tests {
         cache.put_blob("a/b", &m.digest, 7);
         assert!(cache.manifest("a/b", &m.digest).is_some());
         assert!(cache.manifest("a/c", &m.digest).is_none());
-        assert_eq!(cache.blob("a/b", &m.digest), Some(7));
+        assert_eq!(cache.blob("a/b", &m.digest).map(|b| b.size), Some(7));
         assert_eq!(cache.tag("a/b", "v1").map(|t| t.checked_at), Some(1));
         cache.forget_manifest("a/b", &m.digest);
         assert!(cache.manifest("a/b", &m.digest).is_none());
         assert!(cache.tag("a/b", "v1").is_none(), "tags go with a manifest");
         cache.forget_blob("a/b", &m.digest);
-        assert_eq!(cache.blob("a/b", &m.digest), None);
+        assert!(cache.blob("a/b", &m.digest).is_none());
+    }
+
+    fn kept_bytes(cache: &MetaCache, repo: &str, digest: &Digest) -> Option<Bytes> {
+        cache.blob(repo, digest)?.kept.map(|kept| kept.bytes)
+    }
+
+    #[test]
+    fn a_small_blob_keeps_its_bytes_until_forgotten() {
+        let cache = MetaCache::default();
+        let digest = Digest::sha256_of(b"layer");
+        let names = DigestHeaders::of(&digest).unwrap();
+        cache.put_blob("a/b", &digest, 5);
+        assert_eq!(kept_bytes(&cache, "a/b", &digest), None);
+        cache.keep_blob("a/b", &digest, Bytes::from_static(b"layer"), names);
+        cache.put_blob("a/b", &digest, 5);
+        assert_eq!(
+            kept_bytes(&cache, "a/b", &digest).as_deref(),
+            Some(&b"layer"[..]),
+            "recording the size again keeps the bytes"
+        );
+        assert_eq!(kept_bytes(&cache, "a/c", &digest), None, "per repository");
+        assert_eq!(cache.blobs.lock().unwrap().kept, 5);
+        cache.forget_blob("a/b", &digest);
+        assert!(cache.blob("a/b", &digest).is_none());
+        assert_eq!(cache.blobs.lock().unwrap().kept, 0);
+    }
+
+    #[test]
+    fn kept_blob_bytes_stay_within_their_budget() {
+        let cache = MetaCache::default();
+        let chunk = Bytes::from(vec![7u8; 64 * 1024]);
+        for i in 0..(MAX_BLOB_BYTES / chunk.len() + 10) {
+            let digest = Digest::sha256_of(&i.to_le_bytes());
+            let names = DigestHeaders::of(&digest).unwrap();
+            cache.keep_blob("r", &digest, chunk.clone(), names);
+            assert!(cache.blobs.lock().unwrap().kept <= MAX_BLOB_BYTES);
+        }
+        let blobs = cache.blobs.lock().unwrap();
+        let counted: usize = blobs
+            .map
+            .repos
+            .values()
+            .flat_map(|m| m.values())
+            .map(BlobMeta::weight)
+            .sum();
+        assert_eq!(blobs.kept, counted, "the count is what the map holds");
     }
 
     #[tokio::test]
@@ -271,12 +391,20 @@ mod tests {
         let digest = store.put_bytes(&[3; 10], false).await.unwrap();
         cache.put_manifest("a/b", m.clone());
         cache.put_blob("a/b", &m.digest, 10);
+        let names = DigestHeaders::of(&digest).unwrap();
+        cache.keep_blob("a/b", &digest, Bytes::from_static(&[3; 10]), names);
         assert!(cache.manifest("a/b", &m.digest).is_some());
         store.evict_to(0, false).await.unwrap();
         assert!(store.has_blob(&digest).await.unwrap().is_none());
         assert!(cache.manifest("a/b", &m.digest).is_none());
-        assert_eq!(cache.blob("a/b", &m.digest), None);
+        assert!(cache.blob("a/b", &m.digest).is_none());
+        assert!(cache.blob("a/b", &digest).is_none(), "kept bytes go too");
         assert_eq!(cache.manifests.lock().unwrap().1, 0, "bodies counted out");
+        assert_eq!(
+            cache.blobs.lock().unwrap().kept,
+            0,
+            "kept bytes counted out"
+        );
     }
 
     #[test]
@@ -285,7 +413,7 @@ mod tests {
         for i in 0..(MAX_ENTRIES + 10) {
             cache.put_blob("r", &Digest::sha256_of(&i.to_le_bytes()), 1);
         }
-        assert!(cache.blobs.lock().unwrap().entries <= MAX_ENTRIES);
+        assert!(cache.blobs.lock().unwrap().map.entries <= MAX_ENTRIES);
         cache.put_manifest("r", meta(2, MAX_BODY as usize));
         assert_eq!(cache.manifests.lock().unwrap().1, MAX_BODY as usize);
     }

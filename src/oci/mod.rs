@@ -129,7 +129,18 @@ impl Registry {
             (Route::Upload(name, id), _) => {
                 let repo = resolve(&name)?;
                 let owner = uploads::owner_of(identity, peer);
-                uploads::handle(self, &repo, id.as_deref(), &query, request, &owner).await
+                // Boxed: a push's future is kilobytes that every pull's would
+                // carry otherwise (HTTP/2 moves each request's future as it
+                // spawns it).
+                Box::pin(uploads::handle(
+                    self,
+                    &repo,
+                    id.as_deref(),
+                    &query,
+                    request,
+                    &owner,
+                ))
+                .await
             }
             _ => Err(unsupported(&method)),
         }
@@ -185,6 +196,34 @@ pub fn denied(denial: Denial) -> Response<Body> {
     }
 }
 
+/// `Docker-Content-Digest` and `ETag` for one digest, built once: content kept
+/// in memory keeps these with it, and a clone is a reference count.
+#[derive(Clone, Debug)]
+pub struct DigestHeaders {
+    digest: HeaderValue,
+    etag: HeaderValue,
+}
+
+impl DigestHeaders {
+    /// `None` only for a digest no header can carry (never, by its grammar).
+    pub fn of(digest: &Digest) -> Option<DigestHeaders> {
+        let text = digest.as_str();
+        let mut etag = Vec::with_capacity(text.len() + 2);
+        etag.push(b'"');
+        etag.extend_from_slice(text.as_bytes());
+        etag.push(b'"');
+        Some(DigestHeaders {
+            digest: HeaderValue::from_str(text).ok()?,
+            etag: HeaderValue::from_maybe_shared(bytes::Bytes::from(etag)).ok()?,
+        })
+    }
+
+    fn insert_into(&self, headers: &mut http::HeaderMap) {
+        headers.insert(DIGEST_HEADER, self.digest.clone());
+        headers.insert(ETAG, self.etag.clone());
+    }
+}
+
 /// A response for content: the registry's headers around `body`.
 fn content_response(
     status: StatusCode,
@@ -193,23 +232,31 @@ fn content_response(
     digest: &Digest,
     length: Option<u64>,
 ) -> Response<Body> {
+    let content_type = HeaderValue::from_str(media_type)
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    named_response(
+        status,
+        body,
+        content_type,
+        DigestHeaders::of(digest).as_ref(),
+        length,
+    )
+}
+
+/// `content_response` with the headers already built.
+fn named_response(
+    status: StatusCode,
+    body: Body,
+    content_type: HeaderValue,
+    names: Option<&DigestHeaders>,
+    length: Option<u64>,
+) -> Response<Body> {
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_str(media_type)
-            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
-    if let Ok(value) = HeaderValue::from_str(digest.as_str()) {
-        headers.insert(DIGEST_HEADER, value);
-        let mut etag = String::with_capacity(digest.as_str().len() + 2);
-        etag.push('"');
-        etag.push_str(digest.as_str());
-        etag.push('"');
-        if let Ok(etag) = HeaderValue::from_str(&etag) {
-            headers.insert(ETAG, etag);
-        }
+    headers.insert(CONTENT_TYPE, content_type);
+    if let Some(names) = names {
+        names.insert_into(headers);
     }
     if let Some(length) = length {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(length));

@@ -1,7 +1,8 @@
 //! Blobs: served from the store with `Range` support, checked against their
-//! digest as the store is set to; a miss becomes one shared fill from
-//! upstream (`miss`) that every concurrent client streams from as bytes
-//! arrive, verified against the digest before it is indexed.
+//! digest as the store is set to (a small one is kept in memory once read and
+//! checked, see `cache`); a miss becomes one shared fill from upstream
+//! (`miss`) that every concurrent client streams from as bytes arrive,
+//! verified against the digest before it is indexed.
 
 mod miss;
 mod range;
@@ -13,18 +14,20 @@ use http::header::{ACCEPT_RANGES, CONTENT_RANGE, HeaderMap, HeaderValue, RANGE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use super::cache::{BlobMeta, KeptBlob};
 use super::names::Repo;
 use super::route::RepoName;
 use super::upstream::Upstream;
 use super::{
-    Code, OciError, Registry, content_response, corrupt, from_upstream, internal, touched,
+    Code, DigestHeaders, OciError, Registry, content_response, corrupt, from_upstream, internal,
+    named_response, touched,
 };
 use crate::http::{Action, Body, Outcome, body};
 use crate::store::{Digest, OpenedBlob};
 
 const OCTET_STREAM: &str = "application/octet-stream";
 /// Blobs up to this size (configs, small layers) are read whole with the open
-/// and sent from memory: one blocking-pool trip per hit instead of two.
+/// and sent from memory, then kept there (`cache`) for the next hits.
 const READ_WHOLE: u64 = 64 * 1024;
 
 pub(super) fn unknown(repo: &Repo, digest: &Digest) -> OciError {
@@ -45,9 +48,18 @@ pub async fn local_size(
     repo: &Repo,
     digest: &Digest,
 ) -> Result<Option<u64>, OciError> {
-    if let Some(size) = registry.cache.blob(&repo.key, digest) {
-        return Ok(Some(size));
+    if let Some(blob) = registry.cache.blob(&repo.key, digest) {
+        return Ok(Some(blob.size));
     }
+    indexed_size(registry, repo, digest).await
+}
+
+/// The size the index records for a blob of this repository (then kept in memory).
+async fn indexed_size(
+    registry: &Registry,
+    repo: &Repo,
+    digest: &Digest,
+) -> Result<Option<u64>, OciError> {
     let size = registry
         .store
         .oci_blob(&repo.key, digest)
@@ -74,12 +86,33 @@ pub async fn get(
     } else {
         Outcome::Hit
     };
-    if local_size(registry, repo, digest).await?.is_some() {
+    let size = match registry.cache.blob(&repo.key, digest) {
+        Some(BlobMeta {
+            kept: Some(kept), ..
+        }) => return serve_kept(registry, repo, digest, kept, head, range, outcome),
+        Some(blob) => Some(blob.size),
+        None => indexed_size(registry, repo, digest).await?,
+    };
+    if size.is_some() {
         if let Some(response) = serve_file(registry, repo, digest, head, range, outcome).await? {
             return Ok(response);
         }
         registry.cache.forget_blob(&repo.key, digest);
     }
+    // Boxed: the upstream requests in there are kilobytes of future that a
+    // hit should not carry (HTTP/2 moves each request's future as it spawns it).
+    Box::pin(miss(registry, repo, digest, head, range)).await
+}
+
+/// Not in this repository: another's copy (content-addressed, so it is this
+/// one's too), else upstream.
+async fn miss(
+    registry: &Registry,
+    repo: &Repo,
+    digest: &Digest,
+    head: bool,
+    range: Option<ByteRange>,
+) -> Result<Response<Body>, OciError> {
     let Some((upstream, remote)) = repo.upstream() else {
         // Pushed, then found corrupt: it cannot be fetched again, so say why
         // (to a GET: a push HEADs first and must see it missing).
@@ -88,7 +121,6 @@ pub async fn get(
         }
         return Err(unknown(repo, digest));
     };
-    // Content-addressed: a layer fetched for another repository is this one too.
     if let Some(response) = adopt_stored(registry, repo, digest, head, range).await? {
         return Ok(response);
     }
@@ -145,7 +177,8 @@ pub(super) fn partial(
 }
 
 /// Serves a stored blob, or `None` if its file is gone (or failed its digest
-/// check, and is quarantined now).
+/// check, and is quarantined now). A small one read whole, and so checked,
+/// stays in memory for the next hits.
 pub(super) async fn serve_file(
     registry: &Registry,
     repo: &Repo,
@@ -164,32 +197,118 @@ pub(super) async fn serve_file(
         return Ok(None);
     };
     let size = blob.size();
-    let (status, start, end) = match range {
-        None => (StatusCode::OK, 0, size),
-        Some(range) => {
-            let (start, end) = range.resolve(size).ok_or_else(|| unsatisfiable(size))?;
-            (StatusCode::PARTIAL_CONTENT, start, end)
-        }
-    };
+    let (status, start, end) = resolve(range, size)?;
+    let names = DigestHeaders::of(digest);
     let body = match blob {
         _ if head => body::empty(),
-        OpenedBlob::Read(bytes) => body::full(bytes.slice(start as usize..end as usize)),
+        OpenedBlob::Read(bytes) => {
+            if let Some(names) = &names {
+                registry
+                    .cache
+                    .keep_blob(&repo.key, digest, bytes.clone(), names.clone());
+            }
+            body::full(bytes.slice(start as usize..end as usize))
+        }
         OpenedBlob::File(blob) => body::blob(blob, start, end - start)
             .await
             .map_err(internal)?,
     };
-    let mut response = content_response(status, body, OCTET_STREAM, digest, Some(end - start));
+    let served = Served {
+        status,
+        start,
+        end,
+        size,
+    };
+    Ok(Some(blob_response(
+        repo,
+        digest,
+        names.as_ref(),
+        body,
+        served,
+        outcome,
+    )))
+}
+
+/// A hit on a small blob kept in memory: no file, no formatting.
+fn serve_kept(
+    registry: &Registry,
+    repo: &Repo,
+    digest: &Digest,
+    kept: KeptBlob,
+    head: bool,
+    range: Option<ByteRange>,
+    outcome: Outcome,
+) -> Result<Response<Body>, OciError> {
+    registry.store.touch(digest);
+    let size = kept.bytes.len() as u64;
+    let (status, start, end) = resolve(range, size)?;
+    let body = if head {
+        body::empty()
+    } else {
+        body::full(kept.bytes.slice(start as usize..end as usize))
+    };
+    let served = Served {
+        status,
+        start,
+        end,
+        size,
+    };
+    Ok(blob_response(
+        repo,
+        digest,
+        Some(&kept.names),
+        body,
+        served,
+        outcome,
+    ))
+}
+
+/// What part of a blob an answer carries.
+struct Served {
+    status: StatusCode,
+    start: u64,
+    end: u64,
+    size: u64,
+}
+
+/// The status and `start..end` a request gets from a blob of `size` bytes.
+fn resolve(range: Option<ByteRange>, size: u64) -> Result<(StatusCode, u64, u64), OciError> {
+    match range {
+        None => Ok((StatusCode::OK, 0, size)),
+        Some(range) => {
+            let (start, end) = range.resolve(size).ok_or_else(|| unsatisfiable(size))?;
+            Ok((StatusCode::PARTIAL_CONTENT, start, end))
+        }
+    }
+}
+
+fn blob_response(
+    repo: &Repo,
+    digest: &Digest,
+    names: Option<&DigestHeaders>,
+    body: Body,
+    served: Served,
+    outcome: Outcome,
+) -> Response<Body> {
+    let Served {
+        status,
+        start,
+        end,
+        size,
+    } = served;
+    let content_type = HeaderValue::from_static(OCTET_STREAM);
+    let mut response = named_response(status, body, content_type, names, Some(end - start));
     blob_headers(&mut response);
     if status == StatusCode::PARTIAL_CONTENT {
         response = partial(response, start, end, Some(size));
     }
-    Ok(Some(touched(
+    touched(
         response,
         Action::Read,
         artifact(repo, digest),
         Some(digest),
         outcome,
-    )))
+    )
 }
 
 /// HEAD of a blob we do not have: ask upstream, store nothing.
