@@ -134,18 +134,23 @@ impl GoProxy {
                 },
             ));
         }
+        // Boxed: the fetch and the index write are kilobytes of future that
+        // every hit's would carry otherwise.
         let refreshed = self
             .inner
             .flights
-            .run(key, async {
-                match fetch.await {
-                    Answer::Found(body) => Ok(self.keep(key, 200, body).await),
-                    Answer::NotFound { gone, reason } => Ok(self
-                        .keep(key, if gone { 410 } else { 404 }, Bytes::from(reason))
-                        .await),
-                    Answer::Failed(error) => Err(error),
-                }
-            })
+            .run(
+                key,
+                Box::pin(async {
+                    match fetch.await {
+                        Answer::Found(body) => Ok(self.keep(key, 200, body).await),
+                        Answer::NotFound { gone, reason } => Ok(self
+                            .keep(key, if gone { 410 } else { 404 }, Bytes::from(reason))
+                            .await),
+                        Answer::Failed(error) => Err(error),
+                    }
+                }),
+            )
             .await;
         match (refreshed, kept) {
             (Ok(cached), _) => {

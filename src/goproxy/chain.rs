@@ -207,7 +207,9 @@ impl Chain {
                 }
             };
             let url = format!("{base}/{path}");
-            match one(url).await {
+            // Boxed: an upstream request is kilobytes of future, which every
+            // caller's (hits included) would carry otherwise.
+            match Box::pin(one(url)).await {
                 Answer::Found(value) => return Answer::Found(value),
                 Answer::Failed(error) => {
                     let error = format!("{}/{path}: {error}", redact(base));

@@ -65,9 +65,10 @@ impl GoProxy {
             return Err(cached.not_found());
         }
         match kind {
+            // Boxed: a miss's future (upstream, store writes) is kilobytes
+            // that every hit's would carry otherwise.
             FileKind::Info | FileKind::Mod => {
-                self.small_miss(module, version, kind, &key, &negative_key)
-                    .await
+                Box::pin(self.small_miss(module, version, kind, &key, &negative_key)).await
             }
             FileKind::Zip => {
                 self.zip_miss(module, version, &key, &negative_key, head_only)

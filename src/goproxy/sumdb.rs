@@ -261,10 +261,12 @@ impl GoProxy {
         if let Some(cached) = self.fresh(&key).await? {
             return Err(cached.not_found());
         }
+        // Boxed: the fetch and the store writes are kilobytes of future that
+        // every tile hit's would carry otherwise.
         let fetched = self
             .inner
             .flights
-            .run(&key, async {
+            .run(&key, Box::pin(async {
                 match fetch_one(&self.inner.client, upstream.to_owned(), MAX_SUMDB_ANSWER).await {
                     super::chain::Answer::Found(bytes) => {
                         // A tile the store cannot take is still served: the
@@ -289,7 +291,7 @@ impl GoProxy {
                         .await),
                     super::chain::Answer::Failed(error) => Err(error),
                 }
-            })
+            }))
             .await
             .map_err(|error| GoError::upstream(&key, &error))?;
         if !fetched.found() {

@@ -159,9 +159,8 @@ impl Upstream {
         headers: HeaderMap,
     ) -> Result<reqwest::Response, UpstreamError> {
         let started = Instant::now();
-        let answer = self
-            .send_authenticated(method, remote, suffix, headers)
-            .await;
+        // Boxed: every caller's future (hits included) would carry it otherwise.
+        let answer = Box::pin(self.send_authenticated(method, remote, suffix, headers)).await;
         let result = match &answer {
             Ok(response) if response.status() == StatusCode::NOT_FOUND => UpstreamResult::NotFound,
             Ok(response) if response.status().is_success() => UpstreamResult::Ok,

@@ -82,7 +82,7 @@ pub(super) async fn fetch(
     let key = format!("{}\n{reference}", repo.key);
     registry
         .manifest_fetches
-        .run(&key, fetch_once(registry, repo, reference))
+        .run(&key, Box::pin(fetch_once(registry, repo, reference)))
         .await
 }
 
