@@ -4,15 +4,19 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{MirrorOptions, TestMirror, process, raw};
+use common::{MirrorOptions, TestMirror, TestPki, process, raw};
+use futures_util::FutureExt as _;
+use mirror_pki::layout;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 fn quick_timeouts() -> MirrorOptions {
     MirrorOptions {
@@ -22,34 +26,50 @@ fn quick_timeouts() -> MirrorOptions {
     }
 }
 
-async fn tls_connect(server: &TestMirror) -> tokio_rustls::client::TlsStream<TcpStream> {
+async fn tls_connect(server: &TestMirror) -> TlsStream<TcpStream> {
+    tls_to(server.addr, server.pki.ca_pem()).await
+}
+
+async fn tls_to(addr: SocketAddr, ca_pem: &str) -> TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots
-        .add(CertificateDer::from_pem_slice(server.pki.ca_pem().as_bytes()).unwrap())
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
         .unwrap();
     let mut config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
     connector
         .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
         .await
         .unwrap()
 }
 
+/// Reads until the peer closes and returns what it sent. Fails past `limit`:
+/// a server that hangs must fail the test, not pass it.
+async fn answer_until_closed(stream: &mut (impl AsyncReadExt + Unpin), limit: Duration) -> String {
+    let until = tokio::time::Instant::now() + limit;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(until, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return String::from_utf8_lossy(&answer).into_owned(),
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => panic!(
+                "connection still open after {limit:?}; it sent {:?}",
+                String::from_utf8_lossy(&answer)
+            ),
+        }
+    }
+}
+
 /// Reads until the peer closes; how long that took. Fails past `limit`.
 async fn time_until_closed(stream: &mut (impl AsyncReadExt + Unpin), limit: Duration) -> Duration {
     let started = Instant::now();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout(limit, stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
-            Ok(Ok(_)) => continue,
-            Err(_) => panic!("connection still open after {limit:?}"),
-        }
-    }
+    answer_until_closed(stream, limit).await;
+    started.elapsed()
 }
 
 async fn still_serves(server: &TestMirror) {
@@ -118,38 +138,135 @@ async fn an_idle_kept_alive_connection_is_closed_at_the_header_timeout() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn oversized_headers_are_refused_without_harm() {
-    let server = TestMirror::start(quick_timeouts()).await;
-    let mut tls = tls_connect(&server).await;
+/// Long enough that the header timeout cannot be what closes a connection
+/// within `REFUSED_WITHIN`: closing in time means the server refused it.
+fn slow_timeouts() -> MirrorOptions {
+    MirrorOptions {
+        handshake_timeout: "30s",
+        header_timeout: "30s",
+        ..MirrorOptions::default()
+    }
+}
+
+const REFUSED_WITHIN: Duration = Duration::from_secs(5);
+
+/// Headers past `max_header_size` get a 431 and a close, in time.
+async fn oversized_headers_are_refused(tls: &mut TlsStream<TcpStream>) {
     let huge = "a".repeat(200 * 1024);
     let request = format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Huge: {huge}\r\n\r\n");
-    // The server may close before reading it all; either way no 200 comes back.
-    let _ = tls.write_all(request.as_bytes()).await;
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(!answer.contains(" 200 "), "{answer}");
+    // The server may close before it has read it all, so the write may fail;
+    // a server that neither reads nor closes must not hold the test.
+    let written = tokio::time::timeout(REFUSED_WITHIN, tls.write_all(request.as_bytes())).await;
+    assert!(
+        written.is_ok(),
+        "the server neither read the headers nor closed"
+    );
+    let answer = answer_until_closed(tls, REFUSED_WITHIN).await;
+    // A close with unread data resets the connection, which may drop the 431 on the way.
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431 "),
+        "{answer}"
+    );
+}
+
+/// Bytes that are not HTTP get a 400 and a close, in time.
+async fn malformed_http_is_refused(tls: &mut TlsStream<TcpStream>) {
+    tls.write_all(b"\x00\x01\x02 NOT HTTP AT ALL\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = answer_until_closed(tls, REFUSED_WITHIN).await;
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+}
+
+#[tokio::test]
+async fn oversized_headers_are_refused_without_harm() {
+    let server = TestMirror::start(slow_timeouts()).await;
+    oversized_headers_are_refused(&mut tls_connect(&server).await).await;
     still_serves(&server).await;
     server.stop().await;
 }
 
 #[tokio::test]
 async fn malformed_http_inside_tls_is_refused_and_closed() {
-    let server = TestMirror::start(quick_timeouts()).await;
-    let mut tls = tls_connect(&server).await;
-    tls.write_all(b"\x00\x01\x02 NOT HTTP AT ALL\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(
-        answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
-        "{answer}"
-    );
+    let server = TestMirror::start(slow_timeouts()).await;
+    malformed_http_is_refused(&mut tls_connect(&server).await).await;
     still_serves(&server).await;
     server.stop().await;
+}
+
+/// A TLS listener with the test PKI's server certificate that completes the
+/// handshake, reads everything and never answers or closes: a hung server.
+async fn hanging_tls_server(pki: &TestPki) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let chain = CertificateDer::pem_file_iter(pki.dir.join(layout::SERVER_CERT))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(pki.dir.join(layout::SERVER_KEY)).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            held.push(tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut sink = [0u8; 4096];
+                while matches!(tls.read(&mut sink).await, Ok(n) if n > 0) {}
+                // The client left; stay silent rather than close first.
+                std::future::pending::<()>().await;
+            }));
+        }
+    });
+    (addr, task)
+}
+
+/// The two claims above against a server that hangs: each must fail, not pass.
+#[tokio::test]
+async fn the_refusal_claims_fail_against_a_server_that_hangs() {
+    let root = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(root.path());
+    let (addr, task) = hanging_tls_server(&pki).await;
+    let oversized = AssertUnwindSafe(async {
+        oversized_headers_are_refused(&mut tls_to(addr, pki.ca_pem()).await).await
+    });
+    let malformed = AssertUnwindSafe(async {
+        malformed_http_is_refused(&mut tls_to(addr, pki.ca_pem()).await).await
+    });
+    for (name, failed) in [
+        (
+            "oversized headers",
+            panic_message(oversized.catch_unwind().await),
+        ),
+        (
+            "malformed HTTP",
+            panic_message(malformed.catch_unwind().await),
+        ),
+    ] {
+        let failed = failed.unwrap_or_else(|| panic!("{name}: passed against a hung server"));
+        assert!(
+            failed.contains("still open after") || failed.contains("neither read"),
+            "{name} failed for another reason: {failed}"
+        );
+    }
+    task.abort();
+}
+
+fn panic_message(outcome: std::thread::Result<()>) -> Option<String> {
+    let payload = outcome.err()?;
+    Some(
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default(),
+    )
 }
 
 const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
@@ -161,7 +278,7 @@ fn loopback(last: u8) -> IpAddr {
 /// A connection a flood holds open without ever sending a request.
 enum Held {
     /// TLS done, then silence: not even the HTTP/2 preface.
-    Silent(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Silent(Box<TlsStream<TcpStream>>),
     /// The HTTP/2 preface and SETTINGS, then no stream.
     Preface(raw::H2Conn),
 }
