@@ -547,3 +547,66 @@ async fn plain_http_on_the_tls_port_gets_a_400_with_the_https_url() {
     still_serves(&server).await;
     server.stop().await;
 }
+
+/// A TLS connection with alice's certificate that got a 200 for `/v2/`, or why not.
+async fn admitted(server: &TestMirror) -> Result<TlsStream<TcpStream>, String> {
+    let config = raw::client_config(server.pki.ca_pem(), raw::pems(&server.pki.alice), raw::H1);
+    let mut tls = raw::tls_from(ATTACKER, server.addr, config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let response = raw::h1_get(&mut tls, "/v2/", "")
+        .await
+        .map_err(|e| e.to_string())?;
+    match response.status {
+        200 => Ok(tls),
+        status => Err(format!("status {status}")),
+    }
+}
+
+#[tokio::test]
+async fn connections_past_max_connections_are_closed_and_a_slot_frees_when_one_closes() {
+    let server = TestMirror::start(MirrorOptions {
+        limits: "max_connections = 3",
+        ..MirrorOptions::default()
+    })
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(admitted(&server).await.unwrap());
+    }
+    assert!(
+        admitted(&server).await.is_err(),
+        "a fourth connection got in past max_connections = 3"
+    );
+    for tls in &mut open {
+        let response = raw::h1_get(tls, "/v2/", "").await.unwrap();
+        assert_eq!(response.status, 200, "an open connection stopped working");
+    }
+
+    drop(open.pop());
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut replacement = loop {
+        match admitted(&server).await {
+            Ok(tls) => break tls,
+            Err(why) => assert!(
+                Instant::now() < until,
+                "no slot freed after a connection closed: {why}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let metrics = raw::h1_get(&mut replacement, "/metrics", "").await.unwrap();
+    let refused: u64 = metrics
+        .body_text()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("mirror_connections_refused_total{reason=\"max_connections\"} ")
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(refused >= 1, "{}", metrics.body_text());
+    for tls in &mut open {
+        assert_eq!(raw::h1_get(tls, "/v2/", "").await.unwrap().status, 200);
+    }
+    server.stop().await;
+}
