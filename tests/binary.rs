@@ -1,5 +1,6 @@
 //! The `mirror` binary as an operator runs it: `serve` with and without a
-//! config, signals, config errors, and the `pki` commands.
+//! config, signals (SIGTERM's grace period included), config errors, and the
+//! `pki` commands.
 
 mod common;
 
@@ -793,4 +794,95 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         .and_then(|(_, level)| level.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("no exposure level: {report}"));
     assert!(exposure < 2.0, "exposure {exposure}: {report}");
+}
+
+/// Starts a push on a fresh connection and sends `sent` of a `length`-byte
+/// PATCH body: a request in flight until the test sends the rest.
+async fn push_in_flight(
+    config: std::sync::Arc<rustls::ClientConfig>,
+    addr: std::net::SocketAddr,
+    length: usize,
+    sent: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
+    let mut tls = common::raw::tls_from(localhost, addr, config)
+        .await
+        .unwrap();
+    tls.write_all(
+        b"POST /v2/team/app/blobs/uploads/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let started = common::raw::read_response(&mut tls).await.unwrap();
+    assert_eq!(started.status, 202, "{}", started.head);
+    let location = started.header("location").unwrap().to_owned();
+    let head = format!(
+        "PATCH {location} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {length}\r\n\r\n"
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(sent).await.unwrap();
+    tls.flush().await.unwrap();
+    tls
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_request_in_flight_finish_refuses_new_connections_and_exits_by_the_grace_period()
+ {
+    use tokio::io::AsyncWriteExt;
+    let grace = Duration::from_secs(10);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    configured(dir.path(), port, "optional");
+    let mut config = std::fs::read_to_string(dir.path().join("mirror.toml")).unwrap();
+    // `configured` ends in [limits].
+    config.push_str("shutdown_grace = \"10s\"\n\n[registry]\nhosted = [\"team\"]\n");
+    std::fs::write(dir.path().join("mirror.toml"), config).unwrap();
+    let mut server = serve(dir.path(), &["--config", "mirror.toml"]);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_for_port(&addr.to_string(), LIMIT);
+
+    let folder = dir.path().join(format!("certs-alice/127.0.0.1:{port}"));
+    let read = |name: &str| std::fs::read_to_string(folder.join(name)).unwrap();
+    let (ca, cert, key) = (read("ca.crt"), read("client.cert"), read("client.key"));
+    let tls_config = common::raw::client_config(&ca, Some((&cert, &key)), common::raw::H1);
+    let mut finishing = push_in_flight(tls_config.clone(), addr, 12, b"first ").await;
+    // Never finished: the grace period, not this request, decides when the process exits.
+    let _stalled = push_in_flight(tls_config, addr, 12, b"first ").await;
+
+    server.signal("TERM");
+    let signalled = std::time::Instant::now();
+    while std::net::TcpStream::connect(addr).is_ok() {
+        assert!(
+            signalled.elapsed() < grace,
+            "new connections still accepted after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    finishing.write_all(b"second").await.unwrap();
+    finishing.flush().await.unwrap();
+    let finished = tokio::time::timeout(LIMIT, common::raw::read_response(&mut finishing))
+        .await
+        .expect("an answer to the request in flight")
+        .expect("the request in flight is answered, not cut off");
+    // Past the grace period it would have been cut off instead.
+    assert_eq!(finished.status, 202, "{}", finished.head);
+
+    // Exiting takes the grace period plus the store's close; far less than this.
+    let exit_by = grace + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < exit_by,
+            "still running {exit_by:?} after SIGTERM with a {grace:?} grace period"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(log.contains("shutdown grace period over"), "{log}");
 }
