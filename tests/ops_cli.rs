@@ -1,5 +1,6 @@
 //! The operator's commands against a real data dir: `cache prefetch` (with
-//! the server stopped, and beside a running one), `cache stats`, `audit`.
+//! the server stopped, and beside a running one), `cache stats`, `audit`, and
+//! the audit retention the server keeps to.
 
 mod common;
 
@@ -11,7 +12,7 @@ use common::go::{StaticProxy, standard_modules, write_tree};
 use common::process::{mirror_bin, run, text, tool};
 use common::registry::layout::Layout;
 use common::registry::{Auth, DockerRegistry};
-use common::{MirrorOptions, PASSWORD, TestMirror, USER};
+use common::{MirrorOptions, PASSWORD, TestMirror, USER, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(180);
 
@@ -296,6 +297,60 @@ async fn prefetch_takes_references_as_users_write_them_and_stats_add_up() {
         sum("bytes"),
         json["totals"]["bytes"].as_u64().unwrap(),
         "{json}"
+    );
+    server.stop().await;
+}
+
+/// Writes one audit row for `artifact`, `age` old, straight into the index of a
+/// stopped server: the server's sweep is what the test watches.
+async fn aged_audit_row(data_dir: &Path, artifact: &str, age: Duration) {
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(data_dir.join("mirror.db"));
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    sqlx::query(
+        "INSERT INTO audit (at_ms, identity, subject, peer, protocol, action, artifact, outcome, status)
+         VALUES (?1, 'cert', 'alice', '127.0.0.1:1', 'oci', 'read', ?2, 'hit', 200)",
+    )
+    .bind(now_ms - age.as_millis() as i64)
+    .bind(artifact)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_server_deletes_audit_records_older_than_the_retention_and_keeps_newer_ones() {
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    let options = || MirrorOptions {
+        extra_toml: "[audit]\nretention = \"1d\"\n".into(),
+        ..MirrorOptions::default()
+    };
+    let server = TestMirror::start(options()).await;
+    let (root, pki) = server.stop().await;
+    let data_dir = root.path().join("data");
+    aged_audit_row(&data_dir, "retention/old@two-days", 2 * DAY).await;
+    aged_audit_row(&data_dir, "retention/new@half-a-day", DAY / 2).await;
+
+    let server = TestMirror::start_with_pki(root, pki, options()).await;
+    wait_for(
+        "the sweep to delete the record older than audit.retention",
+        Duration::from_secs(30),
+        || async {
+            common::audit::rows(&server, "retention/old")
+                .await
+                .is_empty()
+        },
+    )
+    .await;
+    let kept = common::audit::rows(&server, "retention/new").await;
+    assert_eq!(
+        kept.len(),
+        1,
+        "a record within audit.retention went: {kept:?}"
     );
     server.stop().await;
 }
