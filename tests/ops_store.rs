@@ -1,6 +1,7 @@
 //! Operating the store: a bounded cache that evicts least-recently-used
 //! content (never hosted content, never what is being read) and re-fetches
-//! what it evicted; a full disk that costs one fill and nothing else.
+//! what it evicted; `cache gc` (`--dry-run`, `--target`); a full disk that
+//! costs one fill and nothing else.
 
 mod common;
 
@@ -291,4 +292,116 @@ async fn a_full_disk_fails_one_fill_cleanly_and_hits_keep_being_served() {
     let report = server.mirror().store().verify(false).await.unwrap();
     assert!(report.is_clean(), "{report:?}");
     server.stop().await;
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Reads a cached blob through the mirror and has its access time written,
+/// then waits for the clock's next second: access times are kept in seconds,
+/// so each read is strictly more recent than the one before.
+async fn read_in_turn(server: &TestMirror, digest: &str) {
+    let url = server.url(&format!("/v2/up.test/gc/app/blobs/{digest}"));
+    let (status, got) = get(&server.anonymous(), url).await.unwrap();
+    assert_eq!((status, got.as_str()), (200, digest));
+    server.mirror().store().flush_access().await.unwrap();
+    let read_at = unix_secs();
+    wait_for("the next second", Duration::from_secs(3), || async {
+        unix_secs() > read_at
+    })
+    .await;
+}
+
+fn blob_file(data_dir: &Path, digest: &str) -> std::path::PathBuf {
+    let hex = digest.trim_start_matches("sha256:");
+    data_dir.join("blobs/sha256").join(&hex[..2]).join(hex)
+}
+
+/// `mirror cache gc` as the operator runs it, on a stopped server's data dir.
+fn cache_gc(server_root: &Path, args: &[&str]) -> String {
+    let out = tokio::task::block_in_place(|| {
+        run(
+            Command::new(common::process::mirror_bin())
+                .args(["cache", "gc", "--config"])
+                .arg(server_root.join("mirror.toml"))
+                .args(args)
+                .env("RUST_LOG", "warn"),
+            Duration::from_secs(120),
+        )
+    });
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cache_gc_dry_run_deletes_nothing_and_target_evicts_least_recently_used_first() {
+    let root = tempfile::tempdir().unwrap();
+    let registry = DockerRegistry::start(Auth::None);
+    let mut layout = Layout::new(&root.path().join("layout"));
+    let blobs: Vec<(String, u64)> = (0..4u64)
+        .map(|i| {
+            let image = layout.image("amd64", &[(300 + i, MIB)]);
+            layout.tag(&format!("v{i}"), &image);
+            (image.layers[0].digest.clone(), image.layers[0].size)
+        })
+        .collect();
+    let layers: Vec<&String> = blobs.iter().map(|(digest, _)| digest).collect();
+    tokio::task::block_in_place(|| {
+        for i in 0..layers.len() {
+            let dest = format!("{}/gc/app:v{i}", registry.addr);
+            layout.push(&format!("v{i}"), &dest, &[]);
+        }
+    });
+    let server = TestMirror::start(MirrorOptions {
+        extra_toml: upstream_toml(&registry.url(), ""),
+        ..MirrorOptions::default()
+    })
+    .await;
+    // Least recently used first: 1, 2, 3, then 0, read again last.
+    for digest in layers.iter().chain([&layers[0]]) {
+        read_in_turn(&server, digest).await;
+    }
+    let totals = server.mirror().store().totals().await.unwrap();
+    assert_eq!(totals.blobs, 4, "only the four layers are stored");
+    assert_eq!(
+        totals.bytes,
+        blobs.iter().map(|(_, size)| size).sum::<u64>()
+    );
+    // Room for two layers: layers 1 and 2 must go, 3 and 0 stay.
+    let target = (totals.bytes - blobs[1].1 - blobs[2].1).to_string();
+    let (root, _pki) = server.stop().await;
+    let data_dir = root.path().join("data");
+    let leftover = data_dir.join("tmp/left-by-a-crash");
+    std::fs::write(&leftover, b"partial fill").unwrap();
+
+    let report = cache_gc(root.path(), &["--dry-run", "--target", &target]);
+    assert!(
+        report.contains("sweep: would remove") && report.contains(", 1 temp files"),
+        "{report}"
+    );
+    assert!(report.contains("evict: would remove 2 blobs"), "{report}");
+    for digest in &layers {
+        assert!(
+            blob_file(&data_dir, digest).is_file(),
+            "dry run deleted {digest}"
+        );
+    }
+    assert!(leftover.is_file(), "dry run deleted a temp file");
+
+    let report = cache_gc(root.path(), &["--target", &target]);
+    assert!(report.contains("evict: removed 2 blobs"), "{report}");
+    assert!(!leftover.exists(), "{report}");
+    for (i, digest) in layers.iter().enumerate() {
+        let kept = blob_file(&data_dir, digest).is_file();
+        assert_eq!(
+            kept,
+            i == 0 || i == 3,
+            "layer {i} ({digest}): kept {kept}\n{report}"
+        );
+    }
+    let after = cache_gc(root.path(), &["--dry-run", "--target", &target]);
+    assert!(after.contains("evict: would remove 0 blobs"), "{after}");
 }
