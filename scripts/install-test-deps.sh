@@ -107,4 +107,7 @@ install_garage() {
 }
 
 install_debian_packages
-install_garage
+# The benchmarks (MIRROR_BENCH_DEPS=1) need no S3 store.
+if [[ "${MIRROR_BENCH_DEPS:-}" != 1 ]]; then
+  install_garage
+fi
