@@ -11,6 +11,7 @@ use bytes::Bytes;
 use super::GoProxy;
 use super::chain::Answer;
 use super::error::GoError;
+use super::key::Key;
 use crate::http::Outcome;
 use crate::store::{StoredAnswer, now_secs};
 
@@ -61,16 +62,16 @@ impl GoProxy {
     }
 
     /// What is kept under `key`, fresh or not, from the memo or the index.
-    pub(super) async fn kept(&self, key: &str) -> Result<Option<Arc<Cached>>, GoError> {
-        if let Some(cached) = self.inner.answers.get(key) {
+    pub(super) async fn kept(&self, key: &Key) -> Result<Option<Arc<Cached>>, GoError> {
+        if let Some(cached) = self.inner.answers.get(key.as_str()) {
             return Ok(Some(cached));
         }
         let stored = self
             .inner
             .store
-            .go_answer(key)
+            .go_answer(key.as_str())
             .await
-            .map_err(|e| GoError::internal(key, &e))?;
+            .map_err(|e| GoError::internal(key.as_str(), &e))?;
         Ok(stored.map(|stored| {
             let cached = Arc::new(Cached::from(stored));
             self.remember(key, cached.clone());
@@ -79,26 +80,33 @@ impl GoProxy {
     }
 
     /// A kept answer if it is fresh: the negative-cache check of misses.
-    pub(super) async fn fresh(&self, key: &str) -> Result<Option<Arc<Cached>>, GoError> {
+    pub(super) async fn fresh(&self, key: &Key) -> Result<Option<Arc<Cached>>, GoError> {
         Ok(self
             .kept(key)
             .await?
             .filter(|c| self.is_fresh(c, now_secs())))
     }
 
-    fn remember(&self, key: &str, cached: Arc<Cached>) {
+    fn remember(&self, key: &Key, cached: Arc<Cached>) {
         let weight = cached.body.len();
-        self.inner.answers.insert(key.to_owned(), cached, weight);
+        self.inner
+            .answers
+            .insert(key.as_str().to_owned(), cached, weight);
     }
 
     /// Keeps an upstream answer (found or not found) in the index and the
     /// memo. An index that cannot take it is logged, not blamed on upstream:
     /// the answer is in hand and is served (and memoized) all the same.
-    pub(super) async fn keep(&self, key: &str, status: u16, body: Bytes) -> Arc<Cached> {
-        let fetched_at = match self.inner.store.put_go_answer(key, status, &body).await {
+    pub(super) async fn keep(&self, key: &Key, status: u16, body: Bytes) -> Arc<Cached> {
+        let fetched_at = match self
+            .inner
+            .store
+            .put_go_answer(key.as_str(), status, &body)
+            .await
+        {
             Ok(fetched_at) => fetched_at,
             Err(error) => {
-                tracing::error!(target: "mirror::go", key, %error, "could not record an upstream answer");
+                tracing::error!(target: "mirror::go", key = key.as_str(), %error, "could not record an upstream answer");
                 now_secs()
             }
         };
@@ -115,7 +123,7 @@ impl GoProxy {
     /// for all concurrent callers), else kept and stale.
     pub(super) async fn cached_answer<F>(
         &self,
-        key: &str,
+        key: &Key,
         fetch: F,
     ) -> Result<(Arc<Cached>, Outcome), GoError>
     where
@@ -140,7 +148,7 @@ impl GoProxy {
             .inner
             .flights
             .run(
-                key,
+                key.as_str(),
                 Box::pin(async {
                     match fetch.await {
                         Answer::Found(body) => Ok(self.keep(key, 200, body).await),
@@ -162,10 +170,10 @@ impl GoProxy {
                 Ok((cached, outcome))
             }
             (Err(error), Some(stale)) => {
-                tracing::warn!(target: "mirror::go", key, %error, "every upstream failed; serving the stale answer");
+                tracing::warn!(target: "mirror::go", key = key.as_str(), %error, "every upstream failed; serving the stale answer");
                 Ok((stale, Outcome::Stale))
             }
-            (Err(error), None) => Err(GoError::upstream(key, &error)),
+            (Err(error), None) => Err(GoError::upstream(key.as_str(), &error)),
         }
     }
 }

@@ -7,8 +7,9 @@ use bytes::Bytes;
 use http::Response;
 use http::header::{CONTENT_LENGTH, HeaderValue};
 
-use super::chain::{Answer, encode_path};
+use super::chain::Answer;
 use super::error::GoError;
+use super::key::{AnswerKey, FileName, Key, Resource};
 use super::module::ModulePath;
 use super::route::FileKind;
 use super::version::Version;
@@ -40,9 +41,9 @@ fn stored_kind(kind: FileKind) -> GoFile {
     }
 }
 
-/// `module@version.kind`: the memo key, the negative-cache key and the audit artifact.
+/// `module@version.kind`: the audit artifact and the name in logs.
 pub fn artifact(module: &ModulePath, version: &Version, kind: FileKind) -> String {
-    format!("{module}@{version}.{}", kind.extension())
+    FileName(module, version, kind).to_string()
 }
 
 impl GoProxy {
@@ -53,14 +54,14 @@ impl GoProxy {
         kind: FileKind,
         head_only: bool,
     ) -> Result<Served, GoError> {
-        let key = artifact(module, version, kind);
+        let key = AnswerKey::StoredFile(module, version, kind).encode();
         if let Some(served) = self
             .stored_file(module, version, kind, &key, head_only)
             .await?
         {
             return Ok(served);
         }
-        let negative_key = format!("file {key}");
+        let negative_key = AnswerKey::Answer(Resource::File(module, version, kind)).encode();
         if let Some(cached) = self.fresh(&negative_key).await? {
             return Err(cached.not_found());
         }
@@ -83,10 +84,10 @@ impl GoProxy {
         module: &ModulePath,
         version: &Version,
         kind: FileKind,
-        key: &str,
+        key: &Key,
         head_only: bool,
     ) -> Result<Option<Served>, GoError> {
-        let (stored, memoized) = match self.inner.files.get(key) {
+        let (stored, memoized) = match self.inner.files.get(key.as_str()) {
             Some(stored) => (stored, true),
             None => {
                 let found = self
@@ -94,7 +95,7 @@ impl GoProxy {
                     .store
                     .go_file(module.as_str(), version.as_str(), stored_kind(kind))
                     .await
-                    .map_err(|e| GoError::internal(key, &e))?;
+                    .map_err(|e| GoError::internal(key.as_str(), &e))?;
                 let Some((digest, size)) = found else {
                     return Ok(None);
                 };
@@ -122,7 +123,7 @@ impl GoProxy {
                 .store
                 .read_small(&stored.digest, MEMO_BYTES as u64)
                 .await
-                .map_err(|e| GoError::internal(key, &e))?;
+                .map_err(|e| GoError::internal(key.as_str(), &e))?;
             if let Some(bytes) = read {
                 let bytes = Bytes::from(bytes);
                 let weight = bytes.len();
@@ -130,7 +131,9 @@ impl GoProxy {
                     bytes: Some(bytes.clone()),
                     ..stored.clone()
                 };
-                self.inner.files.insert(key.to_owned(), entry, weight);
+                self.inner
+                    .files
+                    .insert(key.as_str().to_owned(), entry, weight);
                 return Ok(Some(Served::new(
                     bytes_response(bytes, kind.content_type()),
                     Outcome::Hit,
@@ -143,10 +146,12 @@ impl GoProxy {
                 .store
                 .open_blob(&stored.digest)
                 .await
-                .map_err(|e| GoError::internal(key, &e))?;
+                .map_err(|e| GoError::internal(key.as_str(), &e))?;
             if let Some(blob) = blob {
                 if !memoized {
-                    self.inner.files.insert(key.to_owned(), stored.clone(), 0);
+                    self.inner
+                        .files
+                        .insert(key.as_str().to_owned(), stored.clone(), 0);
                 }
                 let size = blob.size;
                 let mut response = if head_only {
@@ -154,7 +159,7 @@ impl GoProxy {
                 } else {
                     let stream = body::blob(blob, 0, size)
                         .await
-                        .map_err(|e| GoError::internal(key, &e))?;
+                        .map_err(|e| GoError::internal(key.as_str(), &e))?;
                     Response::new(stream)
                 };
                 response
@@ -169,13 +174,13 @@ impl GoProxy {
         }
         // Indexed but the file is gone (deleted by hand, a lost disk) or
         // failed its digest check (quarantined, logged by the store): fetch it again.
-        tracing::warn!(target: "mirror::go", artifact = key, digest = %stored.digest, "stored file missing or bad; fetching again");
-        self.inner.files.remove(key);
+        tracing::warn!(target: "mirror::go", artifact = key.as_str(), digest = %stored.digest, "stored file missing or bad; fetching again");
+        self.inner.files.remove(key.as_str());
         self.inner
             .store
             .forget_go_file(module.as_str(), version.as_str(), stored_kind(kind))
             .await
-            .map_err(|e| GoError::internal(key, &e))?;
+            .map_err(|e| GoError::internal(key.as_str(), &e))?;
         Ok(None)
     }
 
@@ -184,25 +189,20 @@ impl GoProxy {
         module: &ModulePath,
         version: &Version,
         kind: FileKind,
-        key: &str,
-        negative_key: &str,
+        key: &Key,
+        negative_key: &Key,
     ) -> Result<Served, GoError> {
         let limit = if kind == FileKind::Info {
             MAX_INFO
         } else {
             MAX_MOD
         };
-        let path = encode_path(&format!(
-            "{}/@v/{}.{}",
-            module.escaped(),
-            version.escaped(),
-            kind.extension()
-        ));
-        let flight_key = format!("get {key}");
+        let path = Resource::File(module, version, kind).upstream_path();
+        let flight_key = AnswerKey::FileFetch(module, version, kind).encode();
         let fetched = self
             .inner
             .file_flights
-            .run(&flight_key, async {
+            .run(flight_key.as_str(), async {
                 // Another request may have stored it while this one waited.
                 if let Ok(Some(_)) = self.stored_file(module, version, kind, key, false).await {
                     return FileFetch::Stored;
@@ -228,7 +228,7 @@ impl GoProxy {
                                     )
                                     .await;
                                 if let Err(error) = indexed {
-                                    tracing::error!(target: "mirror::go", artifact = key, %error, "could not index");
+                                    tracing::error!(target: "mirror::go", artifact = key.as_str(), %error, "could not index");
                                 }
                                 FileFetch::Fetched(digest, bytes)
                             }
@@ -254,7 +254,9 @@ impl GoProxy {
                     size: bytes.len() as u64,
                     bytes: memo_bytes,
                 };
-                self.inner.files.insert(key.to_owned(), entry, weight);
+                self.inner
+                    .files
+                    .insert(key.as_str().to_owned(), entry, weight);
                 Ok(Served::new(
                     bytes_response(bytes, kind.content_type()),
                     Outcome::Miss,
@@ -264,22 +266,22 @@ impl GoProxy {
             FileFetch::Stored => self
                 .stored_file(module, version, kind, key, false)
                 .await?
-                .ok_or_else(|| GoError::internal(key, &"stored file vanished")),
+                .ok_or_else(|| GoError::internal(key.as_str(), &"stored file vanished")),
             FileFetch::NotFound { gone, reason } => Err(GoError::NotFound { gone, reason }),
             FileFetch::Failed(error) => self.stale_negative_or(negative_key, &error).await,
-            FileFetch::Internal(error) => Err(GoError::internal(key, &error)),
+            FileFetch::Internal(error) => Err(GoError::internal(key.as_str(), &error)),
         }
     }
 
     /// When upstream fails, an expired "not found" is still the best answer.
     pub(super) async fn stale_negative_or(
         &self,
-        negative_key: &str,
+        negative_key: &Key,
         error: &str,
     ) -> Result<Served, GoError> {
         match self.kept(negative_key).await? {
             Some(stale) => Err(stale.not_found()),
-            None => Err(GoError::upstream(negative_key, error)),
+            None => Err(GoError::upstream(negative_key.as_str(), error)),
         }
     }
 }

@@ -9,6 +9,7 @@ mod answers;
 pub mod chain;
 mod error;
 mod files;
+mod key;
 mod memo;
 pub mod module;
 pub mod private;
@@ -35,6 +36,7 @@ pub use version::{Query, Version};
 
 use self::answers::Refreshed;
 use self::files::{FileFetch, Stored};
+use self::key::{AnswerKey, Resource};
 use self::memo::Memo;
 use self::route::Route;
 use crate::config::GoConfig;
@@ -181,40 +183,30 @@ impl GoProxy {
     }
 
     async fn list(&self, module: &ModulePath) -> Result<Served, GoError> {
-        let path = chain::encode_path(&format!("{}/@v/list", module.escaped()));
-        self.moving(
-            &format!("list {module}"),
-            &path,
-            "text/plain; charset=utf-8",
-        )
-        .await
+        self.moving(Resource::List(module), "text/plain; charset=utf-8")
+            .await
     }
 
     async fn latest(&self, module: &ModulePath) -> Result<Served, GoError> {
-        let path = chain::encode_path(&format!("{}/@latest", module.escaped()));
-        self.moving(&format!("latest {module}"), &path, "application/json")
+        self.moving(Resource::Latest(module), "application/json")
             .await
     }
 
     async fn query(&self, module: &ModulePath, query: &Query) -> Result<Served, GoError> {
-        let path = chain::encode_path(&format!("{}/@v/{}.info", module.escaped(), query.escaped()));
-        self.moving(
-            &format!("query {module}@{query}"),
-            &path,
-            "application/json",
-        )
-        .await
+        self.moving(Resource::Query(module, query), "application/json")
+            .await
     }
 
     /// An answer that changes upstream, through the TTL cache.
     async fn moving(
         &self,
-        key: &str,
-        path: &str,
+        resource: Resource<'_>,
         content_type: &'static str,
     ) -> Result<Served, GoError> {
-        let fetch = self.inner.chain.fetch(&self.inner.client, path, MAX_LIST);
-        let (cached, outcome) = self.cached_answer(key, fetch).await?;
+        let path = resource.upstream_path();
+        let fetch = self.inner.chain.fetch(&self.inner.client, &path, MAX_LIST);
+        let key = AnswerKey::Answer(resource).encode();
+        let (cached, outcome) = self.cached_answer(&key, fetch).await?;
         if !cached.found() {
             return Err(cached.not_found());
         }

@@ -6,8 +6,9 @@
 
 use bytes::Bytes;
 
-use super::chain::{encode_path, fetch_one};
+use super::chain::fetch_one;
 use super::error::GoError;
+use super::key::{AnswerKey, Key, Resource};
 use super::module::ModulePath;
 use super::version::{Query, Version};
 use super::{GoProxy, Served, bytes_response};
@@ -130,8 +131,12 @@ impl GoProxy {
                 "not found: {rest:?} is not a checksum database path"
             )));
         };
-        let upstream = format!("{base}/{}", encode_path(rest));
-        let key = format!("sumdb {name}/{rest}");
+        let resource = Resource::Sumdb {
+            db: name,
+            path: rest,
+        };
+        let upstream = format!("{base}/{}", resource.upstream_path());
+        let key = AnswerKey::Answer(resource).encode();
         match route {
             SumdbPath::Supported => Ok(Served::new(
                 http::Response::new(body::empty()),
@@ -167,25 +172,28 @@ impl GoProxy {
 
     /// A stored full tile, from the memo or the store.
     async fn stored_tile(&self, name: &str, tile: &str) -> Result<Option<Bytes>, GoError> {
-        let key = format!("sumdb {name}/{tile}");
-        if let Some(bytes) = self.inner.tiles.get(&key) {
+        let key = tile_key(name, tile);
+        if let Some(bytes) = self.inner.tiles.get(key.as_str()) {
             return Ok(Some(bytes));
         }
         let store = &self.inner.store;
         let Some((digest, _)) = store
             .sumdb_tile(name, tile)
             .await
-            .map_err(|e| GoError::internal(&key, &e))?
+            .map_err(|e| GoError::internal(key.as_str(), &e))?
         else {
             return Ok(None);
         };
         let read = store
             .read_small(&digest, MAX_SUMDB_ANSWER as u64)
             .await
-            .map_err(|e| GoError::internal(&key, &e))?;
+            .map_err(|e| GoError::internal(key.as_str(), &e))?;
         Ok(read.map(|bytes| {
             let bytes = Bytes::from(bytes);
-            self.inner.tiles.insert(key, bytes.clone(), bytes.len());
+            let weight = bytes.len();
+            self.inner
+                .tiles
+                .insert(key.to_string(), bytes.clone(), weight);
             bytes
         }))
     }
@@ -198,7 +206,7 @@ impl GoProxy {
         &self,
         name: &str,
         tile: &Tile,
-        key: &str,
+        key: &Key,
         upstream: String,
     ) -> Result<Served, GoError> {
         let len = tile.width * HASH_SIZE;
@@ -224,13 +232,13 @@ impl GoProxy {
             )),
             Ok((cached, _)) => Err(cached.not_found()),
             Err(GoError::BadGateway) => {
-                let under = format!("sumdb {name}/{}.p/", tile.full_path);
+                let under = Key::sumdb_partials(name, &tile.full_path);
                 let kept = self
                     .inner
                     .store
-                    .go_answers_under(&under)
+                    .go_answers_under(under.as_str())
                     .await
-                    .map_err(|e| GoError::internal(key, &e))?;
+                    .map_err(|e| GoError::internal(key.as_str(), &e))?;
                 let wider = kept
                     .into_iter()
                     .filter(|(_, answer)| answer.status == 200)
@@ -249,7 +257,7 @@ impl GoProxy {
 
     /// A full tile: stored once, served from the store forever.
     async fn full_tile(&self, name: &str, tile: &str, upstream: &str) -> Result<Served, GoError> {
-        let key = format!("sumdb {name}/{tile}");
+        let key = tile_key(name, tile);
         let store = &self.inner.store;
         if let Some(bytes) = self.stored_tile(name, tile).await? {
             return Ok(Served::new(
@@ -266,7 +274,7 @@ impl GoProxy {
         let fetched = self
             .inner
             .flights
-            .run(&key, Box::pin(async {
+            .run(key.as_str(), Box::pin(async {
                 match fetch_one(&self.inner.client, upstream.to_owned(), MAX_SUMDB_ANSWER).await {
                     super::chain::Answer::Found(bytes) => {
                         // A tile the store cannot take is still served: the
@@ -278,7 +286,7 @@ impl GoProxy {
                             Err(error) => Err(error),
                         };
                         if let Err(error) = stored {
-                            tracing::error!(target: "mirror::go", key, %error, "could not store a checksum tile");
+                            tracing::error!(target: "mirror::go", key = key.as_str(), %error, "could not store a checksum tile");
                         }
                         Ok(std::sync::Arc::new(super::answers::Cached {
                             status: 200,
@@ -293,13 +301,13 @@ impl GoProxy {
                 }
             }))
             .await
-            .map_err(|error| GoError::upstream(&key, &error))?;
+            .map_err(|error| GoError::upstream(key.as_str(), &error))?;
         if !fetched.found() {
             return Err(fetched.not_found());
         }
         self.inner
             .tiles
-            .insert(key, fetched.body.clone(), fetched.body.len());
+            .insert(key.to_string(), fetched.body.clone(), fetched.body.len());
         Ok(Served::new(
             bytes_response(fetched.body.clone(), TILE_TYPE),
             Outcome::Miss,
@@ -309,6 +317,11 @@ impl GoProxy {
 }
 
 const TILE_TYPE: &str = "application/octet-stream";
+
+/// A full tile's key: its kept 404/410, its memo entry and its one fetch.
+fn tile_key(db: &str, tile: &str) -> Key {
+    AnswerKey::Answer(Resource::Sumdb { db, path: tile }).encode()
+}
 
 #[cfg(test)]
 mod tests {

@@ -13,9 +13,10 @@ use futures_util::TryStreamExt;
 use http::Response;
 use http::header::{CONTENT_LENGTH, HeaderValue};
 
-use super::chain::{Answer, encode_path};
+use super::chain::Answer;
 use super::error::GoError;
 use super::files::{artifact, with_type};
+use super::key::{AnswerKey, Key, Resource};
 use super::module::ModulePath;
 use super::route::FileKind;
 use super::version::Version;
@@ -28,19 +29,19 @@ impl GoProxy {
         &self,
         module: &ModulePath,
         version: &Version,
-        key: &str,
-        negative_key: &str,
+        key: &Key,
+        negative_key: &Key,
         head_only: bool,
     ) -> Result<Served, GoError> {
-        let fill_key = format!("go:{key}");
+        let fill_key = AnswerKey::ZipFill(module, version).encode();
         // A fill abandoned before it started (its producer found the zip already
         // stored) leaves its readers to look again; a couple of rounds settle it.
         for _ in 0..3 {
             let slot = self
                 .inner
                 .store
-                .fill(&fill_key)
-                .map_err(|e| GoError::internal(key, &e))?;
+                .fill(fill_key.as_str())
+                .map_err(|e| GoError::internal(key.as_str(), &e))?;
             let reader = match slot {
                 Slot::Joined(reader) => reader,
                 Slot::Producer(producer) => {
@@ -78,10 +79,13 @@ impl GoProxy {
                 Err(FillError::Upstream(error)) => {
                     return self.stale_negative_or(negative_key, &error).await;
                 }
-                Err(error) => return Err(GoError::upstream(key, &error.to_string())),
+                Err(error) => return Err(GoError::upstream(key.as_str(), &error.to_string())),
             }
         }
-        Err(GoError::internal(key, &"fill abandoned repeatedly"))
+        Err(GoError::internal(
+            key.as_str(),
+            &"fill abandoned repeatedly",
+        ))
     }
 
     /// The one upstream download of a zip, detached from any client.
@@ -93,16 +97,12 @@ impl GoProxy {
     ) {
         let key = artifact(&module, &version, FileKind::Zip);
         producer.limit(self.inner.max_zip);
-        let path = encode_path(&format!(
-            "{}/@v/{}.zip",
-            module.escaped(),
-            version.escaped()
-        ));
+        let path = Resource::File(&module, &version, FileKind::Zip).upstream_path();
         let response = match self.inner.chain.open(&self.inner.client, &path).await {
             Answer::Found(response) => response,
             Answer::NotFound { gone, reason } => {
                 self.keep(
-                    &format!("file {key}"),
+                    &AnswerKey::Answer(Resource::File(&module, &version, FileKind::Zip)).encode(),
                     if gone { 410 } else { 404 },
                     Bytes::from(reason.clone()),
                 )
