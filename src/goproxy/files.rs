@@ -13,7 +13,7 @@ use super::key::{AnswerKey, FileName, Key, Resource};
 use super::module::ModulePath;
 use super::route::FileKind;
 use super::version::Version;
-use super::{GoProxy, Served, bytes_response};
+use super::{GoProxy, Reply, Served, bytes_response};
 use crate::http::{Body, Outcome, body};
 use crate::store::{Digest, GoFile};
 
@@ -52,13 +52,10 @@ impl GoProxy {
         module: &ModulePath,
         version: &Version,
         kind: FileKind,
-        head_only: bool,
+        reply: Reply,
     ) -> Result<Served, GoError> {
         let key = AnswerKey::StoredFile(module, version, kind).encode();
-        if let Some(served) = self
-            .stored_file(module, version, kind, &key, head_only)
-            .await?
-        {
+        if let Some(served) = self.stored_file(module, version, kind, &key, reply).await? {
             return Ok(served);
         }
         let negative_key = AnswerKey::Answer(Resource::File(module, version, kind)).encode();
@@ -72,7 +69,7 @@ impl GoProxy {
                 Box::pin(self.small_miss(module, version, kind, &key, &negative_key)).await
             }
             FileKind::Zip => {
-                self.zip_miss(module, version, &key, &negative_key, head_only)
+                self.zip_miss(module, version, &key, &negative_key, reply)
                     .await
             }
         }
@@ -85,103 +82,155 @@ impl GoProxy {
         version: &Version,
         kind: FileKind,
         key: &Key,
-        head_only: bool,
+        reply: Reply,
     ) -> Result<Option<Served>, GoError> {
         let (stored, memoized) = match self.inner.files.get(key.as_str()) {
             Some(stored) => (stored, true),
+            None => match self.indexed_file(module, version, kind, key).await? {
+                Some(stored) => (stored, false),
+                None => return Ok(None),
+            },
+        };
+        let served = match &stored.bytes {
+            Some(bytes) => {
+                self.inner.store.touch(&stored.digest);
+                Some(Served::new(
+                    bytes_response(bytes.clone(), kind.content_type()),
+                    Outcome::Hit,
+                    Some(stored.digest.clone()),
+                ))
+            }
+            None if stored.size <= MEMO_BYTES as u64 => {
+                self.read_and_memoize(&stored, kind, key).await?
+            }
             None => {
-                let found = self
-                    .inner
-                    .store
-                    .go_file(module.as_str(), version.as_str(), stored_kind(kind))
-                    .await
-                    .map_err(|e| GoError::internal(key.as_str(), &e))?;
-                let Some((digest, size)) = found else {
-                    return Ok(None);
-                };
-                (
-                    Stored {
-                        digest,
-                        size,
-                        bytes: None,
-                    },
-                    false,
-                )
+                self.stream_stored(&stored, kind, key, memoized, reply)
+                    .await?
             }
         };
-        if let Some(bytes) = &stored.bytes {
-            self.inner.store.touch(&stored.digest);
-            return Ok(Some(Served::new(
-                bytes_response(bytes.clone(), kind.content_type()),
-                Outcome::Hit,
-                Some(stored.digest),
-            )));
+        if served.is_none() {
+            self.forget_lost_file(module, version, kind, key, &stored)
+                .await?;
         }
-        if stored.size <= MEMO_BYTES as u64 {
-            let read = self
-                .inner
-                .store
-                .read_small(&stored.digest, MEMO_BYTES as u64)
-                .await
-                .map_err(|e| GoError::internal(key.as_str(), &e))?;
-            if let Some(bytes) = read {
-                let bytes = Bytes::from(bytes);
-                let weight = bytes.len();
-                let entry = Stored {
-                    bytes: Some(bytes.clone()),
-                    ..stored.clone()
-                };
-                self.inner
-                    .files
-                    .insert(key.as_str().to_owned(), entry, weight);
-                return Ok(Some(Served::new(
-                    bytes_response(bytes, kind.content_type()),
-                    Outcome::Hit,
-                    Some(stored.digest),
-                )));
-            }
-        } else {
-            let blob = self
-                .inner
-                .store
-                .open_blob(&stored.digest)
-                .await
-                .map_err(|e| GoError::internal(key.as_str(), &e))?;
-            if let Some(blob) = blob {
-                if !memoized {
-                    self.inner
-                        .files
-                        .insert(key.as_str().to_owned(), stored.clone(), 0);
-                }
-                let size = blob.size;
-                let mut response = if head_only {
-                    Response::new(body::empty())
-                } else {
-                    let stream = body::blob(blob, 0, size)
-                        .await
-                        .map_err(|e| GoError::internal(key.as_str(), &e))?;
-                    Response::new(stream)
-                };
-                response
-                    .headers_mut()
-                    .insert(CONTENT_LENGTH, HeaderValue::from(size));
-                return Ok(Some(Served::new(
-                    with_type(response, kind),
-                    Outcome::Hit,
-                    Some(stored.digest),
-                )));
-            }
+        Ok(served)
+    }
+
+    /// The index's row for a file not in the memo.
+    async fn indexed_file(
+        &self,
+        module: &ModulePath,
+        version: &Version,
+        kind: FileKind,
+        key: &Key,
+    ) -> Result<Option<Stored>, GoError> {
+        let found = self
+            .inner
+            .store
+            .go_file(module.as_str(), version.as_str(), stored_kind(kind))
+            .await
+            .map_err(|e| GoError::internal(key.as_str(), &e))?;
+        Ok(found.map(|(digest, size)| Stored {
+            digest,
+            size,
+            bytes: None,
+        }))
+    }
+
+    /// A small stored file, read whole and kept in the memo; `None` when its
+    /// blob is missing or bad.
+    async fn read_and_memoize(
+        &self,
+        stored: &Stored,
+        kind: FileKind,
+        key: &Key,
+    ) -> Result<Option<Served>, GoError> {
+        let read = self
+            .inner
+            .store
+            .read_small(&stored.digest, MEMO_BYTES as u64)
+            .await
+            .map_err(|e| GoError::internal(key.as_str(), &e))?;
+        let Some(bytes) = read else {
+            return Ok(None);
+        };
+        let bytes = Bytes::from(bytes);
+        let weight = bytes.len();
+        let entry = Stored {
+            bytes: Some(bytes.clone()),
+            ..stored.clone()
+        };
+        self.inner
+            .files
+            .insert(key.as_str().to_owned(), entry, weight);
+        Ok(Some(Served::new(
+            bytes_response(bytes, kind.content_type()),
+            Outcome::Hit,
+            Some(stored.digest.clone()),
+        )))
+    }
+
+    /// A large stored file, streamed from its blob (its location memoized);
+    /// `None` when the blob is missing or bad.
+    async fn stream_stored(
+        &self,
+        stored: &Stored,
+        kind: FileKind,
+        key: &Key,
+        memoized: bool,
+        reply: Reply,
+    ) -> Result<Option<Served>, GoError> {
+        let blob = self
+            .inner
+            .store
+            .open_blob(&stored.digest)
+            .await
+            .map_err(|e| GoError::internal(key.as_str(), &e))?;
+        let Some(blob) = blob else {
+            return Ok(None);
+        };
+        if !memoized {
+            self.inner
+                .files
+                .insert(key.as_str().to_owned(), stored.clone(), 0);
         }
-        // Indexed but the file is gone (deleted by hand, a lost disk) or
-        // failed its digest check (quarantined, logged by the store): fetch it again.
+        let size = blob.size;
+        let mut response = match reply {
+            Reply::HeadOnly => Response::new(body::empty()),
+            Reply::Full => {
+                let stream = body::blob(blob, 0, size)
+                    .await
+                    .map_err(|e| GoError::internal(key.as_str(), &e))?;
+                Response::new(stream)
+            }
+        };
+        response
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(size));
+        Ok(Some(Served::new(
+            with_type(response, kind),
+            Outcome::Hit,
+            Some(stored.digest.clone()),
+        )))
+    }
+
+    /// Indexed but the file is gone (deleted by hand, a lost disk) or failed
+    /// its digest check (quarantined, logged by the store): forgotten, so the
+    /// caller fetches it again.
+    async fn forget_lost_file(
+        &self,
+        module: &ModulePath,
+        version: &Version,
+        kind: FileKind,
+        key: &Key,
+        stored: &Stored,
+    ) -> Result<(), GoError> {
         tracing::warn!(target: "mirror::go", artifact = key.as_str(), digest = %stored.digest, "stored file missing or bad; fetching again");
         self.inner.files.remove(key.as_str());
         self.inner
             .store
             .forget_go_file(module.as_str(), version.as_str(), stored_kind(kind))
             .await
-            .map_err(|e| GoError::internal(key.as_str(), &e))?;
-        Ok(None)
+            .map_err(|e| GoError::internal(key.as_str(), &e))
     }
 
     async fn small_miss(
@@ -192,57 +241,14 @@ impl GoProxy {
         key: &Key,
         negative_key: &Key,
     ) -> Result<Served, GoError> {
-        let limit = if kind == FileKind::Info {
-            MAX_INFO
-        } else {
-            MAX_MOD
-        };
-        let path = Resource::File(module, version, kind).upstream_path();
         let flight_key = AnswerKey::FileFetch(module, version, kind).encode();
         let fetched = self
             .inner
             .file_flights
-            .run(flight_key.as_str(), async {
-                // Another request may have stored it while this one waited.
-                if let Ok(Some(_)) = self.stored_file(module, version, kind, key, false).await {
-                    return FileFetch::Stored;
-                }
-                match self.inner.chain.fetch(&self.inner.client, &path, limit).await {
-                    Answer::Found(bytes) => {
-                        if kind == FileKind::Info
-                            && let Err(reason) = check_info(&bytes, version)
-                        {
-                            return FileFetch::Failed(reason);
-                        }
-                        match self.inner.store.put_bytes(&bytes, false).await {
-                            Ok(digest) => {
-                                let indexed = self
-                                    .inner
-                                    .store
-                                    .put_go_file(
-                                        module.as_str(),
-                                        version.as_str(),
-                                        stored_kind(kind),
-                                        &digest,
-                                        bytes.len() as u64,
-                                    )
-                                    .await;
-                                if let Err(error) = indexed {
-                                    tracing::error!(target: "mirror::go", artifact = key.as_str(), %error, "could not index");
-                                }
-                                FileFetch::Fetched(digest, bytes)
-                            }
-                            Err(error) => FileFetch::Internal(error.to_string()),
-                        }
-                    }
-                    Answer::NotFound { gone, reason } => {
-                        let status = if gone { 410 } else { 404 };
-                        self.keep(negative_key, status, Bytes::from(reason.clone())).await;
-                        FileFetch::NotFound { gone, reason }
-                    }
-                    Answer::Failed(error) => FileFetch::Failed(error),
-                }
-            })
+            .run(
+                flight_key.as_str(),
+                self.fetch_small(module, version, kind, key, negative_key),
+            )
             .await;
         match fetched {
             FileFetch::Fetched(digest, bytes) => {
@@ -264,13 +270,91 @@ impl GoProxy {
                 ))
             }
             FileFetch::Stored => self
-                .stored_file(module, version, kind, key, false)
+                .stored_file(module, version, kind, key, Reply::Full)
                 .await?
                 .ok_or_else(|| GoError::internal(key.as_str(), &"stored file vanished")),
             FileFetch::NotFound { gone, reason } => Err(GoError::NotFound { gone, reason }),
             FileFetch::Failed(error) => self.stale_negative_or(negative_key, &error).await,
             FileFetch::Internal(error) => Err(GoError::internal(key.as_str(), &error)),
         }
+    }
+
+    /// The one upstream fetch of a small file, run for every caller waiting
+    /// on it: checked, stored and indexed, or its 404/410 kept.
+    async fn fetch_small(
+        &self,
+        module: &ModulePath,
+        version: &Version,
+        kind: FileKind,
+        key: &Key,
+        negative_key: &Key,
+    ) -> FileFetch {
+        // Another request may have stored it while this one waited.
+        if let Ok(Some(_)) = self
+            .stored_file(module, version, kind, key, Reply::Full)
+            .await
+        {
+            return FileFetch::Stored;
+        }
+        let limit = if kind == FileKind::Info {
+            MAX_INFO
+        } else {
+            MAX_MOD
+        };
+        let path = Resource::File(module, version, kind).upstream_path();
+        match self
+            .inner
+            .chain
+            .fetch(&self.inner.client, &path, limit)
+            .await
+        {
+            Answer::Found(bytes) => {
+                if kind == FileKind::Info
+                    && let Err(reason) = check_info(&bytes, version)
+                {
+                    return FileFetch::Failed(reason);
+                }
+                self.store_small(module, version, kind, key, bytes).await
+            }
+            Answer::NotFound { gone, reason } => {
+                let status = if gone { 410 } else { 404 };
+                self.keep(negative_key, status, Bytes::from(reason.clone()))
+                    .await;
+                FileFetch::NotFound { gone, reason }
+            }
+            Answer::Failed(error) => FileFetch::Failed(error),
+        }
+    }
+
+    /// Stores a fetched small file and indexes it; a failed index write is
+    /// logged and the file served all the same.
+    async fn store_small(
+        &self,
+        module: &ModulePath,
+        version: &Version,
+        kind: FileKind,
+        key: &Key,
+        bytes: Bytes,
+    ) -> FileFetch {
+        let digest = match self.inner.store.put_bytes(&bytes, false).await {
+            Ok(digest) => digest,
+            Err(error) => return FileFetch::Internal(error.to_string()),
+        };
+        let indexed = self
+            .inner
+            .store
+            .put_go_file(
+                module.as_str(),
+                version.as_str(),
+                stored_kind(kind),
+                &digest,
+                bytes.len() as u64,
+            )
+            .await;
+        if let Err(error) = indexed {
+            tracing::error!(target: "mirror::go", artifact = key.as_str(), %error, "could not index");
+        }
+        FileFetch::Fetched(digest, bytes)
     }
 
     /// When upstream fails, an expired "not found" is still the best answer.

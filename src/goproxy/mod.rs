@@ -88,6 +88,13 @@ struct Inner {
     file_flights: Singleflight<FileFetch>,
 }
 
+/// What a request asks to be sent: HEAD wants GET's headers and no body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reply {
+    Full,
+    HeadOnly,
+}
+
 /// A response and what it touched.
 pub(crate) struct Served {
     response: Response<Body>,
@@ -149,14 +156,14 @@ impl GoProxy {
     }
 
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
-        let head_only = match *request.method() {
-            Method::GET => false,
-            Method::HEAD => true,
-            _ => return answer("-".into(), Err(GoError::MethodNotAllowed), false),
+        let reply = match *request.method() {
+            Method::GET => Reply::Full,
+            Method::HEAD => Reply::HeadOnly,
+            _ => return answer("-".into(), Err(GoError::MethodNotAllowed), Reply::Full),
         };
         let route = match route::parse(request.uri().path()) {
             Ok(route) => route,
-            Err(refusal) => return answer("-".into(), Err(refusal.into()), head_only),
+            Err(refusal) => return answer("-".into(), Err(refusal.into()), reply),
         };
         let artifact = artifact(&route);
         let result = match route {
@@ -173,13 +180,11 @@ impl GoProxy {
             }
             Route::List(module) => self.list(&module).await,
             Route::Latest(module) => self.latest(&module).await,
-            Route::File(module, version, kind) => {
-                self.file(&module, &version, kind, head_only).await
-            }
+            Route::File(module, version, kind) => self.file(&module, &version, kind, reply).await,
             Route::Query(module, query) => self.query(&module, &query).await,
             Route::Sumdb { name, rest } => self.sumdb(&name, &rest).await,
         };
-        answer(artifact, result, head_only)
+        answer(artifact, result, reply)
     }
 
     async fn list(&self, module: &ModulePath) -> Result<Served, GoError> {
@@ -230,7 +235,7 @@ fn artifact(route: &Route) -> String {
 }
 
 /// The response with what it touched attached; HEAD keeps the headers only.
-fn answer(artifact: String, result: Result<Served, GoError>, head_only: bool) -> Response<Body> {
+fn answer(artifact: String, result: Result<Served, GoError>, reply: Reply) -> Response<Body> {
     let (mut response, outcome, digest) = match result {
         Ok(served) => (served.response, served.outcome, served.digest),
         Err(error) => {
@@ -238,7 +243,7 @@ fn answer(artifact: String, result: Result<Served, GoError>, head_only: bool) ->
             (error.into_response(), outcome, None)
         }
     };
-    if head_only {
+    if reply == Reply::HeadOnly {
         let length = response.body().size_hint().exact();
         if let Some(length) = length
             && !response.headers().contains_key(CONTENT_LENGTH)

@@ -20,7 +20,7 @@ use super::key::{AnswerKey, Key, Resource};
 use super::module::ModulePath;
 use super::route::FileKind;
 use super::version::Version;
-use super::{GoProxy, Served, zipcheck};
+use super::{GoProxy, Reply, Served, zipcheck};
 use crate::http::{Body, Outcome, body};
 use crate::store::{FillError, FillHead, FillProducer, FillReader, GoFile, Slot, Validator};
 
@@ -31,7 +31,7 @@ impl GoProxy {
         version: &Version,
         key: &Key,
         negative_key: &Key,
-        head_only: bool,
+        reply: Reply,
     ) -> Result<Served, GoError> {
         let fill_key = AnswerKey::ZipFill(module, version).encode();
         // A fill abandoned before it started (its producer found the zip already
@@ -46,7 +46,7 @@ impl GoProxy {
                 Slot::Joined(reader) => reader,
                 Slot::Producer(producer) => {
                     if let Some(served) = self
-                        .stored_file(module, version, FileKind::Zip, key, head_only)
+                        .stored_file(module, version, FileKind::Zip, key, reply)
                         .await?
                     {
                         producer.withdraw();
@@ -59,11 +59,11 @@ impl GoProxy {
                     reader
                 }
             };
-            match stream_fill(reader, head_only).await {
+            match stream_fill(reader, reply).await {
                 Ok(response) => return Ok(Served::new(response, Outcome::Miss, None)),
                 Err(FillError::Abandoned) => {
                     if let Some(served) = self
-                        .stored_file(module, version, FileKind::Zip, key, head_only)
+                        .stored_file(module, version, FileKind::Zip, key, reply)
                         .await?
                     {
                         return Ok(served);
@@ -157,12 +157,11 @@ impl GoProxy {
 }
 
 /// Waits for upstream's answer, then streams the fill as it arrives.
-async fn stream_fill(mut reader: FillReader, head_only: bool) -> Result<Response<Body>, FillError> {
+async fn stream_fill(mut reader: FillReader, reply: Reply) -> Result<Response<Body>, FillError> {
     let head: Arc<FillHead> = reader.head().await?;
-    let mut response = if head_only {
-        Response::new(body::empty())
-    } else {
-        Response::new(body::stream(reader.stream(0, None)))
+    let mut response = match reply {
+        Reply::HeadOnly => Response::new(body::empty()),
+        Reply::Full => Response::new(body::stream(reader.stream(0, None))),
     };
     if let Some(total) = head.total {
         response
