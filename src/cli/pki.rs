@@ -75,36 +75,8 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
             cn,
             days,
             force,
-        } => {
-            let options = CaOptions {
-                common_name: cn,
-                days,
-                force,
-            };
-            let pki = Pki::init(&dir, &options)?;
-            println!(
-                "CA created: {}",
-                pki.path(mirror_pki::layout::CA_CERT).display()
-            );
-            println!(
-                "key (keep it secret): {}",
-                pki.path(mirror_pki::layout::CA_KEY).display()
-            );
-            println!(
-                "next: mirror pki issue-server --dir {} --san mirror.example.com",
-                dir.display()
-            );
-        }
-        PkiCommand::IssueServer { dir, sans, days } => {
-            let pki = Pki::open(&dir)?;
-            let issued = pki.issue_server(&sans, Validity::Days(days))?;
-            println!(
-                "server certificate for {} (serial {}): {}",
-                sans.join(", "),
-                issued.serial,
-                pki.path(mirror_pki::layout::SERVER_CERT).display()
-            );
-        }
+        } => init(&dir, cn, days, force),
+        PkiCommand::IssueServer { dir, sans, days } => issue_server(&dir, &sans, days),
         PkiCommand::IssueClient {
             name,
             dir,
@@ -113,56 +85,115 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
             days,
             hosts_toml,
             upstreams,
-        } => {
-            let registry: RegistryHost = registry.parse()?;
-            let upstreams = upstreams
-                .iter()
-                .map(|u| u.parse())
-                .collect::<Result<Vec<RegistryHost>, _>>()?;
-            let pki = Pki::open(&dir)?;
-            let issued = pki.issue_client(&name, Validity::Days(days))?;
-            let written = CertsDir::write(&out, &registry, pki.ca_cert_pem(), &issued)?;
-            let usage = written.usage(&name).with_upstreams(upstreams.clone());
-            println!("serial {}", issued.serial);
-            print!("{usage}");
-            if let Some(path) = hosts_toml {
-                let first = upstreams
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(RegistryHost::docker_hub);
-                write_text(&path, &usage.containerd_hosts_toml_for(&first))?;
-                println!("\ncontainerd hosts.toml written to {}", path.display());
-            }
-        }
+        } => issue_client(
+            &name,
+            &dir,
+            &registry,
+            &out,
+            days,
+            hosts_toml.as_deref(),
+            &upstreams,
+        ),
         PkiCommand::List { dir } => {
             let pki = Pki::open(&dir)?;
             print!("{}", list_table(&pki.list()?));
+            Ok(())
         }
-        PkiCommand::Revoke { target, dir } => {
-            let pki = Pki::open(&dir)?;
-            for record in pki.revoke(&target)? {
-                println!("revoked {} (serial {})", record.name, record.serial);
-            }
-            println!(
-                "CRL written to {}; a running mirror picks it up on SIGHUP or within its reload poll",
-                pki.path(mirror_pki::layout::CRL).display()
-            );
+        PkiCommand::Revoke { target, dir } => revoke(&dir, &target),
+        PkiCommand::Inspect { file } => inspect(&file),
+    }
+}
+
+fn init(dir: &Path, cn: String, days: u32, force: bool) -> anyhow::Result<()> {
+    let options = CaOptions {
+        common_name: cn,
+        days,
+        force,
+    };
+    let pki = Pki::init(dir, &options)?;
+    println!(
+        "CA created: {}",
+        pki.path(mirror_pki::layout::CA_CERT).display()
+    );
+    println!(
+        "key (keep it secret): {}",
+        pki.path(mirror_pki::layout::CA_KEY).display()
+    );
+    println!(
+        "next: mirror pki issue-server --dir {} --san mirror.example.com",
+        dir.display()
+    );
+    Ok(())
+}
+
+fn issue_server(dir: &Path, sans: &[String], days: u32) -> anyhow::Result<()> {
+    let pki = Pki::open(dir)?;
+    let issued = pki.issue_server(sans, Validity::Days(days))?;
+    println!(
+        "server certificate for {} (serial {}): {}",
+        sans.join(", "),
+        issued.serial,
+        pki.path(mirror_pki::layout::SERVER_CERT).display()
+    );
+    Ok(())
+}
+
+fn issue_client(
+    name: &str,
+    dir: &Path,
+    registry: &str,
+    out: &Path,
+    days: u32,
+    hosts_toml: Option<&Path>,
+    upstreams: &[String],
+) -> anyhow::Result<()> {
+    let registry: RegistryHost = registry.parse()?;
+    let upstreams = upstreams
+        .iter()
+        .map(|u| u.parse())
+        .collect::<Result<Vec<RegistryHost>, _>>()?;
+    let pki = Pki::open(dir)?;
+    let issued = pki.issue_client(name, Validity::Days(days))?;
+    let written = CertsDir::write(out, &registry, pki.ca_cert_pem(), &issued)?;
+    let usage = written.usage(name).with_upstreams(upstreams.clone());
+    println!("serial {}", issued.serial);
+    print!("{usage}");
+    if let Some(path) = hosts_toml {
+        let first = upstreams
+            .first()
+            .cloned()
+            .unwrap_or_else(RegistryHost::docker_hub);
+        write_text(path, &usage.containerd_hosts_toml_for(&first))?;
+        println!("\ncontainerd hosts.toml written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn revoke(dir: &Path, target: &str) -> anyhow::Result<()> {
+    let pki = Pki::open(dir)?;
+    for record in pki.revoke(target)? {
+        println!("revoked {} (serial {})", record.name, record.serial);
+    }
+    println!(
+        "CRL written to {}; a running mirror picks it up on SIGHUP or within its reload poll",
+        pki.path(mirror_pki::layout::CRL).display()
+    );
+    Ok(())
+}
+
+/// A certificate file (every certificate in it) or a revocation list.
+fn inspect(file: &Path) -> anyhow::Result<()> {
+    let pem = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    if mirror_pki::holds_crl(&pem) {
+        println!("{}", mirror_pki::inspect_crl_file(file)?);
+        return Ok(());
+    }
+    let infos = mirror_pki::inspect_file(file)?;
+    for (i, info) in infos.iter().enumerate() {
+        if i > 0 {
+            println!();
         }
-        PkiCommand::Inspect { file } => {
-            let pem =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            if mirror_pki::holds_crl(&pem) {
-                println!("{}", mirror_pki::inspect_crl_file(&file)?);
-                return Ok(());
-            }
-            let infos = mirror_pki::inspect_file(&file)?;
-            for (i, info) in infos.iter().enumerate() {
-                if i > 0 {
-                    println!();
-                }
-                println!("{info}");
-            }
-        }
+        println!("{info}");
     }
     Ok(())
 }
