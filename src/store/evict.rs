@@ -280,6 +280,26 @@ impl Store {
             let root = self.inner.root.join("blobs");
             tokio::task::spawn_blocking(move || list_blob_files(&root)).await??
         };
+        let orphans = self.orphan_files(&files, min_age).await?;
+        (report.orphan_files, report.orphan_bytes) = tokio::task::spawn_blocking(move || {
+            orphans
+                .iter()
+                .filter(|(path, _)| dry_run || std::fs::remove_file(path).is_ok())
+                .fold((0, 0), |(files, bytes), (_, len)| (files + 1, bytes + len))
+        })
+        .await?;
+        let listed: std::collections::HashSet<Digest> =
+            files.into_iter().map(|file| file.digest).collect();
+        report.missing_files = self.sweep_missing_files(&listed, dry_run).await?;
+        Ok(report)
+    }
+
+    /// The listed files no row indexes, older than `min_age`, with their sizes.
+    async fn orphan_files(
+        &self,
+        files: &[ListedFile],
+        min_age: Duration,
+    ) -> Result<Vec<(PathBuf, u64)>, StoreError> {
         let now = SystemTime::now();
         let mut orphans = Vec::new();
         for chunk in files.chunks(500) {
@@ -298,25 +318,26 @@ impl Store {
                 .iter()
                 .filter_map(|row| row.try_get::<String, _>("digest").ok())
                 .collect();
-            orphans.extend(chunk.iter().filter(|file| {
-                !known.contains(file.digest.as_str())
-                    && now.duration_since(file.modified).unwrap_or_default() >= min_age
-            }));
+            orphans.extend(
+                chunk
+                    .iter()
+                    .filter(|file| {
+                        !known.contains(file.digest.as_str())
+                            && now.duration_since(file.modified).unwrap_or_default() >= min_age
+                    })
+                    .map(|file| (file.path.clone(), file.len)),
+            );
         }
-        let orphans: Vec<(PathBuf, u64)> = orphans
-            .into_iter()
-            .map(|file| (file.path.clone(), file.len))
-            .collect();
-        (report.orphan_files, report.orphan_bytes) = tokio::task::spawn_blocking(move || {
-            orphans
-                .iter()
-                .filter(|(path, _)| dry_run || std::fs::remove_file(path).is_ok())
-                .fold((0, 0), |(files, bytes), (_, len)| (files + 1, bytes + len))
-        })
-        .await?;
+        Ok(orphans)
+    }
 
-        let listed: std::collections::HashSet<Digest> =
-            files.into_iter().map(|file| file.digest).collect();
+    /// Deletes (unless `dry_run`) the rows whose file is gone; how many.
+    async fn sweep_missing_files(
+        &self,
+        listed: &std::collections::HashSet<Digest>,
+        dry_run: bool,
+    ) -> Result<u64, StoreError> {
+        let mut missing_files = 0;
         let mut after = String::new();
         loop {
             let page: Vec<String> = sqlx::query_scalar(
@@ -349,10 +370,10 @@ impl Store {
                 if !dry_run {
                     self.delete_blob_row(&text, BlobRows::Any).await?;
                 }
-                report.missing_files += 1;
+                missing_files += 1;
             }
         }
-        Ok(report)
+        Ok(missing_files)
     }
 }
 
