@@ -53,6 +53,96 @@ fn log_upstreams(config: &Config) {
     }
 }
 
+/// The store, with the data-dir lock unless `shared`; an owner first repairs
+/// what a crash left behind.
+async fn open_store(
+    config: &Config,
+    options: StartOptions,
+) -> anyhow::Result<(Store, Option<std::fs::File>)> {
+    let store = Store::open(&config.data_dir)
+        .await
+        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    store.set_fill_limits(config.cache.fill_limits());
+    store.set_verify_on_read(config.cache.verify_on_read);
+    if options.shared {
+        return Ok((store, None));
+    }
+    let lock = store.lock_exclusive()?;
+    // This process owns the data dir now: whatever a crash left behind
+    // (temp files, renamed files without rows, rows without files) goes.
+    let repaired = store.sweep(crate::store::SweepOptions::owner()).await?;
+    if repaired != crate::store::SweepReport::default() {
+        tracing::info!(?repaired, "repaired the store after an unclean stop");
+    }
+    Ok((store, Some(lock)))
+}
+
+/// The OCI registry and the Go module mirror.
+fn protocols(
+    config: &Config,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(oci::Registry, goproxy::GoProxy)> {
+    let registry = oci::Registry::new(
+        &config.registry,
+        config.limits.body_timeout,
+        store.clone(),
+        metrics.clone(),
+    )
+    .context("registry.upstream")?;
+    let go = goproxy::GoProxy::new(&config.go, store.clone(), metrics.clone())
+        .context("setting up the Go module mirror")?;
+    Ok((registry, go))
+}
+
+/// The listener handed in (tests), else `listen` bound.
+async fn bind(
+    config: &Config,
+    listener: Option<std::net::TcpListener>,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    Ok(match listener {
+        Some(listener) => {
+            listener.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(listener)?
+        }
+        None => tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listen: cannot bind {}", config.listen))?,
+    })
+}
+
+fn policies(config: &Config) -> Policies {
+    Policies {
+        go_read: config.go_read(),
+        registry_read: config.registry_read(),
+        registry_write: config.registry_write(),
+        metrics: config.auth.metrics,
+    }
+}
+
+/// Reloads, store upkeep and, for the data dir's owner only, audit
+/// retention, sweeps and eviction; all stop with `stop`.
+fn spawn_background(
+    config: &Config,
+    store: &Store,
+    reloader: &Arc<Reloader>,
+    options: StartOptions,
+    stop: &CancellationToken,
+) {
+    reloader
+        .clone()
+        .watch(config.limits.reload_poll, options.sighup, stop.clone());
+    store.spawn_upkeep(stop.clone());
+    if options.shared {
+        return;
+    }
+    store.spawn_audit_retention(config.audit.retention, stop.clone());
+    store.spawn_sweeps(config.cache.sweep_interval, stop.clone());
+    if let Some(max) = config.cache.max_size {
+        store.spawn_eviction(max.as_u64(), config.cache.low_water, stop.clone());
+    }
+}
+
 /// A running server.
 pub struct Mirror {
     addr: SocketAddr,
@@ -80,79 +170,29 @@ impl Mirror {
             )
             .context("loading TLS and auth files")?,
         );
-        let store = Store::open(&config.data_dir)
-            .await
-            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
-        store.set_fill_limits(config.cache.fill_limits());
-        store.set_verify_on_read(config.cache.verify_on_read);
-        let lock = if options.shared {
-            None
-        } else {
-            let lock = store.lock_exclusive()?;
-            // This process owns the data dir now: whatever a crash left behind
-            // (temp files, renamed files without rows, rows without files) goes.
-            let repaired = store.sweep(crate::store::SweepOptions::owner()).await?;
-            if repaired != crate::store::SweepReport::default() {
-                tracing::info!(?repaired, "repaired the store after an unclean stop");
-            }
-            Some(lock)
-        };
+        let (store, lock) = open_store(&config, options).await?;
 
         // Built before the port opens: the upstream clients load the system's
         // root certificates, the slow part of starting, and nothing slow should
         // come between the port accepting and `start` returning (when the
         // caller installs its signal handlers).
         let metrics = Arc::new(Metrics::new());
-        let registry = oci::Registry::new(
-            &config.registry,
-            config.limits.body_timeout,
-            store.clone(),
-            metrics.clone(),
-        )
-        .context("registry.upstream")?;
-        let go = goproxy::GoProxy::new(&config.go, store.clone(), metrics.clone())
-            .context("setting up the Go module mirror")?;
+        let (registry, go) = protocols(&config, &store, &metrics)?;
 
-        let listener = match listener {
-            Some(listener) => {
-                listener.set_nonblocking(true)?;
-                tokio::net::TcpListener::from_std(listener)?
-            }
-            None => tokio::net::TcpListener::bind(config.listen)
-                .await
-                .with_context(|| format!("listen: cannot bind {}", config.listen))?,
-        };
+        let listener = bind(&config, listener).await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
-
-        let policies = Policies {
-            go_read: config.go_read(),
-            registry_read: config.registry_read(),
-            registry_write: config.registry_write(),
-            metrics: config.auth.metrics,
-        };
         let (audit, audit_writer) = store.start_audit();
         let app = Arc::new(App::new(
             reloader.authenticator(),
             store.clone(),
             audit,
-            policies,
+            policies(&config),
             metrics,
             go,
             registry,
         ));
-
-        reloader
-            .clone()
-            .watch(config.limits.reload_poll, options.sighup, stop.clone());
-        store.spawn_upkeep(stop.clone());
-        if !options.shared {
-            store.spawn_audit_retention(config.audit.retention, stop.clone());
-            store.spawn_sweeps(config.cache.sweep_interval, stop.clone());
-            if let Some(max) = config.cache.max_size {
-                store.spawn_eviction(max.as_u64(), config.cache.low_water, stop.clone());
-            }
-        }
+        spawn_background(&config, &store, &reloader, options, &stop);
         let server = Server::new(listener, reloader.clone(), app, config.limits.clone());
         let shutdown = stop.clone();
         let task = tokio::spawn(async move {
