@@ -123,7 +123,7 @@ struct Shared {
     progress: watch::Sender<Progress>,
 }
 
-/// Fills in progress, by key (`"oci:sha256:…"`, `"go:mod@v/zip"`, …), and
+/// Fills in progress, by key (`"oci:sha256:…"`, `"go:mod@v.zip"`, …), and
 /// what they may take.
 #[derive(Default)]
 pub struct Fills {
