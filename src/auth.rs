@@ -13,6 +13,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::escape::Escaped;
+use crate::sync::Unpoisoned;
 
 /// The client behind a request, decided once per request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -205,16 +206,12 @@ impl Authenticator {
 
     /// Swaps in a reloaded htpasswd file and forgets every cached verdict.
     pub fn replace(&self, htpasswd: Htpasswd) {
-        *self.htpasswd.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(htpasswd);
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        *self.htpasswd.write().unpoisoned() = Arc::new(htpasswd);
+        self.cache.lock().unpoisoned().clear();
     }
 
     pub fn has_users(&self) -> bool {
-        !self
-            .htpasswd
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
+        !self.htpasswd.read().unpoisoned().is_empty()
     }
 
     /// The user named by a valid `Authorization: Basic …` header, or `None`
@@ -229,11 +226,7 @@ impl Authenticator {
             return verdict;
         }
         let (user, password) = (user.to_owned(), password.to_owned());
-        let file = self
-            .htpasswd
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let file = self.htpasswd.read().unpoisoned().clone();
         let (hash, cost) = (file.users.get(&user).cloned(), file.cost);
         let permit = self.bcrypt_slots.acquire().await.ok()?;
         let matches = tokio::task::spawn_blocking(move || match hash {
@@ -266,7 +259,7 @@ impl Authenticator {
     }
 
     fn cached(&self, key: &[u8; 32]) -> Option<Option<String>> {
-        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = self.cache.lock().unpoisoned();
         cache
             .get(key)
             .filter(|entry| entry.expires > Instant::now())
@@ -278,8 +271,8 @@ impl Authenticator {
     /// clear the cache after swapping the file): a removed user or an old
     /// password must not outlive the reload.
     fn remember(&self, file: &Arc<Htpasswd>, key: [u8; 32], user: Option<String>, ttl: Duration) {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let current = self.htpasswd.read().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.cache.lock().unpoisoned();
+        let current = self.htpasswd.read().unpoisoned();
         if !Arc::ptr_eq(&current, file) {
             return;
         }
@@ -373,11 +366,7 @@ mod tests {
     #[tokio::test]
     async fn a_verdict_reached_against_the_old_file_is_not_cached_after_a_reload() {
         let auth = authenticator();
-        let old = auth
-            .htpasswd
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let old = auth.htpasswd.read().unpoisoned().clone();
         // The reload lands while bcrypt was running against `old`.
         auth.replace(Htpasswd::default());
         let key = auth.cache_key("alice", "s3cret");

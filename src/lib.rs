@@ -7,7 +7,9 @@
 //! Leaves every layer may use: `escape` makes outside text safe to log,
 //! `file_mode` refuses trusted files that other users could read or change.
 
-#![forbid(unsafe_code)]
+// No unwrap or expect outside tests, except beside a comment proving the
+// invariant (`unsafe_code` is forbidden workspace-wide in Cargo.toml).
+#![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod auth;
 pub mod cli;
@@ -22,6 +24,7 @@ pub mod oci;
 pub mod prefetch;
 pub mod server;
 pub mod store;
+mod sync;
 pub mod upstream;
 
 pub use config::Config;

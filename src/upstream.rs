@@ -20,6 +20,7 @@ use http::header::{HeaderMap, HeaderValue};
 use reqwest::Url;
 use tokio::sync::OnceCell;
 
+use crate::sync::Unpoisoned;
 pub use follow::{SendError, display};
 pub use trust::{Refusal, Trust, normalize as normalize_host};
 
@@ -189,7 +190,7 @@ impl<V: Clone> Singleflight<V> {
         F: Future<Output = V>,
     {
         let cell = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            let mut inflight = self.inflight.lock().unpoisoned();
             inflight
                 .entry(key.to_owned())
                 .or_insert_with(|| Arc::new(OnceCell::new()))
@@ -205,10 +206,7 @@ impl<V: Clone> Singleflight<V> {
 
     #[cfg(test)]
     pub fn in_flight(&self) -> usize {
-        self.inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.inflight.lock().unpoisoned().len()
     }
 }
 
@@ -223,11 +221,7 @@ struct Flight<'a, V> {
 
 impl<V> Drop for Flight<'_, V> {
     fn drop(&mut self) {
-        let mut inflight = self
-            .flights
-            .inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut inflight = self.flights.inflight.lock().unpoisoned();
         // Joiners clone the cell under this lock, so the count is exact here:
         // 2 is the map and this caller.
         let finished_or_alone = self.cell.initialized() || Arc::strong_count(&self.cell) == 2;

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::store::Generation;
+use crate::sync::Unpoisoned;
 
 /// Bookkeeping bytes charged per entry besides the key and the value's own weight.
 const ENTRY_OVERHEAD: usize = 96;
@@ -51,7 +52,7 @@ impl<V: Clone> Memo<V> {
     }
 
     pub fn get(&self, key: &str) -> Option<V> {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.lock().unpoisoned();
         if let Some(generation) = &self.generation {
             let current = generation.current();
             if self.seen.load(Ordering::Acquire) != current {
@@ -74,7 +75,7 @@ impl<V: Clone> Memo<V> {
             self.remove(&key);
             return;
         }
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.lock().unpoisoned();
         if let Some((_, old)) = inner.map.insert(key, (value, weight)) {
             inner.weight -= old;
         }
@@ -94,7 +95,7 @@ impl<V: Clone> Memo<V> {
     }
 
     pub fn remove(&self, key: &str) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.lock().unpoisoned();
         if let Some((_, weight)) = inner.map.remove(key) {
             inner.weight -= weight;
         }

@@ -2,6 +2,7 @@
 //! off the hot path: upstream requests, handshake failures. A label set is
 //! found by its hash and allocated once, the first time it is seen.
 
+use crate::sync::Unpoisoned;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::hash::{BuildHasher, RandomState};
@@ -71,7 +72,7 @@ impl<V: Default> Family<V> {
                 .eq(label_values.iter().copied())
         };
         {
-            let values = self.values.read().unwrap_or_else(|e| e.into_inner());
+            let values = self.values.read().unpoisoned();
             if let Some((_, value)) = values
                 .get(&hash)
                 .and_then(|bucket| bucket.iter().find(|(k, _)| same(k)))
@@ -80,7 +81,7 @@ impl<V: Default> Family<V> {
                 return;
             }
         }
-        let mut values = self.values.write().unwrap_or_else(|e| e.into_inner());
+        let mut values = self.values.write().unpoisoned();
         let bucket = values.entry(hash).or_default();
         let index = match bucket.iter().position(|(k, _)| same(k)) {
             Some(index) => index,
@@ -96,7 +97,7 @@ impl<V: Default> Family<V> {
     /// Calls `each` for every label set and its value, in label order (the
     /// exposition's order).
     fn for_each_sorted(&self, mut each: impl FnMut(&[String], &V)) {
-        let values = self.values.read().unwrap_or_else(|e| e.into_inner());
+        let values = self.values.read().unpoisoned();
         let mut all: Vec<&Labelled<V>> = values.values().flatten().collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         for (labels, value) in all {

@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 use super::DigestHeaders;
 use crate::store::{Digest, Generation};
+use crate::sync::Unpoisoned;
 
 /// Past this many entries a map is cleared rather than managed: the index
 /// still has everything, and a full reset is cheap and bounded.
@@ -186,41 +187,34 @@ impl MetaCache {
         if self.seen.load(Ordering::Acquire) == current {
             return;
         }
-        self.tags.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        let mut manifests = self.manifests.lock().unwrap_or_else(|e| e.into_inner());
+        self.tags.lock().unpoisoned().clear();
+        let mut manifests = self.manifests.lock().unpoisoned();
         manifests.0.clear();
         manifests.1 = 0;
         drop(manifests);
-        self.blobs.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.blobs.lock().unpoisoned().clear();
         self.seen.store(current, Ordering::Release);
     }
 
     pub fn tag(&self, repo: &str, tag: &str) -> Option<TagMeta> {
         self.check();
-        self.tags
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(repo, tag)
-            .cloned()
+        self.tags.lock().unpoisoned().get(repo, tag).cloned()
     }
 
     pub fn put_tag(&self, repo: &str, tag: &str, meta: TagMeta) {
         self.tags
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unpoisoned()
             .insert(repo, tag.to_owned(), meta);
     }
 
     pub fn forget_tag(&self, repo: &str, tag: &str) {
-        self.tags
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(repo, tag);
+        self.tags.lock().unpoisoned().remove(repo, tag);
     }
 
     pub fn manifest(&self, repo: &str, digest: &Digest) -> Option<ManifestMeta> {
         self.check();
-        let manifests = self.manifests.lock().unwrap_or_else(|e| e.into_inner());
+        let manifests = self.manifests.lock().unpoisoned();
         manifests.0.get(repo, digest).cloned()
     }
 
@@ -228,7 +222,7 @@ impl MetaCache {
         if meta.size > MAX_BODY {
             meta.body = None;
         }
-        let mut guard = self.manifests.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.manifests.lock().unpoisoned();
         let (map, bytes) = &mut *guard;
         let added = meta.body.as_ref().map_or(0, Bytes::len);
         if *bytes + added > MAX_BODIES {
@@ -247,23 +241,20 @@ impl MetaCache {
 
     /// Forgets a manifest and every tag of the repository (tags may point at it).
     pub fn forget_manifest(&self, repo: &str, digest: &Digest) {
-        let mut guard = self.manifests.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.manifests.lock().unpoisoned();
         let (map, bytes) = &mut *guard;
         if let Some(old) = map.remove(repo, digest) {
             *bytes -= old.body.as_ref().map_or(0, Bytes::len).min(*bytes);
         }
         drop(guard);
-        self.tags
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove_repo(repo);
+        self.tags.lock().unpoisoned().remove_repo(repo);
     }
 
     pub fn blob(&self, repo: &str, digest: &Digest) -> Option<BlobMeta> {
         self.check();
         self.blobs
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unpoisoned()
             .map
             .get(repo, digest)
             .cloned()
@@ -271,7 +262,7 @@ impl MetaCache {
 
     /// Records that `repo` holds the blob; bytes it kept stay if the size agrees.
     pub fn put_blob(&self, repo: &str, digest: &Digest, size: u64) {
-        let mut blobs = self.blobs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut blobs = self.blobs.lock().unpoisoned();
         if blobs.map.get(repo, digest).is_some_and(|b| b.size == size) {
             return;
         }
@@ -284,17 +275,11 @@ impl MetaCache {
             size: bytes.len() as u64,
             kept: Some(KeptBlob { bytes, names }),
         };
-        self.blobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(repo, digest, meta);
+        self.blobs.lock().unpoisoned().insert(repo, digest, meta);
     }
 
     pub fn forget_blob(&self, repo: &str, digest: &Digest) {
-        self.blobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(repo, digest);
+        self.blobs.lock().unpoisoned().remove(repo, digest);
     }
 }
 

@@ -17,6 +17,7 @@ use super::token::{Challenge, FetchError, Token, parse_challenge};
 use crate::config::{Secret, UpstreamRegistry};
 use crate::http::Protocol;
 use crate::metrics::{Metrics, UpstreamResult};
+use crate::sync::Unpoisoned;
 use crate::upstream::{Client, ClientError, Refusal, SendError, Singleflight, display};
 
 /// Why an upstream request did not produce a usable answer.
@@ -217,7 +218,7 @@ impl Upstream {
     }
 
     fn set_scheme(&self, scheme: Scheme) {
-        *self.scheme.lock().unwrap_or_else(|e| e.into_inner()) = scheme;
+        *self.scheme.lock().unpoisoned() = scheme;
     }
 
     /// What to send on the first try, from what the upstream asked last time,
@@ -226,11 +227,7 @@ impl Upstream {
         &self,
         scope: &str,
     ) -> Result<Option<HeaderValue>, UpstreamError> {
-        let scheme = self
-            .scheme
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let scheme = self.scheme.lock().unpoisoned().clone();
         match scheme {
             Scheme::Unknown => Ok(None),
             Scheme::Basic => Ok(self.basic.clone()),
@@ -239,10 +236,7 @@ impl Upstream {
     }
 
     fn forget_token(&self, scope: &str) {
-        self.tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(scope);
+        self.tokens.lock().unpoisoned().remove(scope);
     }
 
     async fn bearer(
@@ -263,11 +257,7 @@ impl Upstream {
     /// A valid token for `scope`: cached, or fetched once however many
     /// requests want it at the same moment.
     async fn token(&self, challenge: &Challenge, scope: &str) -> Result<Token, UpstreamError> {
-        if let Some(token) = self
-            .tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(scope)
+        if let Some(token) = self.tokens.lock().unpoisoned().get(scope)
             && token.expires > Instant::now()
         {
             return Ok(token.clone());
@@ -296,7 +286,7 @@ impl Upstream {
                 })?;
                 self.tokens
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner())
+                    .unpoisoned()
                     .insert(scope.to_owned(), token.clone());
                 Ok(token)
             })
@@ -328,10 +318,7 @@ impl Upstream {
             Ok(realm) => return Ok(realm),
             Err(Refusal(reason)) => reason,
         };
-        let mut logged = self
-            .refused_realms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut logged = self.refused_realms.lock().unpoisoned();
         // Bounded: an upstream naming a new realm on every answer gets a few
         // lines, not one per request and not unbounded memory.
         if logged.len() < MAX_LOGGED_REALMS && logged.insert(shown) {

@@ -21,6 +21,7 @@
 //! Authenticated connections count only against the total, so many real
 //! users behind one NAT address are not capped.
 
+use crate::sync::Unpoisoned;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -88,7 +89,7 @@ impl Admission {
     }
 
     fn counts(&self) -> MutexGuard<'_, Counts> {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+        self.counts.lock().unpoisoned()
     }
 
     /// A connection just accepted from `peer`, before its TLS handshake.

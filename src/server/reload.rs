@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::tls::{self, ClientCert, TlsFiles, Trust, Untrusted};
 use crate::auth::{Authenticator, Htpasswd};
+use crate::sync::Unpoisoned;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -60,14 +61,14 @@ impl Reloader {
             generation: AtomicU64::new(0),
             auth: Arc::new(Authenticator::new(users, ttl)),
         };
-        *reloader.stamp.lock().unwrap_or_else(|e| e.into_inner()) = reloader.current_stamp();
+        *reloader.stamp.lock().unpoisoned() = reloader.current_stamp();
         Ok(reloader)
     }
 
     /// The configuration a new connection is accepted with, and its generation
     /// (read together, so a reload in between cannot be missed).
     pub fn tls(&self) -> (u64, Arc<ServerConfig>) {
-        let trust = self.trust.read().unwrap_or_else(|e| e.into_inner());
+        let trust = self.trust.read().unpoisoned();
         (
             self.generation.load(Ordering::Acquire),
             trust.config.clone(),
@@ -78,7 +79,7 @@ impl Reloader {
     /// a reload happened since it was last verified.
     pub fn check_client(&self, cert: &ClientCert) -> Result<(), Untrusted> {
         cert.check(self.generation.load(Ordering::Acquire), || {
-            let trust = self.trust.read().unwrap_or_else(|e| e.into_inner());
+            let trust = self.trust.read().unpoisoned();
             (
                 self.generation.load(Ordering::Acquire),
                 trust.clients.clone(),
@@ -99,14 +100,14 @@ impl Reloader {
             None => None,
         };
         {
-            let mut current = self.trust.write().unwrap_or_else(|e| e.into_inner());
+            let mut current = self.trust.write().unpoisoned();
             *current = trust;
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
         if let Some(users) = users {
             self.auth.replace(users);
         }
-        *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
+        *self.stamp.lock().unpoisoned() = stamp;
         Ok(())
     }
 
@@ -129,7 +130,7 @@ impl Reloader {
     }
 
     fn changed(&self) -> bool {
-        *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) != self.current_stamp()
+        *self.stamp.lock().unpoisoned() != self.current_stamp()
     }
 
     fn reload_and_log(&self, why: &str) {
@@ -138,7 +139,7 @@ impl Reloader {
             Err(error) => {
                 tracing::error!(trigger = why, %error, "reload failed; keeping the previous configuration");
                 // Do not retry the same broken files every poll.
-                *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = self.current_stamp();
+                *self.stamp.lock().unpoisoned() = self.current_stamp();
             }
         }
     }

@@ -16,6 +16,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::Store;
 use super::audit::AuditRecord;
+use crate::sync::Unpoisoned;
 
 /// Under load the writer commits at most once per interval, so thousands of
 /// requests share a transaction; after a quiet spell a record goes at once.
@@ -116,11 +117,7 @@ impl AuditLog {
             let drained = self.shared.drained.notified();
             tokio::pin!(drained);
             {
-                let mut pending = self
-                    .shared
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+                let mut pending = self.shared.pending.lock().unpoisoned();
                 let Pending { rows, by_hash } = &mut *pending;
                 let candidates = by_hash.entry(entry.fold_hash()).or_default();
                 if let Some(&i) = candidates.iter().find(|&&i| entry.matches(&rows[i])) {
@@ -172,7 +169,7 @@ impl Store {
                     tokio::time::sleep_until(next).await;
                 }
                 let mut rows = {
-                    let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut pending = shared.pending.lock().unpoisoned();
                     std::mem::take(&mut *pending).rows
                 };
                 shared.drained.notify_waiters();

@@ -19,6 +19,7 @@ use sqlx::Row;
 
 use super::generation::BlobRows;
 use super::{Digest, Store, StoreError, io_error};
+use crate::sync::Unpoisoned;
 
 /// A push session nobody touched for this long is dropped with its file.
 pub const UPLOAD_ABANDONED_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -41,7 +42,7 @@ impl InUse {
     fn contains(&self, digest: &Digest) -> bool {
         self.readers
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unpoisoned()
             .contains_key(&in_use_key(digest))
     }
 }
@@ -60,7 +61,7 @@ impl Store {
             .in_use
             .readers
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unpoisoned()
             .entry(key)
             .or_insert(0) += 1;
         ReadGuard {
@@ -79,13 +80,7 @@ impl ReadGuard {
 
 impl Drop for ReadGuard {
     fn drop(&mut self) {
-        let mut readers = self
-            .store
-            .inner
-            .in_use
-            .readers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut readers = self.store.inner.in_use.readers.lock().unpoisoned();
         if let Some(count) = readers.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {

@@ -33,6 +33,7 @@ use tokio::sync::watch;
 
 use super::{Digest, Hasher, Store};
 use crate::store::digest::Algorithm;
+use crate::sync::Unpoisoned;
 pub(crate) use budget::Budget;
 use budget::Reserved;
 pub use budget::{FillLimits, MinRate};
@@ -134,7 +135,7 @@ pub struct Fills {
 
 impl Fills {
     fn remove(&self, key: &str, shared: &Arc<Shared>) {
-        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        let mut active = self.active.lock().unpoisoned();
         if active
             .get(key)
             .is_some_and(|w| w.as_ptr() == Arc::as_ptr(shared))
@@ -156,7 +157,7 @@ impl Store {
     /// The limits fills started from now on run under.
     pub fn set_fill_limits(&self, limits: FillLimits) {
         let fills = &self.inner.fills;
-        *fills.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
+        *fills.limits.lock().unpoisoned() = limits;
     }
 
     /// Bytes that fills in progress have reserved in `tmp/`.
@@ -167,8 +168,8 @@ impl Store {
     /// Joins the fill in progress for `key`, or makes the caller its producer.
     pub fn fill(&self, key: &str) -> Result<Slot, FillError> {
         let fills = &self.inner.fills;
-        let limits = *fills.limits.lock().unwrap_or_else(|e| e.into_inner());
-        let mut active = fills.active.lock().unwrap_or_else(|e| e.into_inner());
+        let limits = *fills.limits.lock().unpoisoned();
+        let mut active = fills.active.lock().unpoisoned();
         if let Some(shared) = active.get(key).and_then(Weak::upgrade) {
             return Ok(Slot::Joined(FillReader::new(shared)));
         }

@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex};
 pub use audit::{AuditQuery, AuditRecord};
 pub use audit_log::{AuditEntry, AuditLog};
 
+use crate::sync::Unpoisoned;
 use db::Db;
 pub use db::now_secs;
 pub use digest::{Algorithm, Digest, Hasher, InvalidDigest};
@@ -364,11 +365,7 @@ impl Store {
 
     /// Notes a read for LRU eviction; written to the index by `flush_access`.
     pub fn touch(&self, digest: &Digest) {
-        let mut accessed = self
-            .inner
-            .accessed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut accessed = self.inner.accessed.lock().unpoisoned();
         if accessed.len() < 1_000_000 && !accessed.contains(digest) {
             accessed.insert(digest.clone());
         }
@@ -377,11 +374,7 @@ impl Store {
     /// Writes the noted reads to the index in one transaction.
     pub async fn flush_access(&self) -> Result<usize, StoreError> {
         let digests: Vec<Digest> = {
-            let mut accessed = self
-                .inner
-                .accessed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut accessed = self.inner.accessed.lock().unpoisoned();
             accessed.drain().collect()
         };
         if digests.is_empty() {

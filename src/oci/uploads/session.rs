@@ -17,6 +17,7 @@ use crate::oci::names::Repo;
 use crate::oci::request_body::BodyReader;
 use crate::oci::{Code, OciError, Registry, internal};
 use crate::store::{Hasher, UploadOwner, UploadRow, is_upload_id};
+use crate::sync::Unpoisoned;
 
 pub struct Uploads {
     /// Sessions a request is working on right now. A second request on a busy
@@ -35,7 +36,7 @@ impl Uploads {
     }
 
     pub(super) fn turn(&self, id: &str) -> Result<Turn<'_>, OciError> {
-        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let mut busy = self.busy.lock().unpoisoned();
         if !busy.insert(id.to_owned()) {
             return Err(OciError::new(
                 Code::TooManyRequests,
@@ -58,11 +59,7 @@ pub(super) struct Turn<'a> {
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        self.uploads
-            .busy
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
+        self.uploads.busy.lock().unpoisoned().remove(&self.id);
     }
 }
 
