@@ -28,6 +28,23 @@ pub enum Identity {
     Anonymous,
 }
 
+/// A verified client certificate's CN and serial, as the listener hands them
+/// to the dispatcher: what `Identity::Cert` is made from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerCert {
+    pub cn: String,
+    pub serial: String,
+}
+
+impl PeerCert {
+    pub fn identity(&self) -> Identity {
+        Identity::Cert {
+            cn: self.cn.clone(),
+            serial: self.serial.clone(),
+        }
+    }
+}
+
 impl Identity {
     pub fn is_authenticated(&self) -> bool {
         !matches!(self, Identity::Anonymous)

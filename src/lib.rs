@@ -26,6 +26,7 @@ pub mod server;
 pub mod store;
 mod sync;
 pub mod upstream;
+pub mod wire;
 
 pub use config::Config;
 pub use instance::Mirror;

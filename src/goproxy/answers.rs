@@ -12,8 +12,8 @@ use super::GoProxy;
 use super::chain::Answer;
 use super::error::GoError;
 use super::key::Key;
-use crate::http::Outcome;
 use crate::store::{StoredAnswer, now_secs};
+use crate::wire::Outcome;
 
 /// An answer as kept: a 200 with its body, or a 404/410 with its reason.
 #[derive(Clone, Debug)]

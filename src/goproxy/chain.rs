@@ -12,9 +12,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 
-use crate::http::Protocol;
 use crate::metrics::{Metrics, UpstreamResult};
 use crate::upstream::redact;
+use crate::wire::Protocol;
 
 /// Bytes that stay as they are in an upstream path; the rest are
 /// percent-encoded, as the go command does (`!` → `%21`).

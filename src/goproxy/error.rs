@@ -6,7 +6,7 @@ use http::header::{ALLOW, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::route::Refusal;
-use crate::http::{Body, Outcome, plain};
+use crate::wire::{Body, Outcome, plain};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GoError {

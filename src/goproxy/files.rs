@@ -14,8 +14,8 @@ use super::module::ModulePath;
 use super::route::FileKind;
 use super::version::Version;
 use super::{GoProxy, Reply, Served, bytes_response};
-use crate::http::{Body, Outcome, body};
 use crate::store::{Digest, GoFile};
+use crate::wire::{Body, Outcome, body};
 
 /// Go's own limits on what it reads: `.mod` 16 MiB; `.info` is a line of JSON.
 const MAX_MOD: usize = 16 << 20;
@@ -197,10 +197,11 @@ impl GoProxy {
         let mut response = match reply {
             Reply::HeadOnly => Response::new(body::empty()),
             Reply::Full => {
-                let stream = body::blob(blob, 0, size)
+                let stream = blob
+                    .stream(0, size)
                     .await
                     .map_err(|e| GoError::internal(key.as_str(), &e))?;
-                Response::new(stream)
+                Response::new(body::stream(stream))
             }
         };
         response

@@ -40,10 +40,10 @@ use self::key::{AnswerKey, Resource};
 use self::memo::Memo;
 use self::route::Route;
 use crate::config::GoConfig;
-use crate::http::{Action, Body, Outcome, Touched, body, touched};
 use crate::metrics::Metrics;
 use crate::store::{Digest, Store};
 use crate::upstream::Singleflight;
+use crate::wire::{Action, Body, Outcome, Touched, body, touched};
 
 /// Largest `list` or `@latest` answer accepted from upstream.
 const MAX_LIST: usize = 4 << 20;

@@ -12,7 +12,7 @@ use super::key::{AnswerKey, Key, Resource};
 use super::module::ModulePath;
 use super::version::{Query, Version};
 use super::{GoProxy, Served, bytes_response};
-use crate::http::{Outcome, body};
+use crate::wire::{Outcome, body};
 
 /// Largest sumdb answer accepted (a data tile of 256 records is far smaller).
 const MAX_SUMDB_ANSWER: usize = 16 << 20;

@@ -21,8 +21,8 @@ use super::module::ModulePath;
 use super::route::FileKind;
 use super::version::Version;
 use super::{GoProxy, Reply, Served, zipcheck};
-use crate::http::{Body, Outcome, body};
 use crate::store::{FillError, FillHead, FillProducer, FillReader, GoFile, Slot, Validator};
+use crate::wire::{Body, Outcome, body};
 
 impl GoProxy {
     pub(super) async fn zip_miss(

@@ -7,7 +7,6 @@
 //! module path's first element always contains a dot, so it never collides
 //! with these. A HEAD loses its body here, once, whatever answered it.
 
-pub mod body;
 pub mod ready;
 
 use std::net::SocketAddr;
@@ -20,70 +19,14 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
-pub use body::Body;
 pub use ready::Readiness;
 
-use crate::auth::{Authenticator, Denial, Identity, Policy};
+use crate::auth::{Authenticator, Denial, Identity, PeerCert, Policy};
 use crate::escape::Escaped;
 use crate::metrics::Metrics;
-use crate::server::tls::PeerCert;
 use crate::store::{AuditEntry, AuditLog, Store, audit::now_ms};
+use crate::wire::{Action, BASIC_CHALLENGE, Body, Protocol, Touched, body, plain};
 use crate::{goproxy, oci};
-
-/// How a content request was served, for metrics, the access log and audit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Served from the store.
-    Hit,
-    /// Fetched from upstream (and stored).
-    Miss,
-    /// Upstream failed; an expired copy was served.
-    Stale,
-    /// Content of a hosted (pushed) repository.
-    Hosted,
-    NotFound,
-    /// A request that was refused as invalid.
-    Invalid,
-    Error,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Hit => "hit",
-            Outcome::Miss => "miss",
-            Outcome::Stale => "stale",
-            Outcome::Hosted => "hosted",
-            Outcome::NotFound => "not_found",
-            Outcome::Invalid => "invalid",
-            Outcome::Error => "error",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    Read,
-    Write,
-    Delete,
-}
-
-/// What a content request touched. Protocol handlers put this in the
-/// response's extensions; the dispatcher logs, counts and audits it.
-#[derive(Clone, Debug)]
-pub struct Touched {
-    pub action: Action,
-    /// `module@version.zip`, `repo:tag`, `repo@sha256:…`, …
-    pub artifact: String,
-    pub digest: Option<String>,
-    pub outcome: Outcome,
-}
-
-/// Attaches what a request touched to its response.
-pub fn touched(mut response: Response<Body>, touched: Touched) -> Response<Body> {
-    response.extensions_mut().insert(touched);
-    response
-}
 
 /// What the listener learned about a connection.
 #[derive(Debug)]
@@ -99,23 +42,6 @@ pub struct ConnInfo {
     /// Set here when a request on this connection authenticated with a
     /// password; the listener then stops counting the connection as anonymous.
     pub authenticated: AtomicBool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    Go,
-    Oci,
-    Internal,
-}
-
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Go => "go",
-            Protocol::Oci => "oci",
-            Protocol::Internal => "internal",
-        }
-    }
 }
 
 enum Route {
@@ -315,10 +241,7 @@ impl App {
             None => None,
         };
         let identity = match (&conn.cert, user) {
-            (Some(cert), _) => Identity::Cert {
-                cn: cert.cn.clone(),
-                serial: cert.serial.clone(),
-            },
+            (Some(cert), _) => cert.identity(),
             (None, Some(user)) => Identity::User(user),
             (None, None) => Identity::Anonymous,
         };
@@ -342,10 +265,7 @@ fn distrusted(
     let identity = conn
         .cert
         .as_ref()
-        .map_or(Identity::Anonymous, |cert| Identity::Cert {
-            cn: cert.cn.clone(),
-            serial: cert.serial.clone(),
-        });
+        .map_or(Identity::Anonymous, PeerCert::identity);
     let message = format!("the client certificate is {reason}; this connection is closed");
     if protocol == Protocol::Oci {
         let response = oci::OciError::new(oci::Code::Unauthorized, message).into_response();
@@ -408,8 +328,6 @@ fn without_body(mut response: Response<Body>) -> Response<Body> {
     response
 }
 
-pub const BASIC_CHALLENGE: &str = "Basic realm=\"mirror\", charset=\"UTF-8\"";
-
 /// A plain-text refusal, the form the `go` command prints.
 pub fn plain_denial(denial: Denial) -> Response<Body> {
     let (status, text) = match denial {
@@ -428,16 +346,6 @@ pub fn plain_denial(denial: Denial) -> Response<Body> {
             HeaderValue::from_static(BASIC_CHALLENGE),
         );
     }
-    response
-}
-
-pub fn plain(status: StatusCode, text: impl Into<bytes::Bytes>) -> Response<Body> {
-    let mut response = Response::new(body::full(text));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
     response
 }
 

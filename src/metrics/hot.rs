@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::StatusCode;
 
-use crate::http::{Outcome, Protocol};
+use crate::wire::{Outcome, Protocol};
 
 /// In exposition (label) order.
 const PROTOCOLS: [Protocol; 3] = [Protocol::Go, Protocol::Internal, Protocol::Oci];

@@ -14,8 +14,8 @@ use family::{Family, Histogram};
 
 use http::StatusCode;
 
-use crate::http::{Outcome, Protocol};
 use crate::store::Store;
+use crate::wire::{Outcome, Protocol};
 
 /// Why a TLS handshake failed, as an operator groups them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

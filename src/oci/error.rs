@@ -4,7 +4,7 @@
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 
-use crate::http::{BASIC_CHALLENGE, Body, body};
+use crate::wire::{BASIC_CHALLENGE, Body, body};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Code {

@@ -10,8 +10,8 @@ use super::names::Repo;
 use super::route::Query;
 use super::upstream::read_limited;
 use super::{Code, OciError, Registry, from_upstream, internal, touched};
-use crate::http::{Action, Body, Outcome, body};
 use crate::store::Digest;
+use crate::wire::{Action, Body, Outcome, body};
 
 /// Page size when a client asks for none; large enough for any real repo.
 const DEFAULT_PAGE: usize = 10_000;

@@ -30,9 +30,9 @@ use hyper::body::Incoming;
 
 use crate::auth::{Denial, Identity};
 use crate::config::RegistryConfig;
-use crate::http::{Action, Body, Outcome, Touched, body};
 use crate::metrics::Metrics;
 use crate::store::{Digest, Store};
+use crate::wire::{Action, Body, Outcome, Touched, body};
 pub use error::{Code, OciError};
 use names::{Repo, Upstreams};
 use route::{Query, RepoName, Route};
@@ -272,7 +272,7 @@ fn touched(
     digest: Option<&Digest>,
     outcome: Outcome,
 ) -> Response<Body> {
-    crate::http::touched(
+    crate::wire::touched(
         response,
         Touched {
             action,

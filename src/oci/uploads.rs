@@ -28,8 +28,8 @@ pub use session::{Uploads, owner_of};
 use super::names::Repo;
 use super::route::{Query, parse_digest};
 use super::{Code, OciError, Registry, content_response, internal, touched, unsupported};
-use crate::http::{Action, Body, Outcome, body};
 use crate::store::{Begun, Digest, UploadOwner};
+use crate::wire::{Action, Body, Outcome, body};
 
 fn upload_unknown() -> OciError {
     OciError::new(Code::BlobUploadUnknown, "blob upload unknown to registry")

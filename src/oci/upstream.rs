@@ -15,10 +15,10 @@ use reqwest::Url;
 use super::route::RepoName;
 use super::token::{Challenge, FetchError, Token, parse_challenge};
 use crate::config::{Secret, UpstreamRegistry};
-use crate::http::Protocol;
 use crate::metrics::{Metrics, UpstreamResult};
 use crate::sync::Unpoisoned;
 use crate::upstream::{Client, ClientError, Refusal, SendError, Singleflight, display};
+use crate::wire::Protocol;
 
 /// Why an upstream request did not produce a usable answer.
 #[derive(Clone, Debug, thiserror::Error)]

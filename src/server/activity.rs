@@ -16,7 +16,7 @@ use http_body::{Frame, SizeHint};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::http::Body;
+use crate::wire::Body;
 
 pub struct Activity {
     /// The end of the TLS handshake; times below are milliseconds since it.

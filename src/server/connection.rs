@@ -26,8 +26,9 @@ use super::plain_http::{self, Opening};
 use super::reload::Reloader;
 use super::tls::{ClientCert, Untrusted};
 use crate::config::LimitsConfig;
-use crate::http::{App, Body, ConnInfo};
+use crate::http::{App, ConnInfo};
 use crate::metrics::HandshakeFailure;
+use crate::wire::Body;
 
 /// How long a connection the server decided to close may take to close
 /// gracefully (the answer in flight, HTTP/2's GOAWAY exchange) before it is

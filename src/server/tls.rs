@@ -15,6 +15,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::auth::PeerCert;
 use crate::config::{ClientAuth, TlsConfig};
 use crate::file_mode::{self, Holds};
 
@@ -158,13 +159,6 @@ pub fn load(files: &TlsFiles) -> Result<Trust, TlsError> {
         config: Arc::new(config),
         clients,
     })
-}
-
-/// The verified client certificate's CN and serial, as the HTTP layer sees them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerCert {
-    pub cn: String,
-    pub serial: String,
 }
 
 /// Why an open connection's certificate is trusted no more.

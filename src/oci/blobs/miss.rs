@@ -13,12 +13,12 @@ use std::sync::Arc;
 use http::header::HeaderMap;
 use http::{Method, Response, StatusCode};
 
-use crate::http::{Action, Body, Outcome, body};
 use crate::oci::names::Repo;
 use crate::oci::route::RepoName;
 use crate::oci::upstream::Upstream;
 use crate::oci::{Code, OciError, Registry, content_response, from_upstream, internal, touched};
 use crate::store::{Digest, FillError, FillHead, FillProducer, FillReader, Slot, Store};
+use crate::wire::{Action, Body, Outcome, body};
 
 /// A miss: join the fill in progress for this digest, or start it.
 pub(super) async fn fill(

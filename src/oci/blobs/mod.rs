@@ -22,8 +22,8 @@ use super::{
     Code, DigestHeaders, OciError, Registry, content_response, corrupt, from_upstream, internal,
     named_response, touched,
 };
-use crate::http::{Action, Body, Outcome, body};
 use crate::store::{Digest, OpenedBlob};
+use crate::wire::{Action, Body, Outcome, body};
 
 const OCTET_STREAM: &str = "application/octet-stream";
 /// Blobs up to this size (configs, small layers) are read whole with the open
@@ -209,9 +209,9 @@ pub(super) async fn serve_file(
             }
             body::full(bytes.slice(start as usize..end as usize))
         }
-        OpenedBlob::File(blob) => body::blob(blob, start, end - start)
-            .await
-            .map_err(internal)?,
+        OpenedBlob::File(blob) => {
+            body::stream(blob.stream(start, end - start).await.map_err(internal)?)
+        }
     };
     let served = Served {
         status,

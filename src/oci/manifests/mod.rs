@@ -21,8 +21,8 @@ use super::manifest_json::{DEFAULT_ACCEPT, MAX_MANIFEST, ManifestInfo};
 use super::names::Repo;
 use super::route::{Reference, Tag};
 use super::{Code, OciError, Registry, content_response, corrupt, internal, touched};
-use crate::http::{Action, Body, Outcome, body};
 use crate::store::{Digest, NewManifest, now_secs};
+use crate::wire::{Action, Body, Outcome, body};
 
 pub(super) fn unknown(repo: &Repo, reference: &Reference) -> OciError {
     OciError::new(

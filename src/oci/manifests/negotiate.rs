@@ -10,12 +10,12 @@
 use http::Response;
 
 use super::{body_of, fetch, local_by_digest, serve, unknown};
-use crate::http::{Body, Outcome};
 use crate::oci::cache::ManifestMeta;
 use crate::oci::manifest_json::{self, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use crate::oci::names::Repo;
 use crate::oci::route::Reference;
 use crate::oci::{Code, OciError, Registry};
+use crate::wire::{Body, Outcome};
 
 /// The platform distribution picks from a manifest list for an old client.
 const DEFAULT_OS: &str = "linux";

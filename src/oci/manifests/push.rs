@@ -6,12 +6,12 @@ use http::header::{CONTENT_TYPE, HeaderValue, LOCATION};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::http::{Action, Body, Outcome, body};
 use crate::oci::manifest_json::{MAX_MANIFEST, ManifestInfo};
 use crate::oci::names::Repo;
 use crate::oci::route::Reference;
 use crate::oci::{Code, OciError, Registry, content_response, internal, touched};
 use crate::store::Digest;
+use crate::wire::{Action, Body, Outcome, body};
 
 /// `PUT /v2/<name>/manifests/<reference>` on a hosted repository.
 pub async fn put(

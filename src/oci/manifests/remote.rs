@@ -7,7 +7,6 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{Method, StatusCode};
 
-use crate::http::Outcome;
 use crate::oci::cache::{ManifestMeta, TagMeta};
 use crate::oci::manifest_json::{self, MAX_MANIFEST, ManifestInfo};
 use crate::oci::names::Repo;
@@ -15,6 +14,7 @@ use crate::oci::route::{Reference, Tag};
 use crate::oci::upstream::{UpstreamError, read_limited};
 use crate::oci::{Code, DIGEST_HEADER, OciError, Registry, from_upstream, internal};
 use crate::store::Digest;
+use crate::wire::Outcome;
 
 /// A tag older than its TTL: one HEAD upstream. Same digest: refresh the time
 /// only. New digest: fetch it. Upstream failing: serve what we have.

@@ -33,10 +33,3 @@ pub fn counted(body: Body, on_bytes: impl Fn(u64) + Send + 'static) -> Body {
     })
     .boxed_unsync()
 }
-
-/// `len` bytes of a stored blob from `start`, streamed (and verified, as the
-/// store is set to); the blob stays marked in use (safe from eviction) until
-/// the stream is dropped.
-pub async fn blob(blob: crate::store::BlobFile, start: u64, len: u64) -> std::io::Result<Body> {
-    Ok(stream(blob.stream(start, len).await?))
-}
