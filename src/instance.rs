@@ -44,7 +44,7 @@ fn log_upstreams(config: &Config) {
     if config.registry.upstream.is_empty() {
         tracing::info!("no registry upstream (registry.upstream = []): every repository is hosted");
     }
-    // Parsed once already when the config was validated.
+    // Checked already by `check_settings`.
     if let Ok(chain) = config.go.upstream.parse::<goproxy::chain::Chain>() {
         tracing::info!(%chain, "go module upstream");
     }
@@ -88,8 +88,7 @@ fn protocols(
         config.limits.body_timeout,
         store.clone(),
         metrics.clone(),
-    )
-    .context("registry.upstream")?;
+    )?;
     let go = goproxy::GoProxy::new(&config.go, store.clone(), metrics.clone())
         .context("setting up the Go module mirror")?;
     Ok((registry, go))
@@ -143,6 +142,15 @@ fn spawn_background(
     }
 }
 
+/// Checks what the protocols parse from the config themselves (`go.upstream`,
+/// `go.private`, `registry.hosted`), each error naming its key: run wherever a
+/// config is loaded, and before a start touches the data dir.
+pub fn check_settings(config: &Config) -> anyhow::Result<()> {
+    goproxy::check(&config.go)?;
+    oci::check(&config.registry)?;
+    Ok(())
+}
+
 /// A running server.
 pub struct Mirror {
     addr: SocketAddr,
@@ -161,6 +169,7 @@ impl Mirror {
         listener: Option<std::net::TcpListener>,
         options: StartOptions,
     ) -> anyhow::Result<Mirror> {
+        check_settings(&config)?;
         let (tls_files, first_run_message) = bootstrap::tls_files(&config)?;
         let reloader = Arc::new(
             Reloader::new(
@@ -237,5 +246,43 @@ impl Mirror {
     pub async fn serve_until(self, signal: impl std::future::Future<Output = ()>) {
         signal.await;
         self.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn parse(text: &str) -> Config {
+        Config::parse(text, Path::new("/etc/mirror"), "mirror.toml").unwrap()
+    }
+
+    #[test]
+    fn protocol_settings_are_checked_and_name_the_key() {
+        for (text, says) in [
+            (
+                "[go]\nupstream = \"https://proxy.example,direct\"\n",
+                "go.upstream",
+            ),
+            (
+                "[go]\nupstream = \"https://proxy.example,direct\"\n",
+                "direct",
+            ),
+            ("[go]\nupstream = \" , \"\n", "go.upstream"),
+            ("[go]\nprivate = [\"corp.example.com/[\"]\n", "go.private"),
+            ("[registry]\nhosted = [\"Bad/\"]\n", "registry.hosted[0]"),
+        ] {
+            let err = format!("{:#}", check_settings(&parse(text)).unwrap_err());
+            assert!(err.contains(says), "{text}: {err}");
+        }
+        let good = parse(
+            "[go]\nupstream = \"https://a.example|https://b.example,off\"\n\
+             private = [\"*.corp.example.com\"]\n\
+             [registry]\nhosted = [\"internal\", \"team/apps\"]\n",
+        );
+        check_settings(&good).unwrap();
+        check_settings(&parse("[go]\nupstream = \"off\"\n")).unwrap();
     }
 }

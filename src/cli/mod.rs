@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, LogFormat};
-use crate::instance::{Mirror, StartOptions};
+use crate::instance::{Mirror, StartOptions, check_settings};
 
 #[derive(Parser)]
 #[command(
@@ -87,7 +87,12 @@ fn load_config(explicit: Option<&Path>) -> anyhow::Result<(Config, Option<PathBu
         }
     };
     match path {
-        Some(path) => Ok((Config::load(&path)?, Some(path))),
+        Some(path) => {
+            let config = Config::load(&path)?;
+            // The file's name first, as for the checks `Config` makes itself.
+            check_settings(&config).with_context(|| path.display().to_string())?;
+            Ok((config, Some(path)))
+        }
         None => Ok((Config::default(), None)),
     }
 }

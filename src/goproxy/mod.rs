@@ -64,6 +64,17 @@ pub enum SetupError {
     Client(#[from] crate::upstream::ClientError),
 }
 
+/// Checks `go.upstream` and `go.private` as `GoProxy::new` will parse them, so
+/// a start can refuse them before it changes anything on disk.
+pub fn check(config: &GoConfig) -> Result<(), SetupError> {
+    parse_settings(config).map(drop)
+}
+
+fn parse_settings(config: &GoConfig) -> Result<(Chain, Private), SetupError> {
+    let chain = config.upstream.parse().map_err(SetupError::Upstream)?;
+    Ok((chain, Private::parse(&config.private)?))
+}
+
 /// The Go module mirror. Cheap to clone (one `Arc`), so a zip download can
 /// outlive the request that started it.
 #[derive(Clone)]
@@ -126,8 +137,7 @@ impl GoProxy {
         store: Store,
         metrics: Arc<Metrics>,
     ) -> Result<GoProxy, SetupError> {
-        let chain: Chain = config.upstream.parse().map_err(SetupError::Upstream)?;
-        let private = Private::parse(&config.private)?;
+        let (chain, private) = parse_settings(config)?;
         let sumdbs: HashMap<String, String> = config
             .sumdb
             .iter()

@@ -44,6 +44,34 @@ pub const API_VERSION_HEADER: HeaderName =
 pub const API_VERSION: &str = "registry/2.0";
 pub const DIGEST_HEADER: HeaderName = HeaderName::from_static("docker-content-digest");
 
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(
+        "registry.hosted[{index}]: {prefix:?} is not a repository namespace such as \"internal\""
+    )]
+    Hosted { index: usize, prefix: String },
+    #[error("registry.upstream")]
+    Client(#[from] crate::upstream::ClientError),
+}
+
+/// Checks `registry.hosted` by the distribution spec's name grammar, the one
+/// requests are parsed by, so a start can refuse it before it changes anything
+/// on disk.
+pub fn check(config: &RegistryConfig) -> Result<(), SetupError> {
+    match config
+        .hosted
+        .iter()
+        .enumerate()
+        .find(|(_, prefix)| prefix.parse::<RepoName>().is_err())
+    {
+        Some((index, prefix)) => Err(SetupError::Hosted {
+            index,
+            prefix: prefix.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
 pub struct Registry {
     store: Store,
     upstreams: Upstreams,
@@ -63,7 +91,8 @@ impl Registry {
         body_timeout: Duration,
         store: Store,
         metrics: Arc<Metrics>,
-    ) -> Result<Registry, crate::upstream::ClientError> {
+    ) -> Result<Registry, SetupError> {
+        check(config)?;
         let upstreams = config
             .upstream
             .iter()
