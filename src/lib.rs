@@ -1,11 +1,26 @@
 //! `mirror`: a TLS-terminating, mutually authenticated caching mirror for Go
 //! modules (GOPROXY) and container images (OCI distribution), with a bundled PKI.
 //!
-//! Layering: `server` accepts connections and hands requests to `http`, which
-//! identifies and authorizes the caller and dispatches to `goproxy` or `oci`;
-//! those call `store` (the only code that touches `data_dir`) and `upstream`.
-//! Leaves every layer may use: `escape` makes outside text safe to log,
-//! `file_mode` refuses trusted files that other users could read or change.
+//! Layering, top to bottom; a module uses only modules of the layers below it:
+//! `cli → prefetch → instance → server → http → {goproxy, oci} → metrics → config → {store, upstream, auth} → {wire, sync, escape, file_mode}`.
+//! `tests/layering.rs` holds this order and fails on any `crate::` path against it.
+//!
+//! - `cli`: the command line, thin over the library.
+//! - `prefetch`: `mirror cache prefetch`, through a private instance's own request path.
+//! - `instance`: assembles a running mirror from a config.
+//! - `server`: accepts connections, TLS and their limits; hands requests to `http`.
+//! - `http`: identifies and authorizes the caller, dispatches to `goproxy` or
+//!   `oci`, logs, counts and audits what the request touched.
+//! - `goproxy`, `oci`: the two protocols; they call `store` and `upstream`.
+//! - `metrics`: counters and their Prometheus page.
+//! - `config`: the TOML file's shape, defaults and checks.
+//! - `store`: the only code that touches `data_dir`.
+//! - `upstream`: outbound HTTP, redirects and single flights.
+//! - `auth`: who is asking and whether they may.
+//! - `wire`: the request vocabulary the protocols and the dispatcher share.
+//! - `sync`: lock acquisition that ignores poisoning.
+//! - `escape`: makes outside text safe to log.
+//! - `file_mode`: refuses trusted files that other users could read or change.
 
 // No unwrap or expect outside tests, except beside a comment proving the
 // invariant (`unsafe_code` is forbidden workspace-wide in Cargo.toml).
