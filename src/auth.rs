@@ -173,14 +173,6 @@ impl Htpasswd {
         }
         Ok(Htpasswd { users, cost })
     }
-
-    pub fn len(&self) -> usize {
-        self.users.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
-    }
 }
 
 /// How long a wrong password is remembered as wrong: clients retry, and each
@@ -225,10 +217,6 @@ impl Authenticator {
     pub fn replace(&self, htpasswd: Htpasswd) {
         *self.htpasswd.write().unpoisoned() = Arc::new(htpasswd);
         self.cache.lock().unpoisoned().clear();
-    }
-
-    pub fn has_users(&self) -> bool {
-        !self.htpasswd.read().unpoisoned().is_empty()
     }
 
     /// The user named by a valid `Authorization: Basic …` header, or `None`

@@ -26,22 +26,22 @@
 // invariant (`unsafe_code` is forbidden workspace-wide in Cargo.toml).
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
-pub mod auth;
+pub(crate) mod auth;
 pub mod cli;
 pub mod config;
-pub mod escape;
-pub mod file_mode;
-pub mod goproxy;
-pub mod http;
+pub(crate) mod escape;
+pub(crate) mod file_mode;
+pub(crate) mod goproxy;
+pub(crate) mod http;
 pub mod instance;
-pub mod metrics;
-pub mod oci;
-pub mod prefetch;
-pub mod server;
+pub(crate) mod metrics;
+pub(crate) mod oci;
+pub(crate) mod prefetch;
+pub(crate) mod server;
 pub mod store;
 mod sync;
-pub mod upstream;
-pub mod wire;
+pub(crate) mod upstream;
+pub(crate) mod wire;
 
 pub use config::Config;
 pub use instance::Mirror;

@@ -32,7 +32,7 @@ pub use chain::Chain;
 pub use error::GoError;
 pub use module::ModulePath;
 pub use private::Private;
-pub use version::{Query, Version};
+pub use version::Query;
 
 use self::answers::Refreshed;
 use self::files::{FileFetch, Stored};

@@ -194,10 +194,6 @@ impl Query {
         Ok(Query(plain))
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// The canonical version this query names exactly, if it is one that the module may have.
     pub fn canonical_for(&self, module: &ModulePath) -> Option<Version> {
         self.0.parse::<Version>().ok().filter(|v| v.fits(module))
@@ -292,10 +288,10 @@ mod tests {
     #[test]
     fn queries_unescape_and_refuse_traversal() {
         assert_eq!(
-            Query::from_escaped("v0.3.0-!r!c.1").unwrap().as_str(),
+            Query::from_escaped("v0.3.0-!r!c.1").unwrap().0,
             "v0.3.0-RC.1"
         );
-        assert_eq!(Query::from_escaped("master").unwrap().as_str(), "master");
+        assert_eq!(Query::from_escaped("master").unwrap().0, "master");
         for bad in [
             "..", ".", "a/b", "a\0b", "Master", "a!", "", "a*b", "a:b", "a\\b",
         ] {
