@@ -1,5 +1,6 @@
-//! Who is asking (`Identity`) and whether they may (`Policy`). Owns the htpasswd
-//! file and the cache of verified passwords; knows nothing of HTTP routes.
+//! Who is asking (`Identity`, from a verified `PeerCert` or a password) and
+//! whether they may (`Policy`). Owns the htpasswd file and the cache of verified
+//! passwords; knows nothing of HTTP routes or connections.
 
 use std::collections::HashMap;
 use std::fmt;

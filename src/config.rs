@@ -1,6 +1,9 @@
 //! The TOML configuration: its shape, its defaults, and validation whose every
 //! error names the key (and the file) at fault. Nothing here opens sockets or
-//! reads certificates; `server` does that with the paths resolved here.
+//! reads certificates; `server` does that with the paths resolved here. A
+//! leaf below the protocols: what only a protocol can parse (`go.upstream`,
+//! `go.private`, the name grammar of `registry.hosted`) that protocol checks
+//! (`goproxy::check`, `oci::check`).
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -1,5 +1,6 @@
-//! Assembles a running mirror from a config: TLS files (or a generated PKI),
-//! the store, authentication, the protocols, and the listener. Tests start one
+//! Assembles a running mirror from a config: the protocols' own checks of their
+//! settings first, then TLS files (or a generated PKI), the store,
+//! authentication, the protocols, and the listener. Tests start one
 //! on a pre-bound `127.0.0.1:0` listener; `mirror serve` starts one on `listen`.
 
 use std::net::SocketAddr;

@@ -1,5 +1,10 @@
-//! The command line: `serve`, `pki`, `cache` and `audit`. Thin: parses arguments, calls the
-//! library, prints results. anyhow lives here and at startup only.
+//! The command line. Thin: parses arguments, calls the library, prints results;
+//! anyhow lives here and at startup only. Every config it loads is checked as a
+//! start would check it (`instance::check_settings`). The subcommands:
+//! - `serve`;
+//! - `pki init | issue-server | issue-client | list | revoke | inspect`;
+//! - `audit`;
+//! - `cache stats | gc | prefetch | verify`.
 
 mod audit;
 mod cache;

@@ -1,6 +1,7 @@
 //! The store: the SQLite index plus content-addressed files under `data_dir`.
 //! The one place that does I/O on `data_dir`; protocols call its methods and
-//! never see a pool or a path.
+//! never see a pool, nor a path but one: `oci`'s upload sessions write the file
+//! `upload_path` names themselves.
 //!
 //! Layout: `mirror.db` (WAL), `blobs/<alg>/<2 hex>/<hex>` for content, `tmp/`
 //! for writes in progress, `quarantine/<alg>/<hex>` for blobs that failed
