@@ -257,6 +257,13 @@ fn config_errors_name_the_key_and_missing_files_name_the_path() {
             "nope.crt",
         ),
         ("[auth]\nhtpasswd = \"missing-htpasswd\"\n", "auth.htpasswd"),
+        // Checked by the protocols that parse them, still before the start.
+        (
+            "[go]\nupstream = \"https://a.example,direct\"\n",
+            "go.upstream",
+        ),
+        ("[go]\nprivate = [\"corp.example.com/[\"]\n", "go.private"),
+        ("[registry]\nhosted = [\"Bad/\"]\n", "registry.hosted[0]"),
     ];
     for (toml, expected) in cases {
         std::fs::write(dir.path().join("bad.toml"), toml).unwrap();
@@ -268,6 +275,18 @@ fn config_errors_name_the_key_and_missing_files_name_the_path() {
             "{toml} → {stderr}"
         );
     }
+    let fresh = tempfile::tempdir().unwrap();
+    std::fs::write(
+        fresh.path().join("bad.toml"),
+        "[go]\nprivate = [\"corp.example.com/[\"]\n",
+    )
+    .unwrap();
+    let out = mirror(fresh.path(), &["serve", "--config", "bad.toml"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        !fresh.path().join("mirror-data").exists(),
+        "a refused config creates no PKI and no store"
+    );
     let out = mirror(dir.path(), &["serve", "--config", "absent.toml"]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("absent.toml"),
