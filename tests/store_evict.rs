@@ -215,6 +215,8 @@ async fn every_tag_and_digest_pulls_again_after_cache_gc_beside_the_running_serv
     tokio::task::block_in_place(|| pull_everything(&mirror, &seeded, &work.path().join("1")));
     assert_eq!(go_info(&mirror).await, 200);
     assert_eq!(indexed(&mirror, &seeded).await, (true, true));
+    let generation = mirror.mirror().store().generation();
+    let before_gc = generation.current();
 
     let gc = run(
         Command::new(mirror_bin())
@@ -236,6 +238,17 @@ async fn every_tag_and_digest_pulls_again_after_cache_gc_beside_the_running_serv
         (false, false),
         "gc emptied the index"
     );
+    // The server learns of another process's deletions within a second; a
+    // pull inside that second may still be answered from memory (correctly)
+    // without writing its rows again, which the assertions below count on.
+    let noticed_by = std::time::Instant::now() + Duration::from_secs(30);
+    while generation.current() == before_gc {
+        assert!(
+            std::time::Instant::now() < noticed_by,
+            "the server never saw the index generation move after gc"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     tokio::task::block_in_place(|| pull_everything(&mirror, &seeded, &work.path().join("2")));
     assert_eq!(go_info(&mirror).await, 200);
