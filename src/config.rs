@@ -212,6 +212,9 @@ impl LimitsConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if self.max_connections == 0 {
+            return Err("limits.max_connections: must be at least 1".into());
+        }
         if !(0.0..1.0).contains(&self.authenticated_reserve) {
             return Err(
                 "limits.authenticated_reserve: a share of max_connections, from 0 up to (not including) 1"
@@ -225,10 +228,16 @@ impl LimitsConfig {
             ("limits.first_request_timeout", self.first_request_timeout),
             ("limits.idle_timeout", self.idle_timeout),
         ];
-        match timeouts.iter().find(|(_, timeout)| timeout.is_zero()) {
-            Some((key, _)) => Err(format!("{key}: must be more than 0")),
-            None => Ok(()),
+        if let Some((key, _)) = timeouts.iter().find(|(_, timeout)| timeout.is_zero()) {
+            return Err(format!("{key}: must be more than 0"));
         }
+        if self.max_header_size.as_u64() < 8 * 1024 {
+            return Err("limits.max_header_size: must be at least 8KiB".into());
+        }
+        if self.body_timeout < Duration::from_secs(1) {
+            return Err("limits.body_timeout: must be at least 1s".into());
+        }
+        Ok(())
     }
 }
 
@@ -311,6 +320,30 @@ impl Default for GoConfig {
     }
 }
 
+impl GoConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.max_zip_size.as_u64() == 0 {
+            return Err("go.max_zip_size: must be more than 0".into());
+        }
+        for (i, sumdb) in self.sumdb.iter().enumerate() {
+            if sumdb.name.is_empty() || sumdb.name.contains('/') || sumdb.name.starts_with('.') {
+                return Err(format!(
+                    "go.sumdb[{i}].name: {:?} is not a host name",
+                    sumdb.name
+                ));
+            }
+            check_url(&format!("go.sumdb[{i}].url"), &sumdb.url)?;
+            if self.sumdb[..i].iter().any(|s| s.name == sumdb.name) {
+                return Err(format!(
+                    "go.sumdb[{i}].name: {:?} is used twice",
+                    sumdb.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SumdbConfig {
@@ -353,6 +386,41 @@ impl Default for RegistryConfig {
             max_upload_sessions_per_identity: defaults::max_upload_sessions_per_identity(),
             max_blob_size: defaults::max_blob_size(),
         }
+    }
+}
+
+impl RegistryConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.max_upload_sessions_per_identity == 0 {
+            return Err("registry.max_upload_sessions_per_identity: must be at least 1".into());
+        }
+        if self.max_blob_size.as_u64() == 0 {
+            return Err("registry.max_blob_size: must be more than 0".into());
+        }
+        let mut defaults = 0;
+        for (i, upstream) in self.upstream.iter().enumerate() {
+            upstream.validate(i)?;
+            if self.upstream[..i].iter().any(|u| u.name == upstream.name) {
+                return Err(format!(
+                    "registry.upstream[{i}].name: {:?} is used twice",
+                    upstream.name
+                ));
+            }
+            defaults += usize::from(upstream.default);
+        }
+        if defaults > 1 {
+            return Err("registry.upstream: at most one upstream may have default = true".into());
+        }
+        // Their grammar is checked by `oci::check`, which owns it.
+        for (i, prefix) in self.hosted.iter().enumerate() {
+            let first = prefix.split('/').next().unwrap_or_default();
+            if self.upstream.iter().any(|u| u.name == first) {
+                return Err(format!(
+                    "registry.hosted[{i}]: {prefix:?} is the name of an upstream"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -413,6 +481,37 @@ impl UpstreamRegistry {
     pub fn adds_library(&self) -> bool {
         self.library_prefix.unwrap_or_else(|| self.is_docker_hub())
     }
+
+    /// The checks on `registry.upstream[i]` that need no other entry.
+    fn validate(&self, i: usize) -> Result<(), String> {
+        let key = |field: &str| format!("registry.upstream[{i}].{field}");
+        check_url(&key("url"), &self.url)?;
+        if self.name.is_empty()
+            || self.name.contains('/')
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c))
+        {
+            return Err(format!(
+                "{}: {:?} must be a host name such as docker.io",
+                key("name"),
+                self.name
+            ));
+        }
+        if self.password.is_some() && self.username.is_none() {
+            return Err(format!("{}: a password needs a username", key("password")));
+        }
+        if let Some(ca) = &self.ca
+            && !ca.is_file()
+        {
+            return Err(format!("{}: no such file: {}", key("ca"), ca.display()));
+        }
+        for (j, host) in self.token_realms.iter().flatten().enumerate() {
+            check_host(&format!("{}[{j}]", key("token_realms")), host)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -456,6 +555,19 @@ impl Default for CacheConfig {
 }
 
 impl CacheConfig {
+    fn validate(&self) -> Result<(), String> {
+        if !(0.1..=1.0).contains(&self.low_water) {
+            return Err("cache.low_water: must be between 0.1 and 1.0".into());
+        }
+        if self.fill_timeout.is_zero() {
+            return Err("cache.fill_timeout: must be more than 0".into());
+        }
+        if self.fill_rate_window < Duration::from_secs(1) {
+            return Err("cache.fill_rate_window: must be at least 1s".into());
+        }
+        Ok(())
+    }
+
     /// What every fill runs under.
     pub fn fill_limits(&self) -> crate::store::FillLimits {
         let min_rate = (self.fill_min_rate.as_u64() > 0).then(|| crate::store::MinRate {
@@ -660,8 +772,19 @@ impl Config {
         }
     }
 
-    /// Checks what the types cannot: combinations, and that named files exist.
+    /// Checks what the types cannot, one section at a time: combinations,
+    /// and that named files exist.
     fn validate(&self) -> Result<(), String> {
+        self.validate_tls()?;
+        self.validate_files()?;
+        self.validate_policies()?;
+        self.limits.validate()?;
+        self.go.validate()?;
+        self.registry.validate()?;
+        self.cache.validate()
+    }
+
+    fn validate_tls(&self) -> Result<(), String> {
         let tls = &self.tls;
         if tls.cert.is_some() != tls.key.is_some() {
             return Err(
@@ -678,6 +801,12 @@ impl Config {
         if tls.crl.is_some() && tls.client_ca.is_none() && tls.cert.is_some() {
             return Err("tls.crl: needs tls.client_ca (a CRL revokes client certificates)".into());
         }
+        Ok(())
+    }
+
+    /// Every file a key names is there.
+    fn validate_files(&self) -> Result<(), String> {
+        let tls = &self.tls;
         let files = [
             ("tls.cert", &tls.cert),
             ("tls.key", &tls.key),
@@ -693,6 +822,11 @@ impl Config {
                 return Err(format!("{key}: no such file: {}", path.display()));
             }
         }
+        Ok(())
+    }
+
+    /// A `cert` policy needs a listener that asks for certificates.
+    fn validate_policies(&self) -> Result<(), String> {
         let needs_cert = [
             ("auth.read", Some(self.auth.read)),
             ("auth.write", Some(self.auth.write)),
@@ -701,111 +835,11 @@ impl Config {
             ("registry.write", self.registry.write),
         ];
         for (key, policy) in needs_cert {
-            if policy == Some(Policy::Cert) && tls.client_auth == ClientAuth::Off {
+            if policy == Some(Policy::Cert) && self.tls.client_auth == ClientAuth::Off {
                 return Err(format!(
                     "{key}: \"cert\" needs tls.client_auth = \"optional\" or \"required\""
                 ));
             }
-        }
-        if self.limits.max_connections == 0 {
-            return Err("limits.max_connections: must be at least 1".into());
-        }
-        self.limits.validate()?;
-        if self.limits.max_header_size.as_u64() < 8 * 1024 {
-            return Err("limits.max_header_size: must be at least 8KiB".into());
-        }
-        if self.limits.body_timeout < Duration::from_secs(1) {
-            return Err("limits.body_timeout: must be at least 1s".into());
-        }
-        if self.registry.max_upload_sessions_per_identity == 0 {
-            return Err("registry.max_upload_sessions_per_identity: must be at least 1".into());
-        }
-        if self.go.max_zip_size.as_u64() == 0 {
-            return Err("go.max_zip_size: must be more than 0".into());
-        }
-        for (i, sumdb) in self.go.sumdb.iter().enumerate() {
-            if sumdb.name.is_empty() || sumdb.name.contains('/') || sumdb.name.starts_with('.') {
-                return Err(format!(
-                    "go.sumdb[{i}].name: {:?} is not a host name",
-                    sumdb.name
-                ));
-            }
-            check_url(&format!("go.sumdb[{i}].url"), &sumdb.url)?;
-            if self.go.sumdb[..i].iter().any(|s| s.name == sumdb.name) {
-                return Err(format!(
-                    "go.sumdb[{i}].name: {:?} is used twice",
-                    sumdb.name
-                ));
-            }
-        }
-        let mut defaults = 0;
-        for (i, upstream) in self.registry.upstream.iter().enumerate() {
-            let key = |field: &str| format!("registry.upstream[{i}].{field}");
-            check_url(&key("url"), &upstream.url)?;
-            if upstream.name.is_empty()
-                || upstream.name.contains('/')
-                || !upstream
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c))
-            {
-                return Err(format!(
-                    "{}: {:?} must be a host name such as docker.io",
-                    key("name"),
-                    upstream.name
-                ));
-            }
-            if upstream.password.is_some() && upstream.username.is_none() {
-                return Err(format!("{}: a password needs a username", key("password")));
-            }
-            if let Some(ca) = &upstream.ca
-                && !ca.is_file()
-            {
-                return Err(format!("{}: no such file: {}", key("ca"), ca.display()));
-            }
-            for (j, host) in upstream.token_realms.iter().flatten().enumerate() {
-                check_host(&format!("{}[{j}]", key("token_realms")), host)?;
-            }
-            if self.registry.upstream[..i]
-                .iter()
-                .any(|u| u.name == upstream.name)
-            {
-                return Err(format!(
-                    "{}: {:?} is used twice",
-                    key("name"),
-                    upstream.name
-                ));
-            }
-            defaults += usize::from(upstream.default);
-        }
-        if defaults > 1 {
-            return Err("registry.upstream: at most one upstream may have default = true".into());
-        }
-        // Their grammar is checked by `oci::check`, which owns it.
-        for (i, prefix) in self.registry.hosted.iter().enumerate() {
-            let first = prefix.split('/').next().unwrap_or_default();
-            if self.registry.upstream.iter().any(|u| u.name == first) {
-                return Err(format!(
-                    "registry.hosted[{i}]: {prefix:?} is the name of an upstream"
-                ));
-            }
-        }
-        self.validate_fills()
-    }
-
-    fn validate_fills(&self) -> Result<(), String> {
-        let cache = &self.cache;
-        if !(0.1..=1.0).contains(&cache.low_water) {
-            return Err("cache.low_water: must be between 0.1 and 1.0".into());
-        }
-        if cache.fill_timeout.is_zero() {
-            return Err("cache.fill_timeout: must be more than 0".into());
-        }
-        if cache.fill_rate_window < Duration::from_secs(1) {
-            return Err("cache.fill_rate_window: must be at least 1s".into());
-        }
-        if self.registry.max_blob_size.as_u64() == 0 {
-            return Err("registry.max_blob_size: must be more than 0".into());
         }
         Ok(())
     }
