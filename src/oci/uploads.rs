@@ -1,8 +1,8 @@
 //! Blob pushes to hosted repositories, as the distribution spec describes
 //! them: monolithic (`POST ?digest=`, or `POST` then `PUT`), chunked (`PATCH`
-//! with `Content-Range`), and cross-repository mounts. Bytes stream into a
-//! file, hashed as they arrive; the digest is checked before the file enters
-//! the store.
+//! with `Content-Range`), and cross-repository mounts. Bytes stream into the
+//! store's upload file, hashed as they arrive; the digest is checked before
+//! they enter the store as a blob.
 //!
 //! A session lives in the store, not in this process: its row holds its
 //! owner, its acknowledged size and the hash state after those bytes, and its
@@ -22,13 +22,13 @@ use http::header::{CONTENT_LENGTH, CONTENT_RANGE, HeaderMap, HeaderValue, LOCATI
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use session::{Session, Staged};
+use session::{Session, receive};
 pub use session::{Uploads, owner_of};
 
 use super::names::Repo;
 use super::route::{Query, parse_digest};
 use super::{Code, OciError, Registry, content_response, internal, touched, unsupported};
-use crate::store::{Begun, Digest, UploadOwner};
+use crate::store::{Begun, Digest, Pushed, UploadFile, UploadOwner};
 use crate::wire::{Action, Body, Outcome, body};
 
 fn upload_unknown() -> OciError {
@@ -94,7 +94,8 @@ async fn start(
     let quota = registry.uploads.quota;
     match registry
         .store
-        .upload_begin(&id, &repo.key, owner, quota)
+        .uploads()
+        .begin(&id, &repo.key, owner, quota)
         .await
         .map_err(internal)?
     {
@@ -110,22 +111,18 @@ async fn monolithic(
     digest: &Digest,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, OciError> {
-    let path = registry.store.new_temp_path("upload");
-    let file = tokio::fs::File::create(&path)
+    let mut file = registry
+        .store
+        .uploads()
+        .unsessioned(digest.algorithm())
         .await
-        .map_err(|e| internal(format!("creating {}: {e}", path.display())))?;
-    let mut staged = Staged {
-        path,
-        file,
-        size: 0,
-        hasher: digest.algorithm().hasher(),
-    };
+        .map_err(internal)?;
     let body = registry.body_reader(request.into_body(), Code::BlobUploadInvalid);
-    if let Err(error) = staged.receive(body).await {
-        let _ = tokio::fs::remove_file(&staged.path).await;
+    if let Err(error) = receive(&mut file, body).await {
+        file.discard().await;
         return Err(error);
     }
-    commit(registry, repo, staged, digest).await
+    commit(registry, repo, file, digest).await
 }
 
 async fn patch(
@@ -136,18 +133,14 @@ async fn patch(
     let _turn = registry.uploads.turn(session.id)?;
     let row = session.row().await?;
     check_chunk_start(request.headers(), row.size)?;
-    let mut staged = session.open(&row).await?;
+    let mut file = session.open(&row).await?;
     let body = registry.body_reader(request.into_body(), Code::BlobUploadInvalid);
-    if let Err(error) = staged.receive(body).await {
-        staged.cut_back(row.size).await;
+    if let Err(error) = receive(&mut file, body).await {
+        file.cut_back(row.size).await;
         return Err(error);
     }
-    let size = staged.size;
-    match registry
-        .store
-        .upload_progress(session.id, size, &staged.hasher)
-        .await
-    {
+    let size = file.size();
+    match registry.store.uploads().progress(session.id, &file).await {
         Ok(true) => Ok(session_response(
             session.repo,
             session.id,
@@ -157,7 +150,7 @@ async fn patch(
         // Swept while this chunk was arriving, its file with it.
         Ok(false) => Err(upload_unknown()),
         Err(error) => {
-            staged.cut_back(row.size).await;
+            file.cut_back(row.size).await;
             Err(internal(error))
         }
     }
@@ -202,13 +195,13 @@ async fn finish(
     let digest = parse_digest(query.get("digest").unwrap_or(""))?;
     let _turn = registry.uploads.turn(session.id)?;
     let row = session.row().await?;
-    let mut staged = session.open(&row).await?;
+    let mut file = session.open(&row).await?;
     let body = registry.body_reader(request.into_body(), Code::BlobUploadInvalid);
-    if let Err(error) = staged.receive(body).await {
-        staged.cut_back(row.size).await;
+    if let Err(error) = receive(&mut file, body).await {
+        file.cut_back(row.size).await;
         return Err(error);
     }
-    let result = commit(registry, session.repo, staged, &digest).await;
+    let result = commit(registry, session.repo, file, &digest).await;
     // Committed or refused, the session is over: commit moved its file into
     // the store or removed it. A row left behind (logged) names no file, so
     // the sweep drops it.
@@ -220,36 +213,22 @@ async fn finish(
 async fn commit(
     registry: &Registry,
     repo: &Repo,
-    staged: Staged,
+    file: UploadFile,
     digest: &Digest,
 ) -> Result<Response<Body>, OciError> {
-    let Staged {
-        path,
-        file,
-        size,
-        hasher,
-    } = staged;
-    let actual = hasher.finish();
-    if actual != *digest {
-        drop(file);
-        let _ = tokio::fs::remove_file(&path).await;
-        return Err(OciError::new(
+    match registry
+        .store
+        .uploads()
+        .commit(file, digest)
+        .await
+        .map_err(internal)?
+    {
+        Pushed::Stored { size } => linked(registry, repo, digest, size).await,
+        Pushed::WrongDigest { actual } => Err(OciError::new(
             Code::DigestInvalid,
             format!("uploaded content has digest {actual}, not {digest}"),
-        ));
+        )),
     }
-    if let Err(error) = file.sync_all().await {
-        drop(file);
-        let _ = tokio::fs::remove_file(&path).await;
-        return Err(internal(format!("syncing upload: {error}")));
-    }
-    drop(file);
-    registry
-        .store
-        .adopt_file(&path, digest, size, true)
-        .await
-        .map_err(internal)?;
-    linked(registry, repo, digest, size).await
 }
 
 async fn status(session: &Session<'_>) -> Result<Response<Body>, OciError> {

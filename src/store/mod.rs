@@ -1,11 +1,12 @@
 //! The store: the SQLite index plus content-addressed files under `data_dir`.
 //! The one place that does I/O on `data_dir`; protocols call its methods and
-//! never see a pool, nor a path but one: `oci`'s upload sessions write the file
-//! `upload_path` names themselves.
+//! never see a pool nor a path: a push writes through the `UploadFile` handle
+//! `uploads()` gives it.
 //!
 //! Layout: `mirror.db` (WAL), `blobs/<alg>/<2 hex>/<hex>` for content, `tmp/`
-//! for writes in progress, `quarantine/<alg>/<hex>` for blobs that failed
-//! their digest check when read. A file is written to `tmp/`, verified,
+//! for writes in progress, `uploads/<id>` for push sessions' bytes,
+//! `quarantine/<alg>/<hex>` for blobs that failed their digest check when
+//! read. A file is written to `tmp/`, verified,
 //! fsynced and renamed into `blobs/`, and only then indexed, so a crash at
 //! any instant leaves no partial file visible under a digest.
 
@@ -24,6 +25,7 @@ mod read;
 mod ready;
 mod stats;
 mod upkeep;
+mod upload_file;
 mod uploads;
 mod verify;
 
@@ -51,7 +53,8 @@ pub use oci::{ManifestRow, NewManifest, ReferrerRow};
 pub use read::{BlobFile, OpenedBlob, VerifyOnRead};
 pub use ready::NotReady;
 pub use stats::{GroupStats, HOSTED, SHARED, StoreStats, UNREFERENCED};
-pub use uploads::{Begun, UploadOwner, UploadRow, is_upload_id};
+pub use upload_file::UploadFile;
+pub use uploads::{Begun, Pushed, UploadOwner, UploadRow, Uploads, is_upload_id};
 pub use verify::VerifyReport;
 
 #[derive(Debug, thiserror::Error)]
@@ -279,7 +282,7 @@ impl Store {
     }
 
     /// A fresh path under `tmp/`; nothing else will ever use the same name.
-    pub fn new_temp_path(&self, purpose: &str) -> PathBuf {
+    fn new_temp_path(&self, purpose: &str) -> PathBuf {
         let n = self.inner.temp_counter.fetch_add(1, Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -292,7 +295,7 @@ impl Store {
 
     /// Moves a complete, verified, fsynced temp file into the store under
     /// `digest` and indexes it. The caller vouches for the digest.
-    pub async fn adopt_file(
+    async fn adopt_file(
         &self,
         tmp: &Path,
         digest: &Digest,

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::db::now_secs;
-use super::{Algorithm, Hasher, Store, StoreError, io_error};
+use super::upload_file::UploadFile;
+use super::{Algorithm, Digest, Hasher, Store, StoreError, io_error};
 
 /// Read size when re-hashing a session's bytes.
 const REHASH_CHUNK: usize = 1024 * 1024;
@@ -49,27 +50,48 @@ pub fn is_upload_id(id: &str) -> bool {
 }
 
 impl Store {
+    /// Push sessions, and the files their bytes arrive in.
+    pub fn uploads(&self) -> Uploads<'_> {
+        Uploads { store: self }
+    }
+}
+
+/// What a push may do with its bytes; no path leaves it.
+pub struct Uploads<'a> {
+    store: &'a Store,
+}
+
+/// How a complete upload's commit went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    /// In the store under the digest, pinned as hosted content.
+    Stored { size: u64 },
+    /// The bytes hash to `actual`; they are gone.
+    WrongDigest { actual: Digest },
+}
+
+impl Uploads<'_> {
     /// Where the bytes of upload `id` live; `None` for a malformed id.
-    pub fn upload_path(&self, id: &str) -> Option<PathBuf> {
-        is_upload_id(id).then(|| self.inner.root.join("uploads").join(id))
+    fn path(&self, id: &str) -> Option<PathBuf> {
+        is_upload_id(id).then(|| self.store.inner.root.join("uploads").join(id))
     }
 
-    fn existing_upload_path(&self, id: &str) -> Result<PathBuf, StoreError> {
-        self.upload_path(id)
+    fn existing_path(&self, id: &str) -> Result<PathBuf, StoreError> {
+        self.path(id)
             .ok_or_else(|| StoreError::Corrupt(format!("{id:?} is not an upload id")))
     }
 
     /// Opens session `id` with an empty file, unless `owner` already holds
     /// `quota` sessions. Counting and inserting is one statement, so
     /// concurrent openings cannot overshoot the quota.
-    pub async fn upload_begin(
+    pub async fn begin(
         &self,
         id: &str,
         repo_key: &str,
         owner: &UploadOwner,
         quota: u32,
     ) -> Result<Begun, StoreError> {
-        let path = self.existing_upload_path(id)?;
+        let path = self.existing_path(id)?;
         // The row first: a file no row names is fair game for the sweep.
         let inserted = sqlx::query(
             "INSERT INTO uploads (id, repo_key, owner, size, touched_at) \
@@ -81,45 +103,40 @@ impl Store {
         .bind(&owner.0)
         .bind(now_secs())
         .bind(i64::from(quota))
-        .execute(&self.inner.db.write)
+        .execute(&self.store.inner.db.write)
         .await?
         .rows_affected();
         if inserted == 0 {
             return Ok(Begun::QuotaFull);
         }
         if let Err(error) = tokio::fs::File::create(&path).await {
-            self.upload_end(id).await?;
+            self.end(id).await?;
             return Err(io_error(format!("creating {}", path.display()))(error));
         }
         Ok(Begun::Opened)
     }
 
-    /// Records that the session's file holds `size` good bytes, hashed into
-    /// `hasher`. `false` when the session is gone (cancelled, or swept).
-    pub async fn upload_progress(
-        &self,
-        id: &str,
-        size: u64,
-        hasher: &Hasher,
-    ) -> Result<bool, StoreError> {
+    /// Records that the session's file holds `file.size()` good bytes, with
+    /// their hash. `false` when the session is gone (cancelled, or swept).
+    pub async fn progress(&self, id: &str, file: &UploadFile) -> Result<bool, StoreError> {
         let updated = sqlx::query(
             "UPDATE uploads SET size = ?2, hash_state = ?3, touched_at = ?4 WHERE id = ?1",
         )
         .bind(id)
-        .bind(size as i64)
-        .bind(hasher.save())
+        .bind(file.size() as i64)
+        .bind(file.hasher().save())
         .bind(now_secs())
-        .execute(&self.inner.db.write)
+        .execute(&self.store.inner.db.write)
         .await?
         .rows_affected();
         Ok(updated == 1)
     }
 
-    pub async fn upload_find(&self, id: &str) -> Result<Option<UploadRow>, StoreError> {
+    pub async fn find(&self, id: &str) -> Result<Option<UploadRow>, StoreError> {
         let row: Option<(String, String, i64, Option<Vec<u8>>)> =
             sqlx::query_as("SELECT repo_key, owner, size, hash_state FROM uploads WHERE id = ?1")
                 .bind(id)
-                .fetch_optional(&self.inner.db.read)
+                .fetch_optional(&self.store.inner.db.read)
                 .await?;
         Ok(row.map(|(repo_key, owner, size, hash_state)| UploadRow {
             repo_key,
@@ -129,15 +146,38 @@ impl Store {
         }))
     }
 
-    /// The session's file, opened after its acknowledged bytes, with whatever
-    /// a failed or interrupted chunk left beyond them cut off. `None` when the
-    /// file is gone or holds fewer bytes than were acknowledged.
-    pub async fn upload_open(
+    /// The session's file after its acknowledged bytes, with their hash.
+    /// `None` when the file is gone or holds fewer bytes than were
+    /// acknowledged.
+    pub async fn resume(
         &self,
         id: &str,
         row: &UploadRow,
+    ) -> Result<Option<UploadFile>, StoreError> {
+        let Some(hasher) = self.hasher(id, row).await? else {
+            return Ok(None);
+        };
+        let path = self.existing_path(id)?;
+        let Some(file) = self.open(&path, id, row).await? else {
+            return Ok(None);
+        };
+        Ok(Some(UploadFile {
+            path,
+            file,
+            size: row.size,
+            hasher,
+        }))
+    }
+
+    /// The session's file, opened after its acknowledged bytes, with whatever
+    /// a failed or interrupted chunk left beyond them cut off.
+    async fn open(
+        &self,
+        path: &Path,
+        id: &str,
+        row: &UploadRow,
     ) -> Result<Option<tokio::fs::File>, StoreError> {
-        let path = self.existing_upload_path(id)?;
+        let path = path.to_owned();
         let size = row.size;
         let opened = tokio::task::spawn_blocking(move || open_at(&path, size)).await?;
         Ok(opened
@@ -148,31 +188,67 @@ impl Store {
     /// The hash state after the session's acknowledged bytes: from the index,
     /// or (for a state this build cannot read) by hashing the bytes again.
     /// `None` when the file no longer holds them.
-    pub async fn upload_hasher(
-        &self,
-        id: &str,
-        row: &UploadRow,
-    ) -> Result<Option<Hasher>, StoreError> {
+    async fn hasher(&self, id: &str, row: &UploadRow) -> Result<Option<Hasher>, StoreError> {
         if row.size == 0 {
             return Ok(Some(Algorithm::Sha256.hasher()));
         }
         if let Some(hasher) = row.hash_state.as_deref().and_then(Hasher::restore) {
             return Ok(Some(hasher));
         }
-        let path = self.existing_upload_path(id)?;
+        let path = self.existing_path(id)?;
         let size = row.size;
         let rehashed = tokio::task::spawn_blocking(move || rehash(&path, size)).await?;
         rehashed.map_err(io_error(format!("re-hashing upload {id}")))
     }
 
+    /// A fresh file for a blob pushed in one request, outside any session,
+    /// hashed with `algorithm`.
+    pub async fn unsessioned(&self, algorithm: Algorithm) -> Result<UploadFile, StoreError> {
+        let path = self.store.new_temp_path("upload");
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(io_error(format!("creating {}", path.display())))?;
+        Ok(UploadFile {
+            path,
+            file,
+            size: 0,
+            hasher: algorithm.hasher(),
+        })
+    }
+
+    /// Checks a complete upload against `digest` and moves it into the store
+    /// as hosted content; refused or failed, its file is gone afterwards.
+    pub async fn commit(&self, upload: UploadFile, digest: &Digest) -> Result<Pushed, StoreError> {
+        let UploadFile {
+            path,
+            file,
+            size,
+            hasher,
+        } = upload;
+        let actual = hasher.finish();
+        if actual != *digest {
+            drop(file);
+            let _ = tokio::fs::remove_file(&path).await;
+            return Ok(Pushed::WrongDigest { actual });
+        }
+        if let Err(error) = file.sync_all().await {
+            drop(file);
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(io_error("syncing upload")(error));
+        }
+        drop(file);
+        self.store.adopt_file(&path, digest, size, true).await?;
+        Ok(Pushed::Stored { size })
+    }
+
     /// Forgets a session and removes its file (a committed session's file has
     /// moved into the store already).
-    pub async fn upload_end(&self, id: &str) -> Result<(), StoreError> {
+    pub async fn end(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM uploads WHERE id = ?1")
             .bind(id)
-            .execute(&self.inner.db.write)
+            .execute(&self.store.inner.db.write)
             .await?;
-        if let Some(path) = self.upload_path(id) {
+        if let Some(path) = self.path(id) {
             match tokio::fs::remove_file(&path).await {
                 Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
                     return Err(io_error(format!("removing {}", path.display()))(error));
@@ -182,7 +258,9 @@ impl Store {
         }
         Ok(())
     }
+}
 
+impl Store {
     /// Drops sessions untouched for `abandoned_after` with their files, rows
     /// whose file is gone, and files older than `min_age` that no row names.
     /// Returns how many sessions and files went.
@@ -235,7 +313,7 @@ impl Store {
         .map_err(io_error("sweeping uploads"))?;
         if !dry_run {
             for id in &dead {
-                self.upload_end(id).await?;
+                self.uploads().end(id).await?;
             }
         }
         Ok(dead.len() as u64 + leftovers)
@@ -299,32 +377,35 @@ mod tests {
         let begin = |id: &str, who: &str| {
             let store = store.clone();
             let (id, who) = (id.to_owned(), owner(who));
-            async move { store.upload_begin(&id, "team/app", &who, 2).await.unwrap() }
+            async move {
+                store
+                    .uploads()
+                    .begin(&id, "team/app", &who, 2)
+                    .await
+                    .unwrap()
+            }
         };
         assert_eq!(begin(&ids[0], "alice").await, Begun::Opened);
         assert_eq!(begin(&ids[1], "alice").await, Begun::Opened);
         assert_eq!(begin(&ids[2], "alice").await, Begun::QuotaFull);
-        assert!(store.upload_find(&ids[2]).await.unwrap().is_none());
-        assert!(!store.upload_path(&ids[2]).unwrap().exists());
+        assert!(store.uploads().find(&ids[2]).await.unwrap().is_none());
+        assert!(!store.uploads().path(&ids[2]).unwrap().exists());
         assert_eq!(begin(&ids[2], "bob").await, Begun::Opened);
-        store.upload_end(&ids[0]).await.unwrap();
-        assert!(!store.upload_path(&ids[0]).unwrap().exists());
+        store.uploads().end(&ids[0]).await.unwrap();
+        assert!(!store.uploads().path(&ids[0]).unwrap().exists());
         assert_eq!(begin(&ids[3], "alice").await, Begun::Opened);
-        let row = store.upload_find(&ids[3]).await.unwrap().unwrap();
+        let row = store.uploads().find(&ids[3]).await.unwrap().unwrap();
         assert_eq!((row.owner, row.size), (owner("alice"), 0));
     }
 
     /// Writes `bytes` after the acknowledged ones and acknowledges them.
     async fn append(store: &Store, id: &str, bytes: &[u8]) {
-        use tokio::io::AsyncWriteExt;
-        let row = store.upload_find(id).await.unwrap().unwrap();
-        let mut hasher = store.upload_hasher(id, &row).await.unwrap().unwrap();
-        let mut file = store.upload_open(id, &row).await.unwrap().unwrap();
-        file.write_all(bytes).await.unwrap();
+        let uploads = store.uploads();
+        let row = uploads.find(id).await.unwrap().unwrap();
+        let mut file = uploads.resume(id, &row).await.unwrap().unwrap();
+        file.write(bytes).await.unwrap();
         file.flush().await.unwrap();
-        hasher.update(bytes);
-        let size = row.size + bytes.len() as u64;
-        assert!(store.upload_progress(id, size, &hasher).await.unwrap());
+        assert!(uploads.progress(id, &file).await.unwrap());
     }
 
     #[tokio::test]
@@ -333,15 +414,16 @@ mod tests {
         let store = Store::open(dir.path()).await.unwrap();
         let id = "e".repeat(32);
         store
-            .upload_begin(&id, "team/app", &owner("alice"), 8)
+            .uploads()
+            .begin(&id, "team/app", &owner("alice"), 8)
             .await
             .unwrap();
         append(&store, &id, b"first chunk, ").await;
         append(&store, &id, b"second chunk").await;
         let expected = super::super::Digest::sha256_of(b"first chunk, second chunk");
-        let row = store.upload_find(&id).await.unwrap().unwrap();
-        let saved = store.upload_hasher(&id, &row).await.unwrap().unwrap();
-        assert_eq!(saved.finish(), expected);
+        let row = store.uploads().find(&id).await.unwrap().unwrap();
+        let saved = store.uploads().resume(&id, &row).await.unwrap().unwrap();
+        assert_eq!(saved.hasher.finish(), expected);
 
         // A state this build cannot read: the bytes are hashed again.
         sqlx::query("UPDATE uploads SET hash_state = x'00' WHERE id = ?1")
@@ -349,23 +431,27 @@ mod tests {
             .execute(&store.inner.db.write)
             .await
             .unwrap();
-        let row = store.upload_find(&id).await.unwrap().unwrap();
-        let rehashed = store.upload_hasher(&id, &row).await.unwrap().unwrap();
-        assert_eq!(rehashed.finish(), expected);
+        let row = store.uploads().find(&id).await.unwrap().unwrap();
+        let rehashed = store.uploads().resume(&id, &row).await.unwrap().unwrap();
+        assert_eq!(rehashed.hasher.finish(), expected);
 
         // Bytes past the acknowledged ones (a chunk that failed) are cut off.
-        let path = store.upload_path(&id).unwrap();
+        let path = store.uploads().path(&id).unwrap();
         std::fs::write(&path, b"first chunk, second chunk and a broken third").unwrap();
-        drop(store.upload_open(&id, &row).await.unwrap().unwrap());
+        drop(store.uploads().resume(&id, &row).await.unwrap().unwrap());
         assert_eq!(std::fs::read(&path).unwrap(), b"first chunk, second chunk");
 
         // A file shorter than what was acknowledged is no session to go on with.
         std::fs::write(&path, b"first").unwrap();
-        assert!(store.upload_open(&id, &row).await.unwrap().is_none());
-        assert!(store.upload_hasher(&id, &row).await.unwrap().is_none());
-        store.upload_end(&id).await.unwrap();
-        let fresh = Algorithm::Sha256.hasher();
-        assert!(!store.upload_progress(&id, 1, &fresh).await.unwrap());
+        assert!(store.uploads().resume(&id, &row).await.unwrap().is_none());
+        store.uploads().end(&id).await.unwrap();
+        let unsessioned = store
+            .uploads()
+            .unsessioned(Algorithm::Sha256)
+            .await
+            .unwrap();
+        assert!(!store.uploads().progress(&id, &unsessioned).await.unwrap());
+        unsessioned.discard().await;
     }
 
     #[tokio::test]
@@ -380,13 +466,14 @@ mod tests {
         );
         for id in [&live, &stale, &fileless] {
             store
-                .upload_begin(id, "team/app", &owner("alice"), 8)
+                .uploads()
+                .begin(id, "team/app", &owner("alice"), 8)
                 .await
                 .unwrap();
         }
-        std::fs::remove_file(store.upload_path(&fileless).unwrap()).unwrap();
+        std::fs::remove_file(store.uploads().path(&fileless).unwrap()).unwrap();
         for id in [&live, &stale, &rowless] {
-            std::fs::write(store.upload_path(id).unwrap(), b"bytes").unwrap();
+            std::fs::write(store.uploads().path(id).unwrap(), b"bytes").unwrap();
         }
         sqlx::query("UPDATE uploads SET touched_at = 0 WHERE id = ?1")
             .bind(&stale)
@@ -408,7 +495,7 @@ mod tests {
             "dry run: rowless"
         );
         assert!(
-            store.upload_path(&rowless).unwrap().exists(),
+            store.uploads().path(&rowless).unwrap().exists(),
             "a dry run removes nothing"
         );
         assert_eq!(
@@ -419,11 +506,11 @@ mod tests {
             1
         );
 
-        assert!(store.upload_path(&live).unwrap().exists());
-        assert!(store.upload_find(&live).await.unwrap().is_some());
+        assert!(store.uploads().path(&live).unwrap().exists());
+        assert!(store.uploads().find(&live).await.unwrap().is_some());
         for id in [&stale, &rowless, &fileless] {
-            assert!(!store.upload_path(id).unwrap().exists(), "{id}");
-            assert!(store.upload_find(id).await.unwrap().is_none(), "{id}");
+            assert!(!store.uploads().path(id).unwrap().exists(), "{id}");
+            assert!(store.uploads().find(id).await.unwrap().is_none(), "{id}");
         }
     }
 

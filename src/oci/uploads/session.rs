@@ -1,14 +1,11 @@
 //! What a request holds of one push session, and only while it runs: a
-//! turn (one request per session at a time), the session's row, and its file
-//! opened after the acknowledged bytes with the hash state that goes with
-//! them. Nothing here outlives the request.
+//! turn (one request per session at a time), the session's row, and the
+//! store's handle on its file, opened after the acknowledged bytes with the
+//! hash state that goes with them. Nothing here outlives the request.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Mutex;
-
-use tokio::io::AsyncWriteExt;
 
 use super::upload_unknown;
 use crate::auth::Identity;
@@ -16,7 +13,7 @@ use crate::config::RegistryConfig;
 use crate::oci::names::Repo;
 use crate::oci::request_body::BodyReader;
 use crate::oci::{Code, OciError, Registry, internal};
-use crate::store::{Hasher, UploadOwner, UploadRow, is_upload_id};
+use crate::store::{UploadFile, UploadOwner, UploadRow, is_upload_id};
 use crate::sync::Unpoisoned;
 
 pub struct Uploads {
@@ -112,7 +109,8 @@ impl<'a> Session<'a> {
         let row = self
             .registry
             .store
-            .upload_find(self.id)
+            .uploads()
+            .find(self.id)
             .await
             .map_err(internal)?;
         row.filter(|row| row.repo_key == self.repo.key && row.owner == *self.owner)
@@ -120,12 +118,9 @@ impl<'a> Session<'a> {
     }
 
     /// The session's file after its acknowledged bytes, and their hash.
-    pub(super) async fn open(&self, row: &UploadRow) -> Result<Staged, OciError> {
-        let store = &self.registry.store;
-        let hasher = store.upload_hasher(self.id, row).await.map_err(internal)?;
-        let file = store.upload_open(self.id, row).await.map_err(internal)?;
-        let (Some(hasher), Some(file), Some(path)) = (hasher, file, store.upload_path(self.id))
-        else {
+    pub(super) async fn open(&self, row: &UploadRow) -> Result<UploadFile, OciError> {
+        let uploads = self.registry.store.uploads();
+        let Some(file) = uploads.resume(self.id, row).await.map_err(internal)? else {
             tracing::warn!(
                 upload = self.id,
                 "an upload session's bytes are gone; dropping it"
@@ -133,51 +128,26 @@ impl<'a> Session<'a> {
             self.end().await?;
             return Err(upload_unknown());
         };
-        Ok(Staged {
-            path,
-            file,
-            size: row.size,
-            hasher,
-        })
+        Ok(file)
     }
 
     /// Forgets the session and its file.
     pub(super) async fn end(&self) -> Result<(), OciError> {
         self.registry
             .store
-            .upload_end(self.id)
+            .uploads()
+            .end(self.id)
             .await
             .map_err(internal)
     }
 }
 
-/// Bytes being received into a file, hashed as they arrive.
-pub(super) struct Staged {
-    pub(super) path: PathBuf,
-    pub(super) file: tokio::fs::File,
-    pub(super) size: u64,
-    pub(super) hasher: Hasher,
-}
-
-impl Staged {
-    /// Streams a request body onto the end of the file.
-    pub(super) async fn receive(&mut self, mut body: BodyReader) -> Result<(), OciError> {
-        let failed = |e: std::io::Error| internal(format!("writing {}: {e}", self.path.display()));
-        while let Some(data) = body.next().await? {
-            self.hasher.update(&data);
-            self.file.write_all(&data).await.map_err(failed)?;
-            self.size += data.len() as u64;
-        }
-        self.file.flush().await.map_err(failed)
+/// Streams a request body onto the end of an upload's file.
+pub(super) async fn receive(file: &mut UploadFile, mut body: BodyReader) -> Result<(), OciError> {
+    while let Some(data) = body.next().await? {
+        file.write(&data).await.map_err(internal)?;
     }
-
-    /// Drops what a failed chunk left past the `acknowledged` bytes. Best
-    /// effort: opening the session again cuts them off as well.
-    pub(super) async fn cut_back(self, acknowledged: u64) {
-        if let Err(error) = self.file.set_len(acknowledged).await {
-            tracing::warn!(%error, path = %self.path.display(), "could not cut back a failed chunk");
-        }
-    }
+    file.flush().await.map_err(internal)
 }
 
 #[cfg(test)]
