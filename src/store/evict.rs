@@ -11,14 +11,15 @@
 //! holds in memory about the deleted rows is dropped, whichever process evicts.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use sqlx::Row;
 
+use super::blob_store::{BlobStore, ListedBlob};
 use super::generation::BlobRows;
-use super::{Digest, Store, StoreError, io_error};
+use super::{Digest, Store, StoreError};
 use crate::sync::Unpoisoned;
 
 /// A push session nobody touched for this long is dropped with its file.
@@ -239,15 +240,8 @@ impl Store {
         counters
             .evicted_bytes
             .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
-        let path = self.blob_path(digest);
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-            Err(e) => Err(StoreError::Io {
-                context: format!("removing {}", path.display()),
-                source: e,
-            }),
-        }
+        self.inner.blobs.delete(digest).await?;
+        Ok(true)
     }
 
     /// Repairs the store: deletes blob files older than `min_age` that no row
@@ -271,18 +265,13 @@ impl Store {
         report.abandoned_uploads = self
             .sweep_uploads(UPLOAD_ABANDONED_AFTER, min_age, dry_run)
             .await?;
-        let files = {
-            let root = self.inner.root.join("blobs");
-            tokio::task::spawn_blocking(move || list_blob_files(&root)).await??
-        };
-        let orphans = self.orphan_files(&files, min_age).await?;
-        (report.orphan_files, report.orphan_bytes) = tokio::task::spawn_blocking(move || {
-            orphans
-                .iter()
-                .filter(|(path, _)| dry_run || std::fs::remove_file(path).is_ok())
-                .fold((0, 0), |(files, bytes), (_, len)| (files + 1, bytes + len))
-        })
-        .await?;
+        let files = self.inner.blobs.list().await?;
+        for (digest, len) in self.orphan_files(&files, min_age).await? {
+            if dry_run || self.inner.blobs.delete(&digest).await.is_ok() {
+                report.orphan_files += 1;
+                report.orphan_bytes += len;
+            }
+        }
         let listed: std::collections::HashSet<Digest> =
             files.into_iter().map(|file| file.digest).collect();
         report.missing_files = self.sweep_missing_files(&listed, dry_run).await?;
@@ -292,9 +281,9 @@ impl Store {
     /// The listed files no row indexes, older than `min_age`, with their sizes.
     async fn orphan_files(
         &self,
-        files: &[ListedFile],
+        files: &[ListedBlob],
         min_age: Duration,
-    ) -> Result<Vec<(PathBuf, u64)>, StoreError> {
+    ) -> Result<Vec<(Digest, u64)>, StoreError> {
         let now = SystemTime::now();
         let mut orphans = Vec::new();
         for chunk in files.chunks(500) {
@@ -320,7 +309,7 @@ impl Store {
                         !known.contains(file.digest.as_str())
                             && now.duration_since(file.modified).unwrap_or_default() >= min_age
                     })
-                    .map(|file| (file.path.clone(), file.len)),
+                    .map(|file| (file.digest.clone(), file.len)),
             );
         }
         Ok(orphans)
@@ -370,56 +359,6 @@ impl Store {
         }
         Ok(missing_files)
     }
-}
-
-/// A file found under `blobs/`.
-struct ListedFile {
-    digest: Digest,
-    path: PathBuf,
-    modified: SystemTime,
-    len: u64,
-}
-
-/// Every `blobs/<alg>/<xx>/<hex>` file.
-fn list_blob_files(root: &Path) -> Result<Vec<ListedFile>, StoreError> {
-    let mut files = Vec::new();
-    let read =
-        |dir: &Path| std::fs::read_dir(dir).map_err(io_error(format!("listing {}", dir.display())));
-    if !root.exists() {
-        return Ok(files);
-    }
-    for algorithm in read(root)? {
-        let algorithm = algorithm.map_err(io_error("listing blobs"))?;
-        for prefix in read(&algorithm.path())? {
-            let prefix = prefix.map_err(io_error("listing blobs"))?;
-            for file in read(&prefix.path())? {
-                let file = file.map_err(io_error("listing blobs"))?;
-                let name = format!(
-                    "{}:{}",
-                    algorithm.file_name().to_string_lossy(),
-                    file.file_name().to_string_lossy()
-                );
-                let metadata = file.metadata().ok();
-                let modified = metadata
-                    .as_ref()
-                    .and_then(|m| m.modified().ok())
-                    .unwrap_or(SystemTime::UNIX_EPOCH);
-                match name.parse::<Digest>() {
-                    Ok(digest) => files.push(ListedFile {
-                        digest,
-                        path: file.path(),
-                        modified,
-                        len: metadata.map_or(0, |m| m.len()),
-                    }),
-                    // Not a blob name at all: nothing we wrote; leave it alone.
-                    Err(_) => {
-                        tracing::warn!(path = %file.path().display(), "unexpected file in blobs/")
-                    }
-                }
-            }
-        }
-    }
-    Ok(files)
 }
 
 #[cfg(test)]

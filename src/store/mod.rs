@@ -12,6 +12,7 @@
 
 pub mod audit;
 mod audit_log;
+mod blob_store;
 mod db;
 pub mod digest;
 pub mod evict;
@@ -38,6 +39,7 @@ pub use audit::{AuditQuery, AuditRecord};
 pub use audit_log::{AuditEntry, AuditLog};
 
 use crate::sync::Unpoisoned;
+use blob_store::{BlobStore, LocalBlobs};
 use db::Db;
 pub use db::now_secs;
 pub use digest::{Algorithm, Digest, Hasher, InvalidDigest};
@@ -122,6 +124,8 @@ pub struct Store {
 
 pub(crate) struct Inner {
     root: PathBuf,
+    /// Blob bytes; by type, not `dyn`, so a hit pays no indirection.
+    blobs: LocalBlobs,
     pub(crate) db: Db,
     pub(crate) fills: fill::Fills,
     /// Digests read since the last flush; written to `accessed_at` in one
@@ -170,6 +174,7 @@ impl Store {
         let store = Store {
             inner: Arc::new(Inner {
                 root: data_dir.to_owned(),
+                blobs: LocalBlobs::new(data_dir),
                 db,
                 fills: fill::Fills::default(),
                 accessed: Mutex::new(HashSet::new()),
@@ -263,22 +268,9 @@ impl Store {
         }
     }
 
+    /// The local file of a blob, for the read paths that open it directly.
     pub(crate) fn blob_path(&self, digest: &Digest) -> PathBuf {
-        // Built in one allocation: this runs on every hit.
-        let hex = digest.hex();
-        let algorithm = digest.algorithm().as_str();
-        let root = self.inner.root.as_os_str();
-        let mut path = std::ffi::OsString::with_capacity(
-            root.len() + "/blobs/".len() + algorithm.len() + 4 + hex.len(),
-        );
-        path.push(root);
-        path.push("/blobs/");
-        path.push(algorithm);
-        path.push("/");
-        path.push(&hex[..2]);
-        path.push("/");
-        path.push(hex);
-        PathBuf::from(path)
+        self.inner.blobs.path(digest)
     }
 
     /// A fresh path under `tmp/`; nothing else will ever use the same name.
@@ -302,31 +294,7 @@ impl Store {
         size: u64,
         hosted: bool,
     ) -> Result<(), StoreError> {
-        let target = self.blob_path(digest);
-        let tmp = tmp.to_owned();
-        let moved_to = target.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-            let parent = moved_to.parent().unwrap_or(Path::new("."));
-            if moved_to.exists() {
-                // Same digest, same bytes: keep the copy readers may already hold.
-                let _ = std::fs::remove_file(&tmp);
-                return Ok(());
-            }
-            let moved = create_private_dirs(parent).and_then(|()| {
-                std::fs::rename(&tmp, &moved_to)
-                    .map_err(io_error(format!("renaming into {}", moved_to.display())))
-            });
-            if moved.is_err() {
-                // A failed adopt leaves nothing behind for a sweep to find.
-                let _ = std::fs::remove_file(&tmp);
-            }
-            moved?;
-            // The rename itself must survive a power cut before the index says so.
-            std::fs::File::open(parent)
-                .and_then(|dir| dir.sync_all())
-                .map_err(io_error(format!("syncing {}", parent.display())))
-        })
-        .await??;
+        self.inner.blobs.commit(tmp, digest).await?;
         self.inner.db.insert_blob(digest, size, hosted).await?;
         self.inner.grew.notify_one();
         Ok(())
@@ -341,7 +309,7 @@ impl Store {
         } else {
             self.inner.db.blob_size(&digest).await?.is_some()
         };
-        if indexed && self.blob_path(&digest).exists() {
+        if indexed && self.inner.blobs.contains(&digest) {
             return Ok(digest);
         }
         let tmp = self.new_temp_path("put");
@@ -361,7 +329,7 @@ impl Store {
     }
 
     pub async fn has_blob(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
-        if !self.blob_path(digest).exists() {
+        if !self.inner.blobs.contains(digest) {
             return Ok(None);
         }
         self.inner.db.blob_size(digest).await
