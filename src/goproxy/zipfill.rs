@@ -21,7 +21,9 @@ use super::module::ModulePath;
 use super::route::FileKind;
 use super::version::Version;
 use super::{GoProxy, Reply, Served, zipcheck};
-use crate::store::{FillError, FillHead, FillProducer, FillReader, GoFile, Slot, Validator};
+use crate::store::{
+    FillError, FillHead, FillProducer, FillReader, GoFile, Slot, UpstreamFailure, Validator,
+};
 use crate::wire::{Body, Outcome, body};
 
 impl GoProxy {
@@ -69,15 +71,17 @@ impl GoProxy {
                         return Ok(served);
                     }
                 }
-                Err(FillError::NotFound(reason)) => {
+                Err(FillError::NotFound(UpstreamFailure {
+                    message: reason, ..
+                })) => {
                     let gone = self
                         .kept(negative_key)
                         .await?
                         .is_some_and(|c| c.status == 410);
                     return Err(GoError::NotFound { gone, reason });
                 }
-                Err(FillError::Upstream(error)) => {
-                    return self.stale_negative_or(negative_key, &error).await;
+                Err(FillError::Upstream(failure)) => {
+                    return self.stale_negative_or(negative_key, &failure.message).await;
                 }
                 Err(error) => return Err(GoError::upstream(key.as_str(), &error.to_string())),
             }
@@ -101,17 +105,21 @@ impl GoProxy {
         let response = match self.inner.chain.open(&self.inner.client, &path).await {
             Answer::Found(response) => response,
             Answer::NotFound { gone, reason } => {
+                let status = if gone { 410 } else { 404 };
                 self.keep(
                     &AnswerKey::Answer(Resource::File(&module, &version, FileKind::Zip)).encode(),
-                    if gone { 410 } else { 404 },
+                    status,
                     Bytes::from(reason.clone()),
                 )
                 .await;
-                producer.fail(FillError::NotFound(reason));
+                producer.fail(FillError::NotFound(UpstreamFailure::new(
+                    Some(status),
+                    reason,
+                )));
                 return;
             }
             Answer::Failed(error) => {
-                producer.fail(FillError::Upstream(error));
+                producer.fail(FillError::Upstream(UpstreamFailure::new(None, error)));
                 return;
             }
         };
@@ -130,7 +138,7 @@ impl GoProxy {
             return;
         }
         let (m, v) = (module.as_str().to_owned(), version.as_str().to_owned());
-        let validator: Validator = Box::new(move |path| zipcheck::check(path, &m, &v));
+        let validator: Validator = Box::new(move |path| Ok(zipcheck::check(path, &m, &v)?));
         let committed = match producer.commit(None, Some(validator)).await {
             Ok(committed) => committed,
             Err(error) => {

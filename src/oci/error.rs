@@ -4,6 +4,7 @@
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 
+use crate::store::StoreError;
 use crate::wire::{BASIC_CHALLENGE, Body, body};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,5 +139,19 @@ impl OciError {
 impl std::fmt::Display for OciError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+/// A store failure as the client sees it: logged here, never detailed.
+pub(crate) fn internal(error: impl std::fmt::Display) -> OciError {
+    tracing::error!(%error, "registry storage error");
+    OciError::new(Code::Unavailable, "internal storage error")
+        .with_status(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// Lets handlers write `store.call().await?`: the cause is logged once, by `internal`.
+impl From<StoreError> for OciError {
+    fn from(error: StoreError) -> OciError {
+        internal(error)
     }
 }

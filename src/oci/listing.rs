@@ -9,7 +9,7 @@ use super::manifest_json::{MAX_MANIFEST, OCI_INDEX};
 use super::names::Repo;
 use super::route::Query;
 use super::upstream::read_limited;
-use super::{Code, OciError, Registry, from_upstream, internal, touched};
+use super::{Code, OciError, Registry, from_upstream, touched};
 use crate::store::Digest;
 use crate::wire::{Action, Body, Outcome, body};
 
@@ -51,8 +51,7 @@ pub async fn catalog(registry: &Registry, query: &Query) -> Result<Response<Body
     let repos = registry
         .store
         .oci_catalog(query.get("last"), n.saturating_add(1))
-        .await
-        .map_err(internal)?;
+        .await?;
     let (repos, link) = page(repos, n, "/v2/_catalog");
     Ok(json_response(
         &serde_json::json!({ "repositories": repos }),
@@ -180,16 +179,8 @@ async fn cached_tags(
     let tags = registry
         .store
         .oci_tags(&repo.key, last, limit.saturating_add(1))
-        .await
-        .map_err(internal)?;
-    if tags.is_empty()
-        && last.is_none()
-        && !registry
-            .store
-            .oci_has_repo(&repo.key)
-            .await
-            .map_err(internal)?
-    {
+        .await?;
+    if tags.is_empty() && last.is_none() && !registry.store.oci_has_repo(&repo.key).await? {
         return Err(OciError::new(
             Code::NameUnknown,
             format!("repository {} is not known", repo.name),
@@ -286,11 +277,7 @@ async fn cached_referrers(
     digest: &Digest,
     artifact_type: Option<&str>,
 ) -> Result<Response<Body>, OciError> {
-    let rows = registry
-        .store
-        .oci_referrers(&repo.key, digest)
-        .await
-        .map_err(internal)?;
+    let rows = registry.store.oci_referrers(&repo.key, digest).await?;
     let manifests: Vec<serde_json::Value> = rows
         .into_iter()
         .filter(|row| {

@@ -33,6 +33,7 @@ use crate::config::RegistryConfig;
 use crate::metrics::Metrics;
 use crate::store::{Digest, Store};
 use crate::wire::{Action, Body, Outcome, Touched, body};
+use error::internal;
 pub use error::{Code, OciError};
 use names::{Repo, Upstreams};
 use route::{Query, RepoName, Route};
@@ -393,11 +394,4 @@ fn corrupt(what: &str, repo: &Repo, digest: &Digest) -> OciError {
         ),
     )
     .with_status(StatusCode::INTERNAL_SERVER_ERROR)
-}
-
-/// A store failure as the client sees it: logged here, never detailed.
-fn internal(error: impl std::fmt::Display) -> OciError {
-    tracing::error!(%error, "registry storage error");
-    OciError::new(Code::Unavailable, "internal storage error")
-        .with_status(StatusCode::INTERNAL_SERVER_ERROR)
 }

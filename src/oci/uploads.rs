@@ -96,8 +96,7 @@ async fn start(
         .store
         .uploads()
         .begin(&id, &repo.key, owner, quota)
-        .await
-        .map_err(internal)?
+        .await?
     {
         Begun::Opened => Ok(session_response(repo, &id, 0, StatusCode::ACCEPTED)),
         Begun::QuotaFull => Err(quota_full(quota)),
@@ -115,8 +114,7 @@ async fn monolithic(
         .store
         .uploads()
         .unsessioned(digest.algorithm())
-        .await
-        .map_err(internal)?;
+        .await?;
     let body = registry.body_reader(request.into_body(), Code::BlobUploadInvalid);
     if let Err(error) = receive(&mut file, body).await {
         file.discard().await;
@@ -216,13 +214,7 @@ async fn commit(
     file: UploadFile,
     digest: &Digest,
 ) -> Result<Response<Body>, OciError> {
-    match registry
-        .store
-        .uploads()
-        .commit(file, digest)
-        .await
-        .map_err(internal)?
-    {
+    match registry.store.uploads().commit(file, digest).await? {
         Pushed::Stored { size } => linked(registry, repo, digest, size).await,
         Pushed::WrongDigest { actual } => Err(OciError::new(
             Code::DigestInvalid,
@@ -270,7 +262,7 @@ async fn mount_from(
     // Pushed content is never evicted, even if it came from a mirrored
     // repository. The metadata cache may still name a blob eviction removed:
     // then it is no mount, but a plain upload.
-    if !registry.store.mark_hosted(digest).await.map_err(internal)? {
+    if !registry.store.mark_hosted(digest).await? {
         return Ok(None);
     }
     linked(registry, repo, digest, size).await.map(Some)
@@ -283,11 +275,7 @@ async fn linked(
     digest: &Digest,
     size: u64,
 ) -> Result<Response<Body>, OciError> {
-    registry
-        .store
-        .oci_link_blob(&repo.key, digest)
-        .await
-        .map_err(internal)?;
+    registry.store.oci_link_blob(&repo.key, digest).await?;
     registry.cache.put_blob(&repo.key, digest, size);
     Ok(created(repo, digest))
 }

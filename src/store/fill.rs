@@ -31,7 +31,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::watch;
 
-use super::{Digest, Hasher, Store};
+use super::{Digest, Hasher, Store, StoreError};
 use crate::store::digest::Algorithm;
 use crate::sync::Unpoisoned;
 pub(crate) use budget::Budget;
@@ -52,12 +52,12 @@ const MAX_PENDING_CHUNKS: usize = 1024;
 /// Why a fill failed, shared by every reader of it.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FillError {
-    /// The upstream does not have it (404/410); the string says what it said.
+    /// The upstream does not have it (404/410).
     #[error("not found upstream: {0}")]
-    NotFound(String),
+    NotFound(UpstreamFailure),
     /// Upstream failed in another way (status, connection, timeout).
     #[error("upstream error: {0}")]
-    Upstream(String),
+    Upstream(UpstreamFailure),
     #[error("upstream sent content with digest {actual}, expected {expected}")]
     DigestMismatch { expected: String, actual: String },
     /// The content failed a protocol check (e.g. an invalid module zip).
@@ -81,14 +81,63 @@ pub enum FillError {
     #[error("upstream sent {actual} bytes, announced {announced}")]
     LengthMismatch { announced: u64, actual: u64 },
     #[error("storage error: {0}")]
-    Io(String),
+    Io(StorageFailure),
     #[error("the fill was abandoned")]
     Abandoned,
 }
 
+/// What an upstream said or how reaching it failed, in the protocol's words.
+/// Every reader of a fill gets a copy, so it is plain data, not a boxed source.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{message}")]
+pub struct UpstreamFailure {
+    /// The HTTP status, when upstream answered at all.
+    pub status: Option<u16>,
+    pub message: String,
+}
+
+impl UpstreamFailure {
+    pub fn new(status: Option<u16>, message: impl Into<String>) -> UpstreamFailure {
+        UpstreamFailure {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// A local I/O failure during a fill, kept as its kind and text so every
+/// reader can hold a copy.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{message}")]
+pub struct StorageFailure {
+    pub kind: std::io::ErrorKind,
+    pub message: String,
+}
+
 impl From<std::io::Error> for FillError {
     fn from(error: std::io::Error) -> Self {
-        FillError::Io(error.to_string())
+        FillError::Io(StorageFailure {
+            kind: error.kind(),
+            message: error.to_string(),
+        })
+    }
+}
+
+impl From<tokio::task::JoinError> for FillError {
+    fn from(error: tokio::task::JoinError) -> Self {
+        std::io::Error::other(error).into()
+    }
+}
+
+impl From<StoreError> for FillError {
+    fn from(error: StoreError) -> Self {
+        FillError::Io(StorageFailure {
+            kind: match &error {
+                StoreError::Io { source, .. } => source.kind(),
+                _ => std::io::ErrorKind::Other,
+            },
+            message: error.to_string(),
+        })
     }
 }
 
@@ -166,7 +215,8 @@ impl Store {
     }
 
     /// Joins the fill in progress for `key`, or makes the caller its producer.
-    pub fn fill(&self, key: &str) -> Result<Slot, FillError> {
+    /// Fails only when the temp file cannot be made: a store error, not a fill's.
+    pub fn fill(&self, key: &str) -> Result<Slot, StoreError> {
         let fills = &self.inner.fills;
         let limits = *fills.limits.lock().unpoisoned();
         let mut active = fills.active.lock().unpoisoned();
@@ -179,11 +229,15 @@ impl Store {
             .write(true)
             .create_new(true)
             .open(&tmp_path)
-            .inspect_err(|_| {
+            .map_err(|source| {
                 self.inner
                     .counters
                     .fills_failed
                     .fetch_add(1, Ordering::Relaxed);
+                StoreError::Io {
+                    context: format!("creating {}", tmp_path.display()),
+                    source,
+                }
             })?;
         let (progress, _) = watch::channel(Progress::Waiting);
         let shared = Arc::new(Shared {
@@ -323,8 +377,7 @@ impl FillProducer {
             let result = write_all_at(&file, &chunks, offset);
             (hasher, result)
         })
-        .await
-        .map_err(|e| FillError::Io(e.to_string()))?;
+        .await?;
         self.hasher = Some(hasher);
         result?;
         self.written = offset + len;
@@ -388,17 +441,15 @@ impl FillProducer {
         let check_path = tmp_path.clone();
         tokio::task::spawn_blocking(move || -> Result<(), FillError> {
             if let Some(validate) = validate {
-                validate(&check_path).map_err(FillError::Invalid)?;
+                validate(&check_path).map_err(|e| FillError::Invalid(e.to_string()))?;
             }
             file.sync_all()?;
             Ok(())
         })
-        .await
-        .map_err(|e| FillError::Io(e.to_string()))??;
+        .await??;
         self.store
             .adopt_file(&tmp_path, &digest, size, false)
-            .await
-            .map_err(|e| FillError::Io(e.to_string()))?;
+            .await?;
         self.tmp_path = None;
         let budget = &self.store.inner.fills.budget;
         budget.settle(size);
@@ -446,7 +497,9 @@ impl FillProducer {
 }
 
 /// Checks a complete temp file before it enters the store (runs on a blocking thread).
-pub type Validator = Box<dyn FnOnce(&std::path::Path) -> Result<(), String> + Send>;
+pub type Validator = Box<
+    dyn FnOnce(&std::path::Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Send,
+>;
 
 impl Drop for FillProducer {
     fn drop(&mut self) {
@@ -589,8 +642,7 @@ impl FillReader {
                     file.read_exact_at(&mut buf, position)
                         .map(|()| Bytes::from(buf))
                 })
-                .await
-                .map_err(|e| FillError::Io(e.to_string()))??;
+                .await??;
                 return Ok(Some(bytes));
             }
             if complete {

@@ -47,7 +47,8 @@ pub use evict::{
     EvictionReport, ReadGuard, StoreTotals, SweepOptions, SweepReport, UPLOAD_ABANDONED_AFTER,
 };
 pub use fill::{
-    Committed, FillError, FillHead, FillLimits, FillProducer, FillReader, MinRate, Slot, Validator,
+    Committed, FillError, FillHead, FillLimits, FillProducer, FillReader, MinRate, Slot,
+    StorageFailure, UpstreamFailure, Validator,
 };
 pub use generation::Generation;
 pub use go::{GoFile, StoredAnswer};

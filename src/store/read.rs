@@ -95,14 +95,21 @@ impl BlobFile {
         self,
         start: u64,
         len: u64,
-    ) -> std::io::Result<impl Stream<Item = std::io::Result<Bytes>> + Send + 'static> {
+    ) -> Result<impl Stream<Item = std::io::Result<Bytes>> + Send + 'static, StoreError> {
         if self.guard.store().verify_on_read() == VerifyOnRead::All {
             return Ok(Either::Left(Verifier::new(self, start, len).into_stream()));
         }
-        let BlobFile { file, guard, .. } = self;
+        let BlobFile {
+            file,
+            guard,
+            digest: self_digest,
+            ..
+        } = self;
         let mut file = tokio::fs::File::from_std(file);
         if start > 0 {
-            file.seek(SeekFrom::Start(start)).await?;
+            file.seek(SeekFrom::Start(start))
+                .await
+                .map_err(io_error(format!("seeking blob {} to {start}", self_digest)))?;
         }
         let chunks = tokio_util::io::ReaderStream::with_capacity(file.take(len), FILE_CHUNK);
         Ok(Either::Right(chunks.map_ok(move |bytes| {

@@ -16,8 +16,10 @@ use http::{Method, Response, StatusCode};
 use crate::oci::names::Repo;
 use crate::oci::route::RepoName;
 use crate::oci::upstream::Upstream;
-use crate::oci::{Code, OciError, Registry, content_response, from_upstream, internal, touched};
-use crate::store::{Digest, FillError, FillHead, FillProducer, FillReader, Slot, Store};
+use crate::oci::{Code, OciError, Registry, content_response, from_upstream, touched};
+use crate::store::{
+    Digest, FillError, FillHead, FillProducer, FillReader, Slot, Store, UpstreamFailure,
+};
 use crate::wire::{Action, Body, Outcome, body};
 
 /// A miss: join the fill in progress for this digest, or start it.
@@ -33,7 +35,7 @@ pub(super) async fn fill(
     // A fill abandoned by a producer that found the blob already stored
     // sends its joiners back here; a few rounds settle it.
     for _ in 0..3 {
-        let mut reader = match registry.store.fill(&key).map_err(internal)? {
+        let mut reader = match registry.store.fill(&key)? {
             Slot::Joined(reader) => reader,
             Slot::Producer(producer) => {
                 // Someone may have finished this fill between our miss and now.
@@ -93,11 +95,7 @@ async fn limit_size(
     producer: &mut FillProducer,
 ) -> Result<(), OciError> {
     producer.limit(registry.max_blob_size);
-    let described = registry
-        .store
-        .oci_described_size(&repo.key, digest)
-        .await
-        .map_err(internal)?;
+    let described = registry.store.oci_described_size(&repo.key, digest).await?;
     if let Some(size) = described {
         producer.limit(size);
     }
@@ -127,15 +125,20 @@ async fn start_fill(
         Ok(response) if response.status() == StatusCode::OK => response,
         Ok(response) => {
             let error = upstream.error_from(response).await;
+            let failure =
+                UpstreamFailure::new(error.status().map(|s| s.as_u16()), error.to_string());
             producer.fail(if error.is_not_found() {
-                FillError::NotFound(error.to_string())
+                FillError::NotFound(failure)
             } else {
-                FillError::Upstream(error.to_string())
+                FillError::Upstream(failure)
             });
             return Err(from_upstream(error, Code::BlobUnknown));
         }
         Err(error) => {
-            producer.fail(FillError::Upstream(error.to_string()));
+            producer.fail(FillError::Upstream(UpstreamFailure::new(
+                None,
+                error.to_string(),
+            )));
             return Err(from_upstream(error, Code::BlobUnknown));
         }
     };

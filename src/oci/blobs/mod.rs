@@ -60,11 +60,7 @@ async fn indexed_size(
     repo: &Repo,
     digest: &Digest,
 ) -> Result<Option<u64>, OciError> {
-    let size = registry
-        .store
-        .oci_blob(&repo.key, digest)
-        .await
-        .map_err(internal)?;
+    let size = registry.store.oci_blob(&repo.key, digest).await?;
     if let Some(size) = size {
         registry.cache.put_blob(&repo.key, digest, size);
     }
@@ -137,13 +133,7 @@ pub(super) async fn adopt_stored(
     head: bool,
     range: Option<ByteRange>,
 ) -> Result<Option<Response<Body>>, OciError> {
-    if registry
-        .store
-        .has_blob(digest)
-        .await
-        .map_err(internal)?
-        .is_none()
-    {
+    if registry.store.has_blob(digest).await?.is_none() {
         return Ok(None);
     }
     match registry.store.oci_link_blob(&repo.key, digest).await {
@@ -188,12 +178,7 @@ pub(super) async fn serve_file(
     outcome: Outcome,
 ) -> Result<Option<Response<Body>>, OciError> {
     let read_limit = if head { 0 } else { READ_WHOLE };
-    let Some(blob) = registry
-        .store
-        .open_or_read_blob(digest, read_limit)
-        .await
-        .map_err(internal)?
-    else {
+    let Some(blob) = registry.store.open_or_read_blob(digest, read_limit).await? else {
         return Ok(None);
     };
     let size = blob.size();
@@ -209,9 +194,7 @@ pub(super) async fn serve_file(
             }
             body::full(bytes.slice(start as usize..end as usize))
         }
-        OpenedBlob::File(blob) => {
-            body::stream(blob.stream(start, end - start).await.map_err(internal)?)
-        }
+        OpenedBlob::File(blob) => body::stream(blob.stream(start, end - start).await?),
     };
     let served = Served {
         status,
@@ -355,12 +338,7 @@ pub async fn delete(
 ) -> Result<Response<Body>, OciError> {
     super::require_hosted(repo)?;
     registry.cache.forget_blob(&repo.key, digest);
-    if !registry
-        .store
-        .oci_unlink_blob(&repo.key, digest)
-        .await
-        .map_err(internal)?
-    {
+    if !registry.store.oci_unlink_blob(&repo.key, digest).await? {
         return Err(unknown(repo, digest));
     }
     let mut response = Response::new(body::empty());

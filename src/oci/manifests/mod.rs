@@ -147,11 +147,7 @@ pub(super) async fn store_manifest(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let stored = registry
-            .store
-            .put_bytes(bytes, hosted)
-            .await
-            .map_err(internal)?;
+        let stored = registry.store.put_bytes(bytes, hosted).await?;
         debug_assert_eq!(&stored, digest);
         match registry.store.oci_put_manifest(&manifest).await {
             Ok(()) => break,
@@ -214,12 +210,7 @@ pub(super) async fn local_by_digest(
     if let Some(meta) = registry.cache.manifest(&repo.key, digest) {
         return Ok(Some(meta));
     }
-    let Some(row) = registry
-        .store
-        .oci_manifest(&repo.key, digest)
-        .await
-        .map_err(internal)?
-    else {
+    let Some(row) = registry.store.oci_manifest(&repo.key, digest).await? else {
         return Ok(None);
     };
     let meta = ManifestMeta {
@@ -240,12 +231,7 @@ pub(super) async fn local_by_tag(
     if let Some(meta) = registry.cache.tag(&repo.key, tag.as_str()) {
         return Ok(Some(meta));
     }
-    let Some((row, checked_at)) = registry
-        .store
-        .oci_tag(&repo.key, tag.as_str())
-        .await
-        .map_err(internal)?
-    else {
+    let Some((row, checked_at)) = registry.store.oci_tag(&repo.key, tag.as_str()).await? else {
         return Ok(None);
     };
     let meta = TagMeta {
@@ -315,8 +301,7 @@ pub(super) async fn body_of(
     let stored = registry
         .store
         .read_small(&meta.digest, MAX_MANIFEST as u64)
-        .await
-        .map_err(internal)?;
+        .await?;
     let bytes = match stored {
         Some(bytes) => Bytes::from(bytes),
         // Evicted or quarantined since we looked it up: fetch it again (a

@@ -117,16 +117,14 @@ pub async fn delete(
             registry
                 .store
                 .oci_delete_manifest(&repo.key, digest)
-                .await
-                .map_err(internal)?
+                .await?
         }
         Reference::Tag(tag) => {
             registry.cache.forget_tag(&repo.key, tag.as_str());
             registry
                 .store
                 .oci_delete_tag(&repo.key, tag.as_str())
-                .await
-                .map_err(internal)?
+                .await?
         }
     };
     if !removed {

@@ -12,7 +12,7 @@ use crate::auth::Identity;
 use crate::config::RegistryConfig;
 use crate::oci::names::Repo;
 use crate::oci::request_body::BodyReader;
-use crate::oci::{Code, OciError, Registry, internal};
+use crate::oci::{Code, OciError, Registry};
 use crate::store::{UploadFile, UploadOwner, UploadRow, is_upload_id};
 use crate::sync::Unpoisoned;
 
@@ -106,13 +106,7 @@ impl<'a> Session<'a> {
 
     /// The session's row, if it is this repository's and this caller's.
     pub(super) async fn row(&self) -> Result<UploadRow, OciError> {
-        let row = self
-            .registry
-            .store
-            .uploads()
-            .find(self.id)
-            .await
-            .map_err(internal)?;
+        let row = self.registry.store.uploads().find(self.id).await?;
         row.filter(|row| row.repo_key == self.repo.key && row.owner == *self.owner)
             .ok_or_else(upload_unknown)
     }
@@ -120,7 +114,7 @@ impl<'a> Session<'a> {
     /// The session's file after its acknowledged bytes, and their hash.
     pub(super) async fn open(&self, row: &UploadRow) -> Result<UploadFile, OciError> {
         let uploads = self.registry.store.uploads();
-        let Some(file) = uploads.resume(self.id, row).await.map_err(internal)? else {
+        let Some(file) = uploads.resume(self.id, row).await? else {
             tracing::warn!(
                 upload = self.id,
                 "an upload session's bytes are gone; dropping it"
@@ -133,21 +127,18 @@ impl<'a> Session<'a> {
 
     /// Forgets the session and its file.
     pub(super) async fn end(&self) -> Result<(), OciError> {
-        self.registry
-            .store
-            .uploads()
-            .end(self.id)
-            .await
-            .map_err(internal)
+        self.registry.store.uploads().end(self.id).await?;
+        Ok(())
     }
 }
 
 /// Streams a request body onto the end of an upload's file.
 pub(super) async fn receive(file: &mut UploadFile, mut body: BodyReader) -> Result<(), OciError> {
     while let Some(data) = body.next().await? {
-        file.write(&data).await.map_err(internal)?;
+        file.write(&data).await?;
     }
-    file.flush().await.map_err(internal)
+    file.flush().await?;
+    Ok(())
 }
 
 #[cfg(test)]

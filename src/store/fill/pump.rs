@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{FillError, FillProducer, MinRate};
+use super::{FillError, FillProducer, MinRate, UpstreamFailure};
 
 impl FillProducer {
     /// Writes `body` into the fill until it ends, or fails with why it was cut.
@@ -36,7 +36,12 @@ impl FillProducer {
             };
             match chunk {
                 None => return Ok(()),
-                Some(Err(error)) => return Err(FillError::Upstream(error.to_string())),
+                Some(Err(error)) => {
+                    return Err(FillError::Upstream(UpstreamFailure::new(
+                        None,
+                        error.to_string(),
+                    )));
+                }
                 Some(Ok(chunk)) => {
                     pace.received(chunk.len() as u64);
                     self.write(chunk).await?;
