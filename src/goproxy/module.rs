@@ -35,7 +35,7 @@ impl FromStr for ModulePath {
     type Err = InvalidPath;
 
     fn from_str(path: &str) -> Result<ModulePath, InvalidPath> {
-        check_path(path).map_err(|reason| invalid(path, reason))?;
+        check_path(path).map_err(|reason| invalid(path, reason.to_string()))?;
         Ok(ModulePath(path.to_owned()))
     }
 }
@@ -131,81 +131,116 @@ const BAD_WINDOWS_NAMES: [&str; 22] = [
     "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
 ];
 
+/// Why a module path or one of its elements breaks Go's rules; the text is Go's.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum PathError {
+    #[error("empty path element")]
+    EmptyElement,
+    #[error("invalid path element {0:?}")]
+    DotsOnly(String),
+    #[error("leading dot in path element")]
+    LeadingDot,
+    #[error("trailing dot in path element")]
+    TrailingDot,
+    #[error("invalid char {0:?}")]
+    InvalidChar(char),
+    #[error("{0:?} disallowed as path element component on Windows")]
+    WindowsName(String),
+    #[error("trailing tilde and digits in path element")]
+    TildeDigits,
+    #[error("empty string")]
+    Empty,
+    #[error("longer than {MAX_PATH_LEN} bytes")]
+    TooLong,
+    #[error("leading dash")]
+    LeadingDash,
+    #[error("double slash")]
+    DoubleSlash,
+    #[error("trailing slash")]
+    TrailingSlash,
+    #[error("leading slash")]
+    LeadingSlash,
+    #[error("missing dot in first path element")]
+    NoDotInFirst,
+    #[error("invalid char {0:?} in first path element")]
+    InvalidCharInFirst(char),
+    #[error("invalid version suffix")]
+    VersionSuffix,
+}
+
 /// Go's `checkElem`: one path element.
-pub(crate) fn check_elem(elem: &str, kind: Kind) -> Result<(), String> {
+pub(crate) fn check_elem(elem: &str, kind: Kind) -> Result<(), PathError> {
     if elem.is_empty() {
-        return Err("empty path element".into());
+        return Err(PathError::EmptyElement);
     }
     if elem.bytes().all(|b| b == b'.') {
-        return Err(format!("invalid path element {elem:?}"));
+        return Err(PathError::DotsOnly(elem.to_owned()));
     }
     if kind == Kind::Module && elem.starts_with('.') {
-        return Err("leading dot in path element".into());
+        return Err(PathError::LeadingDot);
     }
     if elem.ends_with('.') {
-        return Err("trailing dot in path element".into());
+        return Err(PathError::TrailingDot);
     }
     let ok = match kind {
         Kind::Module => module_char_ok,
         Kind::File => file_char_ok,
     };
     if let Some(c) = elem.chars().find(|&c| !ok(c)) {
-        return Err(format!("invalid char {c:?}"));
+        return Err(PathError::InvalidChar(c));
     }
     let short = elem.split('.').next().unwrap_or(elem);
     if BAD_WINDOWS_NAMES
         .iter()
         .any(|bad| bad.eq_ignore_ascii_case(short))
     {
-        return Err(format!(
-            "{short:?} disallowed as path element component on Windows"
-        ));
+        return Err(PathError::WindowsName(short.to_owned()));
     }
     if kind == Kind::Module
         && let Some(tilde) = short.rfind('~')
         && tilde < short.len() - 1
         && short[tilde + 1..].bytes().all(|b| b.is_ascii_digit())
     {
-        return Err("trailing tilde and digits in path element".into());
+        return Err(PathError::TildeDigits);
     }
     Ok(())
 }
 
 /// Go's `checkPath` for module paths plus `CheckPath`'s extra rules.
-fn check_path(path: &str) -> Result<(), String> {
+fn check_path(path: &str) -> Result<(), PathError> {
     if path.is_empty() {
-        return Err("empty string".into());
+        return Err(PathError::Empty);
     }
     if path.len() > MAX_PATH_LEN {
-        return Err(format!("longer than {MAX_PATH_LEN} bytes"));
+        return Err(PathError::TooLong);
     }
     if path.starts_with('-') {
-        return Err("leading dash".into());
+        return Err(PathError::LeadingDash);
     }
     if path.contains("//") {
-        return Err("double slash".into());
+        return Err(PathError::DoubleSlash);
     }
     if path.ends_with('/') {
-        return Err("trailing slash".into());
+        return Err(PathError::TrailingSlash);
     }
     for elem in path.split('/') {
         check_elem(elem, Kind::Module)?;
     }
     let first = path.split('/').next().unwrap_or("");
     if first.is_empty() {
-        return Err("leading slash".into());
+        return Err(PathError::LeadingSlash);
     }
     if !first.contains('.') {
-        return Err("missing dot in first path element".into());
+        return Err(PathError::NoDotInFirst);
     }
     if let Some(c) = first
         .chars()
         .find(|&c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'))
     {
-        return Err(format!("invalid char {c:?} in first path element"));
+        return Err(PathError::InvalidCharInFirst(c));
     }
     if split_path_version(path).is_none() {
-        return Err("invalid version suffix".into());
+        return Err(PathError::VersionSuffix);
     }
     Ok(())
 }

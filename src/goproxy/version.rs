@@ -190,7 +190,7 @@ impl Query {
             ));
         }
         let plain = unescape(escaped).ok_or_else(|| invalid(escaped, "bad case encoding"))?;
-        check_elem(&plain, Kind::File).map_err(|reason| invalid(&plain, reason))?;
+        check_elem(&plain, Kind::File).map_err(|reason| invalid(&plain, reason.to_string()))?;
         Ok(Query(plain))
     }
 
