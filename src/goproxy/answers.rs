@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::GoProxy;
-use super::chain::Answer;
+use super::chain::{Answer, Failure};
 use super::error::GoError;
 use super::key::Key;
 use crate::store::{StoredAnswer, now_secs};
@@ -49,7 +49,7 @@ impl From<StoredAnswer> for Cached {
 }
 
 /// What a refresh produced, shared by every caller that waited on it.
-pub type Refreshed = Result<Arc<Cached>, String>;
+pub type Refreshed = Result<Arc<Cached>, Failure>;
 
 impl GoProxy {
     fn is_fresh(&self, cached: &Cached, now: i64) -> bool {

@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 
+pub use super::failure::Failure;
 use crate::metrics::{Metrics, UpstreamResult};
 use crate::upstream::redact;
 use crate::wire::Protocol;
@@ -50,11 +51,29 @@ pub struct Chain {
     hops: Vec<Hop>,
 }
 
-impl FromStr for Chain {
-    type Err = String;
+/// What is wrong with a GOPROXY list; the caller names the key.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    #[error("{0:?} comes after \"off\" and would never be used")]
+    AfterOff(String),
+    #[error(
+        "\"direct\" is not an upstream of this server (it never fetches from version control): \
+         name GOPROXY URLs, or \"off\" to serve only what is cached"
+    )]
+    Direct,
+    #[error("names no upstream (use \"off\" to serve only what is cached)")]
+    Empty,
+    #[error("{0:?}: a proxy URL has no query or fragment")]
+    QueryOrFragment(String),
+    #[error("{0:?} is not an http(s) proxy URL")]
+    NotHttp(String),
+}
 
-    /// Parses GOPROXY syntax; the error says what is wrong (the caller names the key).
-    fn from_str(list: &str) -> Result<Chain, String> {
+impl FromStr for Chain {
+    type Err = ChainError;
+
+    /// Parses GOPROXY syntax.
+    fn from_str(list: &str) -> Result<Chain, ChainError> {
         let mut hops = Vec::new();
         let mut rest = list;
         while !rest.is_empty() {
@@ -72,16 +91,12 @@ impl FromStr for Chain {
                 continue;
             }
             if matches!(hops.last(), Some(Hop::Off)) {
-                return Err(format!(
-                    "{entry:?} comes after \"off\" and would never be used"
-                ));
+                return Err(ChainError::AfterOff(entry.to_owned()));
             }
             match entry {
                 "off" => hops.push(Hop::Off),
                 "direct" => {
-                    return Err("\"direct\" is not an upstream of this server (it never fetches from version \
-                                control): name GOPROXY URLs, or \"off\" to serve only what is cached"
-                        .into());
+                    return Err(ChainError::Direct);
                 }
                 url => hops.push(Hop::Proxy {
                     base: proxy_url(url)?,
@@ -90,14 +105,14 @@ impl FromStr for Chain {
             }
         }
         if hops.is_empty() {
-            return Err("names no upstream (use \"off\" to serve only what is cached)".into());
+            return Err(ChainError::Empty);
         }
         Ok(Chain { hops })
     }
 }
 
 /// As Go: a bare host means https; anything else must be an http(s) URL.
-fn proxy_url(entry: &str) -> Result<String, String> {
+fn proxy_url(entry: &str) -> Result<String, ChainError> {
     let full = if entry.contains(":/") {
         entry.to_owned()
     } else {
@@ -106,11 +121,11 @@ fn proxy_url(entry: &str) -> Result<String, String> {
     match reqwest::Url::parse(&full) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
             if url.query().is_some() || url.fragment().is_some() {
-                return Err(format!("{entry:?}: a proxy URL has no query or fragment"));
+                return Err(ChainError::QueryOrFragment(entry.to_owned()));
             }
             Ok(full.trim_end_matches('/').to_owned())
         }
-        _ => Err(format!("{entry:?} is not an http(s) proxy URL")),
+        _ => Err(ChainError::NotHttp(entry.to_owned())),
     }
 }
 
@@ -135,7 +150,7 @@ fn upstream_label(url: &str) -> String {
 }
 
 /// What one upstream said.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Answer<T> {
     Found(T),
     /// 404 or 410, with the upstream's reason.
@@ -145,7 +160,7 @@ pub enum Answer<T> {
     },
     /// Anything else: a status, a connection error, an oversized body. Never
     /// sent to the client (it may name internal hosts); logged by the caller.
-    Failed(String),
+    Failed(Failure),
 }
 
 /// Percent-encodes an upstream path built from escaped module paths and versions.
@@ -211,9 +226,11 @@ impl Chain {
             // caller's (hits included) would carry otherwise.
             match Box::pin(one(url)).await {
                 Answer::Found(value) => return Answer::Found(value),
-                Answer::Failed(error) => {
-                    let error = format!("{}/{path}: {error}", redact(base));
-                    best = Some(Answer::Failed(error));
+                Answer::Failed(cause) => {
+                    best = Some(Answer::Failed(Failure::At {
+                        at: format!("{}/{path}", redact(base)),
+                        cause: Box::new(cause),
+                    }));
                     if !on_any_error {
                         break;
                     }
@@ -225,7 +242,7 @@ impl Chain {
                 }
             }
         }
-        best.unwrap_or_else(|| Answer::Failed("no upstream".into()))
+        best.unwrap_or(Answer::Failed(Failure::NoUpstream))
     }
 
     /// A small answer (at most `limit` bytes) through the list.
@@ -258,7 +275,7 @@ pub async fn open_one(client: &Client, url: String) -> Answer<reqwest::Response>
     let response = match sent {
         Ok(response) => response,
         // Never shows the URL's password or a query.
-        Err(error) => return Answer::Failed(error.to_string()),
+        Err(error) => return Answer::Failed(Failure::request(error)),
     };
     let status = response.status();
     match status.as_u16() {
@@ -267,7 +284,7 @@ pub async fn open_one(client: &Client, url: String) -> Answer<reqwest::Response>
             gone: status.as_u16() == 410,
             reason: reason(response).await,
         },
-        _ => Answer::Failed(format!("status {status}")),
+        _ => Answer::Failed(Failure::Status(status)),
     }
 }
 
@@ -277,18 +294,18 @@ pub async fn fetch_one(client: &Client, url: String, limit: usize) -> Answer<Byt
         Ok(Answer::Found(response)) => response,
         Ok(Answer::NotFound { gone, reason }) => return Answer::NotFound { gone, reason },
         Ok(Answer::Failed(error)) => return Answer::Failed(error),
-        Err(_) => return Answer::Failed(format!("no answer within {SMALL_TIMEOUT:?}")),
+        Err(_) => return Answer::Failed(Failure::NoAnswer(SMALL_TIMEOUT)),
     };
     if response.content_length().is_some_and(|n| n > limit as u64) {
-        return Answer::Failed(format!("answer larger than {limit} bytes"));
+        return Answer::Failed(Failure::TooLarge(limit));
     }
     let mut body = BytesMut::new();
     let mut stream = response.bytes_stream();
     let read = async {
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| e.without_url().to_string())?;
+            let chunk = chunk.map_err(|e| Failure::request(e.without_url()))?;
             if body.len() + chunk.len() > limit {
-                return Err(format!("answer larger than {limit} bytes"));
+                return Err(Failure::TooLarge(limit));
             }
             body.extend_from_slice(&chunk);
         }
@@ -297,7 +314,7 @@ pub async fn fetch_one(client: &Client, url: String, limit: usize) -> Answer<Byt
     match tokio::time::timeout(SMALL_TIMEOUT, read).await {
         Ok(Ok(())) => Answer::Found(body.freeze()),
         Ok(Err(error)) => Answer::Failed(error),
-        Err(_) => Answer::Failed(format!("body not complete within {SMALL_TIMEOUT:?}")),
+        Err(_) => Answer::Failed(Failure::BodyTimeout(SMALL_TIMEOUT)),
     }
 }
 
@@ -357,10 +374,17 @@ mod tests {
     #[test]
     fn direct_and_unusable_lists_are_refused() {
         let err = "https://a.example,direct".parse::<Chain>().unwrap_err();
-        assert!(err.contains("direct"), "{err}");
-        assert!("off,https://a.example".parse::<Chain>().is_err());
-        assert!(" , ".parse::<Chain>().is_err());
-        assert!("ftp://x.example".parse::<Chain>().is_err());
+        assert_eq!(err, ChainError::Direct);
+        assert!(err.to_string().contains("direct"), "{err}");
+        assert_eq!(
+            "off,https://a.example".parse::<Chain>().unwrap_err(),
+            ChainError::AfterOff("https://a.example".into())
+        );
+        assert_eq!(" , ".parse::<Chain>().unwrap_err(), ChainError::Empty);
+        assert_eq!(
+            "ftp://x.example".parse::<Chain>().unwrap_err(),
+            ChainError::NotHttp("ftp://x.example".into())
+        );
         assert!("off".parse::<Chain>().is_ok());
     }
 
@@ -401,9 +425,9 @@ mod tests {
                 asked.push(url.clone());
                 async move {
                     if url.starts_with("https://a.") {
-                        Answer::Failed("status 500".into())
+                        Answer::Failed(Failure::Status(http::StatusCode::INTERNAL_SERVER_ERROR))
                     } else if url.starts_with("https://b.") {
-                        Answer::Failed("status 502".into())
+                        Answer::Failed(Failure::Status(http::StatusCode::BAD_GATEWAY))
                     } else {
                         Answer::NotFound {
                             gone: false,
@@ -418,6 +442,6 @@ mod tests {
             2,
             "b failed and is followed by a comma: c is not asked"
         );
-        assert!(matches!(answer, Answer::Failed(e) if e.contains("status 502")));
+        assert!(matches!(answer, Answer::Failed(e) if e.status() == Some(502)));
     }
 }

@@ -32,8 +32,8 @@ impl GoError {
     }
 
     /// A 502, logging the cause (which may name internal hosts) once, here.
-    pub fn upstream(what: &str, cause: &str) -> GoError {
-        tracing::warn!(target: "mirror::go", artifact = what, error = cause, "every upstream failed");
+    pub fn upstream(what: &str, cause: &dyn std::fmt::Display) -> GoError {
+        tracing::warn!(target: "mirror::go", artifact = what, error = %cause, "every upstream failed");
         GoError::BadGateway
     }
 

@@ -7,14 +7,16 @@ use bytes::Bytes;
 use http::Response;
 use http::header::{CONTENT_LENGTH, HeaderValue};
 
-use super::chain::Answer;
+use std::sync::Arc;
+
+use super::chain::{Answer, Failure};
 use super::error::GoError;
 use super::key::{AnswerKey, FileName, Key, Resource};
 use super::module::ModulePath;
 use super::route::FileKind;
 use super::version::Version;
 use super::{GoProxy, Reply, Served, bytes_response};
-use crate::store::{Digest, GoFile};
+use crate::store::{Digest, GoFile, StoreError};
 use crate::wire::{Body, Outcome, body};
 
 /// Go's own limits on what it reads: `.mod` 16 MiB; `.info` is a line of JSON.
@@ -313,7 +315,7 @@ impl GoProxy {
                 if kind == FileKind::Info
                     && let Err(reason) = check_info(&bytes, version)
                 {
-                    return FileFetch::Failed(reason);
+                    return FileFetch::Failed(reason.into());
                 }
                 self.store_small(module, version, kind, key, bytes).await
             }
@@ -339,7 +341,7 @@ impl GoProxy {
     ) -> FileFetch {
         let digest = match self.inner.store.put_bytes(&bytes, false).await {
             Ok(digest) => digest,
-            Err(error) => return FileFetch::Internal(error.to_string()),
+            Err(error) => return FileFetch::Internal(Arc::new(error)),
         };
         let indexed = self
             .inner
@@ -362,7 +364,7 @@ impl GoProxy {
     pub(super) async fn stale_negative_or(
         &self,
         negative_key: &Key,
-        error: &str,
+        error: &(dyn std::fmt::Display + Sync),
     ) -> Result<Served, GoError> {
         match self.kept(negative_key).await? {
             Some(stale) => Err(stale.not_found()),
@@ -381,24 +383,32 @@ pub enum FileFetch {
         gone: bool,
         reason: String,
     },
-    Failed(String),
-    Internal(String),
+    Failed(Failure),
+    Internal(Arc<StoreError>),
+}
+
+/// Why an upstream `.info` is refused.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum InfoError {
+    #[error("upstream .info is not valid: {0}")]
+    NotJson(Arc<serde_json::Error>),
+    #[error("upstream .info names version {named:?}, not {asked}")]
+    WrongVersion { named: String, asked: String },
 }
 
 /// A `.info` must be JSON naming the version asked for, or it would be kept forever wrong.
-fn check_info(bytes: &[u8], version: &Version) -> Result<(), String> {
+fn check_info(bytes: &[u8], version: &Version) -> Result<(), InfoError> {
     #[derive(serde::Deserialize)]
     struct Info {
         #[serde(rename = "Version")]
         version: String,
     }
-    let info: Info =
-        serde_json::from_slice(bytes).map_err(|e| format!("upstream .info is not valid: {e}"))?;
+    let info: Info = serde_json::from_slice(bytes).map_err(|e| InfoError::NotJson(Arc::new(e)))?;
     if info.version != version.as_str() {
-        return Err(format!(
-            "upstream .info names version {:?}, not {version}",
-            info.version
-        ));
+        return Err(InfoError::WrongVersion {
+            named: info.version,
+            asked: version.to_string(),
+        });
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 mod answers;
 pub mod chain;
 mod error;
+mod failure;
 mod files;
 mod key;
 mod memo;
@@ -57,7 +58,7 @@ const TILES_MEMO: usize = 16 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("go.upstream: {0}")]
-    Upstream(String),
+    Upstream(#[from] chain::ChainError),
     #[error("go.private: {0}")]
     Private(#[from] private::BadPattern),
     #[error("go upstream client: {0}")]
@@ -71,7 +72,7 @@ pub fn check(config: &GoConfig) -> Result<(), SetupError> {
 }
 
 fn parse_settings(config: &GoConfig) -> Result<(Chain, Private), SetupError> {
-    let chain = config.upstream.parse().map_err(SetupError::Upstream)?;
+    let chain = config.upstream.parse()?;
     Ok((chain, Private::parse(&config.private)?))
 }
 

@@ -81,9 +81,9 @@ impl GoProxy {
                     return Err(GoError::NotFound { gone, reason });
                 }
                 Err(FillError::Upstream(failure)) => {
-                    return self.stale_negative_or(negative_key, &failure.message).await;
+                    return self.stale_negative_or(negative_key, &failure).await;
                 }
-                Err(error) => return Err(GoError::upstream(key.as_str(), &error.to_string())),
+                Err(error) => return Err(GoError::upstream(key.as_str(), &error)),
             }
         }
         Err(GoError::internal(
@@ -119,7 +119,8 @@ impl GoProxy {
                 return;
             }
             Answer::Failed(error) => {
-                producer.fail(FillError::Upstream(UpstreamFailure::new(None, error)));
+                let failure = UpstreamFailure::new(error.status(), error.to_string());
+                producer.fail(FillError::Upstream(failure));
                 return;
             }
         };
