@@ -112,7 +112,7 @@ pub fn run(command: CacheCommand) -> anyhow::Result<()> {
                 refs.extend(prefetch::read_image_list(path)?);
             }
             for text in &image {
-                refs.push(text.parse().map_err(|e: String| anyhow::anyhow!(e))?);
+                refs.push(text.parse::<prefetch::oci::ImageRef>()?);
             }
             if modules.is_empty() && refs.is_empty() {
                 anyhow::bail!(
@@ -123,7 +123,7 @@ pub fn run(command: CacheCommand) -> anyhow::Result<()> {
             let registries = prefetch::registries(&config);
             let refs = refs
                 .into_iter()
-                .map(|image| registries.localize(image).map_err(|e| anyhow::anyhow!(e)))
+                .map(|image| Ok(registries.localize(image)?))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             // The multi-threaded runtime: the private server and the client run side by side.
             let runtime = tokio::runtime::Builder::new_multi_thread()

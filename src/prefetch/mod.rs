@@ -25,7 +25,46 @@ use crate::instance::{Mirror, StartOptions};
 pub struct Report {
     pub files: u64,
     pub bytes: u64,
-    pub failures: Vec<String>,
+    pub failures: Vec<FetchError>,
+}
+
+/// One path that could not be prefetched, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {cause}")]
+pub struct FetchError {
+    pub path: String,
+    pub cause: FetchCause,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchCause {
+    #[error("{0}")]
+    Request(#[from] reqwest::Error),
+    /// The mirror refused it; `reason` is its body, trimmed.
+    #[error("{status} {reason}")]
+    Status {
+        status: http::StatusCode,
+        reason: String,
+    },
+    #[error("{0}")]
+    Manifest(crate::oci::OciError),
+}
+
+impl FetchError {
+    fn new(path: &str, cause: impl Into<FetchCause>) -> FetchError {
+        FetchError {
+            path: path.to_owned(),
+            cause: cause.into(),
+        }
+    }
+
+    /// The mirror's refusal of `path`, with what its body says.
+    async fn refused(path: &str, response: reqwest::Response) -> FetchError {
+        let status = response.status();
+        let reason = response.text().await.unwrap_or_default();
+        let reason = reason.trim().to_owned();
+        FetchError::new(path, FetchCause::Status { status, reason })
+    }
 }
 
 /// A throwaway PKI directory, removed when dropped.
@@ -117,21 +156,20 @@ impl Prefetcher {
     }
 
     /// GETs `path`, discarding the body; how many bytes came.
-    async fn fetch(&self, path: &str, accept: Option<&str>) -> Result<u64, String> {
+    async fn fetch(&self, path: &str, accept: Option<&str>) -> Result<u64, FetchError> {
         let mut request = self.client.get(format!("{}{path}", self.base));
         if let Some(accept) = accept {
             request = request.header(http::header::ACCEPT, accept);
         }
-        let response = request.send().await.map_err(|e| format!("{path}: {e}"))?;
+        let failed = |e: reqwest::Error| FetchError::new(path, e);
+        let response = request.send().await.map_err(failed)?;
         if !response.status().is_success() {
-            let status = response.status();
-            let reason = response.text().await.unwrap_or_default();
-            return Err(format!("{path}: {status} {}", reason.trim()));
+            return Err(FetchError::refused(path, response).await);
         }
         let mut body = response.bytes_stream();
         let mut bytes = 0u64;
         while let Some(chunk) = body.next().await {
-            bytes += chunk.map_err(|e| format!("{path}: {e}"))?.len() as u64;
+            bytes += chunk.map_err(failed)?.len() as u64;
         }
         Ok(bytes)
     }
@@ -144,7 +182,7 @@ impl Prefetcher {
         progress: &indicatif::ProgressBar,
     ) -> Report {
         let mut report = Report::default();
-        let results: Vec<Result<u64, String>> = futures_util::stream::iter(paths)
+        let results: Vec<Result<u64, FetchError>> = futures_util::stream::iter(paths)
             .map(|path| async move {
                 let result = self.fetch(&path, accept).await;
                 progress.inc(1);
@@ -218,7 +256,8 @@ impl Prefetcher {
         report
     }
 
-    async fn manifest(&self, path: &str) -> Result<(u64, oci::Children), String> {
+    async fn manifest(&self, path: &str) -> Result<(u64, oci::Children), FetchError> {
+        let failed = |e: reqwest::Error| FetchError::new(path, e);
         let response = self
             .client
             .get(format!("{}{path}", self.base))
@@ -228,16 +267,13 @@ impl Prefetcher {
             )
             .send()
             .await
-            .map_err(|e| format!("{path}: {e}"))?;
+            .map_err(failed)?;
         if !response.status().is_success() {
-            let status = response.status();
-            return Err(format!(
-                "{path}: {status} {}",
-                response.text().await.unwrap_or_default().trim()
-            ));
+            return Err(FetchError::refused(path, response).await);
         }
-        let body = response.bytes().await.map_err(|e| format!("{path}: {e}"))?;
-        let children = oci::children(&body).map_err(|e| format!("{path}: {e}"))?;
+        let body = response.bytes().await.map_err(failed)?;
+        let children =
+            oci::children(&body).map_err(|e| FetchError::new(path, FetchCause::Manifest(e)))?;
         Ok((body.len() as u64, children))
     }
 }
@@ -280,7 +316,7 @@ pub fn read_image_list(path: &Path) -> anyhow::Result<Vec<oci::ImageRef>> {
         .filter(|line| !line.is_empty())
         .map(|line| {
             line.parse()
-                .map_err(|e: String| anyhow::anyhow!("{}: {e}", path.display()))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
         })
         .collect()
 }

@@ -4,6 +4,7 @@
 //! sees, then walked through its index to every manifest, config and layer.
 
 use crate::config::{Config, DOCKER_HUB_HOSTS};
+use crate::oci::OciError;
 use crate::oci::manifest_json::ManifestInfo;
 
 /// `NAME[:TAG|@DIGEST]`; a reference without either means `:latest`.
@@ -13,8 +14,25 @@ pub struct ImageRef {
     pub reference: String,
 }
 
+/// Why a reference given to prefetch is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RefError {
+    #[error("{0:?} is not an image reference (NAME[:TAG|@DIGEST])")]
+    Malformed(String),
+    #[error(
+        "{host:?} is neither this mirror ({own_names} on port {own_port}) nor an upstream \
+         registry ({upstreams}); name an upstream, or leave the host out for the default upstream"
+    )]
+    UnknownHost {
+        host: String,
+        own_names: String,
+        own_port: u16,
+        upstreams: String,
+    },
+}
+
 impl std::str::FromStr for ImageRef {
-    type Err = String;
+    type Err = RefError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let text = text.trim();
@@ -32,9 +50,7 @@ impl std::str::FromStr for ImageRef {
             }
         };
         if name.is_empty() || reference.is_empty() || name.contains(char::is_whitespace) {
-            return Err(format!(
-                "{text:?} is not an image reference (NAME[:TAG|@DIGEST])"
-            ));
+            return Err(RefError::Malformed(text.to_owned()));
         }
         Ok(ImageRef {
             name: name.to_owned(),
@@ -79,7 +95,7 @@ impl Registries {
     /// The reference as this mirror's `/v2/` names it: an upstream's host
     /// becomes its name, this mirror's own address goes. A leading registry
     /// host that is neither is refused rather than guessed at.
-    pub fn localize(&self, image: ImageRef) -> Result<ImageRef, String> {
+    pub fn localize(&self, image: ImageRef) -> Result<ImageRef, RefError> {
         let Some((first, rest)) = image.name.split_once('/') else {
             return Ok(image);
         };
@@ -113,19 +129,18 @@ impl Registries {
         port_matches && self.own_names.iter().any(|own| own == name)
     }
 
-    fn unknown(&self, host: &str) -> String {
+    fn unknown(&self, host: &str) -> RefError {
         let upstreams: Vec<&str> = self.upstreams.iter().map(|(n, _)| n.as_str()).collect();
-        format!(
-            "{host:?} is neither this mirror ({} on port {}) nor an upstream registry ({}); \
-             name an upstream, or leave the host out for the default upstream",
-            self.own_names.join(", "),
-            self.own_port,
-            if upstreams.is_empty() {
+        RefError::UnknownHost {
+            host: host.to_owned(),
+            own_names: self.own_names.join(", "),
+            own_port: self.own_port,
+            upstreams: if upstreams.is_empty() {
                 "none configured".to_owned()
             } else {
                 upstreams.join(", ")
-            }
-        )
+            },
+        }
     }
 }
 
@@ -170,8 +185,8 @@ pub struct Children {
 
 /// Parsed by the server's own manifest reader, so prefetch follows exactly
 /// what a pull would.
-pub fn children(manifest: &[u8]) -> Result<Children, String> {
-    let info = ManifestInfo::parse(manifest).map_err(|e| e.to_string())?;
+pub fn children(manifest: &[u8]) -> Result<Children, OciError> {
+    let info = ManifestInfo::parse(manifest)?;
     let texts =
         |digests: Vec<crate::store::Digest>| digests.iter().map(|d| d.to_string()).collect();
     Ok(Children {
@@ -212,7 +227,7 @@ mod tests {
         Registries::new(&config, vec!["mirror.example.com".into(), "::1".into()])
     }
 
-    fn localized(text: &str) -> Result<(String, String), String> {
+    fn localized(text: &str) -> Result<(String, String), RefError> {
         let image = registries().localize(text.parse::<ImageRef>()?)?;
         Ok((image.name, image.reference))
     }
@@ -265,6 +280,11 @@ mod tests {
             "localhost/app",
         ] {
             let error = localized(text).unwrap_err();
+            assert!(
+                matches!(error, RefError::UnknownHost { .. }),
+                "{text}: {error}"
+            );
+            let error = error.to_string();
             assert!(
                 error.contains("ghcr.io") && error.contains("mirror.example.com"),
                 "{text}: {error}"
