@@ -125,9 +125,10 @@ async fn upstream_tags(
         .and_then(|v| v.to_str().ok())
         .and_then(|l| l.split_once('?'))
         .map(|(_, rest)| format!("</v2/{}/tags/list?{rest}", repo.name));
-    let listed = read_limited(response, MAX_MANIFEST).await.and_then(|body| {
-        serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| e.to_string())
-    });
+    let listed = read_limited(response, MAX_MANIFEST)
+        .await
+        .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+        .and_then(|body| Ok(serde_json::from_slice::<serde_json::Value>(&body)?));
     match listed {
         Ok(listed) => {
             let tags = listed

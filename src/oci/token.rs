@@ -180,7 +180,7 @@ pub async fn fetch(
     }
     let body = super::upstream::read_limited(response, 256 * 1024)
         .await
-        .map_err(FetchError::Failed)?;
+        .map_err(|e| FetchError::Failed(e.to_string()))?;
     let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
         FetchError::Failed(format!("{shown} sent an unreadable token response: {e}"))
     })?;

@@ -361,21 +361,30 @@ fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) {
     (text(&first["code"]), text(&first["message"]))
 }
 
+/// Why an upstream's body was not read whole.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("body larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Read(#[from] reqwest::Error),
+}
+
 /// Reads a whole response body, refusing more than `limit` bytes.
 pub async fn read_limited(
     mut response: reqwest::Response,
     limit: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, BodyError> {
     if response
         .content_length()
         .is_some_and(|len| len > limit as u64)
     {
-        return Err(format!("body larger than {limit} bytes"));
+        return Err(BodyError::TooLarge(limit));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = response.chunk().await? {
         if body.len() + chunk.len() > limit {
-            return Err(format!("body larger than {limit} bytes"));
+            return Err(BodyError::TooLarge(limit));
         }
         body.extend_from_slice(&chunk);
     }

@@ -38,8 +38,17 @@ fn merge(list: &mut Vec<ModuleVersion>, module: &str, version: &str, zip: bool) 
     }
 }
 
+/// A line of a go.sum or go.mod that prefetch cannot read (1-based).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ListError {
+    #[error("go.sum line {0}: expected `module version h1:hash`")]
+    GoSum(usize),
+    #[error("go.mod line {0}: expected `module version` in require")]
+    GoMod(usize),
+}
+
 /// `module version h1:…` and `module version/go.mod h1:…` lines.
-pub fn from_go_sum(text: &str) -> Result<Vec<ModuleVersion>, String> {
+pub fn from_go_sum(text: &str) -> Result<Vec<ModuleVersion>, ListError> {
     let mut list = Vec::new();
     for (number, line) in text.lines().enumerate() {
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -52,10 +61,7 @@ pub fn from_go_sum(text: &str) -> Result<Vec<ModuleVersion>, String> {
                 }
             }
             _ => {
-                return Err(format!(
-                    "go.sum line {}: expected `module version h1:hash`",
-                    number + 1
-                ));
+                return Err(ListError::GoSum(number + 1));
             }
         }
     }
@@ -63,7 +69,7 @@ pub fn from_go_sum(text: &str) -> Result<Vec<ModuleVersion>, String> {
 }
 
 /// The `require` directives of a `go.mod` (single lines and blocks).
-pub fn from_go_mod(text: &str) -> Result<Vec<ModuleVersion>, String> {
+pub fn from_go_mod(text: &str) -> Result<Vec<ModuleVersion>, ListError> {
     let mut list = Vec::new();
     let mut in_block = false;
     for (number, raw) in text.lines().enumerate() {
@@ -89,10 +95,7 @@ pub fn from_go_mod(text: &str) -> Result<Vec<ModuleVersion>, String> {
         match fields.as_slice() {
             [module, version] => merge(&mut list, module.trim_matches('"'), version, true),
             _ => {
-                return Err(format!(
-                    "go.mod line {}: expected `module version` in require",
-                    number + 1
-                ));
+                return Err(ListError::GoMod(number + 1));
             }
         }
     }
@@ -120,7 +123,7 @@ mod tests {
             ]
         );
         assert_eq!(list[1].paths().len(), 2, "a /go.mod-only line needs no zip");
-        assert!(from_go_sum("garbage\n").is_err());
+        assert_eq!(from_go_sum("garbage\n"), Err(ListError::GoSum(1)));
     }
 
     #[test]
