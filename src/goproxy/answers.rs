@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::GoProxy;
 use super::chain::{Answer, Failure};
-use super::error::GoError;
+use super::error::{GoError, OrInternal};
 use super::key::Key;
 use crate::store::{StoredAnswer, now_secs};
 use crate::wire::Outcome;
@@ -71,7 +71,7 @@ impl GoProxy {
             .store
             .go_answer(key.as_str())
             .await
-            .map_err(|e| GoError::internal(key.as_str(), &e))?;
+            .or_internal(key.as_str())?;
         Ok(stored.map(|stored| {
             let cached = Arc::new(Cached::from(stored));
             self.remember(key, cached.clone());

@@ -87,6 +87,18 @@ impl GoError {
     }
 }
 
+/// `.or_internal(what)?` on a store call: a 500 whose cause is logged once,
+/// by `GoError::internal`, with the artifact it was for.
+pub(super) trait OrInternal<T> {
+    fn or_internal(self, what: &str) -> Result<T, GoError>;
+}
+
+impl<T, E: std::fmt::Display> OrInternal<T> for Result<T, E> {
+    fn or_internal(self, what: &str) -> Result<T, GoError> {
+        self.map_err(|cause| GoError::internal(what, &cause))
+    }
+}
+
 impl From<Refusal> for GoError {
     fn from(refusal: Refusal) -> GoError {
         match refusal {

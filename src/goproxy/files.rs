@@ -10,7 +10,7 @@ use http::header::{CONTENT_LENGTH, HeaderValue};
 use std::sync::Arc;
 
 use super::chain::{Answer, Failure};
-use super::error::GoError;
+use super::error::{GoError, OrInternal};
 use super::key::{AnswerKey, FileName, Key, Resource};
 use super::module::ModulePath;
 use super::route::FileKind;
@@ -130,7 +130,7 @@ impl GoProxy {
             .store
             .go_file(module.as_str(), version.as_str(), stored_kind(kind))
             .await
-            .map_err(|e| GoError::internal(key.as_str(), &e))?;
+            .or_internal(key.as_str())?;
         Ok(found.map(|(digest, size)| Stored {
             digest,
             size,
@@ -151,7 +151,7 @@ impl GoProxy {
             .store
             .read_small(&stored.digest, MEMO_BYTES as u64)
             .await
-            .map_err(|e| GoError::internal(key.as_str(), &e))?;
+            .or_internal(key.as_str())?;
         let Some(bytes) = read else {
             return Ok(None);
         };
@@ -186,7 +186,7 @@ impl GoProxy {
             .store
             .open_blob(&stored.digest)
             .await
-            .map_err(|e| GoError::internal(key.as_str(), &e))?;
+            .or_internal(key.as_str())?;
         let Some(blob) = blob else {
             return Ok(None);
         };
@@ -199,10 +199,7 @@ impl GoProxy {
         let mut response = match reply {
             Reply::HeadOnly => Response::new(body::empty()),
             Reply::Full => {
-                let stream = blob
-                    .stream(0, size)
-                    .await
-                    .map_err(|e| GoError::internal(key.as_str(), &e))?;
+                let stream = blob.stream(0, size).await.or_internal(key.as_str())?;
                 Response::new(body::stream(stream))
             }
         };
@@ -233,7 +230,7 @@ impl GoProxy {
             .store
             .forget_go_file(module.as_str(), version.as_str(), stored_kind(kind))
             .await
-            .map_err(|e| GoError::internal(key.as_str(), &e))
+            .or_internal(key.as_str())
     }
 
     async fn small_miss(

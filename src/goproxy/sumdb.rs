@@ -7,7 +7,7 @@
 use bytes::Bytes;
 
 use super::chain::fetch_one;
-use super::error::GoError;
+use super::error::{GoError, OrInternal};
 use super::key::{AnswerKey, Key, Resource};
 use super::module::ModulePath;
 use super::version::{Query, Version};
@@ -180,14 +180,14 @@ impl GoProxy {
         let Some((digest, _)) = store
             .sumdb_tile(name, tile)
             .await
-            .map_err(|e| GoError::internal(key.as_str(), &e))?
+            .or_internal(key.as_str())?
         else {
             return Ok(None);
         };
         let read = store
             .read_small(&digest, MAX_SUMDB_ANSWER as u64)
             .await
-            .map_err(|e| GoError::internal(key.as_str(), &e))?;
+            .or_internal(key.as_str())?;
         Ok(read.map(|bytes| {
             let bytes = Bytes::from(bytes);
             let weight = bytes.len();
@@ -238,7 +238,7 @@ impl GoProxy {
                     .store
                     .go_answers_under(under.as_str())
                     .await
-                    .map_err(|e| GoError::internal(key.as_str(), &e))?;
+                    .or_internal(key.as_str())?;
                 let wider = kept
                     .into_iter()
                     .filter(|(_, answer)| answer.status == 200)

@@ -14,7 +14,7 @@ use http::Response;
 use http::header::{CONTENT_LENGTH, HeaderValue};
 
 use super::chain::Answer;
-use super::error::GoError;
+use super::error::{GoError, OrInternal};
 use super::files::{artifact, with_type};
 use super::key::{AnswerKey, Key, Resource};
 use super::module::ModulePath;
@@ -43,7 +43,7 @@ impl GoProxy {
                 .inner
                 .store
                 .fill(fill_key.as_str())
-                .map_err(|e| GoError::internal(key.as_str(), &e))?;
+                .or_internal(key.as_str())?;
             let reader = match slot {
                 Slot::Joined(reader) => reader,
                 Slot::Producer(producer) => {
