@@ -229,20 +229,6 @@ fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-/// Deterministic bytes that do not compress.
-fn noise(len: usize) -> Bytes {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let bytes: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    Bytes::from(bytes)
-}
-
 async fn mirror_for(upstream: &Hostile, extra: &str) -> TestMirror {
     let url = upstream.url();
     TestMirror::start(MirrorOptions {
@@ -330,7 +316,7 @@ fn blob_url(mirror: &TestMirror, repo: &str, digest: &str) -> String {
 async fn a_cold_range_from_a_lying_upstream_never_completes_and_stores_nothing() {
     let upstream = Hostile::start().await;
     let mirror = mirror_for(&upstream, "").await;
-    let content = noise(3 << 20);
+    let content = common::noise::bytes(3 << 20);
     let digest = sha256(&content);
     let mut lie = content.to_vec();
     lie[0] ^= 0xff;
@@ -361,7 +347,7 @@ async fn a_blob_larger_than_its_descriptor_is_cut_off_and_not_stored() {
     let upstream = Hostile::start().await;
     let mirror = mirror_for(&upstream, "").await;
     // The digest is true; the manifest's size is not: the body runs past it.
-    let content = noise(2 << 20);
+    let content = common::noise::bytes(2 << 20);
     let digest = sha256(&content);
     upstream.manifest("team/app", "v1", (&digest, 1 << 20));
     upstream.blob("team/app", &digest, Reply::Chunked(content.clone()));
@@ -381,7 +367,7 @@ async fn a_blob_over_registry_max_blob_size_is_refused_and_one_under_it_is_serve
     let upstream = Hostile::start().await;
     let mirror = mirror_for(&upstream, "[registry]\nmax_blob_size = \"1MiB\"\n").await;
     let client = mirror.with_cert();
-    let big = noise((1 << 20) + 1);
+    let big = common::noise::bytes((1 << 20) + 1);
     let big_digest = sha256(&big);
     upstream.blob("team/app", &big_digest, Reply::Whole(big.clone()));
     let answer = fetch(&client, &blob_url(&mirror, "team/app", &big_digest), None).await;
@@ -394,7 +380,7 @@ async fn a_blob_over_registry_max_blob_size_is_refused_and_one_under_it_is_serve
     assert!(!complete(&answer), "an unannounced body over the limit");
     assert_refused_cleanly(&mirror, &big_digest, failures).await;
 
-    let small = noise(1 << 20);
+    let small = common::noise::bytes(1 << 20);
     let small_digest = sha256(&small);
     upstream.blob("team/app", &small_digest, Reply::Chunked(small.clone()));
     let (status, body) = fetch(&client, &blob_url(&mirror, "team/app", &small_digest), None).await;
@@ -501,7 +487,7 @@ const DRIP_LEN: usize = 400;
 async fn drip_fails_every_client_then_fills(extra: &str) {
     let upstream = Hostile::start().await;
     let mirror = mirror_for(&upstream, extra).await;
-    let content = noise(DRIP_LEN);
+    let content = common::noise::bytes(DRIP_LEN);
     let digest = sha256(&content);
     upstream.blob("team/app", &digest, Reply::Drip(content.clone()));
     let url = blob_url(&mirror, "team/app", &digest);
@@ -545,7 +531,11 @@ async fn a_dripping_module_zip_is_ended_by_the_fill_timeout() {
     let upstream = Hostile::start().await;
     let mirror = mirror_for(&upstream, "[cache]\nfill_timeout = \"2s\"\n").await;
     let path = "/example.com/drip/@v/v1.0.0.zip";
-    upstream.route(path, "application/zip", Reply::Drip(noise(DRIP_LEN)));
+    upstream.route(
+        path,
+        "application/zip",
+        Reply::Drip(common::noise::bytes(DRIP_LEN)),
+    );
     let started = Instant::now();
     assert!(!zip_completes(&mirror, path).await);
     assert!(

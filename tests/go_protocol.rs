@@ -25,19 +25,6 @@ fn tree_with(modules: &[ModuleVersion]) -> tempfile::TempDir {
     tree
 }
 
-/// Deterministic bytes that do not compress, for a zip of real size.
-fn noise(len: usize) -> String {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from(b'!' + (x % 90) as u8)
-        })
-        .collect()
-}
-
 fn files_under(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -57,7 +44,8 @@ fn files_under(dir: &Path) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_cold_zip_requests_make_one_upstream_request() {
     let mut big = ModuleVersion::package("example.com/big", "v1.0.0", "big", "big", &[]);
-    big.files.push(("data.txt".into(), noise(3 << 20)));
+    big.files
+        .push(("data.txt".into(), common::noise::text(3 << 20)));
     let tree = tree_with(&[big]);
     let upstream = StaticProxy::start(tree.path()).await;
     upstream.set_delay(Duration::from_millis(300));

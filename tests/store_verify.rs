@@ -70,19 +70,6 @@ fn metric(page: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in /metrics:\n{page}"))
 }
 
-/// Deterministic bytes that do not compress, for a zip of real size.
-fn noise(len: usize) -> String {
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from(b'!' + (x % 90) as u8)
-        })
-        .collect()
-}
-
 fn options(registry: &str, go: &str) -> MirrorOptions {
     MirrorOptions {
         extra_toml: format!(
@@ -105,7 +92,9 @@ async fn corrupt_cached_blobs_are_quarantined_never_served_and_fetched_again() {
 
     let tree = tempfile::tempdir().unwrap();
     let mut module = ModuleVersion::package("example.com/rot", "v1.0.0", "rot", "rot", &[]);
-    module.files.push(("data.txt".into(), noise(400_000)));
+    module
+        .files
+        .push(("data.txt".into(), common::noise::text(400_000)));
     write_tree(tree.path(), &[module]);
     let go = StaticProxy::start(tree.path()).await;
 

@@ -14,6 +14,7 @@ pub mod docker;
 pub mod garage;
 pub mod go;
 pub mod netns;
+pub mod noise;
 pub mod onboarding;
 pub mod postgres;
 pub mod process;
