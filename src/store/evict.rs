@@ -11,7 +11,6 @@
 //! holds in memory about the deleted rows is dropped, whichever process evicts.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -334,21 +333,15 @@ impl Store {
             after = last.clone();
             // Rows the listing did not see; a file renamed in since then has
             // appeared, so look again before calling one missing.
-            let unseen: Vec<(String, PathBuf)> = page
-                .into_iter()
-                .filter_map(|text| {
-                    let digest = text.parse::<Digest>().ok()?;
-                    (!listed.contains(&digest)).then(|| (text, self.blob_path(&digest)))
-                })
-                .collect();
-            let missing: Vec<String> = tokio::task::spawn_blocking(move || {
-                unseen
-                    .into_iter()
-                    .filter(|(_, path)| !path.exists())
-                    .map(|(text, _)| text)
-                    .collect()
-            })
-            .await?;
+            let mut missing = Vec::new();
+            for text in page {
+                let Ok(digest) = text.parse::<Digest>() else {
+                    continue;
+                };
+                if !listed.contains(&digest) && !self.inner.blobs.contains(&digest).await {
+                    missing.push(text);
+                }
+            }
             for text in missing {
                 // Hosted rows too: a row without its file is broken either way.
                 if !dry_run {

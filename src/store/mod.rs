@@ -19,7 +19,6 @@ pub mod evict;
 pub mod fill;
 mod generation;
 mod go;
-mod nowait;
 mod oci;
 mod quarantine;
 mod read;
@@ -40,6 +39,9 @@ pub use audit_log::{AuditEntry, AuditLog};
 
 use crate::sync::Unpoisoned;
 use blob_store::{BlobStore, LocalBlobs};
+
+/// An open object of the blob store this build keeps bytes in.
+type BlobObjectOf = <LocalBlobs as BlobStore>::Object;
 use db::Db;
 pub use db::now_secs;
 pub use digest::{Algorithm, Digest, Hasher, InvalidDigest};
@@ -269,7 +271,8 @@ impl Store {
         }
     }
 
-    /// The local file of a blob, for the read paths that open it directly.
+    /// The local file of a blob, for tests that damage or remove it.
+    #[cfg(test)]
     pub(crate) fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.inner.blobs.path(digest)
     }
@@ -310,7 +313,7 @@ impl Store {
         } else {
             self.inner.db.blob_size(&digest).await?.is_some()
         };
-        if indexed && self.inner.blobs.contains(&digest) {
+        if indexed && self.inner.blobs.contains(&digest).await {
             return Ok(digest);
         }
         let tmp = self.new_temp_path("put");
@@ -330,7 +333,7 @@ impl Store {
     }
 
     pub async fn has_blob(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
-        if !self.inner.blobs.contains(digest) {
+        if !self.inner.blobs.contains(digest).await {
             return Ok(None);
         }
         self.inner.db.blob_size(digest).await

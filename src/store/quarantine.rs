@@ -1,93 +1,56 @@
 //! Taking a stored blob whose bytes no longer match its digest out of
 //! service: its row goes (and with it every row that refers to it, so it is a
-//! miss from now on), its file moves to `quarantine/<alg>/<hex>` for the
-//! operator to inspect, and it is logged at error level and counted. The
+//! miss from now on), the blob store puts the object aside for the operator
+//! to inspect (locally `quarantine/<alg>/<hex>`), and it is logged at error
+//! level and counted. The
 //! quarantine is also the record that lets pushed content, which cannot be
 //! fetched again, answer with the reason instead of "unknown".
 
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-
+use super::blob_store::{BlobStore, Quarantined};
 use super::generation::BlobRows;
-use super::{Digest, Store};
+use super::{BlobObjectOf, Digest, Store};
 
 impl Store {
-    fn quarantine_path(&self, digest: &Digest) -> PathBuf {
-        self.inner
-            .root
-            .join("quarantine")
-            .join(digest.algorithm().as_str())
-            .join(digest.hex())
-    }
-
-    /// Quarantines the blob whose file `opened` was read and found bad
+    /// Quarantines the blob whose object `opened` was read and found bad
     /// (`actual` is what it hashed to, if it was read to the end). Does
-    /// nothing if the path no longer names that file: someone quarantined
-    /// it already, and a good copy may have taken its place since.
+    /// nothing if the digest no longer names that object: someone
+    /// quarantined it already, and a good copy may have taken its place since.
     pub(crate) async fn quarantine(
         &self,
         digest: &Digest,
-        opened: &std::fs::File,
+        opened: &BlobObjectOf,
         actual: Option<&Digest>,
     ) {
-        let path = self.blob_path(digest);
-        let opened = opened.metadata().map(|m| (m.dev(), m.ino()));
-        let current = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || std::fs::metadata(path).map(|m| (m.dev(), m.ino())))
-                .await
-        };
-        match (opened, current) {
-            (Ok(opened), Ok(Ok(current))) if opened == current => {}
-            _ => return,
-        }
         let actual = actual.map_or("(unreadable)".to_owned(), Digest::to_string);
+        let moved = self.inner.blobs.quarantine(digest, opened).await;
+        if matches!(moved, Ok(Quarantined::Replaced)) {
+            return;
+        }
+        // The bytes are bad even if they could not be moved: no row may point at them.
         if let Err(error) = self.delete_blob_row(digest.as_str(), BlobRows::Any).await {
             tracing::error!(%digest, %error, "stored blob failed its digest check and its row could not be dropped");
         }
-        let target = self.quarantine_path(digest);
-        let moved = {
-            let target = target.clone();
-            tokio::task::spawn_blocking(move || move_aside(&path, &target)).await
-        };
         match moved {
-            Ok(Ok(())) => {
+            Ok(Quarantined::Moved(location)) => {
                 self.inner
                     .counters
                     .quarantined_blobs
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::error!(%digest, %actual, quarantined = %target.display(),
+                tracing::error!(%digest, %actual, quarantined = %location,
                     "stored blob failed its digest check: not served, its rows dropped, file quarantined");
             }
-            Ok(Err(error)) => {
-                tracing::error!(%digest, %actual, %error, "stored blob failed its digest check and could not be quarantined")
-            }
+            Ok(Quarantined::Replaced) => {}
             Err(error) => {
                 tracing::error!(%digest, %actual, %error, "stored blob failed its digest check and could not be quarantined")
             }
         }
     }
 
-    /// Whether a blob was found corrupt and quarantined (one stat; for the
-    /// rare path where pushed content is missing).
+    /// Whether a blob was found corrupt and quarantined (for the rare path
+    /// where pushed content is missing).
     pub async fn is_quarantined(&self, digest: &Digest) -> bool {
-        tokio::fs::try_exists(self.quarantine_path(digest))
-            .await
-            .unwrap_or(false)
+        self.inner.blobs.is_quarantined(digest).await
     }
-}
-
-/// Renames `path` to `target` (same file system), replacing an older
-/// quarantined copy of the same digest; the folder is private, as `blobs/` is.
-fn move_aside(path: &Path, target: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if let Some(parent) = target.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)?;
-    }
-    std::fs::rename(path, target)
 }
 
 #[cfg(test)]
@@ -105,10 +68,8 @@ mod tests {
         assert!(store.read_small(&bad, 1024).await.unwrap().is_none());
         assert!(store.is_quarantined(&bad).await);
         assert!(!store.is_quarantined(&good).await);
-        assert_eq!(
-            std::fs::read(store.quarantine_path(&bad)).unwrap(),
-            b"will r0t"
-        );
+        let kept = dir.path().join("quarantine/sha256").join(bad.hex());
+        assert_eq!(std::fs::read(kept).unwrap(), b"will r0t");
         assert!(!store.blob_path(&bad).exists());
         assert!(store.has_blob(&bad).await.unwrap().is_none());
         assert_eq!(store.generation().current(), generation + 1);

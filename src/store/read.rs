@@ -5,21 +5,15 @@
 //! is quarantined (`quarantine`) and reads as absent from then on, so the
 //! caller treats it as a miss (or, for pushed content, names the corruption).
 
-use std::io::SeekFrom;
-use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::pin::Pin;
 
 use bytes::Bytes;
 use futures_util::future::Either;
-use futures_util::{Stream, TryStreamExt};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use futures_util::{Stream, StreamExt, TryStreamExt};
 
+use super::blob_store::{BlobObject, BlobStore, Opened};
 use super::evict::ReadGuard;
-use super::{Digest, Hasher, Store, StoreError, io_error, nowait};
-
-/// Read size when streaming a file: large enough that the per-read cost of a
-/// blocking-pool hop vanishes next to TLS, small enough to keep memory flat.
-const FILE_CHUNK: usize = 256 * 1024;
+use super::{BlobObjectOf, Digest, Hasher, Store, StoreError, io_error};
 
 /// Which reads re-hash what they serve (`cache.verify_on_read`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -48,41 +42,10 @@ impl OpenedBlob {
     }
 }
 
-enum Opened {
-    /// The bytes, and the file they came from (its identity matters if they are bad).
-    Read(Vec<u8>, std::fs::File),
-    File(std::fs::File, u64),
-}
-
-/// Sizes an open blob file and, if it is at most `read_limit` bytes, reads
-/// it whole (an empty one too, unless `read_limit` is zero: nothing to
-/// hold back when streaming it, so it is checked here). With `nowait`, a
-/// read that would wait for the disk hands the file back (`Err(file)`).
-fn open_read(
-    file: std::fs::File,
-    read_limit: u64,
-    nowait: bool,
-) -> std::io::Result<Result<Opened, std::fs::File>> {
-    use std::io::Read;
-    let size = file.metadata()?.len();
-    if read_limit == 0 || size > read_limit {
-        return Ok(Ok(Opened::File(file, size)));
-    }
-    let mut bytes = vec![0; size as usize];
-    if nowait {
-        return Ok(match nowait::read_exact_at(&file, &mut bytes, 0)? {
-            Some(()) => Ok(Opened::Read(bytes, file)),
-            None => Err(file),
-        });
-    }
-    (&file).read_exact(&mut bytes)?;
-    Ok(Ok(Opened::Read(bytes, file)))
-}
-
 /// An open, complete blob. While it (or a stream made from it) lives, the
 /// blob is marked in use and eviction passes it over.
 pub struct BlobFile {
-    file: std::fs::File,
+    object: BlobObjectOf,
     pub size: u64,
     digest: Digest,
     guard: ReadGuard,
@@ -97,21 +60,19 @@ impl BlobFile {
         len: u64,
     ) -> Result<impl Stream<Item = std::io::Result<Bytes>> + Send + 'static, StoreError> {
         if self.guard.store().verify_on_read() == VerifyOnRead::All {
-            return Ok(Either::Left(Verifier::new(self, start, len).into_stream()));
+            let verifier = Verifier::new(self, start, len).await?;
+            return Ok(Either::Left(verifier.into_stream()));
         }
         let BlobFile {
-            file,
+            object,
             guard,
-            digest: self_digest,
+            digest,
             ..
         } = self;
-        let mut file = tokio::fs::File::from_std(file);
-        if start > 0 {
-            file.seek(SeekFrom::Start(start))
-                .await
-                .map_err(io_error(format!("seeking blob {} to {start}", self_digest)))?;
-        }
-        let chunks = tokio_util::io::ReaderStream::with_capacity(file.take(len), FILE_CHUNK);
+        let chunks = object
+            .stream(start, len)
+            .await
+            .map_err(io_error(format!("reading blob {digest} from {start}")))?;
         Ok(Either::Right(chunks.map_ok(move |bytes| {
             let _held_while_streaming = &guard;
             bytes
@@ -123,7 +84,13 @@ impl BlobFile {
 /// read but not sent) and sends the range's last byte only once the digest
 /// has matched, so a client never gets a complete body of bad bytes.
 struct Verifier {
-    blob: Arc<BlobFile>,
+    /// The whole object, from its first byte.
+    chunks: Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>,
+    /// Kept to name what to quarantine if the bytes are bad.
+    object: BlobObjectOf,
+    digest: Digest,
+    size: u64,
+    guard: ReadGuard,
     hasher: Option<Hasher>,
     /// Bytes read and hashed so far.
     read: u64,
@@ -134,16 +101,30 @@ struct Verifier {
 }
 
 impl Verifier {
-    fn new(blob: BlobFile, start: u64, len: u64) -> Verifier {
-        Verifier {
-            hasher: Some(blob.digest.algorithm().hasher()),
+    async fn new(blob: BlobFile, start: u64, len: u64) -> Result<Verifier, StoreError> {
+        let BlobFile {
+            object,
+            size,
+            digest,
+            guard,
+        } = blob;
+        let chunks = object
+            .stream(0, size)
+            .await
+            .map_err(io_error(format!("reading blob {digest}")))?;
+        Ok(Verifier {
+            chunks: Box::pin(chunks),
+            hasher: Some(digest.algorithm().hasher()),
             read: 0,
             start,
-            end: start.saturating_add(len).min(blob.size),
+            end: start.saturating_add(len).min(size),
             held: None,
             done: false,
-            blob: Arc::new(blob),
-        }
+            object,
+            size,
+            digest,
+            guard,
+        })
     }
 
     fn into_stream(self) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
@@ -152,7 +133,7 @@ impl Verifier {
 
     async fn next(mut self) -> Option<(std::io::Result<Bytes>, Verifier)> {
         while !self.done {
-            if self.read == self.blob.size {
+            if self.read == self.size {
                 return self.finish().await;
             }
             let offset = self.read;
@@ -181,44 +162,51 @@ impl Verifier {
         None
     }
 
-    /// Reads and hashes the next chunk on the blocking pool.
+    /// The next chunk, hashed on the blocking pool (a 256 KiB hash is too
+    /// long a stretch for an async worker other requests wait on).
     async fn read_chunk(&mut self) -> std::io::Result<Bytes> {
-        let want = (self.blob.size - self.read).min(FILE_CHUNK as u64) as usize;
-        let offset = self.read;
-        let blob = self.blob.clone();
+        let chunk = match self.chunks.next().await {
+            Some(chunk) => chunk?,
+            None => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "stored blob {} ended after {} of {} bytes",
+                        self.digest, self.read, self.size
+                    ),
+                ));
+            }
+        };
         let mut hasher = self
             .hasher
             .take()
             .ok_or_else(|| std::io::Error::other("read after the end of a verified blob"))?;
-        let (bytes, hasher) = tokio::task::spawn_blocking(move || {
-            let mut bytes = vec![0; want];
-            blob.file.read_exact_at(&mut bytes, offset)?;
-            hasher.update(&bytes);
-            Ok::<_, std::io::Error>((bytes, hasher))
+        let (chunk, hasher) = tokio::task::spawn_blocking(move || {
+            hasher.update(&chunk);
+            (chunk, hasher)
         })
         .await
-        .map_err(std::io::Error::other)??;
+        .map_err(std::io::Error::other)?;
         self.hasher = Some(hasher);
-        Ok(Bytes::from(bytes))
+        Ok(chunk)
     }
 
-    /// At the end of the file: the held byte if the digest matched, else the
-    /// blob goes to quarantine and the body fails.
+    /// At the end of the object: the held byte if the digest matched, else
+    /// the blob goes to quarantine and the body fails.
     async fn finish(mut self) -> Option<(std::io::Result<Bytes>, Verifier)> {
         self.done = true;
         let actual = self.hasher.take()?.finish();
-        if actual == self.blob.digest {
+        if actual == self.digest {
             let held = self.held.take()?;
             return Some((Ok(held), self));
         }
-        let blob = &self.blob;
-        blob.guard
+        self.guard
             .store()
-            .quarantine(&blob.digest, &blob.file, Some(&actual))
+            .quarantine(&self.digest, &self.object, Some(&actual))
             .await;
         let error = std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("stored blob {} failed its digest check", blob.digest),
+            format!("stored blob {} failed its digest check", self.digest),
         );
         Some((Err(error), self))
     }
@@ -266,52 +254,23 @@ impl Store {
         digest: &Digest,
         read_limit: u64,
     ) -> Result<Option<OpenedBlob>, StoreError> {
-        let path = self.blob_path(digest);
         // Marked in use before the open, so an eviction cannot slip in between.
         let guard = self.guard_read(digest);
-        let context = || format!("reading blob {digest}");
-        let cached = match nowait::open(&path) {
-            Ok(Some(file)) => open_read(file, read_limit, true)
-                .map_err(io_error(context()))?
-                .map_err(Some),
-            Ok(None) => Err(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error(context())(e)),
-        };
-        let opened = match cached {
-            Ok(opened) => opened,
-            Err(open) => {
-                let read = tokio::task::spawn_blocking(move || {
-                    let file = match open {
-                        Some(file) => file,
-                        None => match std::fs::File::open(&path) {
-                            Ok(file) => file,
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                            Err(e) => return Err(e),
-                        },
-                    };
-                    Ok(open_read(file, read_limit, false)?.ok())
-                });
-                match read.await?.map_err(io_error(context()))? {
-                    Some(opened) => opened,
-                    None => return Ok(None),
-                }
-            }
-        };
-        let opened = match opened {
-            Opened::File(file, size) => OpenedBlob::File(BlobFile {
-                file,
-                size,
+        let opened = match self.inner.blobs.open(digest, read_limit).await? {
+            None => return Ok(None),
+            Some(Opened::Object(object)) => OpenedBlob::File(BlobFile {
+                size: object.size(),
+                object,
                 digest: digest.clone(),
                 guard,
             }),
-            Opened::Read(bytes, file) => {
+            Some(Opened::Whole(bytes, object)) => {
                 let mut hasher = digest.algorithm().hasher();
                 hasher.update(&bytes);
                 let actual = hasher.finish();
                 if actual != *digest {
                     drop(guard);
-                    self.quarantine(digest, &file, Some(&actual)).await;
+                    self.quarantine(digest, &object, Some(&actual)).await;
                     return Ok(None);
                 }
                 OpenedBlob::Read(Bytes::from(bytes))

@@ -3,8 +3,9 @@
 //! tests). With `repair`, a bad or missing blob loses its row, and so every
 //! row that refers to it: it becomes a miss again instead of a broken answer.
 
-use std::io::Read;
+use futures_util::StreamExt;
 
+use super::blob_store::{BlobObject, BlobStore, Opened};
 use super::generation::BlobRows;
 use super::{Digest, Store, StoreError};
 
@@ -45,11 +46,7 @@ impl Store {
             after = last.clone();
             for (text, size) in page {
                 let verdict = match text.parse::<Digest>() {
-                    Ok(digest) => {
-                        let path = self.blob_path(&digest);
-                        tokio::task::spawn_blocking(move || check(&path, &digest, size as u64))
-                            .await?
-                    }
+                    Ok(digest) => self.check(&digest, size as u64).await?,
                     Err(_) => Verdict::Corrupt,
                 };
                 report.checked += 1;
@@ -61,7 +58,7 @@ impl Store {
                 if repair && !matches!(verdict, Verdict::Good) {
                     self.delete_blob_row(&text, BlobRows::Any).await?;
                     if let Ok(digest) = text.parse::<Digest>() {
-                        let _ = std::fs::remove_file(self.blob_path(&digest));
+                        self.inner.blobs.delete(&digest).await?;
                     }
                 }
             }
@@ -70,28 +67,41 @@ impl Store {
     }
 }
 
-fn check(path: &std::path::Path, digest: &Digest, size: u64) -> Verdict {
-    let mut file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(_) => return Verdict::Missing,
-    };
-    let mut hasher = digest.algorithm().hasher();
-    let mut buf = vec![0u8; 1024 * 1024];
-    let mut total = 0u64;
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-                total += n as u64;
-            }
-            Err(_) => return Verdict::Corrupt,
+impl Store {
+    /// Reads the object for `digest` to its end and hashes it. An unreadable
+    /// object is corrupt; only an absent one is missing.
+    async fn check(&self, digest: &Digest, size: u64) -> Result<Verdict, StoreError> {
+        let object = match self.inner.blobs.open(digest, 0).await {
+            Ok(Some(Opened::Object(object) | Opened::Whole(_, object))) => object,
+            Ok(None) => return Ok(Verdict::Missing),
+            Err(_) => return Ok(Verdict::Corrupt),
+        };
+        if object.size() != size {
+            return Ok(Verdict::Corrupt);
         }
-    }
-    if total == size && hasher.finish() == *digest {
-        Verdict::Good
-    } else {
-        Verdict::Corrupt
+        let Ok(chunks) = object.stream(0, size).await else {
+            return Ok(Verdict::Corrupt);
+        };
+        let mut chunks = std::pin::pin!(chunks);
+        let mut hasher = digest.algorithm().hasher();
+        let mut total = 0u64;
+        while let Some(chunk) = chunks.next().await {
+            let Ok(chunk) = chunk else {
+                return Ok(Verdict::Corrupt);
+            };
+            total += chunk.len() as u64;
+            // Hashing a whole store is CPU work: off the async workers.
+            hasher = tokio::task::spawn_blocking(move || {
+                hasher.update(&chunk);
+                hasher
+            })
+            .await?;
+        }
+        Ok(if total == size && hasher.finish() == *digest {
+            Verdict::Good
+        } else {
+            Verdict::Corrupt
+        })
     }
 }
 
