@@ -38,10 +38,11 @@ pub use audit::{AuditQuery, AuditRecord};
 pub use audit_log::{AuditEntry, AuditLog};
 
 use crate::sync::Unpoisoned;
-use blob_store::{BlobStore, LocalBlobs};
+use blob_store::{BlobStore, Blobs};
+pub use blob_store::{S3Settings, Storage};
 
-/// An open object of the blob store this build keeps bytes in.
-type BlobObjectOf = <LocalBlobs as BlobStore>::Object;
+/// An open object of the blob store the store was opened with.
+type BlobObjectOf = <Blobs as BlobStore>::Object;
 use db::Db;
 pub use db::now_secs;
 pub use digest::{Algorithm, Digest, Hasher, InvalidDigest};
@@ -127,8 +128,8 @@ pub struct Store {
 
 pub(crate) struct Inner {
     root: PathBuf,
-    /// Blob bytes; by type, not `dyn`, so a hit pays no indirection.
-    blobs: LocalBlobs,
+    /// Blob bytes; an enum, not `dyn`, so a hit pays no indirection.
+    blobs: Blobs,
     pub(crate) db: Db,
     pub(crate) fills: fill::Fills,
     /// Digests read since the last flush; written to `accessed_at` in one
@@ -162,6 +163,12 @@ impl Store {
     /// created private: the index holds the audit trail (who pulled what),
     /// `uploads/` and `blobs/` hold pushed, possibly private, images.
     pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(data_dir, &Storage::Files).await
+    }
+
+    /// Opens the store in `data_dir` with blob bytes kept in `storage`;
+    /// staged writes and upload sessions stay in `data_dir` either way.
+    pub async fn open_with(data_dir: &Path, storage: &Storage) -> Result<Store, StoreError> {
         for dir in [
             data_dir.to_owned(),
             data_dir.join("blobs"),
@@ -177,7 +184,7 @@ impl Store {
         let store = Store {
             inner: Arc::new(Inner {
                 root: data_dir.to_owned(),
-                blobs: LocalBlobs::new(data_dir),
+                blobs: Blobs::new(data_dir, storage)?,
                 db,
                 fills: fill::Fills::default(),
                 accessed: Mutex::new(HashSet::new()),

@@ -3,11 +3,14 @@
 //! commit, delete, list, and taking a bad object out of service. What the
 //! bytes mean (digest checks on read, rows, eviction) is the store's; a
 //! backend only keeps objects. `LocalBlobs`, files under `blobs/`, is the
-//! first, and its fast paths (`openat2`, `preadv2`) stay inside it. The store
-//! holds it by type, not behind `dyn`, so a hit costs no extra call.
+//! default, and its fast paths (`openat2`, `preadv2`) stay inside it;
+//! `S3Blobs` keeps objects in an S3-compatible bucket. The store holds
+//! `Blobs`, an enum of the two rather than a `dyn`, so a hit costs a match,
+//! not an indirect call.
 
 mod local;
 mod nowait;
+mod s3;
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -18,6 +21,17 @@ use futures_util::Stream;
 use super::{Digest, StoreError};
 
 pub(crate) use local::LocalBlobs;
+use s3::S3Blobs;
+pub use s3::S3Settings;
+
+/// Where a store keeps blob bytes (`[storage] backend`).
+#[derive(Clone, Debug, Default)]
+pub enum Storage {
+    /// Files under `data_dir/blobs`.
+    #[default]
+    Files,
+    S3(S3Settings),
+}
 
 /// One stored object, as a listing sees it.
 pub(crate) struct ListedBlob {
@@ -94,4 +108,130 @@ pub(crate) trait BlobStore: Send + Sync {
 
     /// Whether an object for `digest` was found bad and put aside.
     async fn is_quarantined(&self, digest: &Digest) -> bool;
+}
+
+/// The blob store a `Store` was opened with.
+pub(crate) enum Blobs {
+    Local(LocalBlobs),
+    S3(S3Blobs),
+}
+
+/// An open object of either backend.
+pub(crate) enum AnyObject {
+    Local(local::LocalObject),
+    S3(s3::S3Object),
+}
+
+impl Blobs {
+    pub(crate) fn new(data_dir: &Path, storage: &Storage) -> Result<Blobs, StoreError> {
+        Ok(match storage {
+            Storage::Files => Blobs::Local(LocalBlobs::new(data_dir)),
+            Storage::S3(settings) => Blobs::S3(S3Blobs::new(settings)?),
+        })
+    }
+
+    /// The local file of a blob, for tests that damage or remove it.
+    #[cfg(test)]
+    pub(crate) fn path(&self, digest: &Digest) -> std::path::PathBuf {
+        match self {
+            Blobs::Local(local) => local.path(digest),
+            Blobs::S3(_) => std::path::PathBuf::from("/nonexistent/s3-object"),
+        }
+    }
+}
+
+fn opened<O>(opened: Option<Opened<O>>, wrap: fn(O) -> AnyObject) -> Option<Opened<AnyObject>> {
+    opened.map(|opened| match opened {
+        Opened::Whole(bytes, object) => Opened::Whole(bytes, wrap(object)),
+        Opened::Object(object) => Opened::Object(wrap(object)),
+    })
+}
+
+impl BlobObject for AnyObject {
+    fn size(&self) -> u64 {
+        match self {
+            AnyObject::Local(object) => object.size(),
+            AnyObject::S3(object) => object.size(),
+        }
+    }
+
+    async fn stream(
+        &self,
+        start: u64,
+        len: u64,
+    ) -> std::io::Result<impl Stream<Item = std::io::Result<Bytes>> + Send + use<>> {
+        Ok(match self {
+            AnyObject::Local(object) => {
+                futures_util::future::Either::Left(object.stream(start, len).await?)
+            }
+            AnyObject::S3(object) => {
+                futures_util::future::Either::Right(object.stream(start, len).await?)
+            }
+        })
+    }
+}
+
+impl BlobStore for Blobs {
+    type Object = AnyObject;
+
+    async fn open(
+        &self,
+        digest: &Digest,
+        read_limit: u64,
+    ) -> Result<Option<Opened<AnyObject>>, StoreError> {
+        Ok(match self {
+            Blobs::Local(local) => opened(local.open(digest, read_limit).await?, AnyObject::Local),
+            Blobs::S3(s3) => opened(s3.open(digest, read_limit).await?, AnyObject::S3),
+        })
+    }
+
+    async fn commit(&self, staged: &Path, digest: &Digest) -> Result<(), StoreError> {
+        match self {
+            Blobs::Local(local) => local.commit(staged, digest).await,
+            Blobs::S3(s3) => s3.commit(staged, digest).await,
+        }
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<(), StoreError> {
+        match self {
+            Blobs::Local(local) => local.delete(digest).await,
+            Blobs::S3(s3) => s3.delete(digest).await,
+        }
+    }
+
+    async fn contains(&self, digest: &Digest) -> bool {
+        match self {
+            Blobs::Local(local) => local.contains(digest).await,
+            Blobs::S3(s3) => s3.contains(digest).await,
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<ListedBlob>, StoreError> {
+        match self {
+            Blobs::Local(local) => local.list().await,
+            Blobs::S3(s3) => s3.list().await,
+        }
+    }
+
+    async fn quarantine(
+        &self,
+        digest: &Digest,
+        opened: &AnyObject,
+    ) -> Result<Quarantined, StoreError> {
+        match (self, opened) {
+            (Blobs::Local(local), AnyObject::Local(object)) => {
+                local.quarantine(digest, object).await
+            }
+            (Blobs::S3(s3), AnyObject::S3(object)) => s3.quarantine(digest, object).await,
+            // An object opened from one backend cannot be in the other.
+            _ => Ok(Quarantined::Replaced),
+        }
+    }
+
+    async fn is_quarantined(&self, digest: &Digest) -> bool {
+        match self {
+            Blobs::Local(local) => local.is_quarantined(digest).await,
+            Blobs::S3(s3) => s3.is_quarantined(digest).await,
+        }
+    }
 }

@@ -1,0 +1,198 @@
+//! The store with its blob bytes in an S3-compatible bucket: a real
+//! single-node Garage on loopback, the same Store API the protocols call. A
+//! small object and a multipart one (pushed through an upload session) go in
+//! under their digest and come back whole and by range; a wrong digest leaves
+//! nothing in the bucket and no upload unfinished; an object changed behind
+//! the store's back is quarantined in the bucket and reads as absent.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::garage::Garage;
+use common::{noise, wait_for};
+use futures_util::TryStreamExt;
+use mirror::store::{Begun, Digest, Pushed, S3Settings, Storage, Store, UploadOwner, VerifyOnRead};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+
+const MIB: usize = 1024 * 1024;
+
+fn settings(garage: &Garage) -> S3Settings {
+    S3Settings {
+        endpoint: garage.endpoint(),
+        bucket: garage.bucket().to_owned(),
+        region: garage.region().to_owned(),
+        path_style: true,
+        access_key_id: garage.access_key_id().to_owned(),
+        secret_access_key: garage.secret_access_key().to_owned(),
+    }
+}
+
+/// A client of our own on the bucket, to see what the store left in it.
+fn bucket(garage: &Garage) -> AmazonS3 {
+    AmazonS3Builder::new()
+        .with_endpoint(garage.endpoint())
+        .with_allow_http(true)
+        .with_virtual_hosted_style_request(false)
+        .with_region(garage.region())
+        .with_bucket_name(garage.bucket())
+        .with_access_key_id(garage.access_key_id())
+        .with_secret_access_key(garage.secret_access_key())
+        .build()
+        .expect("S3 client for garage")
+}
+
+fn key(digest: &Digest) -> Path {
+    let hex = digest.hex();
+    Path::from(format!("blobs/sha256/{}/{hex}", &hex[..2]))
+}
+
+async fn exists(bucket: &AmazonS3, key: &Path) -> bool {
+    match bucket.head(key).await {
+        Ok(_) => true,
+        Err(object_store::Error::NotFound { .. }) => false,
+        Err(error) => panic!("HEAD {key}: {error}"),
+    }
+}
+
+/// Pushes `bytes` through an upload session in 1 MiB chunks and commits it
+/// under `digest`.
+async fn push(store: &Store, id: &str, bytes: &[u8], digest: &Digest) -> Pushed {
+    let uploads = store.uploads();
+    let owner = UploadOwner::new("alice".to_owned());
+    let begun = uploads.begin(id, "hosted/app", &owner, 8).await;
+    assert_eq!(begun.expect("begin an upload session"), Begun::Opened);
+    let row = uploads.find(id).await.expect("find").expect("session row");
+    let mut file = uploads
+        .resume(id, &row)
+        .await
+        .expect("resume")
+        .expect("session file");
+    for chunk in bytes.chunks(MIB) {
+        file.write(chunk).await.expect("write a chunk");
+    }
+    file.flush().await.expect("flush");
+    uploads.commit(file, digest).await.expect("commit")
+}
+
+/// Whether a streamed read of `len` bytes ends well: refused when it starts
+/// or cut short are the same to a client.
+async fn completes(blob: mirror::store::BlobFile, len: usize) -> bool {
+    match blob.stream(0, len as u64).await {
+        Ok(body) => body.try_collect::<Vec<Bytes>>().await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+async fn start_garage() -> Garage {
+    tokio::task::spawn_blocking(Garage::start)
+        .await
+        .expect("garage start task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_in_s3_are_written_whole_read_by_range_and_quarantined_when_changed() {
+    let garage = start_garage().await;
+    let bucket = bucket(&garage);
+    let dir = tempfile::tempdir().expect("data dir");
+    let store = Store::open_with(dir.path(), &Storage::S3(settings(&garage)))
+        .await
+        .expect("a store on garage");
+
+    // Small: one PUT, read back whole and checked.
+    let config = store.put_bytes(b"{\"a\":1}", false).await.expect("put");
+    assert!(
+        exists(&bucket, &key(&config)).await,
+        "object under its digest"
+    );
+    assert_eq!(store.has_blob(&config).await.expect("has"), Some(7));
+    let read = store.read_small(&config, 1024).await.expect("read small");
+    assert_eq!(read.as_deref(), Some(&b"{\"a\":1}"[..]));
+
+    // Large: a multipart upload (over the 8 MiB part size), then ranges.
+    let layer = noise::bytes(20 * MIB + 123);
+    let digest = Digest::sha256_of(&layer);
+    let pushed = push(&store, &"a".repeat(32), &layer, &digest).await;
+    assert_eq!(
+        pushed,
+        Pushed::Stored {
+            size: layer.len() as u64
+        }
+    );
+    let meta = bucket.head(&key(&digest)).await.expect("multipart object");
+    assert_eq!(meta.size, layer.len() as u64);
+    for (start, len) in [
+        (0, layer.len()),
+        (5, 100),
+        (9 * MIB - 1, 3 * MIB),
+        (layer.len() - 1, 1),
+    ] {
+        let blob = store.open_blob(&digest).await.expect("open").expect("blob");
+        assert_eq!(blob.size, layer.len() as u64);
+        let body = blob.stream(start as u64, len as u64).await.expect("stream");
+        let got: Vec<Bytes> = body.try_collect().await.expect("ranged read");
+        assert_eq!(
+            got.concat(),
+            &layer[start..start + len],
+            "range {start}+{len}"
+        );
+    }
+    let report = store.verify(false).await.expect("verify");
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.checked, 2);
+
+    // A wrong digest: nothing under either digest, no upload left behind.
+    let other = noise::bytes(9 * MIB);
+    let claimed = Digest::sha256_of(b"something else");
+    let pushed = push(&store, &"b".repeat(32), &other, &claimed).await;
+    assert!(matches!(pushed, Pushed::WrongDigest { .. }), "{pushed:?}");
+    assert!(!exists(&bucket, &key(&claimed)).await);
+    assert!(!exists(&bucket, &key(&Digest::sha256_of(&other))).await);
+    wait_for(
+        "no unfinished multipart upload in the bucket",
+        Duration::from_secs(20),
+        || async { garage.unfinished_multipart_uploads().await == 0 },
+    )
+    .await;
+
+    // Changed behind the store's back: found on read, put aside, a miss from then on.
+    bucket
+        .put(&key(&config), PutPayload::from_static(b"{\"a\":2}"))
+        .await
+        .expect("overwrite the object");
+    let read = store.read_small(&config, 1024).await.expect("read small");
+    assert!(read.is_none(), "bad bytes read as absent");
+    assert!(store.is_quarantined(&config).await);
+    assert!(!exists(&bucket, &key(&config)).await);
+    let aside = Path::from(format!("quarantine/sha256/{}", config.hex()));
+    let kept = bucket.get(&aside).await.expect("quarantined copy");
+    assert_eq!(&kept.bytes().await.expect("bytes")[..], b"{\"a\":2}");
+    assert_eq!(store.has_blob(&config).await.expect("has"), None);
+
+    // A streamed read verified to its end fails on a changed large object.
+    store.set_verify_on_read(VerifyOnRead::All);
+    let mut changed = layer.to_vec();
+    changed[MIB] ^= 1;
+    let blob = store.open_blob(&digest).await.expect("open").expect("blob");
+    bucket
+        .put(&key(&digest), PutPayload::from(changed))
+        .await
+        .expect("overwrite the layer");
+    assert!(
+        !completes(blob, layer.len()).await,
+        "a read pinned to the old object fails"
+    );
+    let blob = store.open_blob(&digest).await.expect("open").expect("blob");
+    assert!(
+        !completes(blob, layer.len()).await,
+        "a changed object never completes"
+    );
+    assert!(store.is_quarantined(&digest).await);
+    assert!(store.open_blob(&digest).await.expect("open").is_none());
+
+    store.close().await;
+    garage.stop();
+}
