@@ -13,7 +13,6 @@ use common::garage::Garage;
 use common::postgres::Postgres;
 use common::wait_for;
 use futures_util::TryStreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -43,19 +42,6 @@ async fn pool(postgres: &Postgres) -> PgPool {
         .connect(&postgres.url())
         .await
         .expect("connect to postgres as mirror")
-}
-
-fn s3(garage: &Garage) -> AmazonS3 {
-    AmazonS3Builder::new()
-        .with_endpoint(garage.endpoint())
-        .with_allow_http(true)
-        .with_virtual_hosted_style_request(false)
-        .with_region(garage.region())
-        .with_bucket_name(garage.bucket())
-        .with_access_key_id(garage.access_key_id())
-        .with_secret_access_key(garage.secret_access_key())
-        .build()
-        .expect("S3 client for garage")
 }
 
 /// Bytes that differ at every offset, so a wrong range cannot match.
@@ -147,7 +133,7 @@ async fn postgres_has_room_for_three_replicas() {
 #[tokio::test(flavor = "multi_thread")]
 async fn garage_puts_gets_ranges_lists_and_deletes_objects() {
     let garage = start_garage().await;
-    let store = s3(&garage);
+    let store = garage.client();
     let blob = patterned(3 * MIB + 17, 1);
     let blob_path = Path::from(format!("blobs/sha256/{}", sha256(&blob)));
     let note_path = Path::from("blobs/notes/readme");
@@ -207,7 +193,7 @@ async fn garage_puts_gets_ranges_lists_and_deletes_objects() {
 #[tokio::test(flavor = "multi_thread")]
 async fn garage_multipart_upload_is_invisible_until_complete_and_abort_leaves_nothing() {
     let garage = start_garage().await;
-    let store = s3(&garage);
+    let store = garage.client();
     let parts = [patterned(PART, 2), patterned(PART, 3), patterned(1000, 4)];
     let whole: Vec<u8> = parts.iter().flat_map(|part| part.iter().copied()).collect();
 
@@ -246,7 +232,8 @@ async fn garage_multipart_upload_is_invisible_until_complete_and_abort_leaves_no
             .expect("put part");
         etags.push(etag);
     }
-    s3(&garage)
+    garage
+        .client()
         .complete_multipart(&path, &id, etags)
         .await
         .expect("complete from another client");

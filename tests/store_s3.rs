@@ -14,7 +14,7 @@ use common::garage::Garage;
 use common::{noise, wait_for};
 use futures_util::TryStreamExt;
 use mirror::store::{Begun, Digest, Pushed, S3Settings, Storage, Store, UploadOwner, VerifyOnRead};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::AmazonS3;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 
@@ -29,20 +29,6 @@ fn settings(garage: &Garage) -> S3Settings {
         access_key_id: garage.access_key_id().to_owned(),
         secret_access_key: garage.secret_access_key().to_owned(),
     }
-}
-
-/// A client of our own on the bucket, to see what the store left in it.
-fn bucket(garage: &Garage) -> AmazonS3 {
-    AmazonS3Builder::new()
-        .with_endpoint(garage.endpoint())
-        .with_allow_http(true)
-        .with_virtual_hosted_style_request(false)
-        .with_region(garage.region())
-        .with_bucket_name(garage.bucket())
-        .with_access_key_id(garage.access_key_id())
-        .with_secret_access_key(garage.secret_access_key())
-        .build()
-        .expect("S3 client for garage")
 }
 
 fn key(digest: &Digest) -> Path {
@@ -96,7 +82,7 @@ async fn start_garage() -> Garage {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blobs_in_s3_are_written_whole_read_by_range_and_quarantined_when_changed() {
     let garage = start_garage().await;
-    let bucket = bucket(&garage);
+    let bucket = garage.client();
     let dir = tempfile::tempdir().expect("data dir");
     let store = Store::open_with(dir.path(), &Storage::S3(settings(&garage)))
         .await

@@ -74,6 +74,21 @@ impl Garage {
         self.server.as_ref().map(Guard::pid)
     }
 
+    /// An S3 client of the test's own on the bucket, to see what the mirror
+    /// left in it.
+    pub fn client(&self) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .with_region(REGION)
+            .with_bucket_name(BUCKET)
+            .with_access_key_id(&self.access_key_id)
+            .with_secret_access_key(&self.secret_access_key)
+            .build()
+            .expect("S3 client for garage")
+    }
+
     /// The `[storage]` section of a mirror config that uses this node.
     pub fn storage_toml(&self) -> String {
         format!(
