@@ -2,7 +2,7 @@
 //! modules (GOPROXY) and container images (OCI distribution), with a bundled PKI.
 //!
 //! Layering, top to bottom; a module uses only modules of the layers below it:
-//! `cli → prefetch → instance → server → http → {goproxy, oci} → metrics → config → {store, upstream, auth} → {wire, sync, escape, file_mode}`.
+//! `cli → prefetch → instance → server → http → {goproxy, oci} → metrics → config → {store, upstream, auth, forward} → {wire, sync, escape, file_mode}`.
 //! `tests/layering.rs` holds this order and fails on any `crate::` path against it.
 //!
 //! - `cli`: the command line, thin over the library.
@@ -17,6 +17,8 @@
 //! - `store`: the only code that touches `data_dir`.
 //! - `upstream`: outbound HTTP, redirects and single flights.
 //! - `auth`: who is asking and whether they may.
+//! - `forward`: `mirror forward`, the client side: a loopback relay to a mirror
+//!   with a certificate; it uses none of the server, only the leaves.
 //! - `wire`: the request vocabulary the protocols and the dispatcher share.
 //! - `sync`: lock acquisition that ignores poisoning.
 //! - `escape`: makes outside text safe to log.
@@ -31,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub(crate) mod escape;
 pub(crate) mod file_mode;
+pub(crate) mod forward;
 pub(crate) mod goproxy;
 pub(crate) mod http;
 pub mod instance;

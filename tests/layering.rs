@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["goproxy", "oci"],
     &["metrics"],
     &["config"],
-    &["store", "upstream", "auth"],
+    &["store", "upstream", "auth", "forward"],
     &["wire", "sync", "escape", "file_mode"],
 ];
 

@@ -4,10 +4,12 @@
 //! - `serve`;
 //! - `pki init | issue-server | issue-client | list | revoke | inspect`;
 //! - `audit`;
-//! - `cache stats | gc | prefetch | verify`.
+//! - `cache stats | gc | prefetch | verify`;
+//! - `forward` (the client-side relay for go, `crate::forward`).
 
 mod audit;
 mod cache;
+mod forward;
 mod pki;
 
 use std::io::IsTerminal;
@@ -49,6 +51,8 @@ enum Command {
         #[command(subcommand)]
         command: cache::CacheCommand,
     },
+    /// Relay plain HTTP on loopback to the mirror with a certs.d client certificate (for go).
+    Forward(forward::ForwardArgs),
 }
 
 /// Where a command finds the data dir: `--config` (its `data_dir`), or
@@ -122,6 +126,7 @@ pub fn main() -> ExitCode {
         Command::Pki { command } => pki::run(command),
         Command::Audit(args) => audit::run(args),
         Command::Cache { command } => cache::run(command),
+        Command::Forward(args) => forward::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
