@@ -153,7 +153,9 @@ fn causes(error: &reqwest::Error) -> String {
     let mut next: Option<&dyn std::error::Error> = Some(error);
     while let Some(cause) = next {
         let text = cause.to_string();
-        if !parts.iter().any(|p: &String| p.contains(&text)) {
+        // hyper-util's "client error (Connect)" only says which step the next cause is from.
+        let step = text.starts_with("client error (");
+        if !step && !parts.iter().any(|p: &String| p.contains(&text)) {
             parts.push(text);
         }
         next = cause.source();

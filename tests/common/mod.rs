@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod containerd;
 pub mod docker;
+pub mod forward;
 pub mod garage;
 pub mod go;
 pub mod netns;
