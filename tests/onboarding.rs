@@ -2,7 +2,9 @@
 //! block it prints that can run on this machine is run against a test mirror,
 //! changed only as tests/common/onboarding.rs describes. The docker block runs
 //! in tests/docker_e2e.rs (it needs an address off loopback) and the containerd
-//! block in tests/containerd_e2e.rs (it needs a containerd daemon).
+//! block in tests/containerd_e2e.rs (it needs a containerd daemon). The forward
+//! block runs here with `systemctl --user` stood in for (there is no user
+//! manager in a test): it starts the unit's `ExecStart` as systemd would.
 
 mod common;
 
@@ -11,7 +13,7 @@ use std::time::Duration;
 use common::audit::{Who, wait_for_read};
 use common::go::{PSEUDO, StaticProxy, standard_modules, write_latest, write_tree};
 use common::onboarding::Onboarding;
-use common::process::{text, tool};
+use common::process::{free_port, mirror_bin, text, tool};
 use common::registry::layout::Layout;
 use common::registry::{Auth, DockerRegistry};
 use common::{MirrorOptions, PASSWORD, TestMirror, USER};
@@ -28,10 +30,11 @@ async fn the_printed_text_has_a_block_per_client_and_sends_no_certificate_user_t
     let mirror = TestMirror::start(MirrorOptions::default()).await;
     let work = tempfile::tempdir().expect("work");
     let onboarding = block_in_place(|| issue(&mirror, work.path()));
-    for client in ["docker", "podman", "containerd", "curl", "go"] {
+    let clients = ["docker", "podman", "containerd", "curl", "go", "forward"];
+    for client in clients {
         assert!(!onboarding.commands(client).is_empty(), "{client}");
     }
-    let commands: Vec<String> = ["docker", "podman", "containerd", "curl", "go"]
+    let commands: Vec<String> = clients
         .iter()
         .flat_map(|client| onboarding.commands(client))
         .collect();
@@ -51,6 +54,13 @@ async fn the_printed_text_has_a_block_per_client_and_sends_no_certificate_user_t
     let host_line = format!("machine {} login {USER}", mirror.addr.ip());
     assert!(go.contains(&port_line) && go.contains(&host_line), "{go}");
     assert!(go.contains("export SSL_CERT_FILE="), "{go}");
+    let forward = onboarding.block("forward");
+    assert!(
+        forward.contains("~/.config/systemd/user/mirror-forward.service")
+            && forward.contains("Type=notify")
+            && forward.contains("export GOPROXY=http://127.0.0.1:5080"),
+        "{forward}"
+    );
     mirror.stop().await;
 }
 
@@ -191,5 +201,101 @@ async fn the_printed_go_steps_work_with_go_1_19_and_go_1_23() {
         );
     }
     wait_for_read(&mirror, "example.com/greet", Who::User(USER)).await;
+    mirror.stop().await;
+}
+
+/// `systemctl --user` for the forward block: `enable --now` starts the unit's
+/// `ExecStart` (with `%h`, as systemd expands it) in the background, records
+/// its PID and returns once the port answers, as `Type=notify` makes
+/// systemctl wait for the service.
+fn fake_systemctl(listen: &str) -> String {
+    format!(
+        r#"systemctl() {{
+  [ "$1" = --user ] || return 1
+  case "$2" in
+    daemon-reload) ;;
+    enable)
+      [ "$3" = --now ] || return 1
+      exec_start=$(sed -n 's/^ExecStart=//p' "$HOME/.config/systemd/user/$4" | sed "s|%h|$HOME|g")
+      $exec_start >"$HOME/forward.log" 2>&1 </dev/null &
+      echo $! >"$HOME/forward.pid"
+      tries=0
+      until curl -s -o /dev/null "http://{listen}/"; do
+        tries=$((tries + 1)); [ $tries -lt 200 ] || {{ cat "$HOME/forward.log"; return 1; }}
+        sleep 0.05
+      done ;;
+    *) return 1 ;;
+  esac
+}}"#
+    )
+}
+
+/// Stops the forwarder a fake `systemctl` started, by the PID it recorded.
+struct Started(std::path::PathBuf);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0) {
+            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_printed_forward_unit_gives_go_1_19_and_go_1_23_the_certificate() {
+    let tree = tempfile::tempdir().expect("tree");
+    write_tree(tree.path(), &standard_modules());
+    let upstream = StaticProxy::start(tree.path()).await;
+    let mirror = TestMirror::start(MirrorOptions {
+        client_auth: "required",
+        extra_toml: format!("[go]\nupstream = \"{}\"\n", upstream.url()),
+        ..MirrorOptions::default()
+    })
+    .await;
+    let work = tempfile::tempdir().expect("work");
+    let onboarding = block_in_place(|| issue(&mirror, work.path()));
+    let bin = mirror_bin().display().to_string();
+    for go in ["go", "go1.23"] {
+        let home = work.path().join(format!("home-{go}"));
+        std::fs::create_dir_all(&home).expect("home");
+        let _started = Started(home.join("forward.pid"));
+        let go_bin = tool(go);
+        let path = format!(
+            "{}:/usr/bin:/bin",
+            go_bin.parent().expect("go's bin dir").display()
+        );
+        let home_text = home.display().to_string();
+        let gopath = home.join("gopath").display().to_string();
+        let gocache = home.join("gocache").display().to_string();
+        let env = [
+            ("PATH", path.as_str()),
+            ("HOME", home_text.as_str()),
+            ("GOPATH", gopath.as_str()),
+            ("GOCACHE", gocache.as_str()),
+            ("GOFLAGS", "-modcacherw"),
+        ];
+        let listen = format!("127.0.0.1:{}", free_port());
+        let ran = block_in_place(|| {
+            onboarding.run(
+                "forward",
+                &fake_systemctl(&listen),
+                &[
+                    ("golang.org/x/mod", "example.com/greet"),
+                    ("127.0.0.1:5080", &listen),
+                    ("/usr/local/bin/mirror", &bin),
+                ],
+                &env,
+                LIMIT,
+            )
+        });
+        assert!(ran.status.success(), "{go}: {}", text(&ran));
+        assert_eq!(
+            String::from_utf8_lossy(&ran.stdout).trim(),
+            "example.com/greet v1.2.0",
+            "{go}: {}",
+            text(&ran)
+        );
+    }
+    wait_for_read(&mirror, "example.com/greet", Who::Cert(USER)).await;
     mirror.stop().await;
 }

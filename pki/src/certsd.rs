@@ -1,6 +1,7 @@
 //! The Docker `certs.d` layout for one registry and one client, and the
 //! instructions that go with it: shell blocks a user can paste, one per kind
-//! of client, which the end-to-end tests parse and run (tests/onboarding.rs).
+//! of client (and `mirror forward` for go), which the end-to-end tests parse
+//! and run (tests/onboarding.rs).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -71,7 +72,13 @@ impl CertsDir {
 /// The name the mirror and every client give Docker Hub.
 const DOCKER_HUB: &str = "docker.io";
 
-/// Printable instructions for Docker, podman, containerd, curl and Go.
+/// Where `mirror forward` listens in the printed steps, and where they expect
+/// the binary: the user's machine has no mirror installed otherwise.
+const FORWARD_LISTEN: &str = "127.0.0.1:5080";
+const MIRROR_BIN: &str = "/usr/local/bin/mirror";
+
+/// Printable instructions for Docker, podman, containerd, curl and Go (with a
+/// password, or with the certificate through `mirror forward`).
 pub struct ClientUsage<'a> {
     dir: &'a CertsDir,
     user: &'a str,
@@ -153,6 +160,25 @@ impl ClientUsage<'_> {
         )
     }
 
+    /// The systemd user unit that runs `mirror forward` with this folder,
+    /// copied to `~/.config/mirror/certs.d/` (`%h` is the user's home). No
+    /// blank line: the printed blocks are separated by blank lines.
+    pub fn forward_unit(&self) -> String {
+        let reg = self.dir.registry.as_str();
+        format!(
+            "[Unit]\n\
+             Description=mirror forward: http://{FORWARD_LISTEN} to https://{reg} as {user}\n\
+             [Service]\n\
+             Type=notify\n\
+             ExecStart={MIRROR_BIN} forward --listen {FORWARD_LISTEN} --to https://{reg} \
+             --cert-dir %h/.config/mirror/certs.d/{reg}\n\
+             Restart=on-failure\n\
+             [Install]\n\
+             WantedBy=default.target\n",
+            user = self.user,
+        )
+    }
+
     fn docker(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let reg = self.dir.registry.as_str();
         let folder = quote(&self.dir.path);
@@ -230,11 +256,31 @@ impl ClientUsage<'_> {
     fn go(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "# go cannot send client certificates (golang/go#30119): it uses a password from the\n\
-             # mirror's htpasswd file. Go 1.23 matches a .netrc machine with its port, Go 1.19\n\
-             # without it: keep both lines."
+            "# go cannot send client certificates (golang/go#30119): here it uses a password from the\n\
+             # mirror's htpasswd file (the forward block below gives it the certificate instead).\n\
+             # Go 1.23 matches a .netrc machine with its port, Go 1.19 without it: keep both lines."
         )?;
         write!(f, "{}", self.go_env())
+    }
+
+    fn forward(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "\n# forward: go with this certificate instead of a password, also where the mirror requires\n\
+             # one (client_auth = \"required\"): `mirror forward` relays plain HTTP on {FORWARD_LISTEN},\n\
+             # which only this user may use, to the mirror with it. A systemd user unit keeps it running;\n\
+             # it needs the mirror binary at {MIRROR_BIN}.\n\
+             mkdir -p ~/.config/mirror/certs.d ~/.config/systemd/user\n\
+             cp -r {folder} ~/.config/mirror/certs.d/\n\
+             cat > ~/.config/systemd/user/mirror-forward.service <<'EOF'\n\
+             {unit}EOF\n\
+             systemctl --user daemon-reload\n\
+             systemctl --user enable --now mirror-forward.service\n\
+             export GOPROXY=http://{FORWARD_LISTEN}\n\
+             go list -m golang.org/x/mod@latest",
+            folder = quote(&self.dir.path),
+            unit = self.forward_unit(),
+        )
     }
 }
 
@@ -256,7 +302,8 @@ impl fmt::Display for ClientUsage<'_> {
         self.podman(f)?;
         self.containerd(f)?;
         self.curl(f)?;
-        self.go(f)
+        self.go(f)?;
+        self.forward(f)
     }
 }
 
