@@ -1,17 +1,18 @@
 //! `mirror forward`, the real binary, between the real `go` command (1.19 and
 //! 1.23) and a mirror with `client_auth = "required"`: go gets the
 //! certificate's identity, checksum verification goes through it, the mirror
-//! down is a 502 go prints, a non-loopback listen address is refused, other
-//! users are refused, one connection to the mirror carries every request, and
-//! a 100 MiB zip passes in flat memory.
+//! down is a 502 go prints, as is a certificate the mirror refuses, a
+//! non-loopback listen address is refused, other users are refused, one
+//! connection to the mirror carries every request, and a 100 MiB zip passes in
+//! flat memory.
 
 mod common;
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::audit::{Who, rows, wait_for_read};
@@ -19,6 +20,7 @@ use common::forward::{self, Forward};
 use common::go::{GoEnv, GoVersion, StaticProxy, SumdbServer, standard_modules, write_tree};
 use common::process::{run, text, tool};
 use common::{MirrorOptions, PASSWORD, TestMirror, USER};
+use mirror_pki::layout;
 use sha2::Digest;
 use tokio::task::block_in_place;
 
@@ -422,4 +424,128 @@ async fn a_100_mib_zip_streams_through_the_forwarder_in_flat_memory() {
         received / MIB
     );
     mirror.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_the_mirror_refuses_is_a_502_naming_why() {
+    let tree = tempfile::tempdir().expect("tree");
+    write_tree(tree.path(), &standard_modules());
+    let upstream = StaticProxy::start(tree.path()).await;
+    let mirror = certificate_only_mirror(&upstream, None).await;
+    // alice's name, from a CA the mirror does not trust.
+    let elsewhere = tempfile::tempdir().expect("other CA");
+    let foreign = common::TestPki::create(elsewhere.path());
+    let registry: mirror_pki::RegistryHost = mirror.host_port().parse().expect("registry");
+    let certs = mirror_pki::CertsDir::write(
+        &elsewhere.path().join("certs.d"),
+        &registry,
+        mirror.pki.ca_pem(),
+        &foreign.alice,
+    )
+    .expect("certs.d");
+    let forward = block_in_place(|| Forward::start(&mirror.url(""), &certs.path));
+    let response = reqwest::Client::new()
+        .get(format!("{}/example.com/greet/@v/list", forward.url()))
+        .send()
+        .await
+        .expect("through the forwarder");
+    let status = response.status();
+    let body = response.text().await.expect("body");
+    assert_eq!(status, 502, "{body}");
+    // The mirror's TLS alert, not just "connection was not ready" (README: mTLS for go).
+    assert!(
+        body.starts_with("mirror forward: cannot reach the mirror")
+            && body.contains("received fatal alert"),
+        "{body}"
+    );
+    assert_eq!(upstream.count("/example.com/greet"), 0);
+    mirror.stop().await;
+}
+
+/// A "mirror" with the real server certificate that reads each request's head,
+/// records its request line and hangs up without answering: every request sent
+/// through the forwarder fails after the mirror got it.
+async fn hanging_up_mirror(pki: &common::TestPki) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::AsyncBufReadExt;
+
+    let chain = CertificateDer::pem_file_iter(pki.pki.path(layout::SERVER_CERT))
+        .expect("server cert")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("server cert pem");
+    let key = PrivateKeyDer::from_pem_file(pki.pki.path(layout::SERVER_KEY)).expect("server key");
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorder = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, recorder) = (acceptor.clone(), recorder.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut lines = tokio::io::BufReader::new(tls).lines();
+                let Ok(Some(request_line)) = lines.next_line().await else {
+                    return;
+                };
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.is_empty() {
+                        break;
+                    }
+                }
+                recorder.lock().expect("seen").push(request_line);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_bodiless_idempotent_request_is_sent_twice_to_a_mirror_that_hung_up() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pki = common::TestPki::create(dir.path());
+    let (addr, seen) = hanging_up_mirror(&pki).await;
+    let registry: mirror_pki::RegistryHost = addr.to_string().parse().expect("registry");
+    let certs = mirror_pki::CertsDir::write(
+        &dir.path().join("certs.d"),
+        &registry,
+        pki.ca_pem(),
+        &pki.alice,
+    )
+    .expect("certs.d");
+    let forward = block_in_place(|| Forward::start(&format!("https://{addr}"), &certs.path));
+    let local = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", forward.url());
+    let requests = [
+        local.get(url("/example.com/greet/@v/list")),
+        local.post(url("/v2/app/blobs/uploads/")),
+        local
+            .put(url("/v2/app/blobs/uploads/1?digest=sha256:00"))
+            .body("layer bytes"),
+    ];
+    for request in requests {
+        let response = request.send().await.expect("through the forwarder");
+        assert_eq!(response.status(), 502);
+    }
+    let seen = seen.lock().expect("seen").clone();
+    assert_eq!(
+        seen,
+        [
+            "GET /example.com/greet/@v/list HTTP/1.1",
+            "GET /example.com/greet/@v/list HTTP/1.1",
+            "POST /v2/app/blobs/uploads/ HTTP/1.1",
+            "PUT /v2/app/blobs/uploads/1?digest=sha256:00 HTTP/1.1",
+        ],
+        "a GET is tried again on its own connection; an upload POST may have opened a session, \
+         and a streamed body is never sent twice"
+    );
 }

@@ -1,7 +1,7 @@
-//! The certs.d folder a forwarder presents, and the one pooled client built
-//! from it: `ca.crt` is the only trust anchor (the mirror's CA, never the
-//! system roots), `client.cert` + `client.key` the identity. The key is
-//! refused when other users could read it, as the server refuses its own.
+//! The certs.d folder a forwarder presents, and the clients built from it:
+//! `ca.crt` is the only trust anchor (the mirror's CA, never the system
+//! roots), `client.cert` + `client.key` the identity. The key is refused when
+//! other users could read it, as the server refuses its own.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -47,8 +47,20 @@ impl fmt::Display for Identity {
     }
 }
 
-/// The client for `dir` and the identity it presents.
-pub fn client(dir: &Path) -> Result<(reqwest::Client, Identity), CertsError> {
+/// The two clients a relay uses, with one identity.
+pub struct Clients {
+    /// Every request: one pool, HTTP/2 when the mirror offers it (every
+    /// request multiplexed on one TLS connection), keep-alive otherwise.
+    pub pooled: reqwest::Client,
+    /// One HTTP/1.1 connection per request, kept for none: for the second
+    /// try of a request the pool failed. HTTP/2 loses why a TLS 1.3 server
+    /// refused the certificate (the alert comes after the handshake and the
+    /// request sees only "connection was not ready"); HTTP/1.1 reports it.
+    pub once: reqwest::Client,
+}
+
+/// The clients for `dir` and the identity they present.
+pub fn clients(dir: &Path) -> Result<(Clients, Identity), CertsError> {
     let ca_path = dir.join(layout::CERTS_D_CA);
     let cert_path = dir.join(layout::CERTS_D_CERT);
     let key_path = dir.join(layout::CERTS_D_KEY);
@@ -73,19 +85,23 @@ pub fn client(dir: &Path) -> Result<(reqwest::Client, Identity), CertsError> {
         path: key_path,
         reason: format!("not a key for {}: {e}", layout::CERTS_D_CERT),
     })?;
-    let client = builder()
-        .tls_certs_only(anchors)
-        .identity(tls_identity)
-        .build()
-        .map_err(|source| CertsError::Client {
-            dir: dir.to_owned(),
-            source,
-        })?;
-    Ok((client, identity))
+    let build = |builder: reqwest::ClientBuilder| {
+        builder
+            .tls_certs_only(anchors.clone())
+            .identity(tls_identity.clone())
+            .build()
+            .map_err(|source| CertsError::Client {
+                dir: dir.to_owned(),
+                source,
+            })
+    };
+    let clients = Clients {
+        pooled: build(builder())?,
+        once: build(builder().http1_only().pool_max_idle_per_host(0))?,
+    };
+    Ok((clients, identity))
 }
 
-/// One pool for every local connection: HTTP/2 when the mirror offers it
-/// (every request multiplexed on one TLS connection), keep-alive otherwise.
 fn builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .https_only(true)

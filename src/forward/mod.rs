@@ -89,7 +89,7 @@ impl Forwarder {
             to: crate::escape::escape(&options.to).into_owned(),
             reason,
         })?;
-        let (client, identity) = certs::client(&options.cert_dir)?;
+        let (clients, identity) = certs::clients(&options.cert_dir)?;
         let listener =
             TcpListener::bind(options.listen)
                 .await
@@ -104,7 +104,7 @@ impl Forwarder {
         };
         Ok(Forwarder {
             listener,
-            relay: Arc::new(Relay::new(client, origin)),
+            relay: Arc::new(Relay::new(clients, origin)),
             admission: Arc::new(admission),
             identity,
         })

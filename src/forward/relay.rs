@@ -7,17 +7,18 @@
 //! only get a certified request refused, or leak a password meant elsewhere.
 
 use http::header::{self, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::BodyDataStream;
 use hyper::body::Incoming;
 use reqwest::Url;
 
+use super::certs::Clients;
 use crate::escape::escape;
 
-/// The mirror's origin and the pooled client that reaches it.
+/// The mirror's origin and the clients that reach it.
 pub struct Relay {
-    client: reqwest::Client,
+    clients: Clients,
     origin: String,
 }
 
@@ -41,8 +42,8 @@ pub fn origin(to: &str) -> Result<String, &'static str> {
 }
 
 impl Relay {
-    pub fn new(client: reqwest::Client, origin: String) -> Relay {
-        Relay { client, origin }
+    pub fn new(clients: Clients, origin: String) -> Relay {
+        Relay { clients, origin }
     }
 
     pub fn origin(&self) -> &str {
@@ -59,14 +60,27 @@ impl Relay {
             );
         };
         let (parts, body) = request.into_parts();
-        let mut outgoing = self
-            .client
-            .request(parts.method.clone(), url)
-            .headers(end_to_end(&parts.headers, REQUEST_ONLY));
-        if !body.is_end_stream() {
-            outgoing = outgoing.body(reqwest::Body::wrap_stream(BodyDataStream::new(body)));
-        }
-        match outgoing.send().await {
+        let headers = end_to_end(&parts.headers, REQUEST_ONLY);
+        let outgoing = |client: &reqwest::Client| {
+            client
+                .request(parts.method.clone(), url.clone())
+                .headers(headers.clone())
+        };
+        let sent = if body.is_end_stream() {
+            let first = outgoing(&self.clients.pooled).send().await;
+            match first {
+                Err(error) if retryable(&parts.method, &error) => {
+                    outgoing(&self.clients.once).send().await
+                }
+                sent => sent,
+            }
+        } else {
+            // Sent once: the body streams from the local client and is never held, so
+            // once the mirror has read part of it there is nothing to send again.
+            let body = reqwest::Body::wrap_stream(BodyDataStream::new(body));
+            outgoing(&self.clients.pooled).body(body).send().await
+        };
+        match sent {
             Ok(answer) => back(answer),
             Err(error) => {
                 let reason = causes(&error);
@@ -96,6 +110,15 @@ impl Relay {
         }
         Url::parse(&format!("{}{path_and_query}", self.origin)).ok()
     }
+}
+
+/// Whether a body-less request the pool failed gets a second try on its own
+/// HTTP/1.1 connection, whose error says why the mirror refused (see
+/// `Clients::once`). Only an idempotent method: the mirror may have acted on the
+/// first before failing (an upload `POST` would open two sessions). Not after a
+/// connect error or a timeout either: the second try would only say it again, later.
+fn retryable(method: &Method, error: &reqwest::Error) -> bool {
+    method.is_idempotent() && !error.is_connect() && !error.is_timeout()
 }
 
 /// The mirror's answer as the local client's.
