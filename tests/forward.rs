@@ -341,20 +341,6 @@ async fn one_connection_to_the_mirror_carries_sequential_and_concurrent_requests
     mirror.stop().await;
 }
 
-/// Bytes no compressor shrinks (xorshift), so the zip is as large as its content.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 const BIG: &str = "example.com/big";
 const MIB: usize = 1024 * 1024;
 
@@ -377,10 +363,11 @@ fn write_big_module(root: &Path) -> Vec<u8> {
     zip.start_file(format!("{prefix}go.mod"), stored)
         .expect("entry");
     zip.write_all(go_mod.as_bytes()).expect("go.mod");
+    let data = common::noise::bytes(25 * MIB);
     for i in 0..4 {
         zip.start_file(format!("{prefix}data{i}.bin"), stored)
             .expect("entry");
-        zip.write_all(&noise(25 * MIB, i + 1)).expect("data");
+        zip.write_all(&data).expect("data");
     }
     let bytes = zip.finish().expect("zip").into_inner();
     std::fs::write(dir.join("v1.0.0.zip"), &bytes).expect("zip file");
