@@ -2,9 +2,10 @@
 //! 1.23) and a mirror with `client_auth = "required"`: go gets the
 //! certificate's identity, checksum verification goes through it, the mirror
 //! down is a 502 go prints, as is a certificate the mirror refuses, a
-//! non-loopback listen address is refused, other users are refused, one
-//! connection to the mirror carries every request, and a 100 MiB zip passes in
-//! flat memory.
+//! non-loopback listen address is refused, other users and web pages are
+//! refused, a request is sent twice only when it has no body and is
+//! idempotent, one connection to the mirror carries every request, and a
+//! 100 MiB zip passes in flat memory.
 
 mod common;
 
@@ -264,6 +265,47 @@ async fn another_local_user_is_refused_the_certificate() {
         text(&served)
     );
     assert!(upstream.count("/example.com/greet/@v/list") == 1);
+    mirror.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_pages_requests_are_refused_the_certificate() {
+    let tree = tempfile::tempdir().expect("tree");
+    write_tree(tree.path(), &standard_modules());
+    let upstream = StaticProxy::start(tree.path()).await;
+    let mirror = certificate_only_mirror(&upstream, None).await;
+    let forward = forward_to(&mirror);
+    let url = format!("{}/example.com/greet/@v/list", forward.url());
+    let curl = |headers: &[String]| {
+        let mut command = std::process::Command::new(tool("curl"));
+        command.args(["-sS", "-w", "\n%{http_code}"]);
+        for header in headers {
+            command.args(["-H", header]);
+        }
+        command.arg(&url);
+        let output = block_in_place(|| run(&mut command, Duration::from_secs(60)));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let port = forward.addr.port();
+    // A page's fetch() to 127.0.0.1: the browser adds Origin and the Sec-Fetch-* metadata.
+    let fetched = curl(&[
+        "Origin: https://pages.example".into(),
+        "Sec-Fetch-Site: cross-site".into(),
+        "Sec-Fetch-Mode: cors".into(),
+    ]);
+    assert!(
+        fetched.ends_with("\n403") && fetched.contains("web browser"),
+        "{fetched}"
+    );
+    // DNS rebinding: the page's own name, pointed at 127.0.0.1, so the page may read the answer.
+    let rebound = curl(&[format!("Host: rebind.pages.example:{port}")]);
+    assert!(
+        rebound.ends_with("\n403") && rebound.contains("DNS rebinding"),
+        "{rebound}"
+    );
+    assert_eq!(upstream.count("/example.com/greet"), 0);
+    let served = curl(&[format!("Host: localhost:{port}")]);
+    assert_eq!(served, "v1.0.0\nv1.1.0\nv1.2.0\n\n200");
     mirror.stop().await;
 }
 

@@ -6,11 +6,13 @@
 //!
 //! Whoever can connect acts with the certificate, so the listener is on
 //! loopback unless the operator insists, and there it serves only the user
-//! who runs it (`peer`).
+//! who runs it (`peer`) and never a web browser (`browser`).
 
+mod browser;
 mod certs;
 mod notify;
 mod peer;
+mod refusal;
 mod relay;
 
 use std::future::Future;
@@ -30,6 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub use certs::Identity;
 pub use notify::ready as notify_ready;
 
+use browser::Hosts;
 use peer::Admission;
 use relay::Relay;
 
@@ -70,6 +73,7 @@ pub struct Forwarder {
     listener: TcpListener,
     relay: Arc<Relay>,
     admission: Arc<Admission>,
+    hosts: Hosts,
     identity: Identity,
 }
 
@@ -97,15 +101,16 @@ impl Forwarder {
                     addr: options.listen,
                     source,
                 })?;
-        let admission = if options.listen.ip().is_loopback() {
-            Admission::same_user(&identity)
+        let (admission, hosts) = if options.listen.ip().is_loopback() {
+            (Admission::same_user(&identity), Hosts::Local)
         } else {
-            Admission::anyone()
+            (Admission::anyone(), Hosts::Any)
         };
         Ok(Forwarder {
             listener,
             relay: Arc::new(Relay::new(clients, origin)),
             admission: Arc::new(admission),
+            hosts,
             identity,
         })
     }
@@ -150,6 +155,7 @@ impl Forwarder {
             let connection = Connection {
                 relay: self.relay.clone(),
                 admission: self.admission.clone(),
+                hosts: self.hosts,
                 http: http.clone(),
             };
             let watcher = graceful.watcher();
@@ -168,12 +174,14 @@ impl Forwarder {
 struct Connection {
     relay: Arc<Relay>,
     admission: Arc<Admission>,
+    hosts: Hosts,
     http: Arc<auto::Builder<TokioExecutor>>,
 }
 
 impl Connection {
     /// Serves one local connection: relayed if its user may act with the
-    /// certificate, else every request on it gets the refusal.
+    /// certificate, else every request on it gets the refusal; a browser's
+    /// request is refused on any connection.
     async fn serve(
         self,
         tcp: TcpStream,
@@ -184,21 +192,27 @@ impl Connection {
         let local = tcp.local_addr().ok();
         let refusal = match local {
             Some(local) => self.admission.check(peer, local).await.err(),
-            None => Some(peer::Refusal::unknown()),
+            None => Some(peer::unplaced()),
         };
         if let Some(refusal) = &refusal {
             tracing::warn!(%peer, reason = %refusal, "connection refused");
         }
         let refusal = refusal.map(Arc::new);
-        let relay = self.relay;
+        let (relay, hosts) = (self.relay, self.hosts);
         let service = service_fn(move |request: Request<Incoming>| {
             let relay = relay.clone();
             let refusal = refusal.clone();
             async move {
-                Ok::<Response<reqwest::Body>, std::convert::Infallible>(match refusal {
-                    Some(refusal) => refusal.response(),
-                    None => relay.forward(request).await,
-                })
+                if let Some(refusal) = refusal {
+                    return Ok(refusal.response());
+                }
+                if let Err(refusal) = browser::check(&request, hosts) {
+                    tracing::warn!(%peer, reason = %refusal, "request refused");
+                    return Ok(refusal.response());
+                }
+                Ok::<Response<reqwest::Body>, std::convert::Infallible>(
+                    relay.forward(request).await,
+                )
             }
         });
         let connection = self.http.serve_connection(TokioIo::new(tcp), service);

@@ -6,13 +6,10 @@
 //! identd did; a connection it cannot place is refused. Elsewhere than Linux
 //! there is no such table: every local user is admitted, and a warning says so.
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use http::header::{CONTENT_TYPE, HeaderValue};
-use http::{Response, StatusCode};
-
 use super::certs::Identity;
+use super::refusal::Refusal;
 
 /// Which connections a forwarder serves.
 pub struct Admission {
@@ -20,10 +17,6 @@ pub struct Admission {
     owner: Option<u32>,
     subject: String,
 }
-
-/// Why a connection is not served; sent to the client as a 403 on every request.
-#[derive(Debug)]
-pub struct Refusal(String);
 
 impl Admission {
     /// Only the forwarder's own user (and root).
@@ -56,40 +49,22 @@ impl Admission {
         };
         match owner_of(peer, local).await {
             Some(uid) if uid == owner || uid == 0 => Ok(()),
-            Some(uid) => Err(Refusal(format!(
+            Some(uid) => Err(Refusal::new(format!(
                 "mirror forward: this forwarder acts with the certificate of {} and serves only \
                  its own user (uid {owner}); this connection is from uid {uid}\n",
                 crate::escape::escape(&self.subject)
             ))),
-            None => Err(Refusal::unknown()),
+            None => Err(unplaced()),
         }
     }
 }
 
-impl Refusal {
-    pub fn unknown() -> Refusal {
-        Refusal(
-            "mirror forward: cannot tell which user this connection is from, so it is not \
-             served\n"
-                .into(),
-        )
-    }
-
-    pub fn response(&self) -> Response<reqwest::Body> {
-        let mut response = Response::new(reqwest::Body::from(self.0.clone()));
-        *response.status_mut() = StatusCode::FORBIDDEN;
-        response.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        response
-    }
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0.trim_end())
-    }
+/// A connection whose user the socket table does not show.
+pub fn unplaced() -> Refusal {
+    Refusal::new(
+        "mirror forward: cannot tell which user this connection is from, so it is not served\n"
+            .into(),
+    )
 }
 
 #[cfg(target_os = "linux")]
