@@ -63,7 +63,7 @@ impl Store {
         &self,
         records: &mut Vec<AuditRecord>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.inner.db.write.begin().await?;
+        let mut tx = self.inner.index.write.begin().await?;
         while !records.is_empty() {
             let take = STATEMENT_ROWS
                 .into_iter()
@@ -123,7 +123,7 @@ impl Store {
         select
             .push(" ORDER BY at_ms DESC, id DESC LIMIT ")
             .push_bind(i64::from(query.limit.max(1)));
-        let rows = select.build().fetch_all(&self.inner.db.read).await?;
+        let rows = select.build().fetch_all(&self.inner.index.read).await?;
         rows.iter()
             .map(|row| {
                 Ok(AuditRecord {
@@ -173,7 +173,7 @@ impl Store {
     pub async fn prune_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM audit WHERE at_ms < ?1")
             .bind(before_ms)
-            .execute(&self.inner.db.write)
+            .execute(&self.inner.index.write)
             .await?;
         Ok(done.rows_affected())
     }
@@ -335,7 +335,7 @@ mod tests {
         drop(log);
         writer.await.unwrap();
         let total: i64 = sqlx::query_scalar("SELECT SUM(count) FROM audit")
-            .fetch_one(&store.inner.db.read)
+            .fetch_one(&store.inner.index.read)
             .await
             .unwrap();
         assert_eq!(total, 60_000);

@@ -158,7 +158,7 @@ impl Store {
                     COALESCE(SUM(CASE WHEN hosted = 1 THEN size ELSE 0 END), 0) AS hosted_bytes
              FROM blobs",
         )
-        .fetch_one(&self.inner.db.read)
+        .fetch_one(&self.inner.index.read)
         .await?;
         Ok(StoreTotals {
             blobs: row.try_get::<i64, _>("blobs")? as u64,
@@ -190,7 +190,7 @@ impl Store {
             )
             .bind(after_accessed)
             .bind(&after_digest)
-            .fetch_all(&self.inner.db.read)
+            .fetch_all(&self.inner.index.read)
             .await?;
             if page.is_empty() {
                 break;
@@ -296,7 +296,7 @@ impl Store {
             query.push(")");
             let known: std::collections::HashSet<String> = query
                 .build()
-                .fetch_all(&self.inner.db.read)
+                .fetch_all(&self.inner.index.read)
                 .await?
                 .iter()
                 .filter_map(|row| row.try_get::<String, _>("digest").ok())
@@ -327,7 +327,7 @@ impl Store {
                 "SELECT digest FROM blobs WHERE digest > ?1 ORDER BY digest LIMIT 1000",
             )
             .bind(&after)
-            .fetch_all(&self.inner.db.read)
+            .fetch_all(&self.inner.index.read)
             .await?;
             let Some(last) = page.last() else { break };
             after = last.clone();
@@ -368,7 +368,7 @@ mod tests {
         sqlx::query("UPDATE blobs SET accessed_at = ?1 WHERE digest = ?2")
             .bind(accessed_at)
             .bind(digest.to_string())
-            .execute(&store.inner.db.write)
+            .execute(&store.inner.index.write)
             .await
             .unwrap();
     }

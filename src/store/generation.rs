@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::index::BlobIndex;
 use super::{Store, StoreError};
 
 /// How often a serving process reads the generation another process may have bumped.
@@ -55,25 +56,9 @@ impl Store {
         digest: &str,
         rows: BlobRows,
     ) -> Result<bool, StoreError> {
-        let sql = match rows {
-            BlobRows::Cached => "DELETE FROM blobs WHERE digest = ?1 AND hosted = 0",
-            BlobRows::Any => "DELETE FROM blobs WHERE digest = ?1",
-        };
-        let mut tx = self.inner.db.write.begin().await?;
-        let deleted = sqlx::query(sql)
-            .bind(digest)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if deleted == 0 {
+        let Some(generation) = self.inner.index.delete_blob(digest, rows).await? else {
             return Ok(false);
-        }
-        let generation: i64 = sqlx::query_scalar(
-            "UPDATE generation SET value = value + 1 WHERE id = 1 RETURNING value",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        };
         // Only once committed: a copy refilled from the index before then
         // would hold the old row under the new generation.
         self.inner.generation.advance_to(generation);
@@ -82,9 +67,7 @@ impl Store {
 
     /// Reads the generation another process may have bumped.
     pub async fn refresh_generation(&self) -> Result<(), StoreError> {
-        let value: i64 = sqlx::query_scalar("SELECT value FROM generation WHERE id = 1")
-            .fetch_one(&self.inner.db.read)
-            .await?;
+        let value = self.inner.index.generation().await?;
         self.inner.generation.advance_to(value);
         Ok(())
     }

@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use super::db::{indexed_digest, now_secs};
+use super::index::{indexed_digest, now_secs};
 use super::{Digest, Store, StoreError};
 
 /// One of a canonical module version's immutable files.
@@ -63,7 +63,7 @@ impl Store {
         .bind(module)
         .bind(version)
         .bind(kind.as_str())
-        .fetch_optional(&self.inner.db.read)
+        .fetch_optional(&self.inner.index.read)
         .await?;
         located(row)
     }
@@ -87,7 +87,7 @@ impl Store {
         .bind(digest.to_string())
         .bind(size as i64)
         .bind(now_secs())
-        .execute(&self.inner.db.write)
+        .execute(&self.inner.index.write)
         .await?;
         Ok(())
     }
@@ -103,7 +103,7 @@ impl Store {
             .bind(module)
             .bind(version)
             .bind(kind.as_str())
-            .execute(&self.inner.db.write)
+            .execute(&self.inner.index.write)
             .await?;
         Ok(())
     }
@@ -111,7 +111,7 @@ impl Store {
     pub async fn go_answer(&self, key: &str) -> Result<Option<StoredAnswer>, StoreError> {
         let row = sqlx::query("SELECT status, body, fetched_at FROM go_answers WHERE key = ?1")
             .bind(key)
-            .fetch_optional(&self.inner.db.read)
+            .fetch_optional(&self.inner.index.read)
             .await?;
         row.map(|row| stored_answer(&row, 0)).transpose()
     }
@@ -132,7 +132,7 @@ impl Store {
         .bind(i64::from(status))
         .bind(body)
         .bind(now)
-        .execute(&self.inner.db.write)
+        .execute(&self.inner.index.write)
         .await?;
         Ok(now)
     }
@@ -151,7 +151,7 @@ impl Store {
         )
         .bind(prefix)
         .bind(upper)
-        .fetch_all(&self.inner.db.read)
+        .fetch_all(&self.inner.index.read)
         .await?;
         rows.iter()
             .map(|row| Ok((row.try_get(0)?, stored_answer(row, 1)?)))
@@ -168,7 +168,7 @@ impl Store {
         )
         .bind(sumdb)
         .bind(tile)
-        .fetch_optional(&self.inner.db.read)
+        .fetch_optional(&self.inner.index.read)
         .await?;
         located(row)
     }
@@ -188,7 +188,7 @@ impl Store {
         .bind(tile)
         .bind(digest.to_string())
         .bind(size as i64)
-        .execute(&self.inner.db.write)
+        .execute(&self.inner.index.write)
         .await?;
         Ok(())
     }

@@ -1,4 +1,5 @@
-//! The store: the SQLite index plus content-addressed files under `data_dir`.
+//! The store: an index of rows (`index`, SQLite today) plus content-addressed
+//! blobs (`blob_store`, files under `data_dir` today).
 //! The one place that does I/O on `data_dir`; protocols call its methods and
 //! never see a pool nor a path: a push writes through the `UploadFile` handle
 //! `uploads()` gives it.
@@ -13,12 +14,12 @@
 pub mod audit;
 mod audit_log;
 mod blob_store;
-mod db;
 pub mod digest;
 pub mod evict;
 pub mod fill;
 mod generation;
 mod go;
+mod index;
 mod oci;
 mod quarantine;
 mod read;
@@ -43,8 +44,6 @@ pub use blob_store::{S3Settings, Storage};
 
 /// An open object of the blob store the store was opened with.
 type BlobObjectOf = <Blobs as BlobStore>::Object;
-use db::Db;
-pub use db::now_secs;
 pub use digest::{Algorithm, Digest, Hasher, InvalidDigest};
 pub use evict::{
     EvictionReport, ReadGuard, StoreTotals, SweepOptions, SweepReport, UPLOAD_ABANDONED_AFTER,
@@ -55,6 +54,8 @@ pub use fill::{
 };
 pub use generation::Generation;
 pub use go::{GoFile, StoredAnswer};
+use index::{BlobIndex, SqliteIndex};
+pub use index::{IndexError, now_secs};
 pub use oci::{ManifestRow, NewManifest, ReferrerRow};
 pub use read::{BlobFile, OpenedBlob, VerifyOnRead};
 pub use ready::NotReady;
@@ -71,10 +72,8 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("index: {0}")]
-    Db(#[from] sqlx::Error),
-    #[error("index migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
     #[error("content has digest {actual}, expected {expected}")]
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("{0}")]
@@ -87,7 +86,7 @@ impl StoreError {
     /// A write named a row another path deleted (a blob evicted, a manifest
     /// gone with it): whoever held that row in memory must look again.
     pub fn is_missing_reference(&self) -> bool {
-        matches!(self, StoreError::Db(sqlx::Error::Database(e)) if e.is_foreign_key_violation())
+        matches!(self, StoreError::Index(IndexError::MissingReference(_)))
     }
 }
 
@@ -130,7 +129,8 @@ pub(crate) struct Inner {
     root: PathBuf,
     /// Blob bytes; an enum, not `dyn`, so a hit pays no indirection.
     blobs: Blobs,
-    pub(crate) db: Db,
+    /// The rows; by type, not `dyn`, for the same reason.
+    pub(crate) index: SqliteIndex,
     pub(crate) fills: fill::Fills,
     /// Digests read since the last flush; written to `accessed_at` in one
     /// transaction now and then instead of one UPDATE per hit.
@@ -178,14 +178,12 @@ impl Store {
             create_private_dirs(&dir)?;
         }
         warn_if_exposed(data_dir);
-        let index = data_dir.join("mirror.db");
-        db::create_private(&index)?;
-        let db = Db::open(&index).await?;
+        let index = SqliteIndex::open(&data_dir.join("mirror.db")).await?;
         let store = Store {
             inner: Arc::new(Inner {
                 root: data_dir.to_owned(),
                 blobs: Blobs::new(data_dir, storage)?,
-                db,
+                index,
                 fills: fill::Fills::default(),
                 accessed: Mutex::new(HashSet::new()),
                 temp_counter: AtomicU64::new(0),
@@ -217,11 +215,7 @@ impl Store {
     /// eviction deletes only unpinned rows on the same write connection, so
     /// a blob pinned here stays.
     pub async fn mark_hosted(&self, digest: &Digest) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE blobs SET hosted = 1 WHERE digest = ?1")
-            .bind(digest.as_str())
-            .execute(&self.inner.db.write)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(self.inner.index.mark_hosted(digest).await?)
     }
 
     pub fn counters(&self) -> &Counters {
@@ -306,7 +300,7 @@ impl Store {
         hosted: bool,
     ) -> Result<(), StoreError> {
         self.inner.blobs.commit(tmp, digest).await?;
-        self.inner.db.insert_blob(digest, size, hosted).await?;
+        self.inner.index.insert_blob(digest, size, hosted).await?;
         self.inner.grew.notify_one();
         Ok(())
     }
@@ -318,7 +312,7 @@ impl Store {
         let indexed = if hosted {
             self.mark_hosted(&digest).await?
         } else {
-            self.inner.db.blob_size(&digest).await?.is_some()
+            self.inner.index.blob_size(&digest).await?.is_some()
         };
         if indexed && self.inner.blobs.contains(&digest).await {
             return Ok(digest);
@@ -343,7 +337,7 @@ impl Store {
         if !self.inner.blobs.contains(digest).await {
             return Ok(None);
         }
-        self.inner.db.blob_size(digest).await
+        Ok(self.inner.index.blob_size(digest).await?)
     }
 
     /// Notes a read for LRU eviction; written to the index by `flush_access`.
@@ -363,21 +357,12 @@ impl Store {
         if digests.is_empty() {
             return Ok(0);
         }
-        let now = db::now_secs();
-        let mut tx = self.inner.db.write.begin().await?;
-        for digest in &digests {
-            sqlx::query("UPDATE blobs SET accessed_at = ?1 WHERE digest = ?2")
-                .bind(now)
-                .bind(digest.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
+        self.inner.index.record_access(&digests, now_secs()).await?;
         Ok(digests.len())
     }
 
     pub async fn close(&self) {
         let _ = self.flush_access().await;
-        self.inner.db.close().await;
+        self.inner.index.close().await;
     }
 }

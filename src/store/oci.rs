@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use super::db::{indexed_digest, now_secs};
+use super::index::{indexed_digest, now_secs};
 use super::{Digest, Store, StoreError};
 
 /// A manifest stored for a repository.
@@ -49,7 +49,7 @@ impl Store {
         )
         .bind(repo)
         .bind(digest.to_string())
-        .fetch_optional(&self.inner.db.read)
+        .fetch_optional(&self.inner.index.read)
         .await?;
         Ok(row.map(|row| ManifestRow {
             digest: digest.clone(),
@@ -71,7 +71,7 @@ impl Store {
         )
         .bind(repo)
         .bind(tag)
-        .fetch_optional(&self.inner.db.read)
+        .fetch_optional(&self.inner.index.read)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let manifest = ManifestRow {
@@ -85,7 +85,7 @@ impl Store {
     /// Indexes a stored manifest for a repository, with the blob sizes it
     /// states. Idempotent.
     pub async fn oci_put_manifest(&self, manifest: &NewManifest<'_>) -> Result<(), StoreError> {
-        let mut tx = self.inner.db.write.begin().await?;
+        let mut tx = self.inner.index.write.begin().await?;
         sqlx::query(
             "INSERT INTO oci_manifests (repo, digest, media_type, size, subject, artifact_type, annotations, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -129,7 +129,7 @@ impl Store {
         )
         .bind(repo)
         .bind(digest.as_str())
-        .fetch_one(&self.inner.db.read)
+        .fetch_one(&self.inner.index.read)
         .await?;
         Ok(size.map(|s| s.max(0) as u64))
     }
@@ -149,7 +149,7 @@ impl Store {
         .bind(tag)
         .bind(digest.to_string())
         .bind(now_secs())
-        .execute(&self.inner.db.write)
+        .execute(&self.inner.index.write)
         .await?;
         Ok(())
     }
@@ -158,7 +158,7 @@ impl Store {
         let done = sqlx::query("DELETE FROM oci_tags WHERE repo = ?1 AND tag = ?2")
             .bind(repo)
             .bind(tag)
-            .execute(&self.inner.db.write)
+            .execute(&self.inner.index.write)
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -172,7 +172,7 @@ impl Store {
         let done = sqlx::query("DELETE FROM oci_manifests WHERE repo = ?1 AND digest = ?2")
             .bind(repo)
             .bind(digest.to_string())
-            .execute(&self.inner.db.write)
+            .execute(&self.inner.index.write)
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -190,7 +190,7 @@ impl Store {
         .bind(repo)
         .bind(last.unwrap_or(""))
         .bind(n.min(i64::MAX as usize) as i64)
-        .fetch_all(&self.inner.db.read)
+        .fetch_all(&self.inner.index.read)
         .await?;
         Ok(tags)
     }
@@ -200,7 +200,7 @@ impl Store {
             "SELECT 1 FROM oci_manifests WHERE repo = ?1 UNION ALL SELECT 1 FROM oci_repo_blobs WHERE repo = ?1 LIMIT 1",
         )
         .bind(repo)
-        .fetch_optional(&self.inner.db.read)
+        .fetch_optional(&self.inner.index.read)
         .await?;
         Ok(found.is_some())
     }
@@ -216,7 +216,7 @@ impl Store {
         )
         .bind(last.unwrap_or(""))
         .bind(n.min(i64::MAX as usize) as i64)
-        .fetch_all(&self.inner.db.read)
+        .fetch_all(&self.inner.index.read)
         .await?;
         Ok(repos)
     }
@@ -233,7 +233,7 @@ impl Store {
         )
         .bind(repo)
         .bind(digest.to_string())
-        .fetch_all(&self.inner.db.read)
+        .fetch_all(&self.inner.index.read)
         .await?;
         rows.into_iter()
             .map(|row| {
@@ -256,7 +256,7 @@ impl Store {
         )
         .bind(repo)
         .bind(digest.to_string())
-        .fetch_optional(&self.inner.db.read)
+        .fetch_optional(&self.inner.index.read)
         .await?;
         Ok(size.map(|s| s as u64))
     }
@@ -268,7 +268,7 @@ impl Store {
         )
         .bind(repo)
         .bind(digest.to_string())
-        .execute(&self.inner.db.write)
+        .execute(&self.inner.index.write)
         .await?;
         Ok(())
     }
@@ -277,7 +277,7 @@ impl Store {
         let done = sqlx::query("DELETE FROM oci_repo_blobs WHERE repo = ?1 AND digest = ?2")
             .bind(repo)
             .bind(digest.to_string())
-            .execute(&self.inner.db.write)
+            .execute(&self.inner.index.write)
             .await?;
         Ok(done.rows_affected() > 0)
     }

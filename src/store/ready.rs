@@ -34,7 +34,7 @@ impl Store {
 
     async fn index_answers(&self) -> Result<(), NotReady> {
         let query = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sqlite_master")
-            .fetch_one(&self.inner.db.read);
+            .fetch_one(&self.inner.index.read);
         match tokio::time::timeout(CHECK_TIMEOUT, query).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error)) => Err(NotReady::Index(error.to_string())),

@@ -59,7 +59,7 @@ impl Store {
             .bind(HOSTED)
             .bind(UNREFERENCED)
             .bind(SHARED)
-            .fetch_all(&self.inner.db.read)
+            .fetch_all(&self.inner.index.read)
             .await?
         {
             groups.push(GroupStats {
@@ -86,7 +86,7 @@ impl Store {
         let outcomes = sqlx::query(
             "SELECT outcome, SUM(count) AS n FROM audit WHERE action = 'read' GROUP BY outcome",
         )
-        .fetch_all(&self.inner.db.read)
+        .fetch_all(&self.inner.index.read)
         .await?;
         for row in outcomes {
             let n = row.try_get::<i64, _>("n")? as u64;

@@ -7,7 +7,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::db::now_secs;
+use super::index::now_secs;
 use super::upload_file::UploadFile;
 use super::{Algorithm, Digest, Hasher, Store, StoreError, io_error};
 
@@ -103,7 +103,7 @@ impl Uploads<'_> {
         .bind(&owner.0)
         .bind(now_secs())
         .bind(i64::from(quota))
-        .execute(&self.store.inner.db.write)
+        .execute(&self.store.inner.index.write)
         .await?
         .rows_affected();
         if inserted == 0 {
@@ -126,7 +126,7 @@ impl Uploads<'_> {
         .bind(file.size() as i64)
         .bind(file.hasher().save())
         .bind(now_secs())
-        .execute(&self.store.inner.db.write)
+        .execute(&self.store.inner.index.write)
         .await?
         .rows_affected();
         Ok(updated == 1)
@@ -136,7 +136,7 @@ impl Uploads<'_> {
         let row: Option<(String, String, i64, Option<Vec<u8>>)> =
             sqlx::query_as("SELECT repo_key, owner, size, hash_state FROM uploads WHERE id = ?1")
                 .bind(id)
-                .fetch_optional(&self.store.inner.db.read)
+                .fetch_optional(&self.store.inner.index.read)
                 .await?;
         Ok(row.map(|(repo_key, owner, size, hash_state)| UploadRow {
             repo_key,
@@ -246,7 +246,7 @@ impl Uploads<'_> {
     pub async fn end(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM uploads WHERE id = ?1")
             .bind(id)
-            .execute(&self.store.inner.db.write)
+            .execute(&self.store.inner.index.write)
             .await?;
         if let Some(path) = self.path(id) {
             match tokio::fs::remove_file(&path).await {
@@ -272,7 +272,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let cutoff = now_secs() - abandoned_after.as_secs() as i64;
         let rows: Vec<(String, i64)> = sqlx::query_as("SELECT id, touched_at FROM uploads")
-            .fetch_all(&self.inner.db.read)
+            .fetch_all(&self.inner.index.read)
             .await?;
         let dir = self.inner.root.join("uploads");
         let (dead, leftovers) = tokio::task::spawn_blocking(move || {
@@ -428,7 +428,7 @@ mod tests {
         // A state this build cannot read: the bytes are hashed again.
         sqlx::query("UPDATE uploads SET hash_state = x'00' WHERE id = ?1")
             .bind(&id)
-            .execute(&store.inner.db.write)
+            .execute(&store.inner.index.write)
             .await
             .unwrap();
         let row = store.uploads().find(&id).await.unwrap().unwrap();
@@ -477,7 +477,7 @@ mod tests {
         }
         sqlx::query("UPDATE uploads SET touched_at = 0 WHERE id = ?1")
             .bind(&stale)
-            .execute(&store.inner.db.write)
+            .execute(&store.inner.index.write)
             .await
             .unwrap();
 

@@ -40,7 +40,7 @@ impl Store {
                 "SELECT digest, size FROM blobs WHERE digest > ?1 ORDER BY digest LIMIT 256",
             )
             .bind(&after)
-            .fetch_all(&self.inner.db.read)
+            .fetch_all(&self.inner.index.read)
             .await?;
             let Some((last, _)) = page.last() else { break };
             after = last.clone();

@@ -1,43 +1,57 @@
-//! The SQLite index: one writer connection (SQLite serializes writers anyway, and
-//! one connection makes that explicit instead of a busy-wait) and a pool of
-//! readers on the same WAL database. All SQL shared across protocols lives here;
-//! each protocol's tables have their own file beside it.
+//! The SQLite index, the embedded default: one writer connection (SQLite
+//! serializes writers anyway, and one connection makes that explicit instead
+//! of a busy-wait) and a pool of readers on the same WAL database. The SQL
+//! moves under here one row family (one file) at a time; the pools stay
+//! open to the store's other files until the last has moved.
+
+mod blobs;
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{Digest, StoreError};
+use super::IndexError;
+use crate::store::StoreError;
 
-pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-#[derive(Clone)]
-pub struct Db {
+pub(crate) struct SqliteIndex {
     pub(crate) write: SqlitePool,
     pub(crate) read: SqlitePool,
 }
 
-/// A digest read back from the index.
-pub(crate) fn indexed_digest(text: &str) -> Result<Digest, StoreError> {
-    text.parse()
-        .map_err(|_| StoreError::Corrupt(format!("index holds an invalid digest {text:?}")))
+/// For the store's files whose SQL has not moved here yet.
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> StoreError {
+        StoreError::Index(error.into())
+    }
 }
 
-/// Seconds since the Unix epoch, as the index stores times.
-pub fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+impl From<sqlx::Error> for IndexError {
+    fn from(error: sqlx::Error) -> IndexError {
+        match &error {
+            sqlx::Error::Database(e) if e.is_foreign_key_violation() => {
+                IndexError::MissingReference(Box::new(error))
+            }
+            _ => IndexError::Query(Box::new(error)),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for IndexError {
+    fn from(error: sqlx::migrate::MigrateError) -> IndexError {
+        IndexError::Migrate(Box::new(error))
+    }
 }
 
 /// Makes sure the index file exists and only its owner can read it, before
 /// SQLite opens it: SQLite gives the `-wal` and `-shm` files it creates the
 /// database file's mode. An index left readable by an older version is
 /// tightened (it and its companions are ours alone), and the change logged.
-pub(crate) fn create_private(path: &Path) -> Result<(), StoreError> {
+fn create_private(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let io = |source| StoreError::Io {
         context: format!("creating {}", path.display()),
@@ -71,8 +85,10 @@ pub(crate) fn create_private(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-impl Db {
-    pub async fn open(path: &Path) -> Result<Db, StoreError> {
+impl SqliteIndex {
+    /// Opens (creating it private if needed) and migrates the index at `path`.
+    pub(crate) async fn open(path: &Path) -> Result<SqliteIndex, StoreError> {
+        create_private(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -90,8 +106,9 @@ impl Db {
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(options.clone())
-            .await?;
-        MIGRATOR.run(&write).await?;
+            .await
+            .map_err(IndexError::from)?;
+        MIGRATOR.run(&write).await.map_err(IndexError::from)?;
         let readers = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .max(2) as u32
@@ -102,41 +119,13 @@ impl Db {
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(options.read_only(true))
-            .await?;
-        Ok(Db { write, read })
+            .await
+            .map_err(IndexError::from)?;
+        Ok(SqliteIndex { write, read })
     }
 
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
-    }
-
-    /// Records a complete, verified blob file. Idempotent.
-    pub async fn insert_blob(
-        &self,
-        digest: &Digest,
-        size: u64,
-        hosted: bool,
-    ) -> Result<(), StoreError> {
-        let now = now_secs();
-        sqlx::query(
-            "INSERT INTO blobs (digest, size, created_at, accessed_at, hosted) VALUES (?1, ?2, ?3, ?3, ?4)
-             ON CONFLICT (digest) DO UPDATE SET accessed_at = ?3, hosted = MAX(hosted, ?4)",
-        )
-        .bind(digest.to_string())
-        .bind(size as i64)
-        .bind(now)
-        .bind(i64::from(hosted))
-        .execute(&self.write)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
-        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = ?1")
-            .bind(digest.to_string())
-            .fetch_optional(&self.read)
-            .await?;
-        Ok(size.map(|s| s as u64))
     }
 }

@@ -1,0 +1,70 @@
+//! The index seam: every row the store keeps, behind traits a second backend
+//! (PostgreSQL, issue 12) implements again. `SqliteIndex` is the first and
+//! owns the pool and the migrations; the SQL moves into it one row family at
+//! a time, one trait per family. The store holds it by type, not behind
+//! `dyn`, so a hit costs no extra call.
+
+pub(crate) mod sqlite;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::Digest;
+use super::generation::BlobRows;
+
+pub(crate) use sqlite::SqliteIndex;
+
+/// What a backend's own error becomes; its text is kept as the source.
+type Backend = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why the index could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// A write named a row another path deleted (a blob evicted, a manifest
+    /// gone with it).
+    #[error("index: {0}")]
+    MissingReference(#[source] Backend),
+    #[error("index: {0}")]
+    Query(#[source] Backend),
+    #[error("index migration: {0}")]
+    Migrate(#[source] Backend),
+    /// A row holds what no write puts there (a digest that does not parse).
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+/// Seconds since the Unix epoch, as the index stores times.
+pub fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A digest read back from the index.
+pub(crate) fn indexed_digest(text: &str) -> Result<Digest, IndexError> {
+    text.parse()
+        .map_err(|_| IndexError::Corrupt(format!("index holds an invalid digest {text:?}")))
+}
+
+/// Blob rows: one per stored object, with its size, access time and whether
+/// it is pushed (hosted) content, and the deletion generation.
+pub(crate) trait BlobIndex {
+    /// Records a complete, verified blob. Idempotent; `hosted` only pins.
+    async fn insert_blob(&self, digest: &Digest, size: u64, hosted: bool)
+    -> Result<(), IndexError>;
+
+    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, IndexError>;
+
+    /// Pins an indexed blob as hosted; `false` when no row indexes it.
+    async fn mark_hosted(&self, digest: &Digest) -> Result<bool, IndexError>;
+
+    /// Sets the access time of `digests` to `at`, all in one transaction.
+    async fn record_access(&self, digests: &[Digest], at: i64) -> Result<(), IndexError>;
+
+    /// Deletes a blob's row (and, by cascade, every row that refers to it)
+    /// and bumps the generation in the same transaction: the new generation,
+    /// or `None` if no row was deleted.
+    async fn delete_blob(&self, digest: &str, rows: BlobRows) -> Result<Option<i64>, IndexError>;
+
+    /// The deletion generation as the index holds it.
+    async fn generation(&self) -> Result<i64, IndexError>;
+}
