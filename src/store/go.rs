@@ -1,10 +1,9 @@
-//! The SQL of the Go module mirror: the index of immutable module files and
-//! full sumdb tiles, and the expiring answers (lists, queries, lookups,
-//! negatives). Speaks plain strings; the GOPROXY rules live in `goproxy`.
+//! The Go module mirror's rows: immutable module files and full sumdb tiles,
+//! and the expiring answers (lists, queries, lookups, negatives), kept by the
+//! index (`index::GoIndex`). Speaks plain strings; the GOPROXY rules live in
+//! `goproxy`.
 
-use sqlx::Row;
-
-use super::index::{indexed_digest, now_secs};
+use super::index::GoIndex;
 use super::{Digest, Store, StoreError};
 
 /// One of a canonical module version's immutable files.
@@ -34,21 +33,6 @@ pub struct StoredAnswer {
     pub fetched_at: i64,
 }
 
-/// A `(digest, size)` row as the caller wants it.
-fn located(row: Option<(String, i64)>) -> Result<Option<(Digest, u64)>, StoreError> {
-    row.map(|(digest, size)| Ok((indexed_digest(&digest)?, size.max(0) as u64)))
-        .transpose()
-}
-
-/// `status, body, fetched_at` from column `first` on.
-fn stored_answer(row: &sqlx::sqlite::SqliteRow, first: usize) -> Result<StoredAnswer, StoreError> {
-    Ok(StoredAnswer {
-        status: u16::try_from(row.try_get::<i64, _>(first)?).unwrap_or(0),
-        body: row.try_get(first + 1)?,
-        fetched_at: row.try_get(first + 2)?,
-    })
-}
-
 impl Store {
     /// The stored file of `module@version`, as (digest, size).
     pub async fn go_file(
@@ -57,15 +41,7 @@ impl Store {
         version: &str,
         kind: GoFile,
     ) -> Result<Option<(Digest, u64)>, StoreError> {
-        let row = sqlx::query_as(
-            "SELECT digest, size FROM go_files WHERE module = ?1 AND version = ?2 AND kind = ?3",
-        )
-        .bind(module)
-        .bind(version)
-        .bind(kind.as_str())
-        .fetch_optional(&self.inner.index.read)
-        .await?;
-        located(row)
+        Ok(self.inner.index.go_file(module, version, kind).await?)
     }
 
     /// Records a stored, verified file. The blob must already be indexed.
@@ -77,19 +53,10 @@ impl Store {
         digest: &Digest,
         size: u64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO go_files (module, version, kind, digest, size, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (module, version, kind) DO UPDATE SET digest = ?4, size = ?5",
-        )
-        .bind(module)
-        .bind(version)
-        .bind(kind.as_str())
-        .bind(digest.to_string())
-        .bind(size as i64)
-        .bind(now_secs())
-        .execute(&self.inner.index.write)
-        .await?;
-        Ok(())
+        let index = &self.inner.index;
+        Ok(index
+            .put_go_file(module, version, kind, digest, size)
+            .await?)
     }
 
     /// Drops an index row whose blob file has gone missing.
@@ -99,21 +66,15 @@ impl Store {
         version: &str,
         kind: GoFile,
     ) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM go_files WHERE module = ?1 AND version = ?2 AND kind = ?3")
-            .bind(module)
-            .bind(version)
-            .bind(kind.as_str())
-            .execute(&self.inner.index.write)
-            .await?;
-        Ok(())
+        Ok(self
+            .inner
+            .index
+            .forget_go_file(module, version, kind)
+            .await?)
     }
 
     pub async fn go_answer(&self, key: &str) -> Result<Option<StoredAnswer>, StoreError> {
-        let row = sqlx::query("SELECT status, body, fetched_at FROM go_answers WHERE key = ?1")
-            .bind(key)
-            .fetch_optional(&self.inner.index.read)
-            .await?;
-        row.map(|row| stored_answer(&row, 0)).transpose()
+        Ok(self.inner.index.go_answer(key).await?)
     }
 
     /// Replaces the answer under `key`; returns its `fetched_at`.
@@ -123,18 +84,7 @@ impl Store {
         status: u16,
         body: &[u8],
     ) -> Result<i64, StoreError> {
-        let now = now_secs();
-        sqlx::query(
-            "INSERT INTO go_answers (key, status, body, fetched_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (key) DO UPDATE SET status = ?2, body = ?3, fetched_at = ?4",
-        )
-        .bind(key)
-        .bind(i64::from(status))
-        .bind(body)
-        .bind(now)
-        .execute(&self.inner.index.write)
-        .await?;
-        Ok(now)
+        Ok(self.inner.index.put_go_answer(key, status, body).await?)
     }
 
     /// Answers whose key starts with `prefix`, in descending key order.
@@ -142,20 +92,7 @@ impl Store {
         &self,
         prefix: &str,
     ) -> Result<Vec<(String, StoredAnswer)>, StoreError> {
-        // A range on the primary key: every key that starts with `prefix`
-        // sorts between it and `prefix` followed by the highest character.
-        let upper = format!("{prefix}\u{10FFFF}");
-        let rows = sqlx::query(
-            "SELECT key, status, body, fetched_at FROM go_answers WHERE key >= ?1 AND key < ?2
-             ORDER BY key DESC LIMIT 1000",
-        )
-        .bind(prefix)
-        .bind(upper)
-        .fetch_all(&self.inner.index.read)
-        .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get(0)?, stored_answer(row, 1)?)))
-            .collect()
+        Ok(self.inner.index.go_answers_under(prefix).await?)
     }
 
     pub async fn sumdb_tile(
@@ -163,14 +100,7 @@ impl Store {
         sumdb: &str,
         tile: &str,
     ) -> Result<Option<(Digest, u64)>, StoreError> {
-        let row = sqlx::query_as(
-            "SELECT digest, size FROM go_sumdb_tiles WHERE sumdb = ?1 AND tile = ?2",
-        )
-        .bind(sumdb)
-        .bind(tile)
-        .fetch_optional(&self.inner.index.read)
-        .await?;
-        located(row)
+        Ok(self.inner.index.sumdb_tile(sumdb, tile).await?)
     }
 
     pub async fn put_sumdb_tile(
@@ -180,17 +110,8 @@ impl Store {
         digest: &Digest,
         size: u64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO go_sumdb_tiles (sumdb, tile, digest, size) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (sumdb, tile) DO UPDATE SET digest = ?3, size = ?4",
-        )
-        .bind(sumdb)
-        .bind(tile)
-        .bind(digest.to_string())
-        .bind(size as i64)
-        .execute(&self.inner.index.write)
-        .await?;
-        Ok(())
+        let index = &self.inner.index;
+        Ok(index.put_sumdb_tile(sumdb, tile, digest, size).await?)
     }
 }
 

@@ -8,8 +8,8 @@ pub(crate) mod sqlite;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::Digest;
 use super::generation::BlobRows;
+use super::{Digest, GoFile, StoredAnswer};
 
 pub(crate) use sqlite::SqliteIndex;
 
@@ -67,4 +67,57 @@ pub(crate) trait BlobIndex {
 
     /// The deletion generation as the index holds it.
     async fn generation(&self) -> Result<i64, IndexError>;
+}
+
+/// The Go module mirror's rows: immutable module files and full sumdb tiles,
+/// and the expiring answers under their keys.
+pub(crate) trait GoIndex {
+    async fn go_file(
+        &self,
+        module: &str,
+        version: &str,
+        kind: GoFile,
+    ) -> Result<Option<(Digest, u64)>, IndexError>;
+
+    /// The blob must already be indexed.
+    async fn put_go_file(
+        &self,
+        module: &str,
+        version: &str,
+        kind: GoFile,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), IndexError>;
+
+    async fn forget_go_file(
+        &self,
+        module: &str,
+        version: &str,
+        kind: GoFile,
+    ) -> Result<(), IndexError>;
+
+    async fn go_answer(&self, key: &str) -> Result<Option<StoredAnswer>, IndexError>;
+
+    /// Replaces the answer under `key`; returns its `fetched_at`.
+    async fn put_go_answer(&self, key: &str, status: u16, body: &[u8]) -> Result<i64, IndexError>;
+
+    /// At most 1000 answers whose key starts with `prefix`, in descending key order.
+    async fn go_answers_under(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, StoredAnswer)>, IndexError>;
+
+    async fn sumdb_tile(
+        &self,
+        sumdb: &str,
+        tile: &str,
+    ) -> Result<Option<(Digest, u64)>, IndexError>;
+
+    async fn put_sumdb_tile(
+        &self,
+        sumdb: &str,
+        tile: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), IndexError>;
 }

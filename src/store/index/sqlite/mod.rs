@@ -5,6 +5,7 @@
 //! open to the store's other files until the last has moved.
 
 mod blobs;
+mod go;
 
 use std::path::Path;
 use std::time::Duration;
