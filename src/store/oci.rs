@@ -1,10 +1,7 @@
-//! OCI index SQL: manifests, tags and blob links per repository. All OCI SQL
-//! lives here; the `oci` module never sees a pool. Hits read through the
-//! reader pool; writes go through the single writer.
+//! The OCI rows: manifests, tags and blob links per repository, kept by the
+//! index (`index::OciIndex`); the `oci` module never sees a pool.
 
-use sqlx::Row;
-
-use super::index::{indexed_digest, now_secs};
+use super::index::OciIndex;
 use super::{Digest, Store, StoreError};
 
 /// A manifest stored for a repository.
@@ -44,18 +41,7 @@ impl Store {
         repo: &str,
         digest: &Digest,
     ) -> Result<Option<ManifestRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT media_type, size FROM oci_manifests WHERE repo = ?1 AND digest = ?2",
-        )
-        .bind(repo)
-        .bind(digest.to_string())
-        .fetch_optional(&self.inner.index.read)
-        .await?;
-        Ok(row.map(|row| ManifestRow {
-            digest: digest.clone(),
-            media_type: row.get(0),
-            size: row.get::<i64, _>(1) as u64,
-        }))
+        Ok(self.inner.index.manifest(repo, digest).await?)
     }
 
     /// A tag's manifest and when upstream last confirmed it (unix seconds).
@@ -64,57 +50,13 @@ impl Store {
         repo: &str,
         tag: &str,
     ) -> Result<Option<(ManifestRow, i64)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT t.digest, m.media_type, m.size, t.checked_at FROM oci_tags t
-             JOIN oci_manifests m ON m.repo = t.repo AND m.digest = t.digest
-             WHERE t.repo = ?1 AND t.tag = ?2",
-        )
-        .bind(repo)
-        .bind(tag)
-        .fetch_optional(&self.inner.index.read)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let manifest = ManifestRow {
-            digest: indexed_digest(row.get(0))?,
-            media_type: row.get(1),
-            size: row.get::<i64, _>(2) as u64,
-        };
-        Ok(Some((manifest, row.get(3))))
+        Ok(self.inner.index.tag(repo, tag).await?)
     }
 
     /// Indexes a stored manifest for a repository, with the blob sizes it
     /// states. Idempotent.
     pub async fn oci_put_manifest(&self, manifest: &NewManifest<'_>) -> Result<(), StoreError> {
-        let mut tx = self.inner.index.write.begin().await?;
-        sqlx::query(
-            "INSERT INTO oci_manifests (repo, digest, media_type, size, subject, artifact_type, annotations, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (repo, digest) DO NOTHING",
-        )
-        .bind(manifest.repo)
-        .bind(manifest.digest.to_string())
-        .bind(manifest.media_type)
-        .bind(manifest.size as i64)
-        .bind(manifest.subject.map(Digest::to_string))
-        .bind(manifest.artifact_type)
-        .bind(manifest.annotations)
-        .bind(now_secs())
-        .execute(&mut *tx)
-        .await?;
-        for (digest, size) in manifest.blobs {
-            sqlx::query(
-                "INSERT INTO oci_manifest_blobs (repo, manifest, digest, size) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(manifest.repo)
-            .bind(manifest.digest.as_str())
-            .bind(digest.as_str())
-            .bind(i64::try_from(*size).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        Ok(self.inner.index.put_manifest(manifest).await?)
     }
 
     /// The largest size any of a repository's manifests gives a blob, if one
@@ -124,14 +66,7 @@ impl Store {
         repo: &str,
         digest: &Digest,
     ) -> Result<Option<u64>, StoreError> {
-        let size: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(size) FROM oci_manifest_blobs WHERE repo = ?1 AND digest = ?2",
-        )
-        .bind(repo)
-        .bind(digest.as_str())
-        .fetch_one(&self.inner.index.read)
-        .await?;
-        Ok(size.map(|s| s.max(0) as u64))
+        Ok(self.inner.index.described_size(repo, digest).await?)
     }
 
     /// Points a tag at a manifest (already indexed for the repo), confirmed now.
@@ -141,26 +76,11 @@ impl Store {
         tag: &str,
         digest: &Digest,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO oci_tags (repo, tag, digest, checked_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (repo, tag) DO UPDATE SET digest = ?3, checked_at = ?4",
-        )
-        .bind(repo)
-        .bind(tag)
-        .bind(digest.to_string())
-        .bind(now_secs())
-        .execute(&self.inner.index.write)
-        .await?;
-        Ok(())
+        Ok(self.inner.index.set_tag(repo, tag, digest).await?)
     }
 
     pub async fn oci_delete_tag(&self, repo: &str, tag: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM oci_tags WHERE repo = ?1 AND tag = ?2")
-            .bind(repo)
-            .bind(tag)
-            .execute(&self.inner.index.write)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(self.inner.index.delete_tag(repo, tag).await?)
     }
 
     /// Removes a manifest from a repository (and the tags pointing at it).
@@ -169,12 +89,7 @@ impl Store {
         repo: &str,
         digest: &Digest,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM oci_manifests WHERE repo = ?1 AND digest = ?2")
-            .bind(repo)
-            .bind(digest.to_string())
-            .execute(&self.inner.index.write)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(self.inner.index.delete_manifest(repo, digest).await?)
     }
 
     /// Tags of a repository in lexical order, after `last`, at most `n`.
@@ -184,25 +99,11 @@ impl Store {
         last: Option<&str>,
         n: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let tags = sqlx::query_scalar(
-            "SELECT tag FROM oci_tags WHERE repo = ?1 AND tag > ?2 ORDER BY tag LIMIT ?3",
-        )
-        .bind(repo)
-        .bind(last.unwrap_or(""))
-        .bind(n.min(i64::MAX as usize) as i64)
-        .fetch_all(&self.inner.index.read)
-        .await?;
-        Ok(tags)
+        Ok(self.inner.index.tags(repo, last, n).await?)
     }
 
     pub async fn oci_has_repo(&self, repo: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM oci_manifests WHERE repo = ?1 UNION ALL SELECT 1 FROM oci_repo_blobs WHERE repo = ?1 LIMIT 1",
-        )
-        .bind(repo)
-        .fetch_optional(&self.inner.index.read)
-        .await?;
-        Ok(found.is_some())
+        Ok(self.inner.index.has_repo(repo).await?)
     }
 
     /// Repositories holding manifests, in lexical order, after `last`, at most `n`.
@@ -211,14 +112,7 @@ impl Store {
         last: Option<&str>,
         n: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let repos = sqlx::query_scalar(
-            "SELECT DISTINCT repo FROM oci_manifests WHERE repo > ?1 ORDER BY repo LIMIT ?2",
-        )
-        .bind(last.unwrap_or(""))
-        .bind(n.min(i64::MAX as usize) as i64)
-        .fetch_all(&self.inner.index.read)
-        .await?;
-        Ok(repos)
+        Ok(self.inner.index.catalog(last, n).await?)
     }
 
     /// Manifests of a repository whose `subject` is `digest`.
@@ -227,59 +121,21 @@ impl Store {
         repo: &str,
         digest: &Digest,
     ) -> Result<Vec<ReferrerRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT digest, media_type, size, artifact_type, annotations FROM oci_manifests
-             WHERE repo = ?1 AND subject = ?2 ORDER BY created_at, digest",
-        )
-        .bind(repo)
-        .bind(digest.to_string())
-        .fetch_all(&self.inner.index.read)
-        .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(ReferrerRow {
-                    digest: indexed_digest(row.get(0))?,
-                    media_type: row.get(1),
-                    size: row.get::<i64, _>(2) as u64,
-                    artifact_type: row.get(3),
-                    annotations: row.get(4),
-                })
-            })
-            .collect()
+        Ok(self.inner.index.referrers(repo, digest).await?)
     }
 
     /// The size of a blob a repository holds, if it holds it.
     pub async fn oci_blob(&self, repo: &str, digest: &Digest) -> Result<Option<u64>, StoreError> {
-        let size: Option<i64> = sqlx::query_scalar(
-            "SELECT b.size FROM oci_repo_blobs r JOIN blobs b ON b.digest = r.digest
-             WHERE r.repo = ?1 AND r.digest = ?2",
-        )
-        .bind(repo)
-        .bind(digest.to_string())
-        .fetch_optional(&self.inner.index.read)
-        .await?;
-        Ok(size.map(|s| s as u64))
+        Ok(self.inner.index.repo_blob(repo, digest).await?)
     }
 
     /// Records that a repository holds a (stored, indexed) blob. Idempotent.
     pub async fn oci_link_blob(&self, repo: &str, digest: &Digest) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO oci_repo_blobs (repo, digest) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-        )
-        .bind(repo)
-        .bind(digest.to_string())
-        .execute(&self.inner.index.write)
-        .await?;
-        Ok(())
+        Ok(self.inner.index.link_blob(repo, digest).await?)
     }
 
     pub async fn oci_unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM oci_repo_blobs WHERE repo = ?1 AND digest = ?2")
-            .bind(repo)
-            .bind(digest.to_string())
-            .execute(&self.inner.index.write)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(self.inner.index.unlink_blob(repo, digest).await?)
     }
 }
 

@@ -9,7 +9,7 @@ pub(crate) mod sqlite;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::generation::BlobRows;
-use super::{Digest, GoFile, StoredAnswer};
+use super::{Digest, GoFile, ManifestRow, NewManifest, ReferrerRow, StoredAnswer};
 
 pub(crate) use sqlite::SqliteIndex;
 
@@ -120,4 +120,56 @@ pub(crate) trait GoIndex {
         digest: &Digest,
         size: u64,
     ) -> Result<(), IndexError>;
+}
+
+/// The OCI rows per repository: manifests (with their subject and the blobs
+/// they name), tags, and links to the blobs a repository holds.
+pub(crate) trait OciIndex {
+    async fn manifest(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRow>, IndexError>;
+
+    /// A tag's manifest and when upstream last confirmed it (unix seconds).
+    async fn tag(&self, repo: &str, tag: &str) -> Result<Option<(ManifestRow, i64)>, IndexError>;
+
+    /// The manifest and the blobs it names, in one transaction. Idempotent.
+    async fn put_manifest(&self, manifest: &NewManifest<'_>) -> Result<(), IndexError>;
+
+    /// The largest size any of a repository's manifests gives a blob.
+    async fn described_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>, IndexError>;
+
+    /// Points a tag at a manifest indexed for the repo, confirmed now.
+    async fn set_tag(&self, repo: &str, tag: &str, digest: &Digest) -> Result<(), IndexError>;
+
+    async fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool, IndexError>;
+
+    /// Removes a manifest (and the tags pointing at it).
+    async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool, IndexError>;
+
+    /// Tags in lexical order, after `last`, at most `n`.
+    async fn tags(
+        &self,
+        repo: &str,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<String>, IndexError>;
+
+    /// Whether the repository holds a manifest or a blob.
+    async fn has_repo(&self, repo: &str) -> Result<bool, IndexError>;
+
+    /// Repositories holding manifests, in lexical order, after `last`, at most `n`.
+    async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>, IndexError>;
+
+    /// Manifests of a repository whose `subject` is `digest`, oldest first.
+    async fn referrers(&self, repo: &str, digest: &Digest) -> Result<Vec<ReferrerRow>, IndexError>;
+
+    /// The size of a blob the repository holds.
+    async fn repo_blob(&self, repo: &str, digest: &Digest) -> Result<Option<u64>, IndexError>;
+
+    /// The blob must already be indexed. Idempotent.
+    async fn link_blob(&self, repo: &str, digest: &Digest) -> Result<(), IndexError>;
+
+    async fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool, IndexError>;
 }

@@ -6,6 +6,7 @@
 
 mod blobs;
 mod go;
+mod oci;
 
 use std::path::Path;
 use std::time::Duration;
