@@ -1,20 +1,13 @@
 //! The audit trail in the index: every content request, so an operator can
 //! answer "who pulled this digest?" (`AuditLog` in `audit_log` gathers them;
-//! this module writes, queries and prunes rows).
+//! this module escapes, writes, queries and prunes rows through
+//! `index::AuditIndex`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::{QueryBuilder, Row, Sqlite};
-
+use super::index::AuditIndex;
 use super::{Store, StoreError};
 use crate::escape::escape_owned;
-
-/// Rows per INSERT statement (12 parameters each, far below SQLite's limit).
-const BATCH: usize = 500;
-/// The row counts an INSERT is prepared for: a batch is cut into these so
-/// every statement comes from the cache instead of being parsed (a parse costs
-/// about as much per row as the insert itself).
-const STATEMENT_ROWS: [usize; 4] = [BATCH, 50, 5, 1];
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct AuditRecord {
@@ -54,95 +47,35 @@ pub struct AuditQuery {
 }
 
 impl Store {
-    /// Writes `records` in one transaction, in INSERTs of `STATEMENT_ROWS`
-    /// rows. The strings are moved into the statement, not copied. The texts
-    /// that come from outside (the subject, the artifact) are escaped on the
-    /// way in: the trail is read in terminals and by tools that split lines,
-    /// and a CN or user name may hold a newline or a terminal escape.
+    /// Writes `records` in one transaction. The texts that come from
+    /// outside (the subject, the artifact) are escaped on the way in: the
+    /// trail is read in terminals and by tools that split lines, and a CN or
+    /// user name may hold a newline or a terminal escape. Escaping moves a
+    /// clean string through without copying it.
     pub(crate) async fn write_audit(
         &self,
         records: &mut Vec<AuditRecord>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.inner.index.write.begin().await?;
-        while !records.is_empty() {
-            let take = STATEMENT_ROWS
-                .into_iter()
-                .find(|&rows| rows <= records.len())
-                .unwrap_or(1);
-            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO audit (at_ms, identity, subject, serial, peer, protocol, action, artifact, digest, outcome, status, count) ",
-            );
-            insert.push_values(records.drain(..take), |mut row, r| {
-                row.push_bind(r.at_ms)
-                    .push_bind(r.identity)
-                    .push_bind(escape_owned(r.subject))
-                    .push_bind(r.serial)
-                    .push_bind(r.peer)
-                    .push_bind(r.protocol)
-                    .push_bind(r.action)
-                    .push_bind(escape_owned(r.artifact))
-                    .push_bind(r.digest)
-                    .push_bind(r.outcome)
-                    .push_bind(i64::from(r.status))
-                    .push_bind(r.count as i64);
-            });
-            insert.build().execute(&mut *tx).await?;
+        for record in records.iter_mut() {
+            record.subject = escape_owned(std::mem::take(&mut record.subject));
+            record.artifact = escape_owned(std::mem::take(&mut record.artifact));
         }
-        tx.commit().await?;
-        Ok(())
+        Ok(self.inner.index.write_audit(records).await?)
     }
 
     /// Newest first.
     pub async fn audit_query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        let mut select: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT at_ms, identity, subject, serial, peer, protocol, action, artifact, digest, outcome, status, count \
-             FROM audit WHERE 1 = 1",
-        );
-        if let Some(subject) = &query.subject {
-            // Subjects are stored escaped; escaping is idempotent, so the raw
-            // name and the name as `mirror audit` prints it both match.
-            select
-                .push(" AND subject = ")
-                .push_bind(crate::escape::escape(subject).into_owned());
-        }
-        if let Some(artifact) = &query.artifact {
-            select
-                .push(" AND instr(artifact, ")
-                .push_bind(artifact)
-                .push(") > 0");
-        }
-        if let Some(digest) = &query.digest {
-            select.push(" AND digest = ").push_bind(digest);
-        }
-        if let Some(since) = query.since_ms {
-            select.push(" AND at_ms >= ").push_bind(since);
-        }
-        if let Some(until) = query.until_ms {
-            select.push(" AND at_ms < ").push_bind(until);
-        }
-        select
-            .push(" ORDER BY at_ms DESC, id DESC LIMIT ")
-            .push_bind(i64::from(query.limit.max(1)));
-        let rows = select.build().fetch_all(&self.inner.index.read).await?;
-        rows.iter()
-            .map(|row| {
-                Ok(AuditRecord {
-                    at_ms: row.try_get("at_ms")?,
-                    identity: row.try_get("identity")?,
-                    subject: row.try_get("subject")?,
-                    serial: row.try_get("serial")?,
-                    peer: row.try_get("peer")?,
-                    protocol: row.try_get("protocol")?,
-                    action: row.try_get("action")?,
-                    artifact: row.try_get("artifact")?,
-                    digest: row.try_get("digest")?,
-                    outcome: row.try_get("outcome")?,
-                    status: row.try_get::<i64, _>("status")? as u16,
-                    count: row.try_get::<i64, _>("count")? as u64,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        // Subjects are stored escaped; escaping is idempotent, so the raw
+        // name and the name as `mirror audit` prints it both match.
+        let escaped = query
+            .subject
+            .as_deref()
+            .map(|subject| crate::escape::escape(subject).into_owned());
+        let query = AuditQuery {
+            subject: escaped,
+            ..query.clone()
+        };
+        Ok(self.inner.index.audit_query(&query).await?)
     }
 
     /// Prunes records older than `retention`, hourly, until `stop`.
@@ -171,11 +104,7 @@ impl Store {
 
     /// Deletes records older than `before_ms`; how many went.
     pub async fn prune_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM audit WHERE at_ms < ?1")
-            .bind(before_ms)
-            .execute(&self.inner.index.write)
-            .await?;
-        Ok(done.rows_affected())
+        Ok(self.inner.index.prune_audit(before_ms).await?)
     }
 }
 
@@ -334,10 +263,6 @@ mod tests {
         }
         drop(log);
         writer.await.unwrap();
-        let total: i64 = sqlx::query_scalar("SELECT SUM(count) FROM audit")
-            .fetch_one(&store.inner.index.read)
-            .await
-            .unwrap();
-        assert_eq!(total, 60_000);
+        assert_eq!(store.inner.index.audited_requests().await, 60_000);
     }
 }

@@ -9,7 +9,9 @@ pub(crate) mod sqlite;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::generation::BlobRows;
-use super::{Digest, GoFile, ManifestRow, NewManifest, ReferrerRow, StoredAnswer};
+use super::{
+    AuditQuery, AuditRecord, Digest, GoFile, ManifestRow, NewManifest, ReferrerRow, StoredAnswer,
+};
 
 pub(crate) use sqlite::SqliteIndex;
 
@@ -172,4 +174,17 @@ pub(crate) trait OciIndex {
     async fn link_blob(&self, repo: &str, digest: &Digest) -> Result<(), IndexError>;
 
     async fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool, IndexError>;
+}
+
+/// The audit trail: one row per distinct request per second, with a count.
+pub(crate) trait AuditIndex {
+    /// Writes (and drains) `records` in one transaction, as they are: the
+    /// store has escaped what came from outside.
+    async fn write_audit(&self, records: &mut Vec<AuditRecord>) -> Result<(), IndexError>;
+
+    /// Newest first; `query.subject` is matched as stored (escaped).
+    async fn audit_query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, IndexError>;
+
+    /// Deletes records older than `before_ms`; how many went.
+    async fn prune_audit(&self, before_ms: i64) -> Result<u64, IndexError>;
 }

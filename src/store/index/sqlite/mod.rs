@@ -4,9 +4,12 @@
 //! moves under here one row family (one file) at a time; the pools stay
 //! open to the store's other files until the last has moved.
 
+mod audit;
 mod blobs;
 mod go;
 mod oci;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::path::Path;
 use std::time::Duration;
