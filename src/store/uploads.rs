@@ -1,13 +1,13 @@
 //! Push upload sessions that outlive the request and the process: a row per
-//! session (its owner, acknowledged size and hash state) and its bytes in
-//! `uploads/<id>`. Nothing of a session stays open between requests: each
+//! session in the index (its owner, acknowledged size and hash state, through
+//! `index::UploadIndex`) and its bytes in `uploads/<id>`. Nothing of a session stays open between requests: each
 //! request opens the file, and the row says where its bytes and hash stand.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::index::now_secs;
+use super::index::{UploadIndex, now_secs};
 use super::upload_file::UploadFile;
 use super::{Algorithm, Digest, Hasher, Store, StoreError, io_error};
 
@@ -23,6 +23,10 @@ impl UploadOwner {
     pub fn new(key: String) -> UploadOwner {
         UploadOwner(key)
     }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A session as the index last acknowledged it.
@@ -32,7 +36,7 @@ pub struct UploadRow {
     pub owner: UploadOwner,
     pub size: u64,
     /// `Hasher::save` after `size` bytes; absent before the first chunk.
-    hash_state: Option<Vec<u8>>,
+    pub(crate) hash_state: Option<Vec<u8>>,
 }
 
 /// Whether a new session could be opened.
@@ -93,20 +97,8 @@ impl Uploads<'_> {
     ) -> Result<Begun, StoreError> {
         let path = self.existing_path(id)?;
         // The row first: a file no row names is fair game for the sweep.
-        let inserted = sqlx::query(
-            "INSERT INTO uploads (id, repo_key, owner, size, touched_at) \
-             SELECT ?1, ?2, ?3, 0, ?4 \
-             WHERE (SELECT COUNT(*) FROM uploads WHERE owner = ?3) < ?5",
-        )
-        .bind(id)
-        .bind(repo_key)
-        .bind(&owner.0)
-        .bind(now_secs())
-        .bind(i64::from(quota))
-        .execute(&self.store.inner.index.write)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
+        let index = &self.store.inner.index;
+        if !index.begin_upload(id, repo_key, owner, quota).await? {
             return Ok(Begun::QuotaFull);
         }
         if let Err(error) = tokio::fs::File::create(&path).await {
@@ -119,31 +111,13 @@ impl Uploads<'_> {
     /// Records that the session's file holds `file.size()` good bytes, with
     /// their hash. `false` when the session is gone (cancelled, or swept).
     pub async fn progress(&self, id: &str, file: &UploadFile) -> Result<bool, StoreError> {
-        let updated = sqlx::query(
-            "UPDATE uploads SET size = ?2, hash_state = ?3, touched_at = ?4 WHERE id = ?1",
-        )
-        .bind(id)
-        .bind(file.size() as i64)
-        .bind(file.hasher().save())
-        .bind(now_secs())
-        .execute(&self.store.inner.index.write)
-        .await?
-        .rows_affected();
-        Ok(updated == 1)
+        let state = file.hasher().save();
+        let index = &self.store.inner.index;
+        Ok(index.upload_progress(id, file.size(), &state).await?)
     }
 
     pub async fn find(&self, id: &str) -> Result<Option<UploadRow>, StoreError> {
-        let row: Option<(String, String, i64, Option<Vec<u8>>)> =
-            sqlx::query_as("SELECT repo_key, owner, size, hash_state FROM uploads WHERE id = ?1")
-                .bind(id)
-                .fetch_optional(&self.store.inner.index.read)
-                .await?;
-        Ok(row.map(|(repo_key, owner, size, hash_state)| UploadRow {
-            repo_key,
-            owner: UploadOwner(owner),
-            size: size.max(0) as u64,
-            hash_state,
-        }))
+        Ok(self.store.inner.index.find_upload(id).await?)
     }
 
     /// The session's file after its acknowledged bytes, with their hash.
@@ -244,10 +218,7 @@ impl Uploads<'_> {
     /// Forgets a session and removes its file (a committed session's file has
     /// moved into the store already).
     pub async fn end(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM uploads WHERE id = ?1")
-            .bind(id)
-            .execute(&self.store.inner.index.write)
-            .await?;
+        self.store.inner.index.end_upload(id).await?;
         if let Some(path) = self.path(id) {
             match tokio::fs::remove_file(&path).await {
                 Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
@@ -271,9 +242,7 @@ impl Store {
         dry_run: bool,
     ) -> Result<u64, StoreError> {
         let cutoff = now_secs() - abandoned_after.as_secs() as i64;
-        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT id, touched_at FROM uploads")
-            .fetch_all(&self.inner.index.read)
-            .await?;
+        let rows = self.inner.index.upload_sessions().await?;
         let dir = self.inner.root.join("uploads");
         let (dead, leftovers) = tokio::task::spawn_blocking(move || {
             let named: std::collections::HashSet<&str> =
@@ -426,11 +395,7 @@ mod tests {
         assert_eq!(saved.hasher.finish(), expected);
 
         // A state this build cannot read: the bytes are hashed again.
-        sqlx::query("UPDATE uploads SET hash_state = x'00' WHERE id = ?1")
-            .bind(&id)
-            .execute(&store.inner.index.write)
-            .await
-            .unwrap();
+        store.inner.index.set_upload_hash_state(&id, &[0]).await;
         let row = store.uploads().find(&id).await.unwrap().unwrap();
         let rehashed = store.uploads().resume(&id, &row).await.unwrap().unwrap();
         assert_eq!(rehashed.hasher.finish(), expected);
@@ -475,11 +440,7 @@ mod tests {
         for id in [&live, &stale, &rowless] {
             std::fs::write(store.uploads().path(id).unwrap(), b"bytes").unwrap();
         }
-        sqlx::query("UPDATE uploads SET touched_at = 0 WHERE id = ?1")
-            .bind(&stale)
-            .execute(&store.inner.index.write)
-            .await
-            .unwrap();
+        store.inner.index.set_upload_touched_at(&stale, 0).await;
 
         assert_eq!(
             store.sweep_uploads(DAY, DAY, false).await.unwrap(),

@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::generation::BlobRows;
 use super::{
     AuditQuery, AuditRecord, Digest, GoFile, ManifestRow, NewManifest, ReferrerRow, StoredAnswer,
+    UploadOwner, UploadRow,
 };
 
 pub(crate) use sqlite::SqliteIndex;
@@ -187,4 +188,33 @@ pub(crate) trait AuditIndex {
 
     /// Deletes records older than `before_ms`; how many went.
     async fn prune_audit(&self, before_ms: i64) -> Result<u64, IndexError>;
+}
+
+/// Push sessions: who owns one, how many bytes are acknowledged and the hash
+/// state after them.
+pub(crate) trait UploadIndex {
+    /// Opens session `id` unless `owner` already holds `quota` sessions,
+    /// counting and inserting in one statement; `false` when full.
+    async fn begin_upload(
+        &self,
+        id: &str,
+        repo_key: &str,
+        owner: &UploadOwner,
+        quota: u32,
+    ) -> Result<bool, IndexError>;
+
+    /// `false` when the session is gone.
+    async fn upload_progress(
+        &self,
+        id: &str,
+        size: u64,
+        hash_state: &[u8],
+    ) -> Result<bool, IndexError>;
+
+    async fn find_upload(&self, id: &str) -> Result<Option<UploadRow>, IndexError>;
+
+    async fn end_upload(&self, id: &str) -> Result<(), IndexError>;
+
+    /// Every session's id and when it was last touched (unix seconds).
+    async fn upload_sessions(&self) -> Result<Vec<(String, i64)>, IndexError>;
 }

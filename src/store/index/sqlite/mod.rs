@@ -10,6 +10,7 @@ mod go;
 mod oci;
 #[cfg(test)]
 pub(crate) mod testing;
+mod uploads;
 
 use std::path::Path;
 use std::time::Duration;

@@ -4,6 +4,24 @@
 use super::SqliteIndex;
 
 impl SqliteIndex {
+    pub(crate) async fn set_upload_hash_state(&self, id: &str, state: &[u8]) {
+        sqlx::query("UPDATE uploads SET hash_state = ?2 WHERE id = ?1")
+            .bind(id)
+            .bind(state)
+            .execute(&self.write)
+            .await
+            .unwrap();
+    }
+
+    pub(crate) async fn set_upload_touched_at(&self, id: &str, touched_at: i64) {
+        sqlx::query("UPDATE uploads SET touched_at = ?2 WHERE id = ?1")
+            .bind(id)
+            .bind(touched_at)
+            .execute(&self.write)
+            .await
+            .unwrap();
+    }
+
     /// The requests every audit row stands for, summed.
     pub(crate) async fn audited_requests(&self) -> i64 {
         sqlx::query_scalar("SELECT SUM(count) FROM audit")

@@ -1,0 +1,78 @@
+//! Push sessions' rows: owner, acknowledged size and hash state.
+
+use super::SqliteIndex;
+use crate::store::index::{IndexError, UploadIndex, now_secs};
+use crate::store::{UploadOwner, UploadRow};
+
+impl UploadIndex for SqliteIndex {
+    async fn begin_upload(
+        &self,
+        id: &str,
+        repo_key: &str,
+        owner: &UploadOwner,
+        quota: u32,
+    ) -> Result<bool, IndexError> {
+        let inserted = sqlx::query(
+            "INSERT INTO uploads (id, repo_key, owner, size, touched_at) \
+             SELECT ?1, ?2, ?3, 0, ?4 \
+             WHERE (SELECT COUNT(*) FROM uploads WHERE owner = ?3) < ?5",
+        )
+        .bind(id)
+        .bind(repo_key)
+        .bind(owner.as_str())
+        .bind(now_secs())
+        .bind(i64::from(quota))
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        Ok(inserted > 0)
+    }
+
+    async fn upload_progress(
+        &self,
+        id: &str,
+        size: u64,
+        hash_state: &[u8],
+    ) -> Result<bool, IndexError> {
+        let updated = sqlx::query(
+            "UPDATE uploads SET size = ?2, hash_state = ?3, touched_at = ?4 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(size as i64)
+        .bind(hash_state)
+        .bind(now_secs())
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    async fn find_upload(&self, id: &str) -> Result<Option<UploadRow>, IndexError> {
+        let row: Option<(String, String, i64, Option<Vec<u8>>)> =
+            sqlx::query_as("SELECT repo_key, owner, size, hash_state FROM uploads WHERE id = ?1")
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(row.map(|(repo_key, owner, size, hash_state)| UploadRow {
+            repo_key,
+            owner: UploadOwner::new(owner),
+            size: size.max(0) as u64,
+            hash_state,
+        }))
+    }
+
+    async fn end_upload(&self, id: &str) -> Result<(), IndexError> {
+        sqlx::query("DELETE FROM uploads WHERE id = ?1")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn upload_sessions(&self) -> Result<Vec<(String, i64)>, IndexError> {
+        let rows = sqlx::query_as("SELECT id, touched_at FROM uploads")
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows)
+    }
+}
