@@ -14,10 +14,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use sqlx::Row;
-
 use super::blob_store::{BlobStore, ListedBlob};
 use super::generation::BlobRows;
+use super::index::UpkeepIndex;
 use super::{Digest, Store, StoreError};
 use crate::sync::Unpoisoned;
 
@@ -152,20 +151,7 @@ pub struct StoreTotals {
 
 impl Store {
     pub async fn totals(&self) -> Result<StoreTotals, StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS blobs, COALESCE(SUM(size), 0) AS bytes,
-                    COALESCE(SUM(hosted), 0) AS hosted_blobs,
-                    COALESCE(SUM(CASE WHEN hosted = 1 THEN size ELSE 0 END), 0) AS hosted_bytes
-             FROM blobs",
-        )
-        .fetch_one(&self.inner.index.read)
-        .await?;
-        Ok(StoreTotals {
-            blobs: row.try_get::<i64, _>("blobs")? as u64,
-            bytes: row.try_get::<i64, _>("bytes")? as u64,
-            hosted_blobs: row.try_get::<i64, _>("hosted_blobs")? as u64,
-            hosted_bytes: row.try_get::<i64, _>("hosted_bytes")? as u64,
-        })
+        Ok(self.inner.index.totals().await?)
     }
 
     /// Evicts least-recently-used cached blobs until the store holds at most
@@ -183,27 +169,19 @@ impl Store {
         let mut after_accessed = i64::MIN;
         let mut after_digest = String::new();
         while size > target {
-            let page = sqlx::query(
-                "SELECT digest, size, accessed_at FROM blobs
-                 WHERE hosted = 0 AND (accessed_at, digest) > (?1, ?2)
-                 ORDER BY accessed_at, digest LIMIT 256",
-            )
-            .bind(after_accessed)
-            .bind(&after_digest)
-            .fetch_all(&self.inner.index.read)
-            .await?;
+            let after = (after_accessed, after_digest.as_str());
+            let page = self.inner.index.eviction_candidates(after, 256).await?;
             if page.is_empty() {
                 break;
             }
-            for row in &page {
-                let text: String = row.try_get("digest")?;
-                let blob_size = row.try_get::<i64, _>("size")? as u64;
-                after_accessed = row.try_get("accessed_at")?;
-                after_digest = text.clone();
+            for candidate in page {
+                let blob_size = candidate.size;
+                after_accessed = candidate.accessed_at;
+                after_digest = candidate.digest;
                 if size <= target {
                     break;
                 }
-                let Ok(digest) = text.parse::<Digest>() else {
+                let Ok(digest) = after_digest.parse::<Digest>() else {
                     continue;
                 };
                 if self.inner.in_use.contains(&digest) {
@@ -285,22 +263,10 @@ impl Store {
     ) -> Result<Vec<(Digest, u64)>, StoreError> {
         let now = SystemTime::now();
         let mut orphans = Vec::new();
+        // A chunk at a time: the set of known digests stays small.
         for chunk in files.chunks(500) {
-            let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "SELECT digest FROM blobs WHERE digest IN (",
-            );
-            let mut list = query.separated(", ");
-            for file in chunk {
-                list.push_bind(file.digest.as_str());
-            }
-            query.push(")");
-            let known: std::collections::HashSet<String> = query
-                .build()
-                .fetch_all(&self.inner.index.read)
-                .await?
-                .iter()
-                .filter_map(|row| row.try_get::<String, _>("digest").ok())
-                .collect();
+            let digests: Vec<&str> = chunk.iter().map(|file| file.digest.as_str()).collect();
+            let known = self.inner.index.indexed_among(&digests).await?;
             orphans.extend(
                 chunk
                     .iter()
@@ -323,18 +289,13 @@ impl Store {
         let mut missing_files = 0;
         let mut after = String::new();
         loop {
-            let page: Vec<String> = sqlx::query_scalar(
-                "SELECT digest FROM blobs WHERE digest > ?1 ORDER BY digest LIMIT 1000",
-            )
-            .bind(&after)
-            .fetch_all(&self.inner.index.read)
-            .await?;
-            let Some(last) = page.last() else { break };
+            let page = self.inner.index.blobs_after(&after, 1000).await?;
+            let Some((last, _)) = page.last() else { break };
             after = last.clone();
             // Rows the listing did not see; a file renamed in since then has
             // appeared, so look again before calling one missing.
             let mut missing = Vec::new();
-            for text in page {
+            for (text, _) in page {
                 let Ok(digest) = text.parse::<Digest>() else {
                     continue;
                 };
@@ -365,12 +326,7 @@ mod tests {
     }
 
     async fn age(store: &Store, digest: &Digest, accessed_at: i64) {
-        sqlx::query("UPDATE blobs SET accessed_at = ?1 WHERE digest = ?2")
-            .bind(accessed_at)
-            .bind(digest.to_string())
-            .execute(&store.inner.index.write)
-            .await
-            .unwrap();
+        store.inner.index.set_accessed_at(digest, accessed_at).await;
     }
 
     #[tokio::test]

@@ -54,7 +54,7 @@ pub use fill::{
 };
 pub use generation::Generation;
 pub use go::{GoFile, StoredAnswer};
-use index::{BlobIndex, SqliteIndex};
+use index::{BlobIndex, Index, SqliteIndex};
 pub use index::{IndexError, now_secs};
 pub use oci::{ManifestRow, NewManifest, ReferrerRow};
 pub use read::{BlobFile, OpenedBlob, VerifyOnRead};
@@ -130,7 +130,7 @@ pub(crate) struct Inner {
     /// Blob bytes; an enum, not `dyn`, so a hit pays no indirection.
     blobs: Blobs,
     /// The rows; by type, not `dyn`, for the same reason.
-    pub(crate) index: SqliteIndex,
+    index: SqliteIndex,
     pub(crate) fills: fill::Fills,
     /// Digests read since the last flush; written to `accessed_at` in one
     /// transaction now and then instead of one UPDATE per hit.

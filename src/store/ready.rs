@@ -6,6 +6,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use super::Store;
+use super::index::Index;
 
 /// A check that takes longer than this counts as failed: a probe must answer
 /// before the load balancer's own timeout, and a stuck index is not ready.
@@ -33,11 +34,14 @@ impl Store {
     }
 
     async fn index_answers(&self) -> Result<(), NotReady> {
-        let query = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sqlite_master")
-            .fetch_one(&self.inner.index.read);
+        let query = self.inner.index.answers();
         match tokio::time::timeout(CHECK_TIMEOUT, query).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(NotReady::Index(error.to_string())),
+            // The backend's own words: the answer already says it is the index.
+            Ok(Err(error)) => Err(NotReady::Index(
+                std::error::Error::source(&error)
+                    .map_or_else(|| error.to_string(), ToString::to_string),
+            )),
             Err(_) => Err(NotReady::Index(format!(
                 "no answer within {CHECK_TIMEOUT:?}"
             ))),

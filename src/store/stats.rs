@@ -2,8 +2,7 @@
 //! one group per protocol and upstream, the totals as their sums, and the hit
 //! ratio from the audit trail.
 
-use sqlx::Row;
-
+use super::index::{AuditIndex, UpkeepIndex};
 use super::{Store, StoreError, StoreTotals};
 
 /// The blobs one group holds: stored once, counted once.
@@ -32,43 +31,10 @@ pub const SHARED: &str = "(shared)";
 pub const UNREFERENCED: &str = "(unreferenced)";
 pub const HOSTED: &str = "(hosted)";
 
-/// Every blob in exactly one group: Go files by kind, sumdb tiles by database,
-/// image content by upstream, pushed content as hosted, and blobs that several
-/// of those refer to as shared. So the groups add up to the store.
-const GROUP_STATS_SQL: &str = "\
-    WITH refs AS ( \
-        SELECT digest, 'go' AS protocol, 'module ' || kind || ' files' AS owner FROM go_files \
-        UNION SELECT digest, 'go', 'sumdb ' || sumdb || ' tiles' FROM go_sumdb_tiles \
-        UNION SELECT digest, 'oci', substr(repo, 1, instr(repo || '/', '/') - 1) FROM oci_repo_blobs \
-        UNION SELECT digest, 'oci', substr(repo, 1, instr(repo || '/', '/') - 1) FROM oci_manifests \
-    ), owned AS ( \
-        SELECT b.size, \
-            CASE WHEN b.hosted = 1 THEN 'oci' WHEN COUNT(r.digest) = 1 THEN MIN(r.protocol) ELSE '-' END \
-                AS protocol, \
-            CASE WHEN b.hosted = 1 THEN ?1 WHEN COUNT(r.digest) = 0 THEN ?2 \
-                 WHEN COUNT(r.digest) = 1 THEN MIN(r.owner) ELSE ?3 END AS owner \
-        FROM blobs AS b LEFT JOIN refs AS r ON r.digest = b.digest GROUP BY b.digest \
-    ) \
-    SELECT protocol, owner, COUNT(*) AS blobs, COALESCE(SUM(size), 0) AS bytes FROM owned \
-    GROUP BY protocol, owner ORDER BY protocol = '-', protocol, owner";
-
 impl Store {
     pub async fn stats(&self) -> Result<StoreStats, StoreError> {
-        let mut groups = Vec::new();
-        for row in sqlx::query(GROUP_STATS_SQL)
-            .bind(HOSTED)
-            .bind(UNREFERENCED)
-            .bind(SHARED)
-            .fetch_all(&self.inner.index.read)
-            .await?
-        {
-            groups.push(GroupStats {
-                protocol: row.try_get("protocol")?,
-                upstream: row.try_get("owner")?,
-                blobs: row.try_get::<i64, _>("blobs")? as u64,
-                bytes: row.try_get::<i64, _>("bytes")? as u64,
-            });
-        }
+        let index = &self.inner.index;
+        let groups = index.group_stats(HOSTED, UNREFERENCED, SHARED).await?;
         let mut totals = StoreTotals::default();
         for group in &groups {
             totals.blobs += group.blobs;
@@ -83,14 +49,8 @@ impl Store {
             groups,
             ..StoreStats::default()
         };
-        let outcomes = sqlx::query(
-            "SELECT outcome, SUM(count) AS n FROM audit WHERE action = 'read' GROUP BY outcome",
-        )
-        .fetch_all(&self.inner.index.read)
-        .await?;
-        for row in outcomes {
-            let n = row.try_get::<i64, _>("n")? as u64;
-            match row.try_get::<String, _>("outcome")?.as_str() {
+        for (outcome, n) in index.read_outcomes().await? {
+            match outcome.as_str() {
                 "hit" => stats.hits = n,
                 "miss" => stats.misses = n,
                 "stale" => stats.stale = n,

@@ -7,6 +7,7 @@ use futures_util::StreamExt;
 
 use super::blob_store::{BlobObject, BlobStore, Opened};
 use super::generation::BlobRows;
+use super::index::UpkeepIndex;
 use super::{Digest, Store, StoreError};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -36,22 +37,17 @@ impl Store {
         let mut report = VerifyReport::default();
         let mut after = String::new();
         loop {
-            let page: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT digest, size FROM blobs WHERE digest > ?1 ORDER BY digest LIMIT 256",
-            )
-            .bind(&after)
-            .fetch_all(&self.inner.index.read)
-            .await?;
+            let page = self.inner.index.blobs_after(&after, 256).await?;
             let Some((last, _)) = page.last() else { break };
             after = last.clone();
             for (text, size) in page {
                 let verdict = match text.parse::<Digest>() {
-                    Ok(digest) => self.check(&digest, size as u64).await?,
+                    Ok(digest) => self.check(&digest, size).await?,
                     Err(_) => Verdict::Corrupt,
                 };
                 report.checked += 1;
                 match verdict {
-                    Verdict::Good => report.bytes += size as u64,
+                    Verdict::Good => report.bytes += size,
                     Verdict::Corrupt => report.corrupt.push(text.clone()),
                     Verdict::Missing => report.missing.push(text.clone()),
                 }

@@ -1,17 +1,30 @@
 //! The index seam: every row the store keeps, behind traits a second backend
 //! (PostgreSQL, issue 12) implements again. `SqliteIndex` is the first and
-//! owns the pool and the migrations; the SQL moves into it one row family at
-//! a time, one trait per family. The store holds it by type, not behind
-//! `dyn`, so a hit costs no extra call.
+//! owns the pool, the migrations and every SQL string; nothing else in the
+//! crate names sqlx or SQL. The store holds it by type, not behind `dyn`, so
+//! a hit costs no extra call.
+//!
+//! The rows come in families, one trait each, so an implementation splits
+//! into one file per family; `Index` is all of them plus the connection's
+//! own life. A method that must be atomic (a delete and the generation bump,
+//! a manifest and the blobs it names, a batch of access times or audit rows)
+//! is one method, so each backend makes it one transaction.
+//!
+//! Leases (issue 12) get their family here: today a fill in progress is an
+//! in-process slot (`fill::Fills`) and no row, so there is no lease method
+//! yet. The `fills(key, owner, owner_url, epoch, lease_until)` row of
+//! DESIGN's scale-out table becomes a `LeaseIndex` beside these, claimed in
+//! one statement that returns the epoch, when a second replica needs it.
 
 pub(crate) mod sqlite;
 
+use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::generation::BlobRows;
 use super::{
-    AuditQuery, AuditRecord, Digest, GoFile, ManifestRow, NewManifest, ReferrerRow, StoredAnswer,
-    UploadOwner, UploadRow,
+    AuditQuery, AuditRecord, Digest, GoFile, GroupStats, ManifestRow, NewManifest, ReferrerRow,
+    StoreTotals, StoredAnswer, UploadOwner, UploadRow,
 };
 
 pub(crate) use sqlite::SqliteIndex;
@@ -46,6 +59,24 @@ pub fn now_secs() -> i64 {
 pub(crate) fn indexed_digest(text: &str) -> Result<Digest, IndexError> {
     text.parse()
         .map_err(|_| IndexError::Corrupt(format!("index holds an invalid digest {text:?}")))
+}
+
+/// A cached blob eviction may take, in least-recently-used order.
+pub(crate) struct Candidate {
+    pub(crate) digest: String,
+    pub(crate) size: u64,
+    pub(crate) accessed_at: i64,
+}
+
+/// Every row family, and the connection's own life.
+pub(crate) trait Index:
+    BlobIndex + GoIndex + OciIndex + AuditIndex + UploadIndex + UpkeepIndex
+{
+    /// Whether the index answers a read now (for `/readyz`); reads only, since
+    /// a busy writer is no reason to take an instance out of service.
+    async fn answers(&self) -> Result<(), IndexError>;
+
+    async fn close(&self);
 }
 
 /// Blob rows: one per stored object, with its size, access time and whether
@@ -188,6 +219,9 @@ pub(crate) trait AuditIndex {
 
     /// Deletes records older than `before_ms`; how many went.
     async fn prune_audit(&self, before_ms: i64) -> Result<u64, IndexError>;
+
+    /// Requests read, by outcome (`hit`, `miss`, `stale`, ...), counted.
+    async fn read_outcomes(&self) -> Result<Vec<(String, u64)>, IndexError>;
 }
 
 /// Push sessions: who owns one, how many bytes are acknowledged and the hash
@@ -217,4 +251,32 @@ pub(crate) trait UploadIndex {
 
     /// Every session's id and when it was last touched (unix seconds).
     async fn upload_sessions(&self) -> Result<Vec<(String, i64)>, IndexError>;
+}
+
+/// What eviction, sweeps, `verify` and `stats` read across all blob rows.
+pub(crate) trait UpkeepIndex {
+    async fn totals(&self) -> Result<StoreTotals, IndexError>;
+
+    /// Unpinned blobs after `(accessed_at, digest)`, least recently used first.
+    async fn eviction_candidates(
+        &self,
+        after: (i64, &str),
+        limit: u32,
+    ) -> Result<Vec<Candidate>, IndexError>;
+
+    /// Blob rows after `digest` in digest order, with their sizes.
+    async fn blobs_after(&self, digest: &str, limit: u32)
+    -> Result<Vec<(String, u64)>, IndexError>;
+
+    /// Which of `digests` have a row.
+    async fn indexed_among(&self, digests: &[&str]) -> Result<HashSet<String>, IndexError>;
+
+    /// Every blob in exactly one group, labelled with `hosted`, `unreferenced`
+    /// and `shared` for those groups.
+    async fn group_stats(
+        &self,
+        hosted: &str,
+        unreferenced: &str,
+        shared: &str,
+    ) -> Result<Vec<GroupStats>, IndexError>;
 }

@@ -1,4 +1,5 @@
-//! The audit trail's rows: batched inserts, queries and pruning.
+//! The audit trail's rows: batched inserts, queries, pruning, and the read
+//! outcomes `stats` counts.
 
 use sqlx::{QueryBuilder, Row, Sqlite};
 
@@ -100,5 +101,21 @@ impl AuditIndex for SqliteIndex {
             .execute(&self.write)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn read_outcomes(&self) -> Result<Vec<(String, u64)>, IndexError> {
+        let rows = sqlx::query(
+            "SELECT outcome, SUM(count) AS n FROM audit WHERE action = 'read' GROUP BY outcome",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<String, _>("outcome")?,
+                    row.try_get::<i64, _>("n")? as u64,
+                ))
+            })
+            .collect()
     }
 }

@@ -1,8 +1,8 @@
 //! The SQLite index, the embedded default: one writer connection (SQLite
 //! serializes writers anyway, and one connection makes that explicit instead
-//! of a busy-wait) and a pool of readers on the same WAL database. The SQL
-//! moves under here one row family (one file) at a time; the pools stay
-//! open to the store's other files until the last has moved.
+//! of a busy-wait) and a pool of readers on the same WAL database. All SQL
+//! lives under here, one file per row family; hits read through the reader
+//! pool, writes go through the single writer.
 
 mod audit;
 mod blobs;
@@ -10,6 +10,7 @@ mod go;
 mod oci;
 #[cfg(test)]
 pub(crate) mod testing;
+mod upkeep;
 mod uploads;
 
 use std::path::Path;
@@ -19,21 +20,14 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::IndexError;
+use super::{Index, IndexError};
 use crate::store::StoreError;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 pub(crate) struct SqliteIndex {
-    pub(crate) write: SqlitePool,
-    pub(crate) read: SqlitePool,
-}
-
-/// For the store's files whose SQL has not moved here yet.
-impl From<sqlx::Error> for StoreError {
-    fn from(error: sqlx::Error) -> StoreError {
-        StoreError::Index(error.into())
-    }
+    write: SqlitePool,
+    read: SqlitePool,
 }
 
 impl From<sqlx::Error> for IndexError {
@@ -129,8 +123,17 @@ impl SqliteIndex {
             .map_err(IndexError::from)?;
         Ok(SqliteIndex { write, read })
     }
+}
 
-    pub(crate) async fn close(&self) {
+impl Index for SqliteIndex {
+    async fn answers(&self) -> Result<(), IndexError> {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sqlite_master")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
     }

@@ -2,8 +2,18 @@
 //! states no public path makes (an old access time, an unreadable hash state).
 
 use super::SqliteIndex;
+use crate::store::Digest;
 
 impl SqliteIndex {
+    pub(crate) async fn set_accessed_at(&self, digest: &Digest, accessed_at: i64) {
+        sqlx::query("UPDATE blobs SET accessed_at = ?1 WHERE digest = ?2")
+            .bind(accessed_at)
+            .bind(digest.to_string())
+            .execute(&self.write)
+            .await
+            .unwrap();
+    }
+
     pub(crate) async fn set_upload_hash_state(&self, id: &str, state: &[u8]) {
         sqlx::query("UPDATE uploads SET hash_state = ?2 WHERE id = ?1")
             .bind(id)
