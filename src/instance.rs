@@ -136,7 +136,9 @@ fn spawn_background(
     if options.shared {
         return;
     }
-    store.spawn_audit_retention(config.audit.retention, stop.clone());
+    store
+        .audit()
+        .spawn_retention(config.audit.retention, stop.clone());
     store.spawn_sweeps(config.cache.sweep_interval, stop.clone());
     if let Some(max) = config.cache.max_size {
         store.spawn_eviction(max.as_u64(), config.cache.low_water, stop.clone());

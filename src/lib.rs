@@ -14,8 +14,9 @@
 //! - `goproxy`, `oci`: the two protocols; they call `store` and `upstream`.
 //! - `metrics`: counters and their Prometheus page.
 //! - `config`: the TOML file's shape, defaults and checks.
-//! - `store`: the only code that touches `data_dir`; below its methods, the index
-//!   (rows; SQLite, which holds every SQL string) and the blob store (files or S3).
+//! - `store`: the only code that touches `data_dir`; protocols use its typed
+//!   parts (`blobs()`, `oci()`, `go()`, `uploads()`, `audit()`); below them, the
+//!   index (rows; SQLite, which holds every SQL string) and the blob store (files or S3).
 //! - `upstream`: outbound HTTP, redirects and single flights.
 //! - `auth`: who is asking and whether they may.
 //! - `forward`: `mirror forward`, the client side: a loopback relay to a mirror

@@ -282,7 +282,7 @@ fn temp_files(mirror: &TestMirror) -> usize {
 async fn stored(mirror: &TestMirror, digest: &str) -> bool {
     let digest = digest.parse().unwrap();
     let store = mirror.mirror().store();
-    store.has_blob(&digest).await.unwrap().is_some()
+    store.blobs().size(&digest).await.unwrap().is_some()
 }
 
 /// `mirror_fill_failures_total` as `/metrics` shows it.

@@ -161,7 +161,7 @@ async fn bad_names_digests_and_unknown_content_get_spec_errors() {
     assert!(status >= 500, "{status} {message} {:?}", proxy.seen());
     let digest = image.digest.parse().unwrap();
     assert_eq!(
-        mirror.mirror().store().has_blob(&digest).await.unwrap(),
+        mirror.mirror().store().blobs().size(&digest).await.unwrap(),
         None
     );
     proxy.stop_corrupting();

@@ -138,7 +138,7 @@ async fn a_blob_corrupted_upstream_is_refused_and_never_stored() {
         );
         let digest = layer.digest.parse().unwrap();
         assert_eq!(
-            mirror.mirror().store().has_blob(&digest).await.unwrap(),
+            mirror.mirror().store().blobs().size(&digest).await.unwrap(),
             None
         );
         // Nothing bad was kept: once upstream is honest, the right bytes come.

@@ -330,7 +330,8 @@ async fn curl_sees_registry_headers_head_before_any_get_and_ranges_of_cold_blobs
         mirror
             .mirror()
             .store()
-            .has_blob(&digest)
+            .blobs()
+            .size(&digest)
             .await
             .unwrap()
             .is_some()

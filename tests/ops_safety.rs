@@ -444,7 +444,8 @@ async fn the_data_dir_and_the_index_are_created_private() {
     let digest = server
         .mirror()
         .store()
-        .put_bytes(b"private bytes", false)
+        .blobs()
+        .put(b"private bytes", mirror::store::Origin::Cached)
         .await
         .unwrap();
     let hex = digest.as_str().trim_start_matches("sha256:");

@@ -150,7 +150,8 @@ async fn a_bounded_cache_evicts_least_recently_used_content_and_refetches_it() {
         server
             .mirror()
             .store()
-            .has_blob(&first.parse().unwrap())
+            .blobs()
+            .size(&first.parse().unwrap())
             .await
             .unwrap()
             .is_none()
@@ -160,7 +161,8 @@ async fn a_bounded_cache_evicts_least_recently_used_content_and_refetches_it() {
         server
             .mirror()
             .store()
-            .has_blob(&newest.parse().unwrap())
+            .blobs()
+            .size(&newest.parse().unwrap())
             .await
             .unwrap()
             .is_some()
@@ -271,7 +273,8 @@ async fn a_full_disk_fails_one_fill_cleanly_and_hits_keep_being_served() {
         server
             .mirror()
             .store()
-            .has_blob(&big.parse().unwrap())
+            .blobs()
+            .size(&big.parse().unwrap())
             .await
             .unwrap()
             .is_none()
@@ -307,7 +310,13 @@ async fn read_in_turn(server: &TestMirror, digest: &str) {
     let url = server.url(&format!("/v2/up.test/gc/app/blobs/{digest}"));
     let (status, got) = get(&server.anonymous(), url).await.unwrap();
     assert_eq!((status, got.as_str()), (200, digest));
-    server.mirror().store().flush_access().await.unwrap();
+    server
+        .mirror()
+        .store()
+        .blobs()
+        .flush_access()
+        .await
+        .unwrap();
     let read_at = unix_secs();
     wait_for("the next second", Duration::from_secs(3), || async {
         unix_secs() > read_at

@@ -14,6 +14,7 @@ use common::process::{mirror_bin, run, text, tool};
 use common::registry::layout::{Built, Layout};
 use common::registry::{Auth, DockerRegistry};
 use common::{MirrorOptions, PASSWORD, TestMirror, USER};
+use mirror::store::{ModuleKey, RepoKey, TagKey, VersionKey};
 use sha2::{Digest as _, Sha256};
 
 struct Seeded {
@@ -159,11 +160,12 @@ async fn indexed(mirror: &TestMirror, seeded: &Seeded) -> (bool, bool) {
     let store = mirror.mirror().store();
     let digest = seeded.image.digest.parse().unwrap();
     let tag = store
-        .oci_tag("up.test/team/app", "v1")
+        .oci()
+        .tag(&RepoKey::new("up.test/team/app".into()), TagKey::new("v1"))
         .await
         .unwrap()
         .is_some();
-    (tag, store.has_blob(&digest).await.unwrap().is_some())
+    (tag, store.blobs().size(&digest).await.unwrap().is_some())
 }
 
 fn go_tree() -> tempfile::TempDir {
@@ -258,7 +260,12 @@ async fn every_tag_and_digest_pulls_again_after_cache_gc_beside_the_running_serv
     let stored = mirror
         .mirror()
         .store()
-        .go_file("example.com/kept", "v1.0.0", mirror::store::GoFile::Info)
+        .go()
+        .file(
+            ModuleKey::new("example.com/kept"),
+            VersionKey::new("v1.0.0"),
+            mirror::store::GoFile::Info,
+        )
         .await
         .unwrap();
     assert!(stored.is_some(), "the .info was served from memory only");

@@ -13,7 +13,10 @@ use bytes::Bytes;
 use common::garage::Garage;
 use common::{noise, wait_for};
 use futures_util::TryStreamExt;
-use mirror::store::{Begun, Digest, Pushed, S3Settings, Storage, Store, UploadOwner, VerifyOnRead};
+use mirror::store::{
+    Begun, Digest, Origin, Pushed, RepoKey, S3Settings, Storage, Store, UploadId, UploadOwner,
+    VerifyOnRead,
+};
 use object_store::aws::AmazonS3;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -47,9 +50,12 @@ async fn exists(bucket: &AmazonS3, key: &Path) -> bool {
 /// Pushes `bytes` through an upload session in 1 MiB chunks and commits it
 /// under `digest`.
 async fn push(store: &Store, id: &str, bytes: &[u8], digest: &Digest) -> Pushed {
+    let id = &UploadId::parse(id).expect("an upload id");
     let uploads = store.uploads();
     let owner = UploadOwner::new("alice".to_owned());
-    let begun = uploads.begin(id, "hosted/app", &owner, 8).await;
+    let begun = uploads
+        .begin(id, &RepoKey::new("hosted/app".into()), &owner, 8)
+        .await;
     assert_eq!(begun.expect("begin an upload session"), Begun::Opened);
     let row = uploads.find(id).await.expect("find").expect("session row");
     let mut file = uploads
@@ -89,13 +95,21 @@ async fn blobs_in_s3_are_written_whole_read_by_range_and_quarantined_when_change
         .expect("a store on garage");
 
     // Small: one PUT, read back whole and checked.
-    let config = store.put_bytes(b"{\"a\":1}", false).await.expect("put");
+    let config = store
+        .blobs()
+        .put(b"{\"a\":1}", Origin::Cached)
+        .await
+        .expect("put");
     assert!(
         exists(&bucket, &key(&config)).await,
         "object under its digest"
     );
-    assert_eq!(store.has_blob(&config).await.expect("has"), Some(7));
-    let read = store.read_small(&config, 1024).await.expect("read small");
+    assert_eq!(store.blobs().size(&config).await.expect("has"), Some(7));
+    let read = store
+        .blobs()
+        .read_small(&config, 1024)
+        .await
+        .expect("read small");
     assert_eq!(read.as_deref(), Some(&b"{\"a\":1}"[..]));
 
     // Large: a multipart upload (over the 8 MiB part size), then ranges.
@@ -116,7 +130,12 @@ async fn blobs_in_s3_are_written_whole_read_by_range_and_quarantined_when_change
         (9 * MIB - 1, 3 * MIB),
         (layer.len() - 1, 1),
     ] {
-        let blob = store.open_blob(&digest).await.expect("open").expect("blob");
+        let blob = store
+            .blobs()
+            .open(&digest)
+            .await
+            .expect("open")
+            .expect("blob");
         assert_eq!(blob.size, layer.len() as u64);
         let body = blob.stream(start as u64, len as u64).await.expect("stream");
         let got: Vec<Bytes> = body.try_collect().await.expect("ranged read");
@@ -149,20 +168,29 @@ async fn blobs_in_s3_are_written_whole_read_by_range_and_quarantined_when_change
         .put(&key(&config), PutPayload::from_static(b"{\"a\":2}"))
         .await
         .expect("overwrite the object");
-    let read = store.read_small(&config, 1024).await.expect("read small");
+    let read = store
+        .blobs()
+        .read_small(&config, 1024)
+        .await
+        .expect("read small");
     assert!(read.is_none(), "bad bytes read as absent");
-    assert!(store.is_quarantined(&config).await);
+    assert!(store.blobs().is_quarantined(&config).await);
     assert!(!exists(&bucket, &key(&config)).await);
     let aside = Path::from(format!("quarantine/sha256/{}", config.hex()));
     let kept = bucket.get(&aside).await.expect("quarantined copy");
     assert_eq!(&kept.bytes().await.expect("bytes")[..], b"{\"a\":2}");
-    assert_eq!(store.has_blob(&config).await.expect("has"), None);
+    assert_eq!(store.blobs().size(&config).await.expect("has"), None);
 
     // A streamed read verified to its end fails on a changed large object.
     store.set_verify_on_read(VerifyOnRead::All);
     let mut changed = layer.to_vec();
     changed[MIB] ^= 1;
-    let blob = store.open_blob(&digest).await.expect("open").expect("blob");
+    let blob = store
+        .blobs()
+        .open(&digest)
+        .await
+        .expect("open")
+        .expect("blob");
     bucket
         .put(&key(&digest), PutPayload::from(changed))
         .await
@@ -171,13 +199,18 @@ async fn blobs_in_s3_are_written_whole_read_by_range_and_quarantined_when_change
         !completes(blob, layer.len()).await,
         "a read pinned to the old object fails"
     );
-    let blob = store.open_blob(&digest).await.expect("open").expect("blob");
+    let blob = store
+        .blobs()
+        .open(&digest)
+        .await
+        .expect("open")
+        .expect("blob");
     assert!(
         !completes(blob, layer.len()).await,
         "a changed object never completes"
     );
-    assert!(store.is_quarantined(&digest).await);
-    assert!(store.open_blob(&digest).await.expect("open").is_none());
+    assert!(store.blobs().is_quarantined(&digest).await);
+    assert!(store.blobs().open(&digest).await.expect("open").is_none());
 
     store.close().await;
     garage.stop();

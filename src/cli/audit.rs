@@ -87,7 +87,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<()> {
         .build()?;
     let records = runtime.block_on(async {
         let store = Store::open_existing(&data_dir).await?;
-        let records = store.audit_query(&query).await;
+        let records = store.audit().query(&query).await;
         store.close().await;
         records
     })?;

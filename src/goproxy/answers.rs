@@ -69,7 +69,8 @@ impl GoProxy {
         let stored = self
             .inner
             .store
-            .go_answer(key.as_str())
+            .go()
+            .answer(key.stored())
             .await
             .or_internal(key.as_str())?;
         Ok(stored.map(|stored| {
@@ -101,7 +102,8 @@ impl GoProxy {
         let fetched_at = match self
             .inner
             .store
-            .put_go_answer(key.as_str(), status, &body)
+            .go()
+            .put_answer(key.stored(), status, &body)
             .await
         {
             Ok(fetched_at) => fetched_at,

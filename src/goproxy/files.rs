@@ -16,7 +16,7 @@ use super::module::ModulePath;
 use super::route::FileKind;
 use super::version::Version;
 use super::{GoProxy, Reply, Served, bytes_response};
-use crate::store::{Digest, GoFile, StoreError};
+use crate::store::{Digest, GoFile, Origin, StoreError};
 use crate::wire::{Body, Outcome, body};
 
 /// Go's own limits on what it reads: `.mod` 16 MiB; `.info` is a line of JSON.
@@ -95,7 +95,7 @@ impl GoProxy {
         };
         let served = match &stored.bytes {
             Some(bytes) => {
-                self.inner.store.touch(&stored.digest);
+                self.inner.store.blobs().touch(&stored.digest);
                 Some(Served::new(
                     bytes_response(bytes.clone(), kind.content_type()),
                     Outcome::Hit,
@@ -128,7 +128,8 @@ impl GoProxy {
         let found = self
             .inner
             .store
-            .go_file(module.as_str(), version.as_str(), stored_kind(kind))
+            .go()
+            .file(module.key(), version.key(), stored_kind(kind))
             .await
             .or_internal(key.as_str())?;
         Ok(found.map(|(digest, size)| Stored {
@@ -149,6 +150,7 @@ impl GoProxy {
         let read = self
             .inner
             .store
+            .blobs()
             .read_small(&stored.digest, MEMO_BYTES as u64)
             .await
             .or_internal(key.as_str())?;
@@ -184,7 +186,8 @@ impl GoProxy {
         let blob = self
             .inner
             .store
-            .open_blob(&stored.digest)
+            .blobs()
+            .open(&stored.digest)
             .await
             .or_internal(key.as_str())?;
         let Some(blob) = blob else {
@@ -228,7 +231,8 @@ impl GoProxy {
         self.inner.files.remove(key.as_str());
         self.inner
             .store
-            .forget_go_file(module.as_str(), version.as_str(), stored_kind(kind))
+            .go()
+            .forget_file(module.key(), version.key(), stored_kind(kind))
             .await
             .or_internal(key.as_str())
     }
@@ -336,16 +340,17 @@ impl GoProxy {
         key: &Key,
         bytes: Bytes,
     ) -> FileFetch {
-        let digest = match self.inner.store.put_bytes(&bytes, false).await {
+        let digest = match self.inner.store.blobs().put(&bytes, Origin::Cached).await {
             Ok(digest) => digest,
             Err(error) => return FileFetch::Internal(Arc::new(error)),
         };
         let indexed = self
             .inner
             .store
-            .put_go_file(
-                module.as_str(),
-                version.as_str(),
+            .go()
+            .put_file(
+                module.key(),
+                version.key(),
                 stored_kind(kind),
                 &digest,
                 bytes.len() as u64,

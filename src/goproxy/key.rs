@@ -9,6 +9,7 @@ use super::chain::encode_path;
 use super::module::ModulePath;
 use super::route::FileKind;
 use super::version::{Query, Version};
+use crate::store;
 
 /// What one request names upstream, borrowed from its route.
 #[derive(Clone, Copy, Debug)]
@@ -119,6 +120,11 @@ impl Key {
 
     pub(crate) fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The key as the store keeps the answer under it.
+    pub(crate) fn stored(&self) -> store::AnswerKey<'_> {
+        store::AnswerKey::new(&self.0)
     }
 }
 

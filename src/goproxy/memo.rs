@@ -105,6 +105,7 @@ impl<V: Clone> Memo<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Origin;
 
     #[test]
     fn the_budget_holds_and_replacements_are_counted_once() {
@@ -130,7 +131,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(dir.path()).await.unwrap();
         let memo = Memo::following(100_000, store.generation());
-        store.put_bytes(b"cached", false).await.unwrap();
+        store.blobs().put(b"cached", Origin::Cached).await.unwrap();
         memo.insert("kept".into(), 1, 10);
         assert_eq!(memo.get("kept"), Some(1));
         store.evict_to(0, false).await.unwrap();

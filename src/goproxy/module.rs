@@ -4,6 +4,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::store::ModuleKey;
+
 /// Longest module path accepted. Go sets no limit; real paths are far shorter,
 /// and a bound keeps keys, logs and upstream URLs sane.
 pub const MAX_PATH_LEN: usize = 512;
@@ -49,6 +51,11 @@ impl ModulePath {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The path as the store keys it.
+    pub fn key(&self) -> ModuleKey<'_> {
+        ModuleKey::new(&self.0)
     }
 
     /// The `!`-encoded form, for upstream URLs.

@@ -12,6 +12,7 @@ use super::key::{AnswerKey, Key, Resource};
 use super::module::ModulePath;
 use super::version::{Query, Version};
 use super::{GoProxy, Served, bytes_response};
+use crate::store::{Origin, TileKey};
 use crate::wire::{Outcome, body};
 
 /// Largest sumdb answer accepted (a data tile of 256 records is far smaller).
@@ -178,13 +179,15 @@ impl GoProxy {
         }
         let store = &self.inner.store;
         let Some((digest, _)) = store
-            .sumdb_tile(name, tile)
+            .go()
+            .tile(TileKey::new(name, tile))
             .await
             .or_internal(key.as_str())?
         else {
             return Ok(None);
         };
         let read = store
+            .blobs()
             .read_small(&digest, MAX_SUMDB_ANSWER as u64)
             .await
             .or_internal(key.as_str())?;
@@ -236,7 +239,8 @@ impl GoProxy {
                 let kept = self
                     .inner
                     .store
-                    .go_answers_under(under.as_str())
+                    .go()
+                    .answers_under(under.stored())
                     .await
                     .or_internal(key.as_str())?;
                 let wider = kept
@@ -279,9 +283,10 @@ impl GoProxy {
                     super::chain::Answer::Found(bytes) => {
                         // A tile the store cannot take is still served: the
                         // failure is ours, not upstream's.
-                        let stored = match store.put_bytes(&bytes, false).await {
+                        let stored = match store.blobs().put(&bytes, Origin::Cached).await {
                             Ok(digest) => store
-                                .put_sumdb_tile(name, tile, &digest, bytes.len() as u64)
+                                .go()
+                                .put_tile(TileKey::new(name, tile), &digest, bytes.len() as u64)
                                 .await,
                             Err(error) => Err(error),
                         };

@@ -7,6 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::module::{Kind, ModulePath, check_elem, unescape};
+use crate::store::VersionKey;
 
 /// Longest version or query accepted (pseudo-versions are about 40 bytes).
 pub const MAX_VERSION_LEN: usize = 128;
@@ -134,6 +135,11 @@ impl FromStr for Version {
 impl Version {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The version as the store keys it.
+    pub fn key(&self) -> VersionKey<'_> {
+        VersionKey::new(&self.0)
     }
 
     fn major(&self) -> &str {

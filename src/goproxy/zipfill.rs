@@ -150,9 +150,10 @@ impl GoProxy {
         let indexed = self
             .inner
             .store
-            .put_go_file(
-                module.as_str(),
-                version.as_str(),
+            .go()
+            .put_file(
+                module.key(),
+                version.key(),
                 GoFile::Zip,
                 &committed.digest,
                 committed.size,

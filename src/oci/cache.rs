@@ -286,6 +286,7 @@ impl MetaCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Origin;
 
     fn meta(byte: u8, body: usize) -> ManifestMeta {
         ManifestMeta {
@@ -373,14 +374,14 @@ mod tests {
         let store = crate::store::Store::open(dir.path()).await.unwrap();
         let cache = MetaCache::new(store.generation());
         let m = meta(3, 10);
-        let digest = store.put_bytes(&[3; 10], false).await.unwrap();
+        let digest = store.blobs().put(&[3; 10], Origin::Cached).await.unwrap();
         cache.put_manifest("a/b", m.clone());
         cache.put_blob("a/b", &m.digest, 10);
         let names = DigestHeaders::of(&digest).unwrap();
         cache.keep_blob("a/b", &digest, Bytes::from_static(&[3; 10]), names);
         assert!(cache.manifest("a/b", &m.digest).is_some());
         store.evict_to(0, false).await.unwrap();
-        assert!(store.has_blob(&digest).await.unwrap().is_none());
+        assert!(store.blobs().size(&digest).await.unwrap().is_none());
         assert!(cache.manifest("a/b", &m.digest).is_none());
         assert!(cache.blob("a/b", &m.digest).is_none());
         assert!(cache.blob("a/b", &digest).is_none(), "kept bytes go too");

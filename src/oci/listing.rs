@@ -50,7 +50,8 @@ pub async fn catalog(registry: &Registry, query: &Query) -> Result<Response<Body
     let n = query.page_size()?.unwrap_or(DEFAULT_PAGE);
     let repos = registry
         .store
-        .oci_catalog(query.get("last"), n.saturating_add(1))
+        .oci()
+        .catalog(query.get("last"), n.saturating_add(1))
         .await?;
     let (repos, link) = page(repos, n, "/v2/_catalog");
     Ok(json_response(
@@ -179,9 +180,10 @@ async fn cached_tags(
 ) -> Result<Response<Body>, OciError> {
     let tags = registry
         .store
-        .oci_tags(&repo.key, last, limit.saturating_add(1))
+        .oci()
+        .tags(&repo.key, last, limit.saturating_add(1))
         .await?;
-    if tags.is_empty() && last.is_none() && !registry.store.oci_has_repo(&repo.key).await? {
+    if tags.is_empty() && last.is_none() && !registry.store.oci().has_repo(&repo.key).await? {
         return Err(OciError::new(
             Code::NameUnknown,
             format!("repository {} is not known", repo.name),
@@ -278,7 +280,7 @@ async fn cached_referrers(
     digest: &Digest,
     artifact_type: Option<&str>,
 ) -> Result<Response<Body>, OciError> {
-    let rows = registry.store.oci_referrers(&repo.key, digest).await?;
+    let rows = registry.store.oci().referrers(&repo.key, digest).await?;
     let manifests: Vec<serde_json::Value> = rows
         .into_iter()
         .filter(|row| {

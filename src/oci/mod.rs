@@ -165,7 +165,7 @@ impl Registry {
                 Box::pin(uploads::handle(
                     self,
                     &repo,
-                    id.as_deref(),
+                    id.as_ref(),
                     &query,
                     request,
                     &owner,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::error::{Code, OciError};
 use super::route::RepoName;
 use super::upstream::Upstream;
+use crate::store::RepoKey;
 
 /// Where a repository's content comes from.
 #[derive(Clone)]
@@ -28,7 +29,7 @@ pub struct Repo {
     pub name: RepoName,
     /// The store's key: `<upstream>/<remote>` for a mirrored repository, the
     /// name for a hosted one. Stable whichever way a client reached it.
-    pub key: String,
+    pub key: RepoKey,
     pub source: Source,
 }
 
@@ -77,7 +78,7 @@ impl Upstreams {
             };
             Repo {
                 name: name.clone(),
-                key: [upstream.name.as_str(), "/", remote.as_str()].concat(),
+                key: RepoKey::new([upstream.name.as_str(), "/", remote.as_str()].concat()),
                 source: Source::Upstream {
                     upstream: upstream.clone(),
                     remote,
@@ -100,7 +101,7 @@ impl Upstreams {
         }
         let hosted = Repo {
             name: name.clone(),
-            key: name.to_string(),
+            key: RepoKey::new(name.to_string()),
             source: Source::Hosted,
         };
         if self.is_hosted_namespace(name) {
@@ -180,7 +181,7 @@ mod tests {
         (
             upstream.as_ref().map(|u| u.0.clone()),
             upstream.map_or(String::new(), |u| u.1),
-            repo.key,
+            repo.key.to_string(),
         )
     }
 
@@ -224,7 +225,7 @@ mod tests {
         let all = Upstreams::new(Vec::new(), Vec::new());
         let repo = all.resolve(&"team/app".parse().unwrap(), None).unwrap();
         assert!(repo.is_hosted());
-        assert_eq!(repo.key, "team/app");
+        assert_eq!(repo.key.as_str(), "team/app");
         // A hosted namespace wins over the default upstream, and only as a whole component.
         let all = upstreams();
         assert!(

@@ -9,7 +9,7 @@ use http::Method;
 use percent_encoding::percent_decode_str;
 
 use super::error::{Code, OciError};
-use crate::store::Digest;
+use crate::store::{Digest, TagKey, UploadId};
 
 /// The distribution spec's limit; registries refuse longer names.
 const MAX_NAME: usize = 255;
@@ -100,6 +100,11 @@ impl Tag {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The tag as the store keys it.
+    pub fn key(&self) -> TagKey<'_> {
+        TagKey::new(&self.0)
+    }
 }
 
 impl FromStr for Tag {
@@ -169,7 +174,7 @@ pub enum Route {
     Manifest(RepoName, Reference),
     Blob(RepoName, Digest),
     /// `…/blobs/uploads/` (start) or `…/blobs/uploads/<id>` (continue).
-    Upload(RepoName, Option<String>),
+    Upload(RepoName, Option<UploadId>),
     Referrers(RepoName, Digest),
 }
 
@@ -216,13 +221,13 @@ impl Route {
         }
         let (head, last) = rest.rsplit_once('/').ok_or_else(unknown)?;
         if let Some(name) = head.strip_suffix("/blobs/uploads") {
-            let id = (!last.is_empty()).then(|| last.to_owned());
-            if id
-                .as_deref()
-                .is_some_and(|id| !crate::store::is_upload_id(id))
-            {
-                return Err(OciError::new(Code::BlobUploadUnknown, "unknown upload"));
-            }
+            let id = match last {
+                "" => None,
+                id => Some(
+                    UploadId::parse(id)
+                        .ok_or_else(|| OciError::new(Code::BlobUploadUnknown, "unknown upload"))?,
+                ),
+            };
             return Ok(Route::Upload(name.parse()?, id));
         }
         let (name, kind) = head.rsplit_once('/').ok_or_else(unknown)?;
@@ -344,7 +349,10 @@ mod tests {
         );
         assert_eq!(
             Route::parse("/v2/x/blobs/uploads/0123456789abcdef0123456789abcdef", &GET).unwrap(),
-            Route::Upload(name("x"), Some("0123456789abcdef0123456789abcdef".into()))
+            Route::Upload(
+                name("x"),
+                UploadId::parse("0123456789abcdef0123456789abcdef")
+            )
         );
         assert_eq!(
             Route::parse("/v2/x/tags/list", &GET).unwrap(),

@@ -28,17 +28,17 @@ pub use session::{Uploads, owner_of};
 use super::names::Repo;
 use super::route::{Query, parse_digest};
 use super::{Code, OciError, Registry, content_response, internal, touched, unsupported};
-use crate::store::{Begun, Digest, Pushed, UploadFile, UploadOwner};
+use crate::store::{Begun, Digest, Pushed, UploadFile, UploadId, UploadOwner};
 use crate::wire::{Action, Body, Outcome, body};
 
 fn upload_unknown() -> OciError {
     OciError::new(Code::BlobUploadUnknown, "blob upload unknown to registry")
 }
 
-fn new_id() -> Result<String, OciError> {
+fn new_id() -> Result<UploadId, OciError> {
     let mut bytes = [0u8; 16];
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| internal("no randomness for an upload id"))?;
-    Ok(hex::encode(bytes))
+    Ok(UploadId::from_random(bytes))
 }
 
 fn quota_full(quota: u32) -> OciError {
@@ -55,7 +55,7 @@ fn quota_full(quota: u32) -> OciError {
 pub async fn handle(
     registry: &Registry,
     repo: &Repo,
-    id: Option<&str>,
+    id: Option<&UploadId>,
     query: &Query,
     request: Request<Incoming>,
     owner: &UploadOwner,
@@ -65,10 +65,10 @@ pub async fn handle(
     let session = |id| Session::named(registry, repo, owner, id);
     match (&method, id) {
         (&Method::POST, None) => start(registry, repo, owner, query, request).await,
-        (&Method::PATCH, Some(id)) => patch(&session(id)?, request).await,
-        (&Method::PUT, Some(id)) => finish(&session(id)?, query, request).await,
-        (&Method::GET, Some(id)) => status(&session(id)?).await,
-        (&Method::DELETE, Some(id)) => cancel(&session(id)?).await,
+        (&Method::PATCH, Some(id)) => patch(&session(id), request).await,
+        (&Method::PUT, Some(id)) => finish(&session(id), query, request).await,
+        (&Method::GET, Some(id)) => status(&session(id)).await,
+        (&Method::DELETE, Some(id)) => cancel(&session(id)).await,
         _ => Err(unsupported(&method)),
     }
 }
@@ -262,7 +262,7 @@ async fn mount_from(
     // Pushed content is never evicted, even if it came from a mirrored
     // repository. The metadata cache may still name a blob eviction removed:
     // then it is no mount, but a plain upload.
-    if !registry.store.mark_hosted(digest).await? {
+    if !registry.store.blobs().pin_hosted(digest).await? {
         return Ok(None);
     }
     linked(registry, repo, digest, size).await.map(Some)
@@ -275,8 +275,8 @@ async fn linked(
     digest: &Digest,
     size: u64,
 ) -> Result<Response<Body>, OciError> {
-    registry.store.oci_link_blob(&repo.key, digest).await?;
-    registry.cache.put_blob(&repo.key, digest, size);
+    registry.store.oci().link_blob(&repo.key, digest).await?;
+    registry.cache.put_blob(repo.key.as_str(), digest, size);
     Ok(created(repo, digest))
 }
 
@@ -301,7 +301,7 @@ fn created(repo: &Repo, digest: &Digest) -> Response<Body> {
     )
 }
 
-fn session_response(repo: &Repo, id: &str, size: u64, status: StatusCode) -> Response<Body> {
+fn session_response(repo: &Repo, id: &UploadId, size: u64, status: StatusCode) -> Response<Body> {
     let mut response = Response::new(body::empty());
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -313,7 +313,7 @@ fn session_response(repo: &Repo, id: &str, size: u64, status: StatusCode) -> Res
     if let Ok(range) = HeaderValue::from_str(&format!("0-{last}")) {
         headers.insert(RANGE, range);
     }
-    if let Ok(uuid) = HeaderValue::from_str(id) {
+    if let Ok(uuid) = HeaderValue::from_str(id.as_str()) {
         headers.insert("docker-upload-uuid", uuid);
     }
     headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));

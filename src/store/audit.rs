@@ -64,7 +64,10 @@ impl Store {
     }
 
     /// Newest first.
-    pub async fn audit_query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+    pub(super) async fn audit_query(
+        &self,
+        query: &AuditQuery,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
         // Subjects are stored escaped; escaping is idempotent, so the raw
         // name and the name as `mirror audit` prints it both match.
         let escaped = query
@@ -79,7 +82,7 @@ impl Store {
     }
 
     /// Prunes records older than `retention`, hourly, until `stop`.
-    pub fn spawn_audit_retention(
+    pub(super) fn spawn_audit_retention(
         &self,
         retention: std::time::Duration,
         stop: tokio_util::sync::CancellationToken,
@@ -103,7 +106,7 @@ impl Store {
     }
 
     /// Deletes records older than `before_ms`; how many went.
-    pub async fn prune_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
+    pub(super) async fn prune_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
         Ok(self.inner.index.prune_audit(before_ms).await?)
     }
 }

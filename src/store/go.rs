@@ -35,7 +35,7 @@ pub struct StoredAnswer {
 
 impl Store {
     /// The stored file of `module@version`, as (digest, size).
-    pub async fn go_file(
+    pub(super) async fn go_file(
         &self,
         module: &str,
         version: &str,
@@ -45,7 +45,7 @@ impl Store {
     }
 
     /// Records a stored, verified file. The blob must already be indexed.
-    pub async fn put_go_file(
+    pub(super) async fn put_go_file(
         &self,
         module: &str,
         version: &str,
@@ -60,7 +60,7 @@ impl Store {
     }
 
     /// Drops an index row whose blob file has gone missing.
-    pub async fn forget_go_file(
+    pub(super) async fn forget_go_file(
         &self,
         module: &str,
         version: &str,
@@ -73,12 +73,12 @@ impl Store {
             .await?)
     }
 
-    pub async fn go_answer(&self, key: &str) -> Result<Option<StoredAnswer>, StoreError> {
+    pub(super) async fn go_answer(&self, key: &str) -> Result<Option<StoredAnswer>, StoreError> {
         Ok(self.inner.index.go_answer(key).await?)
     }
 
     /// Replaces the answer under `key`; returns its `fetched_at`.
-    pub async fn put_go_answer(
+    pub(super) async fn put_go_answer(
         &self,
         key: &str,
         status: u16,
@@ -88,14 +88,14 @@ impl Store {
     }
 
     /// Answers whose key starts with `prefix`, in descending key order.
-    pub async fn go_answers_under(
+    pub(super) async fn go_answers_under(
         &self,
         prefix: &str,
     ) -> Result<Vec<(String, StoredAnswer)>, StoreError> {
         Ok(self.inner.index.go_answers_under(prefix).await?)
     }
 
-    pub async fn sumdb_tile(
+    pub(super) async fn sumdb_tile(
         &self,
         sumdb: &str,
         tile: &str,
@@ -103,7 +103,7 @@ impl Store {
         Ok(self.inner.index.sumdb_tile(sumdb, tile).await?)
     }
 
-    pub async fn put_sumdb_tile(
+    pub(super) async fn put_sumdb_tile(
         &self,
         sumdb: &str,
         tile: &str,

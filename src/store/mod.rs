@@ -1,8 +1,12 @@
 //! The store: an index of rows (`index`, SQLite today) plus content-addressed
-//! blobs (`blob_store`, files under `data_dir` today).
-//! The one place that does I/O on `data_dir`; protocols call its methods and
-//! never see a pool nor a path: a push writes through the `UploadFile` handle
-//! `uploads()` gives it.
+//! blobs (`blob_store`, files under `data_dir` or an S3 bucket).
+//! The one place that does I/O on `data_dir`; protocols never see a pool nor
+//! a path. They reach it through typed parts, borrows that cost nothing:
+//! `blobs()` (content by digest, with an `Origin`), `oci()` and `go()` (their
+//! rows, keyed by `RepoKey`, `TagKey`, `ModuleKey`, `VersionKey`, `AnswerKey`,
+//! `TileKey`), `uploads()` (push sessions by `UploadId`; a push writes through
+//! the `UploadFile` handle it gives) and `audit()`. The protocols own the
+//! grammar of those names; the store only keeps the kinds apart.
 //!
 //! Layout: `mirror.db` (WAL), `blobs/<alg>/<2 hex>/<hex>` for content, `tmp/`
 //! for writes in progress, `uploads/<id>` for push sessions' bytes,
@@ -13,14 +17,19 @@
 
 pub mod audit;
 mod audit_log;
+mod audit_trail;
 mod blob_store;
+mod blobs;
 pub mod digest;
 pub mod evict;
 pub mod fill;
 mod generation;
 mod go;
+mod go_rows;
 mod index;
+mod keys;
 mod oci;
+mod oci_rows;
 mod quarantine;
 mod read;
 mod ready;
@@ -37,10 +46,12 @@ use std::sync::{Arc, Mutex};
 
 pub use audit::{AuditQuery, AuditRecord};
 pub use audit_log::{AuditEntry, AuditLog};
+pub use audit_trail::AuditTrail;
 
 use crate::sync::Unpoisoned;
 use blob_store::{BlobStore, Blobs};
 pub use blob_store::{S3Settings, Storage};
+pub use blobs::{Origin, StoredBlobs};
 
 /// An open object of the blob store the store was opened with.
 type BlobObjectOf = <Blobs as BlobStore>::Object;
@@ -54,14 +65,17 @@ pub use fill::{
 };
 pub use generation::Generation;
 pub use go::{GoFile, StoredAnswer};
+pub use go_rows::GoRows;
 use index::{BlobIndex, Index, SqliteIndex};
 pub use index::{IndexError, now_secs};
+pub use keys::{AnswerKey, ModuleKey, RepoKey, TagKey, TileKey, VersionKey};
 pub use oci::{ManifestRow, NewManifest, ReferrerRow};
+pub use oci_rows::OciRows;
 pub use read::{BlobFile, OpenedBlob, VerifyOnRead};
 pub use ready::NotReady;
 pub use stats::{GroupStats, HOSTED, SHARED, StoreStats, UNREFERENCED};
 pub use upload_file::UploadFile;
-pub use uploads::{Begun, Pushed, UploadOwner, UploadRow, Uploads, is_upload_id};
+pub use uploads::{Begun, Pushed, UploadId, UploadOwner, UploadRow, Uploads};
 pub use verify::VerifyReport;
 
 #[derive(Debug, thiserror::Error)]
@@ -214,7 +228,7 @@ impl Store {
     /// `false` when no row indexes it, e.g. eviction removed it a moment ago:
     /// eviction deletes only unpinned rows on the same write connection, so
     /// a blob pinned here stays.
-    pub async fn mark_hosted(&self, digest: &Digest) -> Result<bool, StoreError> {
+    async fn mark_hosted(&self, digest: &Digest) -> Result<bool, StoreError> {
         Ok(self.inner.index.mark_hosted(digest).await?)
     }
 
@@ -307,7 +321,7 @@ impl Store {
 
     /// Stores a small object held in memory (a manifest, a `.info`) and
     /// returns its sha256 digest.
-    pub async fn put_bytes(&self, bytes: &[u8], hosted: bool) -> Result<Digest, StoreError> {
+    async fn put_bytes(&self, bytes: &[u8], hosted: bool) -> Result<Digest, StoreError> {
         let digest = Digest::sha256_of(bytes);
         let indexed = if hosted {
             self.mark_hosted(&digest).await?
@@ -333,7 +347,7 @@ impl Store {
         Ok(digest)
     }
 
-    pub async fn has_blob(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+    async fn has_blob(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
         if !self.inner.blobs.contains(digest).await {
             return Ok(None);
         }
@@ -341,7 +355,7 @@ impl Store {
     }
 
     /// Notes a read for LRU eviction; written to the index by `flush_access`.
-    pub fn touch(&self, digest: &Digest) {
+    fn touch(&self, digest: &Digest) {
         let mut accessed = self.inner.accessed.lock().unpoisoned();
         if accessed.len() < 1_000_000 && !accessed.contains(digest) {
             accessed.insert(digest.clone());
@@ -349,7 +363,7 @@ impl Store {
     }
 
     /// Writes the noted reads to the index in one transaction.
-    pub async fn flush_access(&self) -> Result<usize, StoreError> {
+    async fn flush_access(&self) -> Result<usize, StoreError> {
         let digests: Vec<Digest> = {
             let mut accessed = self.inner.accessed.lock().unpoisoned();
             accessed.drain().collect()

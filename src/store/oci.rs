@@ -2,7 +2,7 @@
 //! index (`index::OciIndex`); the `oci` module never sees a pool.
 
 use super::index::OciIndex;
-use super::{Digest, Store, StoreError};
+use super::{Digest, RepoKey, Store, StoreError};
 
 /// A manifest stored for a repository.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub struct ReferrerRow {
 
 /// A manifest to index, with what the referrers API needs from it.
 pub struct NewManifest<'a> {
-    pub repo: &'a str,
+    pub repo: &'a RepoKey,
     pub digest: &'a Digest,
     pub media_type: &'a str,
     pub size: u64,
@@ -36,7 +36,7 @@ pub struct NewManifest<'a> {
 }
 
 impl Store {
-    pub async fn oci_manifest(
+    pub(super) async fn oci_manifest(
         &self,
         repo: &str,
         digest: &Digest,
@@ -45,7 +45,7 @@ impl Store {
     }
 
     /// A tag's manifest and when upstream last confirmed it (unix seconds).
-    pub async fn oci_tag(
+    pub(super) async fn oci_tag(
         &self,
         repo: &str,
         tag: &str,
@@ -55,13 +55,16 @@ impl Store {
 
     /// Indexes a stored manifest for a repository, with the blob sizes it
     /// states. Idempotent.
-    pub async fn oci_put_manifest(&self, manifest: &NewManifest<'_>) -> Result<(), StoreError> {
+    pub(super) async fn oci_put_manifest(
+        &self,
+        manifest: &NewManifest<'_>,
+    ) -> Result<(), StoreError> {
         Ok(self.inner.index.put_manifest(manifest).await?)
     }
 
     /// The largest size any of a repository's manifests gives a blob, if one
     /// names it: more than that is not the blob those manifests mean.
-    pub async fn oci_described_size(
+    pub(super) async fn oci_described_size(
         &self,
         repo: &str,
         digest: &Digest,
@@ -70,7 +73,7 @@ impl Store {
     }
 
     /// Points a tag at a manifest (already indexed for the repo), confirmed now.
-    pub async fn oci_set_tag(
+    pub(super) async fn oci_set_tag(
         &self,
         repo: &str,
         tag: &str,
@@ -79,12 +82,12 @@ impl Store {
         Ok(self.inner.index.set_tag(repo, tag, digest).await?)
     }
 
-    pub async fn oci_delete_tag(&self, repo: &str, tag: &str) -> Result<bool, StoreError> {
+    pub(super) async fn oci_delete_tag(&self, repo: &str, tag: &str) -> Result<bool, StoreError> {
         Ok(self.inner.index.delete_tag(repo, tag).await?)
     }
 
     /// Removes a manifest from a repository (and the tags pointing at it).
-    pub async fn oci_delete_manifest(
+    pub(super) async fn oci_delete_manifest(
         &self,
         repo: &str,
         digest: &Digest,
@@ -93,7 +96,7 @@ impl Store {
     }
 
     /// Tags of a repository in lexical order, after `last`, at most `n`.
-    pub async fn oci_tags(
+    pub(super) async fn oci_tags(
         &self,
         repo: &str,
         last: Option<&str>,
@@ -102,12 +105,12 @@ impl Store {
         Ok(self.inner.index.tags(repo, last, n).await?)
     }
 
-    pub async fn oci_has_repo(&self, repo: &str) -> Result<bool, StoreError> {
+    pub(super) async fn oci_has_repo(&self, repo: &str) -> Result<bool, StoreError> {
         Ok(self.inner.index.has_repo(repo).await?)
     }
 
     /// Repositories holding manifests, in lexical order, after `last`, at most `n`.
-    pub async fn oci_catalog(
+    pub(super) async fn oci_catalog(
         &self,
         last: Option<&str>,
         n: usize,
@@ -116,7 +119,7 @@ impl Store {
     }
 
     /// Manifests of a repository whose `subject` is `digest`.
-    pub async fn oci_referrers(
+    pub(super) async fn oci_referrers(
         &self,
         repo: &str,
         digest: &Digest,
@@ -125,16 +128,28 @@ impl Store {
     }
 
     /// The size of a blob a repository holds, if it holds it.
-    pub async fn oci_blob(&self, repo: &str, digest: &Digest) -> Result<Option<u64>, StoreError> {
+    pub(super) async fn oci_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<u64>, StoreError> {
         Ok(self.inner.index.repo_blob(repo, digest).await?)
     }
 
     /// Records that a repository holds a (stored, indexed) blob. Idempotent.
-    pub async fn oci_link_blob(&self, repo: &str, digest: &Digest) -> Result<(), StoreError> {
+    pub(super) async fn oci_link_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<(), StoreError> {
         Ok(self.inner.index.link_blob(repo, digest).await?)
     }
 
-    pub async fn oci_unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool, StoreError> {
+    pub(super) async fn oci_unlink_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<bool, StoreError> {
         Ok(self.inner.index.unlink_blob(repo, digest).await?)
     }
 }
@@ -154,7 +169,7 @@ mod tests {
             let blobs = [(layer.clone(), size)];
             store
                 .oci_put_manifest(&NewManifest {
-                    repo: "up/app",
+                    repo: &RepoKey::new("up/app".into()),
                     digest: &digest,
                     media_type: "application/vnd.oci.image.manifest.v1+json",
                     size: 10,

@@ -48,7 +48,7 @@ impl Store {
 
     /// Whether a blob was found corrupt and quarantined (for the rare path
     /// where pushed content is missing).
-    pub async fn is_quarantined(&self, digest: &Digest) -> bool {
+    pub(super) async fn is_quarantined(&self, digest: &Digest) -> bool {
         self.inner.blobs.is_quarantined(digest).await
     }
 }

@@ -234,7 +234,7 @@ impl Store {
     }
 
     /// Opens a stored blob, or `None` if the store does not have it.
-    pub async fn open_blob(&self, digest: &Digest) -> Result<Option<BlobFile>, StoreError> {
+    pub(super) async fn open_blob(&self, digest: &Digest) -> Result<Option<BlobFile>, StoreError> {
         match self.open_or_read_blob(digest, 0).await? {
             Some(OpenedBlob::File(file)) => Ok(Some(file)),
             Some(OpenedBlob::Read(_)) => Err(StoreError::Corrupt(format!(
@@ -249,7 +249,7 @@ impl Store {
     /// reported absent). Both happen on the calling thread when the kernel
     /// has the path and the bytes cached (the usual hit), otherwise in one
     /// trip to the blocking pool.
-    pub async fn open_or_read_blob(
+    pub(super) async fn open_or_read_blob(
         &self,
         digest: &Digest,
         read_limit: u64,
@@ -283,7 +283,7 @@ impl Store {
     /// Reads a small stored blob whole (manifests, `.info`, `.mod`), checked
     /// against its digest. Callers bound the size: this is never used for
     /// layers or zips.
-    pub async fn read_small(
+    pub(super) async fn read_small(
         &self,
         digest: &Digest,
         limit: u64,

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use super::index::{UploadIndex, now_secs};
 use super::upload_file::UploadFile;
-use super::{Algorithm, Digest, Hasher, Store, StoreError, io_error};
+use super::{Algorithm, Digest, Hasher, RepoKey, Store, StoreError, io_error};
 
 /// Read size when re-hashing a session's bytes.
 const REHASH_CHUNK: usize = 1024 * 1024;
@@ -32,7 +32,7 @@ impl UploadOwner {
 /// A session as the index last acknowledged it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadRow {
-    pub repo_key: String,
+    pub repo_key: RepoKey,
     pub owner: UploadOwner,
     pub size: u64,
     /// `Hasher::save` after `size` bytes; absent before the first chunk.
@@ -49,8 +49,35 @@ pub enum Begun {
 
 /// Upload ids are made here (32 lower-case hex) and are path components, so
 /// anything else a client sends is no session at all.
-pub fn is_upload_id(id: &str) -> bool {
+fn is_upload_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A push session's id, valid by construction: it names a file under
+/// `uploads/`, so only `from_random` and `parse` make one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct UploadId(String);
+
+impl UploadId {
+    /// The id of a new session, from 16 random bytes.
+    pub fn from_random(bytes: [u8; 16]) -> UploadId {
+        UploadId(hex::encode(bytes))
+    }
+
+    /// The id a client sent; `None` when no session could have it.
+    pub fn parse(id: &str) -> Option<UploadId> {
+        is_upload_id(id).then(|| UploadId(id.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for UploadId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 impl Store {
@@ -90,19 +117,23 @@ impl Uploads<'_> {
     /// concurrent openings cannot overshoot the quota.
     pub async fn begin(
         &self,
-        id: &str,
-        repo_key: &str,
+        id: &UploadId,
+        repo_key: &RepoKey,
         owner: &UploadOwner,
         quota: u32,
     ) -> Result<Begun, StoreError> {
+        let id = id.as_str();
         let path = self.existing_path(id)?;
         // The row first: a file no row names is fair game for the sweep.
         let index = &self.store.inner.index;
-        if !index.begin_upload(id, repo_key, owner, quota).await? {
+        if !index
+            .begin_upload(id, repo_key.as_str(), owner, quota)
+            .await?
+        {
             return Ok(Begun::QuotaFull);
         }
         if let Err(error) = tokio::fs::File::create(&path).await {
-            self.end(id).await?;
+            self.end_named(id).await?;
             return Err(io_error(format!("creating {}", path.display()))(error));
         }
         Ok(Begun::Opened)
@@ -110,14 +141,15 @@ impl Uploads<'_> {
 
     /// Records that the session's file holds `file.size()` good bytes, with
     /// their hash. `false` when the session is gone (cancelled, or swept).
-    pub async fn progress(&self, id: &str, file: &UploadFile) -> Result<bool, StoreError> {
+    pub async fn progress(&self, id: &UploadId, file: &UploadFile) -> Result<bool, StoreError> {
+        let id = id.as_str();
         let state = file.hasher().save();
         let index = &self.store.inner.index;
         Ok(index.upload_progress(id, file.size(), &state).await?)
     }
 
-    pub async fn find(&self, id: &str) -> Result<Option<UploadRow>, StoreError> {
-        Ok(self.store.inner.index.find_upload(id).await?)
+    pub async fn find(&self, id: &UploadId) -> Result<Option<UploadRow>, StoreError> {
+        Ok(self.store.inner.index.find_upload(id.as_str()).await?)
     }
 
     /// The session's file after its acknowledged bytes, with their hash.
@@ -125,9 +157,10 @@ impl Uploads<'_> {
     /// acknowledged.
     pub async fn resume(
         &self,
-        id: &str,
+        id: &UploadId,
         row: &UploadRow,
     ) -> Result<Option<UploadFile>, StoreError> {
+        let id = id.as_str();
         let Some(hasher) = self.hasher(id, row).await? else {
             return Ok(None);
         };
@@ -217,7 +250,12 @@ impl Uploads<'_> {
 
     /// Forgets a session and removes its file (a committed session's file has
     /// moved into the store already).
-    pub async fn end(&self, id: &str) -> Result<(), StoreError> {
+    pub async fn end(&self, id: &UploadId) -> Result<(), StoreError> {
+        self.end_named(id.as_str()).await
+    }
+
+    /// `end` for any name a row holds, malformed ones too (the sweep's).
+    async fn end_named(&self, id: &str) -> Result<(), StoreError> {
         self.store.inner.index.end_upload(id).await?;
         if let Some(path) = self.path(id) {
             match tokio::fs::remove_file(&path).await {
@@ -282,7 +320,7 @@ impl Store {
         .map_err(io_error("sweeping uploads"))?;
         if !dry_run {
             for id in &dead {
-                self.uploads().end(id).await?;
+                self.uploads().end_named(id).await?;
             }
         }
         Ok(dead.len() as u64 + leftovers)
@@ -334,6 +372,10 @@ mod tests {
 
     const DAY: Duration = Duration::from_secs(24 * 3600);
 
+    fn upload_id(text: String) -> UploadId {
+        UploadId::parse(&text).unwrap()
+    }
+
     fn owner(name: &str) -> UploadOwner {
         UploadOwner::new(format!("cert:{name}"))
     }
@@ -342,14 +384,14 @@ mod tests {
     async fn the_quota_counts_an_owners_sessions_in_the_index() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
-        let ids: Vec<String> = (0..4).map(|i| format!("{i:032x}")).collect();
-        let begin = |id: &str, who: &str| {
+        let ids: Vec<UploadId> = (0..4).map(|i| upload_id(format!("{i:032x}"))).collect();
+        let begin = |id: &UploadId, who: &str| {
             let store = store.clone();
-            let (id, who) = (id.to_owned(), owner(who));
+            let (id, who) = (id.clone(), owner(who));
             async move {
                 store
                     .uploads()
-                    .begin(&id, "team/app", &who, 2)
+                    .begin(&id, &RepoKey::new("team/app".into()), &who, 2)
                     .await
                     .unwrap()
             }
@@ -358,17 +400,17 @@ mod tests {
         assert_eq!(begin(&ids[1], "alice").await, Begun::Opened);
         assert_eq!(begin(&ids[2], "alice").await, Begun::QuotaFull);
         assert!(store.uploads().find(&ids[2]).await.unwrap().is_none());
-        assert!(!store.uploads().path(&ids[2]).unwrap().exists());
+        assert!(!store.uploads().path(ids[2].as_str()).unwrap().exists());
         assert_eq!(begin(&ids[2], "bob").await, Begun::Opened);
         store.uploads().end(&ids[0]).await.unwrap();
-        assert!(!store.uploads().path(&ids[0]).unwrap().exists());
+        assert!(!store.uploads().path(ids[0].as_str()).unwrap().exists());
         assert_eq!(begin(&ids[3], "alice").await, Begun::Opened);
         let row = store.uploads().find(&ids[3]).await.unwrap().unwrap();
         assert_eq!((row.owner, row.size), (owner("alice"), 0));
     }
 
     /// Writes `bytes` after the acknowledged ones and acknowledges them.
-    async fn append(store: &Store, id: &str, bytes: &[u8]) {
+    async fn append(store: &Store, id: &UploadId, bytes: &[u8]) {
         let uploads = store.uploads();
         let row = uploads.find(id).await.unwrap().unwrap();
         let mut file = uploads.resume(id, &row).await.unwrap().unwrap();
@@ -381,10 +423,10 @@ mod tests {
     async fn a_session_goes_on_from_its_saved_hash_state_or_by_hashing_its_bytes_again() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
-        let id = "e".repeat(32);
+        let id = upload_id("e".repeat(32));
         store
             .uploads()
-            .begin(&id, "team/app", &owner("alice"), 8)
+            .begin(&id, &RepoKey::new("team/app".into()), &owner("alice"), 8)
             .await
             .unwrap();
         append(&store, &id, b"first chunk, ").await;
@@ -395,13 +437,17 @@ mod tests {
         assert_eq!(saved.hasher.finish(), expected);
 
         // A state this build cannot read: the bytes are hashed again.
-        store.inner.index.set_upload_hash_state(&id, &[0]).await;
+        store
+            .inner
+            .index
+            .set_upload_hash_state(id.as_str(), &[0])
+            .await;
         let row = store.uploads().find(&id).await.unwrap().unwrap();
         let rehashed = store.uploads().resume(&id, &row).await.unwrap().unwrap();
         assert_eq!(rehashed.hasher.finish(), expected);
 
         // Bytes past the acknowledged ones (a chunk that failed) are cut off.
-        let path = store.uploads().path(&id).unwrap();
+        let path = store.uploads().path(id.as_str()).unwrap();
         std::fs::write(&path, b"first chunk, second chunk and a broken third").unwrap();
         drop(store.uploads().resume(&id, &row).await.unwrap().unwrap());
         assert_eq!(std::fs::read(&path).unwrap(), b"first chunk, second chunk");
@@ -424,23 +470,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
         let (live, stale, rowless, fileless) = (
-            "a".repeat(32),
-            "b".repeat(32),
-            "c".repeat(32),
-            "d".repeat(32),
+            upload_id("a".repeat(32)),
+            upload_id("b".repeat(32)),
+            upload_id("c".repeat(32)),
+            upload_id("d".repeat(32)),
         );
         for id in [&live, &stale, &fileless] {
             store
                 .uploads()
-                .begin(id, "team/app", &owner("alice"), 8)
+                .begin(id, &RepoKey::new("team/app".into()), &owner("alice"), 8)
                 .await
                 .unwrap();
         }
-        std::fs::remove_file(store.uploads().path(&fileless).unwrap()).unwrap();
+        std::fs::remove_file(store.uploads().path(fileless.as_str()).unwrap()).unwrap();
         for id in [&live, &stale, &rowless] {
-            std::fs::write(store.uploads().path(id).unwrap(), b"bytes").unwrap();
+            std::fs::write(store.uploads().path(id.as_str()).unwrap(), b"bytes").unwrap();
         }
-        store.inner.index.set_upload_touched_at(&stale, 0).await;
+        store
+            .inner
+            .index
+            .set_upload_touched_at(stale.as_str(), 0)
+            .await;
 
         assert_eq!(
             store.sweep_uploads(DAY, DAY, false).await.unwrap(),
@@ -456,7 +506,7 @@ mod tests {
             "dry run: rowless"
         );
         assert!(
-            store.uploads().path(&rowless).unwrap().exists(),
+            store.uploads().path(rowless.as_str()).unwrap().exists(),
             "a dry run removes nothing"
         );
         assert_eq!(
@@ -467,10 +517,10 @@ mod tests {
             1
         );
 
-        assert!(store.uploads().path(&live).unwrap().exists());
+        assert!(store.uploads().path(live.as_str()).unwrap().exists());
         assert!(store.uploads().find(&live).await.unwrap().is_some());
         for id in [&stale, &rowless, &fileless] {
-            assert!(!store.uploads().path(id).unwrap().exists(), "{id}");
+            assert!(!store.uploads().path(id.as_str()).unwrap().exists(), "{id}");
             assert!(store.uploads().find(id).await.unwrap().is_none(), "{id}");
         }
     }

@@ -18,7 +18,8 @@ pub async fn rows(mirror: &TestMirror, artifact: &str) -> Vec<AuditRecord> {
     mirror
         .mirror()
         .store()
-        .audit_query(&query)
+        .audit()
+        .query(&query)
         .await
         .expect("audit query")
 }

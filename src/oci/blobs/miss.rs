@@ -18,7 +18,7 @@ use crate::oci::route::RepoName;
 use crate::oci::upstream::Upstream;
 use crate::oci::{Code, OciError, Registry, content_response, from_upstream, touched};
 use crate::store::{
-    Digest, FillError, FillHead, FillProducer, FillReader, Slot, Store, UpstreamFailure,
+    Digest, FillError, FillHead, FillProducer, FillReader, RepoKey, Slot, Store, UpstreamFailure,
 };
 use crate::wire::{Action, Body, Outcome, body};
 
@@ -95,7 +95,11 @@ async fn limit_size(
     producer: &mut FillProducer,
 ) -> Result<(), OciError> {
     producer.limit(registry.max_blob_size);
-    let described = registry.store.oci_described_size(&repo.key, digest).await?;
+    let described = registry
+        .store
+        .oci()
+        .described_size(&repo.key, digest)
+        .await?;
     if let Some(size) = described {
         producer.limit(size);
     }
@@ -169,7 +173,7 @@ async fn run_fill(
     response: reqwest::Response,
     digest: Digest,
     store: Store,
-    repo_key: String,
+    repo_key: RepoKey,
 ) {
     if let Err(error) = producer.pump(response.bytes_stream()).await {
         tracing::warn!(%error, %digest, repo = %repo_key, "blob fill cut off");
@@ -178,7 +182,7 @@ async fn run_fill(
     }
     match producer.commit(Some(&digest), None).await {
         Ok(committed) => {
-            if let Err(error) = store.oci_link_blob(&repo_key, &digest).await {
+            if let Err(error) = store.oci().link_blob(&repo_key, &digest).await {
                 tracing::warn!(%error, %digest, "could not link a fetched blob to its repository");
             }
             committed.publish();

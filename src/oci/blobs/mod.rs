@@ -48,7 +48,7 @@ pub async fn local_size(
     repo: &Repo,
     digest: &Digest,
 ) -> Result<Option<u64>, OciError> {
-    if let Some(blob) = registry.cache.blob(&repo.key, digest) {
+    if let Some(blob) = registry.cache.blob(repo.key.as_str(), digest) {
         return Ok(Some(blob.size));
     }
     indexed_size(registry, repo, digest).await
@@ -60,9 +60,9 @@ async fn indexed_size(
     repo: &Repo,
     digest: &Digest,
 ) -> Result<Option<u64>, OciError> {
-    let size = registry.store.oci_blob(&repo.key, digest).await?;
+    let size = registry.store.oci().blob_size(&repo.key, digest).await?;
     if let Some(size) = size {
-        registry.cache.put_blob(&repo.key, digest, size);
+        registry.cache.put_blob(repo.key.as_str(), digest, size);
     }
     Ok(size)
 }
@@ -82,7 +82,7 @@ pub async fn get(
     } else {
         Outcome::Hit
     };
-    let size = match registry.cache.blob(&repo.key, digest) {
+    let size = match registry.cache.blob(repo.key.as_str(), digest) {
         Some(BlobMeta {
             kept: Some(kept), ..
         }) => return serve_kept(registry, repo, digest, kept, head, range, outcome),
@@ -93,7 +93,7 @@ pub async fn get(
         if let Some(response) = serve_file(registry, repo, digest, head, range, outcome).await? {
             return Ok(response);
         }
-        registry.cache.forget_blob(&repo.key, digest);
+        registry.cache.forget_blob(repo.key.as_str(), digest);
     }
     // Boxed: the upstream requests in there are kilobytes of future that a
     // hit should not carry (HTTP/2 moves each request's future as it spawns it).
@@ -112,7 +112,7 @@ async fn miss(
     let Some((upstream, remote)) = repo.upstream() else {
         // Pushed, then found corrupt: it cannot be fetched again, so say why
         // (to a GET: a push HEADs first and must see it missing).
-        if !head && registry.store.is_quarantined(digest).await {
+        if !head && registry.store.blobs().is_quarantined(digest).await {
             return Err(corrupt("blob", repo, digest));
         }
         return Err(unknown(repo, digest));
@@ -133,10 +133,10 @@ pub(super) async fn adopt_stored(
     head: bool,
     range: Option<ByteRange>,
 ) -> Result<Option<Response<Body>>, OciError> {
-    if registry.store.has_blob(digest).await?.is_none() {
+    if registry.store.blobs().size(digest).await?.is_none() {
         return Ok(None);
     }
-    match registry.store.oci_link_blob(&repo.key, digest).await {
+    match registry.store.oci().link_blob(&repo.key, digest).await {
         Ok(()) => {}
         // Evicted since we looked: a miss after all.
         Err(error) if error.is_missing_reference() => return Ok(None),
@@ -178,7 +178,12 @@ pub(super) async fn serve_file(
     outcome: Outcome,
 ) -> Result<Option<Response<Body>>, OciError> {
     let read_limit = if head { 0 } else { READ_WHOLE };
-    let Some(blob) = registry.store.open_or_read_blob(digest, read_limit).await? else {
+    let Some(blob) = registry
+        .store
+        .blobs()
+        .open_or_read(digest, read_limit)
+        .await?
+    else {
         return Ok(None);
     };
     let size = blob.size();
@@ -190,7 +195,7 @@ pub(super) async fn serve_file(
             if let Some(names) = &names {
                 registry
                     .cache
-                    .keep_blob(&repo.key, digest, bytes.clone(), names.clone());
+                    .keep_blob(repo.key.as_str(), digest, bytes.clone(), names.clone());
             }
             body::full(bytes.slice(start as usize..end as usize))
         }
@@ -222,7 +227,7 @@ fn serve_kept(
     range: Option<ByteRange>,
     outcome: Outcome,
 ) -> Result<Response<Body>, OciError> {
-    registry.store.touch(digest);
+    registry.store.blobs().touch(digest);
     let size = kept.bytes.len() as u64;
     let (status, start, end) = resolve(range, size)?;
     let body = if head {
@@ -337,8 +342,8 @@ pub async fn delete(
     digest: &Digest,
 ) -> Result<Response<Body>, OciError> {
     super::require_hosted(repo)?;
-    registry.cache.forget_blob(&repo.key, digest);
-    if !registry.store.oci_unlink_blob(&repo.key, digest).await? {
+    registry.cache.forget_blob(repo.key.as_str(), digest);
+    if !registry.store.oci().unlink_blob(&repo.key, digest).await? {
         return Err(unknown(repo, digest));
     }
     let mut response = Response::new(body::empty());

@@ -21,7 +21,7 @@ use super::manifest_json::{DEFAULT_ACCEPT, MAX_MANIFEST, ManifestInfo};
 use super::names::Repo;
 use super::route::{Reference, Tag};
 use super::{Code, OciError, Registry, content_response, corrupt, internal, touched};
-use crate::store::{Digest, NewManifest, now_secs};
+use crate::store::{Digest, NewManifest, Origin, now_secs};
 use crate::wire::{Action, Body, Outcome, body};
 
 pub(super) fn unknown(repo: &Repo, reference: &Reference) -> OciError {
@@ -116,7 +116,9 @@ async fn missing_hosted(
     head: bool,
 ) -> OciError {
     match reference {
-        Reference::Digest(digest) if !head && registry.store.is_quarantined(digest).await => {
+        Reference::Digest(digest)
+            if !head && registry.store.blobs().is_quarantined(digest).await =>
+        {
             corrupt("manifest", repo, digest)
         }
         _ => unknown(repo, reference),
@@ -132,7 +134,7 @@ pub(super) async fn store_manifest(
     digest: &Digest,
     media_type: &str,
     info: &ManifestInfo,
-    hosted: bool,
+    origin: Origin,
 ) -> Result<ManifestMeta, OciError> {
     let manifest = NewManifest {
         repo: &repo.key,
@@ -147,9 +149,9 @@ pub(super) async fn store_manifest(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let stored = registry.store.put_bytes(bytes, hosted).await?;
+        let stored = registry.store.blobs().put(bytes, origin).await?;
         debug_assert_eq!(&stored, digest);
-        match registry.store.oci_put_manifest(&manifest).await {
+        match registry.store.oci().put_manifest(&manifest).await {
             Ok(()) => break,
             Err(error) if error.is_missing_reference() && attempts < 2 => continue,
             Err(error) => return Err(internal(error)),
@@ -161,7 +163,7 @@ pub(super) async fn store_manifest(
         size: bytes.len() as u64,
         body: Some(bytes.clone()),
     };
-    registry.cache.put_manifest(&repo.key, meta.clone());
+    registry.cache.put_manifest(repo.key.as_str(), meta.clone());
     Ok(meta)
 }
 
@@ -177,19 +179,22 @@ pub(super) async fn record_tag(
 ) -> Result<bool, OciError> {
     match registry
         .store
-        .oci_set_tag(&repo.key, tag.as_str(), &meta.digest)
+        .oci()
+        .set_tag(&repo.key, tag.key(), &meta.digest)
         .await
     {
         Ok(()) => {}
         Err(error) if error.is_missing_reference() => {
-            registry.cache.forget_manifest(&repo.key, &meta.digest);
+            registry
+                .cache
+                .forget_manifest(repo.key.as_str(), &meta.digest);
             return Ok(false);
         }
         Err(error) => return Err(internal(error)),
     }
     // Bodies live in the manifest map alone, where their budget is counted.
     registry.cache.put_tag(
-        &repo.key,
+        repo.key.as_str(),
         tag.as_str(),
         TagMeta {
             manifest: ManifestMeta {
@@ -207,10 +212,10 @@ pub(super) async fn local_by_digest(
     repo: &Repo,
     digest: &Digest,
 ) -> Result<Option<ManifestMeta>, OciError> {
-    if let Some(meta) = registry.cache.manifest(&repo.key, digest) {
+    if let Some(meta) = registry.cache.manifest(repo.key.as_str(), digest) {
         return Ok(Some(meta));
     }
-    let Some(row) = registry.store.oci_manifest(&repo.key, digest).await? else {
+    let Some(row) = registry.store.oci().manifest(&repo.key, digest).await? else {
         return Ok(None);
     };
     let meta = ManifestMeta {
@@ -219,7 +224,7 @@ pub(super) async fn local_by_digest(
         size: row.size,
         body: None,
     };
-    registry.cache.put_manifest(&repo.key, meta.clone());
+    registry.cache.put_manifest(repo.key.as_str(), meta.clone());
     Ok(Some(meta))
 }
 
@@ -228,10 +233,10 @@ pub(super) async fn local_by_tag(
     repo: &Repo,
     tag: &Tag,
 ) -> Result<Option<TagMeta>, OciError> {
-    if let Some(meta) = registry.cache.tag(&repo.key, tag.as_str()) {
+    if let Some(meta) = registry.cache.tag(repo.key.as_str(), tag.as_str()) {
         return Ok(Some(meta));
     }
-    let Some((row, checked_at)) = registry.store.oci_tag(&repo.key, tag.as_str()).await? else {
+    let Some((row, checked_at)) = registry.store.oci().tag(&repo.key, tag.key()).await? else {
         return Ok(None);
     };
     let meta = TagMeta {
@@ -245,7 +250,7 @@ pub(super) async fn local_by_tag(
     };
     registry
         .cache
-        .put_tag(&repo.key, tag.as_str(), meta.clone());
+        .put_tag(repo.key.as_str(), tag.as_str(), meta.clone());
     Ok(Some(meta))
 }
 
@@ -258,7 +263,7 @@ pub(super) async fn serve(
     head: bool,
     outcome: Outcome,
 ) -> Result<Response<Body>, OciError> {
-    registry.store.touch(&meta.digest);
+    registry.store.blobs().touch(&meta.digest);
     let body = if head {
         body::empty()
     } else {
@@ -292,7 +297,7 @@ pub(super) async fn body_of(
     let kept = meta.body.clone().or_else(|| {
         registry
             .cache
-            .manifest(&repo.key, &meta.digest)
+            .manifest(repo.key.as_str(), &meta.digest)
             .and_then(|cached| cached.body)
     });
     if let Some(bytes) = kept {
@@ -300,6 +305,7 @@ pub(super) async fn body_of(
     }
     let stored = registry
         .store
+        .blobs()
         .read_small(&meta.digest, MAX_MANIFEST as u64)
         .await?;
     let bytes = match stored {
@@ -307,7 +313,9 @@ pub(super) async fn body_of(
         // Evicted or quarantined since we looked it up: fetch it again (a
         // hosted repository's is gone; say why if it was corrupt).
         None => {
-            registry.cache.forget_manifest(&repo.key, &meta.digest);
+            registry
+                .cache
+                .forget_manifest(repo.key.as_str(), &meta.digest);
             if repo.is_hosted() {
                 let digest = Reference::Digest(meta.digest.clone());
                 return Err(missing_hosted(registry, repo, &digest, false).await);
@@ -318,7 +326,7 @@ pub(super) async fn body_of(
         }
     };
     registry.cache.put_manifest(
-        &repo.key,
+        repo.key.as_str(),
         ManifestMeta {
             body: Some(bytes.clone()),
             ..meta.clone()

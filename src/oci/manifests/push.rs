@@ -10,7 +10,7 @@ use crate::oci::manifest_json::{MAX_MANIFEST, ManifestInfo};
 use crate::oci::names::Repo;
 use crate::oci::route::Reference;
 use crate::oci::{Code, OciError, Registry, content_response, internal, touched};
-use crate::store::Digest;
+use crate::store::{Digest, Origin};
 use crate::wire::{Action, Body, Outcome, body};
 
 /// `PUT /v2/<name>/manifests/<reference>` on a hosted repository.
@@ -68,7 +68,16 @@ pub async fn put(
             .with_detail(serde_json::json!({ "digest": child.to_string() })));
         }
     }
-    let meta = store_manifest(registry, repo, &bytes, &digest, &media_type, &info, true).await?;
+    let meta = store_manifest(
+        registry,
+        repo,
+        &bytes,
+        &digest,
+        &media_type,
+        &info,
+        Origin::Hosted,
+    )
+    .await?;
     if let Reference::Tag(tag) = reference
         && !record_tag(registry, repo, tag, &meta).await?
     {
@@ -113,17 +122,19 @@ pub async fn delete(
     crate::oci::require_hosted(repo)?;
     let removed = match reference {
         Reference::Digest(digest) => {
-            registry.cache.forget_manifest(&repo.key, digest);
+            registry.cache.forget_manifest(repo.key.as_str(), digest);
             registry
                 .store
-                .oci_delete_manifest(&repo.key, digest)
+                .oci()
+                .delete_manifest(&repo.key, digest)
                 .await?
         }
         Reference::Tag(tag) => {
-            registry.cache.forget_tag(&repo.key, tag.as_str());
+            registry.cache.forget_tag(repo.key.as_str(), tag.as_str());
             registry
                 .store
-                .oci_delete_tag(&repo.key, tag.as_str())
+                .oci()
+                .delete_tag(&repo.key, tag.key())
                 .await?
         }
     };

@@ -13,7 +13,7 @@ use crate::oci::names::Repo;
 use crate::oci::route::{Reference, Tag};
 use crate::oci::upstream::{UpstreamError, read_limited};
 use crate::oci::{Code, DIGEST_HEADER, OciError, Registry, from_upstream, internal};
-use crate::store::Digest;
+use crate::store::{Digest, Origin};
 use crate::wire::Outcome;
 
 /// A tag older than its TTL: one HEAD upstream. Same digest: refresh the time
@@ -156,7 +156,17 @@ async fn fetch_once(
         .or(info.media_type.clone())
         .unwrap_or_else(|| manifest_json::OCI_MANIFEST.to_owned());
     let bytes = Bytes::from(bytes);
-    let store = || store_manifest(registry, repo, &bytes, &digest, &media_type, &info, false);
+    let store = || {
+        store_manifest(
+            registry,
+            repo,
+            &bytes,
+            &digest,
+            &media_type,
+            &info,
+            Origin::Cached,
+        )
+    };
     let meta = store().await?;
     let Reference::Tag(tag) = reference else {
         return Ok(meta);

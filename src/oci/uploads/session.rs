@@ -13,14 +13,14 @@ use crate::config::RegistryConfig;
 use crate::oci::names::Repo;
 use crate::oci::request_body::BodyReader;
 use crate::oci::{Code, OciError, Registry};
-use crate::store::{UploadFile, UploadOwner, UploadRow, is_upload_id};
+use crate::store::{UploadFile, UploadId, UploadOwner, UploadRow};
 use crate::sync::Unpoisoned;
 
 pub struct Uploads {
     /// Sessions a request is working on right now. A second request on a busy
     /// session is refused, not queued: a client waits for each chunk's answer
     /// before it sends the next, and a queue is something a hostile one builds.
-    busy: Mutex<HashSet<String>>,
+    busy: Mutex<HashSet<UploadId>>,
     pub(super) quota: u32,
 }
 
@@ -32,9 +32,9 @@ impl Uploads {
         }
     }
 
-    pub(super) fn turn(&self, id: &str) -> Result<Turn<'_>, OciError> {
+    pub(super) fn turn(&self, id: &UploadId) -> Result<Turn<'_>, OciError> {
         let mut busy = self.busy.lock().unpoisoned();
-        if !busy.insert(id.to_owned()) {
+        if !busy.insert(id.clone()) {
             return Err(OciError::new(
                 Code::TooManyRequests,
                 "another request on this upload session is in progress",
@@ -42,7 +42,7 @@ impl Uploads {
         }
         Ok(Turn {
             uploads: self,
-            id: id.to_owned(),
+            id: id.clone(),
         })
     }
 }
@@ -51,7 +51,7 @@ impl Uploads {
 /// request ends: a client that goes away drops it too).
 pub(super) struct Turn<'a> {
     uploads: &'a Uploads,
-    id: String,
+    id: UploadId,
 }
 
 impl Drop for Turn<'_> {
@@ -83,7 +83,7 @@ pub(super) struct Session<'a> {
     pub(super) registry: &'a Registry,
     pub(super) repo: &'a Repo,
     owner: &'a UploadOwner,
-    pub(super) id: &'a str,
+    pub(super) id: &'a UploadId,
 }
 
 impl<'a> Session<'a> {
@@ -91,17 +91,14 @@ impl<'a> Session<'a> {
         registry: &'a Registry,
         repo: &'a Repo,
         owner: &'a UploadOwner,
-        id: &'a str,
-    ) -> Result<Session<'a>, OciError> {
-        if !is_upload_id(id) {
-            return Err(upload_unknown());
-        }
-        Ok(Session {
+        id: &'a UploadId,
+    ) -> Session<'a> {
+        Session {
             registry,
             repo,
             owner,
             id,
-        })
+        }
     }
 
     /// The session's row, if it is this repository's and this caller's.
@@ -116,7 +113,7 @@ impl<'a> Session<'a> {
         let uploads = self.registry.store.uploads();
         let Some(file) = uploads.resume(self.id, row).await? else {
             tracing::warn!(
-                upload = self.id,
+                upload = %self.id,
                 "an upload session's bytes are gone; dropping it"
             );
             self.end().await?;
@@ -177,12 +174,14 @@ mod tests {
     #[test]
     fn a_session_takes_one_request_at_a_time_and_is_free_again_after_it() {
         let uploads = Uploads::new(&RegistryConfig::default());
-        let id = "a".repeat(32);
+        let id = UploadId::parse(&"a".repeat(32)).unwrap();
         let first = uploads.turn(&id).unwrap();
         let second = uploads.turn(&id).map(|_| ()).unwrap_err();
         assert_eq!(second.code, Code::TooManyRequests);
         assert!(
-            uploads.turn(&"b".repeat(32)).is_ok(),
+            uploads
+                .turn(&UploadId::parse(&"b".repeat(32)).unwrap())
+                .is_ok(),
             "other sessions are free"
         );
         drop(first);

@@ -2,7 +2,7 @@
 
 use super::SqliteIndex;
 use crate::store::index::{IndexError, UploadIndex, now_secs};
-use crate::store::{UploadOwner, UploadRow};
+use crate::store::{RepoKey, UploadOwner, UploadRow};
 
 impl UploadIndex for SqliteIndex {
     async fn begin_upload(
@@ -54,7 +54,7 @@ impl UploadIndex for SqliteIndex {
                 .fetch_optional(&self.read)
                 .await?;
         Ok(row.map(|(repo_key, owner, size, hash_state)| UploadRow {
-            repo_key,
+            repo_key: RepoKey::new(repo_key),
             owner: UploadOwner::new(owner),
             size: size.max(0) as u64,
             hash_state,

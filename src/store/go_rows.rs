@@ -1,0 +1,97 @@
+//! The Go part of the store: module files by module, version and kind, full
+//! sumdb tiles, and expiring answers by key. A borrow of the store that
+//! delegates; the SQL stays in `go`.
+
+use super::{
+    AnswerKey, Digest, GoFile, ModuleKey, Store, StoreError, StoredAnswer, TileKey, VersionKey,
+};
+
+impl Store {
+    /// Rows of the Go module mirror.
+    pub fn go(&self) -> GoRows<'_> {
+        GoRows { store: self }
+    }
+}
+
+/// What the Go mirror indexes; no SQL leaves it.
+#[derive(Clone, Copy)]
+pub struct GoRows<'a> {
+    store: &'a Store,
+}
+
+impl GoRows<'_> {
+    /// The stored file of `module@version`, as (digest, size).
+    pub async fn file(
+        &self,
+        module: ModuleKey<'_>,
+        version: VersionKey<'_>,
+        kind: GoFile,
+    ) -> Result<Option<(Digest, u64)>, StoreError> {
+        self.store
+            .go_file(module.as_str(), version.as_str(), kind)
+            .await
+    }
+
+    /// Records a stored, verified file. The blob must already be indexed.
+    pub async fn put_file(
+        &self,
+        module: ModuleKey<'_>,
+        version: VersionKey<'_>,
+        kind: GoFile,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), StoreError> {
+        self.store
+            .put_go_file(module.as_str(), version.as_str(), kind, digest, size)
+            .await
+    }
+
+    /// Drops an index row whose blob file has gone missing.
+    pub async fn forget_file(
+        &self,
+        module: ModuleKey<'_>,
+        version: VersionKey<'_>,
+        kind: GoFile,
+    ) -> Result<(), StoreError> {
+        self.store
+            .forget_go_file(module.as_str(), version.as_str(), kind)
+            .await
+    }
+
+    pub async fn answer(&self, key: AnswerKey<'_>) -> Result<Option<StoredAnswer>, StoreError> {
+        self.store.go_answer(key.as_str()).await
+    }
+
+    /// Replaces the answer under `key`; returns its `fetched_at`.
+    pub async fn put_answer(
+        &self,
+        key: AnswerKey<'_>,
+        status: u16,
+        body: &[u8],
+    ) -> Result<i64, StoreError> {
+        self.store.put_go_answer(key.as_str(), status, body).await
+    }
+
+    /// Answers whose key starts with `prefix`, in descending key order.
+    pub async fn answers_under(
+        &self,
+        prefix: AnswerKey<'_>,
+    ) -> Result<Vec<(String, StoredAnswer)>, StoreError> {
+        self.store.go_answers_under(prefix.as_str()).await
+    }
+
+    pub async fn tile(&self, tile: TileKey<'_>) -> Result<Option<(Digest, u64)>, StoreError> {
+        self.store.sumdb_tile(tile.db(), tile.tile()).await
+    }
+
+    pub async fn put_tile(
+        &self,
+        tile: TileKey<'_>,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), StoreError> {
+        self.store
+            .put_sumdb_tile(tile.db(), tile.tile(), digest, size)
+            .await
+    }
+}
