@@ -7,6 +7,7 @@
 
 mod answers;
 pub mod chain;
+pub mod checksum;
 mod error;
 mod failure;
 mod files;

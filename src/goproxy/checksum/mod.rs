@@ -1,0 +1,31 @@
+//! Proof that a module version is what the checksum database committed to,
+//! computed here rather than left to the client: the `h1:` hashes cmd/go
+//! computes (`dirhash`), the database's signed tree heads (`note`), its tiled
+//! log (`tlog`) and the check of a lookup against both (`verify`). Knows no
+//! store and no HTTP client: the fill path hands in a `Fetch` for the
+//! database's answers and the latest verified head, and keeps what comes
+//! back.
+//!
+//! From the fill path, for `module@version` of database `db`:
+//! 1. `let head = stored_note.map(|n| db.open_head(n)).transpose()?;`
+//! 2. `let verified = db.lookup(&fetch, head.as_ref(), &module, &version).await?;`
+//! 3. `verified.check(SumFile::GoMod, H1::go_mod(&mod_bytes))?`, and for the
+//!    zip, on a blocking thread after `zipcheck::check`,
+//!    `verified.check(SumFile::Zip, H1::zip_file(&tmp)?)?`;
+//! 4. store `verified.head.note()` if its tree is larger than the stored one
+//!    (`db.advance` first if another fill stored a head meanwhile), and keep
+//!    `verified.proof` as the verified `/sumdb/` answers.
+//!
+//! `VerifyError::is_security_event` marks a fork or rollback.
+
+mod dirhash;
+mod error;
+mod note;
+mod tlog;
+mod verify;
+
+pub use dirhash::{BadH1, H1, HashError};
+pub use error::{Divergence, FetchError, Mismatch, SumFile, VerifyError};
+pub use note::{KeyError, NoteError, VerifierKey};
+pub use tlog::{Hash, MAX_TREE_SIZE, Tree};
+pub use verify::{Answer, Database, Fetch, SignedTree, TILE_HEIGHT, Verified};
