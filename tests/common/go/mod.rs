@@ -11,7 +11,7 @@ mod upstream;
     unused_imports,
     reason = "each test binary uses a different part of the harness"
 )]
-pub use tools::{GoEnv, GoVersion, SumdbServer};
+pub use tools::{GoEnv, GoVersion, SumdbServer, build_x_mod_tool};
 #[allow(
     unused_imports,
     reason = "each test binary uses a different part of the harness"

@@ -136,6 +136,8 @@ pub struct SumdbServer {
     pub url: String,
     /// The verifier key, `NAME+HASH+KEY`: what GOSUMDB is set to.
     pub vkey: String,
+    /// With `start_forked`: a second log signed by the same key.
+    pub fork_url: Option<String>,
     pub log: PathBuf,
     pub guard: Guard,
 }
@@ -144,35 +146,29 @@ impl SumdbServer {
     /// Builds tests/go/sumdbserver with Debian's go and x/mod (GOPATH mode)
     /// and starts it over `tree`, with `fill` synthetic records logged first.
     pub async fn start(dir: &Path, name: &str, tree: &Path, fill: usize) -> SumdbServer {
-        let go = process::tool("go");
-        let x_mod = Path::new("/usr/share/gocode/src/golang.org/x/mod/sumdb/server.go");
-        assert!(
-            x_mod.is_file(),
-            "golang.org/x/mod is not installed: run scripts/test.sh (it installs golang-golang-x-mod-dev)"
-        );
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/sumdbserver/main.go");
-        let binary = dir.join("sumdbserver");
-        let mut build = Command::new(go);
-        build
-            .args(["build", "-o"])
-            .arg(&binary)
-            .arg(&source)
-            .env_clear()
-            .env("PATH", "/usr/lib/go-1.19/bin:/usr/bin:/bin")
-            .env("HOME", dir)
-            .env("GO111MODULE", "off")
-            .env("GOPATH", "/usr/share/gocode")
-            .env("GOCACHE", GoVersion::Go119.build_cache())
-            .env("CGO_ENABLED", "0");
-        let output =
-            tokio::task::spawn_blocking(move || process::run(&mut build, Duration::from_secs(300)))
-                .await
-                .expect("build runs");
-        assert!(
-            output.status.success(),
-            "building sumdbserver failed:\n{}",
-            process::text(&output)
-        );
+        SumdbServer::start_with(dir, name, tree, fill, None).await
+    }
+
+    /// Also serves, at `fork_url`, a second log under the same key with
+    /// `fork` synthetic records of its own first: a forked database.
+    pub async fn start_forked(
+        dir: &Path,
+        name: &str,
+        tree: &Path,
+        fill: usize,
+        fork: usize,
+    ) -> SumdbServer {
+        SumdbServer::start_with(dir, name, tree, fill, Some(fork)).await
+    }
+
+    async fn start_with(
+        dir: &Path,
+        name: &str,
+        tree: &Path,
+        fill: usize,
+        fork: Option<usize>,
+    ) -> SumdbServer {
+        let binary = build_x_mod_tool(dir, "sumdbserver").await;
         let log = dir.join("sumdb.log");
         let stdout = dir.join("sumdb.out");
         let mut command = Command::new(&binary);
@@ -185,13 +181,16 @@ impl SumdbServer {
             .arg(fill.to_string())
             .arg("-log")
             .arg(&log)
+            .arg("-fork")
+            .arg(fork.map_or(-1, |n| n as i64).to_string())
             .stdout(std::fs::File::create(&stdout).expect("stdout file"));
         let guard = Guard::spawn("sumdbserver", &mut command);
+        let lines = if fork.is_some() { 2 } else { 1 };
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let first_line = loop {
+        let printed: Vec<String> = loop {
             let text = std::fs::read_to_string(&stdout).unwrap_or_default();
-            if let Some(line) = text.lines().next().filter(|_| text.contains('\n')) {
-                break line.to_owned();
+            if text.matches('\n').count() >= lines {
+                break text.lines().map(str::to_owned).collect();
             }
             assert!(
                 std::time::Instant::now() < deadline,
@@ -199,10 +198,11 @@ impl SumdbServer {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         };
-        let (addr, vkey) = first_line.split_once(' ').expect("ADDR VKEY");
+        let (addr, vkey) = printed[0].split_once(' ').expect("ADDR VKEY");
         SumdbServer {
             url: format!("http://{addr}"),
             vkey: vkey.to_owned(),
+            fork_url: printed.get(1).map(|addr| format!("http://{addr}")),
             log,
             guard,
         }
@@ -216,4 +216,41 @@ impl SumdbServer {
             .map(str::to_owned)
             .collect()
     }
+}
+
+/// Builds tests/go/NAME with Debian's go and x/mod (GOPATH mode) into `dir`.
+pub async fn build_x_mod_tool(dir: &Path, name: &str) -> PathBuf {
+    let go = process::tool("go");
+    let x_mod = Path::new("/usr/share/gocode/src/golang.org/x/mod/sumdb/server.go");
+    assert!(
+        x_mod.is_file(),
+        "golang.org/x/mod is not installed: run scripts/test.sh (it installs golang-golang-x-mod-dev)"
+    );
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/go")
+        .join(name)
+        .join("main.go");
+    let binary = dir.join(name);
+    let mut build = Command::new(go);
+    build
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .env_clear()
+        .env("PATH", "/usr/lib/go-1.19/bin:/usr/bin:/bin")
+        .env("HOME", dir)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOCACHE", GoVersion::Go119.build_cache())
+        .env("CGO_ENABLED", "0");
+    let output =
+        tokio::task::spawn_blocking(move || process::run(&mut build, Duration::from_secs(300)))
+            .await
+            .expect("build runs");
+    assert!(
+        output.status.success(),
+        "building {name} failed:\n{}",
+        process::text(&output)
+    );
+    binary
 }
