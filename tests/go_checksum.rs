@@ -132,9 +132,14 @@ async fn verify(
     m: &ModuleVersion,
 ) -> Result<Verified, VerifyError> {
     let (path, version) = module(&m.path, &m.version);
-    let verified = db.lookup(fetch, head, &path, &version).await?;
+    let verified = sendable(db.lookup(fetch, head, &path, &version)).await?;
     fetch.keep(&verified.proof);
     Ok(verified)
+}
+
+/// The fill path runs lookups in spawned tasks: they must be `Send`.
+fn sendable<F: Future + Send>(future: F) -> F {
+    future
 }
 
 fn check_files(tree: &Path, m: &ModuleVersion, verified: &Verified) {

@@ -1,7 +1,8 @@
 //! Proof that a module version is what the checksum database committed to,
 //! computed here rather than left to the client: the `h1:` hashes cmd/go
-//! computes (`dirhash`), the database's signed tree heads (`note`), its tiled
-//! log (`tlog`) and the check of a lookup against both (`verify`). Knows no
+//! computes (`dirhash`), the database's signed tree heads (`note`), its log
+//! (`tlog`) and hash tiles (`tile`), its lookup records (`record`), and the
+//! check of a lookup against all of them (`verify`, `session`). Knows no
 //! store and no HTTP client: the fill path hands in a `Fetch` for the
 //! database's answers and the latest verified head, and keeps what comes
 //! back.
@@ -21,6 +22,9 @@
 mod dirhash;
 mod error;
 mod note;
+mod record;
+mod session;
+mod tile;
 mod tlog;
 mod verify;
 
