@@ -113,6 +113,22 @@ impl Store {
         let index = &self.inner.index;
         Ok(index.put_sumdb_tile(sumdb, tile, digest, size).await?)
     }
+
+    /// The signed note of the latest verified tree head of `sumdb`.
+    pub async fn sumdb_head(&self, sumdb: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.inner.index.sumdb_head(sumdb).await?)
+    }
+
+    /// Records a verified head of `size` records; an older or equal one than
+    /// the head already recorded leaves it as it is (heads only move forward).
+    pub async fn put_sumdb_head(
+        &self,
+        sumdb: &str,
+        size: u64,
+        note: &[u8],
+    ) -> Result<(), StoreError> {
+        Ok(self.inner.index.put_sumdb_head(sumdb, size, note).await?)
+    }
 }
 
 #[cfg(test)]

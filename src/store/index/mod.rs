@@ -154,6 +154,13 @@ pub(crate) trait GoIndex {
         digest: &Digest,
         size: u64,
     ) -> Result<(), IndexError>;
+
+    /// The signed note of the latest verified tree head of `sumdb`.
+    async fn sumdb_head(&self, sumdb: &str) -> Result<Option<Vec<u8>>, IndexError>;
+
+    /// Records a head of `size` records unless one at least as large is
+    /// recorded: heads only move forward.
+    async fn put_sumdb_head(&self, sumdb: &str, size: u64, note: &[u8]) -> Result<(), IndexError>;
 }
 
 /// The OCI rows per repository: manifests (with their subject and the blobs

@@ -154,4 +154,25 @@ impl GoIndex for SqliteIndex {
         .await?;
         Ok(())
     }
+
+    async fn sumdb_head(&self, sumdb: &str) -> Result<Option<Vec<u8>>, IndexError> {
+        let row = sqlx::query("SELECT note FROM go_sumdb_heads WHERE sumdb = ?1")
+            .bind(sumdb)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|row| row.try_get(0)).transpose()?)
+    }
+
+    async fn put_sumdb_head(&self, sumdb: &str, size: u64, note: &[u8]) -> Result<(), IndexError> {
+        sqlx::query(
+            "INSERT INTO go_sumdb_heads (sumdb, size, note) VALUES (?1, ?2, ?3)
+             ON CONFLICT (sumdb) DO UPDATE SET size = ?2, note = ?3 WHERE go_sumdb_heads.size < ?2",
+        )
+        .bind(sumdb)
+        .bind(size as i64)
+        .bind(note)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
 }
