@@ -279,6 +279,14 @@ pub struct GoConfig {
     /// GOPRIVATE syntax: such modules never reach an upstream or a sumdb.
     #[serde(default)]
     pub private: Vec<String>,
+    /// GONOSUMDB syntax: modules fetched from upstream but never checked
+    /// against (nor named to) a checksum database.
+    #[serde(default)]
+    pub nosumdb: Vec<String>,
+    /// `sumdb`: every `.mod` and `.zip` is proven against the first
+    /// `go.sumdb` entry before it is stored or served; `off`: not checked.
+    #[serde(default)]
+    pub verify: GoVerify,
     /// Overrides `auth.read` for Go routes.
     pub read: Option<Policy>,
     /// TTL of `list`, `@latest`, non-canonical queries, and of the checksum
@@ -309,6 +317,8 @@ impl Default for GoConfig {
         GoConfig {
             upstream: defaults::go_upstream(),
             private: Vec::new(),
+            nosumdb: Vec::new(),
+            verify: GoVerify::default(),
             read: None,
             list_ttl: defaults::go_list_ttl(),
             negative_ttl: defaults::go_negative_ttl(),
@@ -339,6 +349,32 @@ impl GoConfig {
                     sumdb.name
                 ));
             }
+            if let Some(key) = &sumdb.key
+                && key.split('+').next() != Some(sumdb.name.as_str())
+            {
+                return Err(format!(
+                    "go.sumdb[{i}].key: names another database than {:?}",
+                    sumdb.name
+                ));
+            }
+        }
+        if self.verify == GoVerify::Sumdb {
+            match self.sumdb.first() {
+                None => {
+                    return Err(
+                        "go.verify: \"sumdb\" needs a go.sumdb entry to verify against \
+                         (or default_sumdb = true), or set verify = \"off\""
+                            .into(),
+                    );
+                }
+                Some(first) if first.verifier_key().is_none() => {
+                    return Err(format!(
+                        "go.sumdb[0].key: go.verify = \"sumdb\" verifies against {:?}, which needs its key",
+                        first.name
+                    ));
+                }
+                Some(_) => {}
+            }
         }
         Ok(())
     }
@@ -349,6 +385,44 @@ impl GoConfig {
 pub struct SumdbConfig {
     pub name: String,
     pub url: String,
+    /// Verifier key in GOSUMDB form (`NAME+HASH+KEY`); sum.golang.org's is
+    /// built in. Needed for the database that verifies (the first entry).
+    pub key: Option<String>,
+}
+
+/// Whether Go modules are proven against a checksum database before caching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum GoVerify {
+    #[default]
+    Sumdb,
+    Off,
+}
+
+/// sum.golang.org's verifier key, as cmd/go has it built in.
+pub const SUM_GOLANG_ORG_KEY: &str =
+    "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8";
+
+impl SumdbConfig {
+    /// The configured key, or the built-in one for sum.golang.org.
+    pub fn verifier_key(&self) -> Option<&str> {
+        match &self.key {
+            Some(key) => Some(key),
+            None if self.name == "sum.golang.org" => Some(SUM_GOLANG_ORG_KEY),
+            None => None,
+        }
+    }
+}
+
+impl GoConfig {
+    /// The database every module is verified against: the first entry (the
+    /// built-in sum.golang.org when the file names none); `None` when off.
+    pub fn verifying_sumdb(&self) -> Option<&SumdbConfig> {
+        match self.verify {
+            GoVerify::Sumdb => self.sumdb.first(),
+            GoVerify::Off => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -655,6 +729,7 @@ mod defaults {
         SumdbConfig {
             name: "sum.golang.org".to_owned(),
             url: "https://sum.golang.org".to_owned(),
+            key: None,
         }
     }
     pub fn registry_upstream() -> Vec<UpstreamRegistry> {
@@ -1145,21 +1220,45 @@ mod tests {
     }
 
     #[test]
+    fn verifying_needs_a_database_with_its_key() {
+        let config = parse("").unwrap();
+        let first = config.go.verifying_sumdb().unwrap();
+        assert_eq!(first.verifier_key(), Some(SUM_GOLANG_ORG_KEY));
+        let err = parse("[go]\ndefault_sumdb = false\n").unwrap_err();
+        assert!(err.contains("go.verify"), "{err}");
+        let corp =
+            "[[go.sumdb]]\nname = \"sum.corp.example\"\nurl = \"https://sum.corp.example\"\n";
+        let err = parse(corp).unwrap_err();
+        assert!(err.contains("go.sumdb[0].key"), "{err}");
+        let keyed = format!("{corp}key = \"sum.corp.example+01234567+AAAA\"\n");
+        let config = parse(&keyed).unwrap();
+        assert_eq!(
+            config.go.verifying_sumdb().unwrap().name,
+            "sum.corp.example"
+        );
+        let err = parse(&format!("{corp}key = \"other.example+01234567+AAAA\"\n")).unwrap_err();
+        assert!(err.contains("names another database"), "{err}");
+        let off = parse(&format!("[go]\nverify = \"off\"\n{corp}")).unwrap();
+        assert!(off.go.verifying_sumdb().is_none());
+    }
+
+    #[test]
     fn a_sumdb_entry_adds_to_sum_golang_org() {
         let names = |config: &Config| -> Vec<String> {
             config.go.sumdb.iter().map(|s| s.name.clone()).collect()
         };
         let config = parse(
-            "[[go.sumdb]]\nname = \"sum.corp.example\"\nurl = \"https://sum.corp.example\"\n",
+            "[[go.sumdb]]\nname = \"sum.corp.example\"\nurl = \"https://sum.corp.example\"\n\
+             key = \"sum.corp.example+01234567+AAAA\"\n",
         )
         .unwrap();
         assert_eq!(names(&config), ["sum.corp.example", "sum.golang.org"]);
         let config = parse(
-            "[go]\ndefault_sumdb = false\n[[go.sumdb]]\nname = \"sum.corp.example\"\nurl = \"https://sum.corp.example\"\n",
+            "[go]\ndefault_sumdb = false\nverify = \"off\"\n[[go.sumdb]]\nname = \"sum.corp.example\"\nurl = \"https://sum.corp.example\"\n",
         )
         .unwrap();
         assert_eq!(names(&config), ["sum.corp.example"]);
-        let config = parse("[go]\ndefault_sumdb = false\n").unwrap();
+        let config = parse("[go]\ndefault_sumdb = false\nverify = \"off\"\n").unwrap();
         assert!(config.go.sumdb.is_empty());
         let config = parse(
             "[[go.sumdb]]\nname = \"sum.golang.org\"\nurl = \"https://sumdb.corp.example\"\n",
@@ -1169,7 +1268,8 @@ mod tests {
             config.go.sumdb,
             [SumdbConfig {
                 name: "sum.golang.org".into(),
-                url: "https://sumdb.corp.example".into()
+                url: "https://sumdb.corp.example".into(),
+                key: None,
             }],
             "an entry of that name replaces the built-in one"
         );
