@@ -97,6 +97,7 @@ pub struct Metrics {
     upstream_latency: Family<Histogram>,
     handshake_failures: Family<AtomicU64>,
     connections_refused: Family<AtomicU64>,
+    go_checksum: Family<AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -128,6 +129,12 @@ impl Metrics {
                 "mirror_connections_refused_total",
                 "Connections closed by a connection limit, by limit.",
                 &["reason"],
+            ),
+            go_checksum: Family::new(
+                "mirror_go_checksum_checks_total",
+                "Go module files checked against a checksum database, by result \
+                 (verified, mismatch, not_found, unreachable, invalid, fork, rollback).",
+                &["database", "result"],
             ),
         }
     }
@@ -166,6 +173,11 @@ impl Metrics {
         self.connections_refused.add(&[reason], 1);
     }
 
+    /// One `.mod` or `.zip` checked against checksum database `database`.
+    pub fn go_checksum(&self, database: &str, result: &'static str) {
+        self.go_checksum.add(&[database, result], 1);
+    }
+
     /// The whole exposition, including the store's counters and current size.
     pub async fn render(&self, store: &Store) -> String {
         let mut out = String::new();
@@ -174,6 +186,7 @@ impl Metrics {
         self.upstream_latency.render(&mut out);
         self.handshake_failures.render(&mut out);
         self.connections_refused.render(&mut out);
+        self.go_checksum.render(&mut out);
         let counters = store.counters();
         let counter = |out: &mut String, name: &str, help: &str, value: &AtomicU64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
