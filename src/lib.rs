@@ -49,4 +49,7 @@ pub(crate) mod upstream;
 pub(crate) mod wire;
 
 pub use config::Config;
+/// Public for tests/go_checksum.rs, which proves it against a real checksum
+/// database; the rest of `goproxy` stays inside the crate.
+pub use goproxy::checksum;
 pub use instance::Mirror;

@@ -20,10 +20,10 @@ use common::go::{
     standard_modules, write_tree,
 };
 use common::process;
-use mirror::goproxy::checksum::{
-    Answer, Database, Fetch, FetchError, H1, SignedTree, SumFile, Verified, VerifyError,
+use mirror::checksum::{
+    Answer, Database, Fetch, FetchError, H1, ModulePath, SignedTree, SumFile, Verified,
+    VerifyError, Version,
 };
-use mirror::goproxy::{ModulePath, Version};
 
 const NAME: &str = "sum.checksum.test";
 

@@ -20,6 +20,13 @@ pub enum GoError {
     MethodNotAllowed,
     /// Every upstream failed and nothing stale was kept.
     BadGateway,
+    /// A `.mod` or `.zip` the checksum database contradicts, or a database
+    /// that does not verify (a bad signature, a fork, a rollback): a 502
+    /// whose text names the module, the hashes and the database.
+    Refused(String),
+    /// The checksum database could not be asked and nothing kept proves the
+    /// file: a 502 that says so, never an unverified body.
+    Unverified(String),
     Internal,
 }
 
@@ -47,7 +54,8 @@ impl GoError {
         match self {
             GoError::BadRequest(_) | GoError::MethodNotAllowed => Outcome::Invalid,
             GoError::NotFound { .. } => Outcome::NotFound,
-            GoError::BadGateway | GoError::Internal => Outcome::Error,
+            GoError::Refused(_) => Outcome::Invalid,
+            GoError::BadGateway | GoError::Internal | GoError::Unverified(_) => Outcome::Error,
         }
     }
 
@@ -82,6 +90,9 @@ impl GoError {
                 StatusCode::BAD_GATEWAY,
                 "bad gateway: no upstream could answer and nothing is cached\n",
             ),
+            GoError::Refused(reason) | GoError::Unverified(reason) => {
+                plain(StatusCode::BAD_GATEWAY, format!("bad gateway: {reason}\n"))
+            }
             GoError::Internal => plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"),
         }
     }

@@ -10,6 +10,7 @@ use http::header::{CONTENT_LENGTH, HeaderValue};
 use std::sync::Arc;
 
 use super::chain::{Answer, Failure};
+use super::checksum::{H1, SumFile};
 use super::error::{GoError, OrInternal};
 use super::key::{AnswerKey, FileName, Key, Resource};
 use super::module::ModulePath;
@@ -63,6 +64,12 @@ impl GoProxy {
         let negative_key = AnswerKey::Answer(Resource::File(module, version, kind)).encode();
         if let Some(cached) = self.fresh(&negative_key).await? {
             return Err(cached.not_found());
+        }
+        let refused = AnswerKey::Refused(module, version, kind).encode();
+        if let Some(cached) = self.fresh(&refused).await? {
+            return Err(GoError::Refused(
+                String::from_utf8_lossy(&cached.body).into_owned(),
+            ));
         }
         match kind {
             // Boxed: a miss's future (upstream, store writes) is kilobytes
@@ -280,6 +287,7 @@ impl GoProxy {
             FileFetch::NotFound { gone, reason } => Err(GoError::NotFound { gone, reason }),
             FileFetch::Failed(error) => self.stale_negative_or(negative_key, &error).await,
             FileFetch::Internal(error) => Err(GoError::internal(key.as_str(), &error)),
+            FileFetch::Refused(error) => Err(error),
         }
     }
 
@@ -318,6 +326,11 @@ impl GoProxy {
                 {
                     return FileFetch::Failed(reason.into());
                 }
+                if kind == FileKind::Mod
+                    && let Err(refusal) = self.verify_mod(module, version, &bytes).await
+                {
+                    return FileFetch::Refused(refusal);
+                }
                 self.store_small(module, version, kind, key, bytes).await
             }
             Answer::NotFound { gone, reason } => {
@@ -327,6 +340,19 @@ impl GoProxy {
                 FileFetch::NotFound { gone, reason }
             }
             Answer::Failed(error) => FileFetch::Failed(error),
+        }
+    }
+
+    /// A `.mod` is stored only once the checksum database has its hash.
+    async fn verify_mod(
+        &self,
+        module: &ModulePath,
+        version: &Version,
+        bytes: &[u8],
+    ) -> Result<(), GoError> {
+        match self.verification(module, version).await? {
+            Some(verified) => self.check_hash(&verified, SumFile::GoMod, H1::go_mod(bytes)),
+            None => Ok(()),
         }
     }
 
@@ -387,6 +413,8 @@ pub enum FileFetch {
     },
     Failed(Failure),
     Internal(Arc<StoreError>),
+    /// Checked against the checksum database and refused (never stored).
+    Refused(GoError),
 }
 
 /// Why an upstream `.info` is refused.

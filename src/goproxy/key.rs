@@ -70,6 +70,9 @@ pub(crate) enum AnswerKey<'a> {
     FileFetch(&'a ModulePath, &'a Version, FileKind),
     /// The one upstream download of a zip, among the store's fills.
     ZipFill(&'a ModulePath, &'a Version),
+    /// A file the checksum database contradicted, kept (502, with why) for
+    /// `negative_ttl` so later clients are told why, not just cut off.
+    Refused(&'a ModulePath, &'a Version, FileKind),
 }
 
 impl AnswerKey<'_> {
@@ -98,6 +101,9 @@ impl fmt::Display for AnswerKey<'_> {
             }
             AnswerKey::ZipFill(module, version) => {
                 write!(f, "go:{}", FileName(module, version, FileKind::Zip))
+            }
+            AnswerKey::Refused(module, version, kind) => {
+                write!(f, "refused {}", FileName(module, version, kind))
             }
         }
     }
@@ -188,6 +194,10 @@ mod tests {
             (
                 AnswerKey::ZipFill(&m, &v),
                 "go:example.com/Upper/m@v2.0.0-RC.1+incompatible.zip",
+            ),
+            (
+                AnswerKey::Refused(&m, &v, FileKind::Zip),
+                "refused example.com/Upper/m@v2.0.0-RC.1+incompatible.zip",
             ),
         ];
         for (key, encoded) in cases {

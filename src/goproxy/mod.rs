@@ -17,6 +17,7 @@ pub mod module;
 pub mod private;
 pub mod route;
 mod sumdb;
+mod verifier;
 pub mod version;
 pub mod zipcheck;
 mod zipfill;
@@ -64,12 +65,16 @@ pub enum SetupError {
     Private(#[from] private::BadPattern),
     #[error("go upstream client: {0}")]
     Client(#[from] crate::upstream::ClientError),
+    #[error(transparent)]
+    Verifier(#[from] verifier::VerifierError),
 }
 
 /// Checks `go.upstream` and `go.private` as `GoProxy::new` will parse them, so
 /// a start can refuse them before it changes anything on disk.
 pub fn check(config: &GoConfig) -> Result<(), SetupError> {
-    parse_settings(config).map(drop)
+    parse_settings(config)?;
+    verifier::Verifier::new(config)?;
+    Ok(())
 }
 
 fn parse_settings(config: &GoConfig) -> Result<(Chain, Private), SetupError> {
@@ -89,6 +94,8 @@ struct Inner {
     client: chain::Client,
     chain: Chain,
     private: Private,
+    /// `None` with `go.verify = "off"`.
+    verifier: Option<verifier::Verifier>,
     /// Checksum database name → base URL (no trailing slash).
     sumdbs: HashMap<String, String>,
     list_ttl: i64,
@@ -99,6 +106,9 @@ struct Inner {
     tiles: Memo<Bytes>,
     flights: Singleflight<Refreshed>,
     file_flights: Singleflight<FileFetch>,
+    /// Zip fills (by fill key) the checksum check refused, and why: what
+    /// their readers answer.
+    zip_refusals: std::sync::Mutex<HashMap<String, GoError>>,
 }
 
 /// What a request asks to be sent: HEAD wants GET's headers and no body.
@@ -147,6 +157,7 @@ impl GoProxy {
             .collect();
         let upstreams = chain.proxies().chain(sumdbs.values().map(String::as_str));
         let http = crate::upstream::Clients::new(upstreams, config.ca.as_deref())?;
+        let verifier = verifier::Verifier::new(config)?;
         let generation = store.generation();
         Ok(GoProxy {
             inner: Arc::new(Inner {
@@ -154,6 +165,7 @@ impl GoProxy {
                 client: chain::Client { http, metrics },
                 chain,
                 private,
+                verifier,
                 sumdbs,
                 list_ttl: config.list_ttl.as_secs() as i64,
                 negative_ttl: config.negative_ttl.as_secs() as i64,
@@ -163,6 +175,7 @@ impl GoProxy {
                 tiles: Memo::following(TILES_MEMO, generation),
                 flights: Singleflight::default(),
                 file_flights: Singleflight::default(),
+                zip_refusals: std::sync::Mutex::default(),
             }),
         })
     }

@@ -16,7 +16,7 @@ use crate::store::{Origin, TileKey};
 use crate::wire::{Outcome, body};
 
 /// Largest sumdb answer accepted (a data tile of 256 records is far smaller).
-const MAX_SUMDB_ANSWER: usize = 16 << 20;
+pub(super) const MAX_SUMDB_ANSWER: usize = 16 << 20;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SumdbPath {
@@ -40,7 +40,7 @@ pub struct Tile {
 }
 
 /// Bytes per entry of a hash tile.
-const HASH_SIZE: u64 = 32;
+pub(super) const HASH_SIZE: u64 = 32;
 
 /// Parses what follows `/sumdb/{name}/`; `None` for anything else.
 pub fn parse(rest: &str) -> Option<SumdbPath> {
@@ -172,7 +172,11 @@ impl GoProxy {
     }
 
     /// A stored full tile, from the memo or the store.
-    async fn stored_tile(&self, name: &str, tile: &str) -> Result<Option<Bytes>, GoError> {
+    pub(super) async fn stored_tile(
+        &self,
+        name: &str,
+        tile: &str,
+    ) -> Result<Option<Bytes>, GoError> {
         let key = tile_key(name, tile);
         if let Some(bytes) = self.inner.tiles.get(key.as_str()) {
             return Ok(Some(bytes));

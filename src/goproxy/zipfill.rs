@@ -14,6 +14,7 @@ use http::Response;
 use http::header::{CONTENT_LENGTH, HeaderValue};
 
 use super::chain::Answer;
+use super::checksum::{H1, SumFile, Verified};
 use super::error::{GoError, OrInternal};
 use super::files::{artifact, with_type};
 use super::key::{AnswerKey, Key, Resource};
@@ -24,6 +25,7 @@ use super::{GoProxy, Reply, Served, zipcheck};
 use crate::store::{
     FillError, FillHead, FillProducer, FillReader, GoFile, Slot, UpstreamFailure, Validator,
 };
+use crate::sync::Unpoisoned;
 use crate::wire::{Body, Outcome, body};
 
 impl GoProxy {
@@ -61,8 +63,25 @@ impl GoProxy {
                     reader
                 }
             };
-            match stream_fill(reader, reply).await {
-                Ok(response) => return Ok(Served::new(response, Outcome::Miss, None)),
+            // A zip the database vouches for is sent once it is proven (its
+            // bytes wait in the fill's temp file, not in memory), so a refusal
+            // reaches the client as an answer naming both hashes rather than
+            // as a cut-off download.
+            let filled = if self.verifies(module) {
+                self.verified_fill(reader, module, version, key, reply)
+                    .await?
+            } else {
+                stream_fill(reader, reply)
+                    .await
+                    .map(|response| Served::new(response, Outcome::Miss, None))
+            };
+            match filled {
+                Ok(served) => return Ok(served),
+                Err(FillError::Invalid(reason)) => {
+                    return Err(self
+                        .refusal(&fill_key)
+                        .unwrap_or_else(|| GoError::upstream(key.as_str(), &reason)));
+                }
                 Err(FillError::Abandoned) => {
                     if let Some(served) = self
                         .stored_file(module, version, FileKind::Zip, key, reply)
@@ -100,6 +119,8 @@ impl GoProxy {
         version: Version,
     ) {
         let key = artifact(&module, &version, FileKind::Zip);
+        let fill_key = AnswerKey::ZipFill(&module, &version).encode();
+        self.set_refusal(&fill_key, None);
         producer.limit(self.inner.max_zip);
         let path = Resource::File(&module, &version, FileKind::Zip).upstream_path();
         let response = match self.inner.chain.open(&self.inner.client, &path).await {
@@ -124,6 +145,17 @@ impl GoProxy {
                 return;
             }
         };
+        // Once upstream has it and before any byte is sent: a version the
+        // database does not know, or cannot prove, is refused with why.
+        let verified = match self.verification(&module, &version).await {
+            Ok(verified) => verified,
+            Err(refusal) => {
+                let reason = format!("{refusal:?}");
+                self.set_refusal(&fill_key, Some(refusal));
+                producer.fail(FillError::Invalid(reason));
+                return;
+            }
+        };
         let head = FillHead {
             total: response.content_length(),
             media_type: Some(FileKind::Zip.content_type().to_owned()),
@@ -138,12 +170,15 @@ impl GoProxy {
             producer.fail(error);
             return;
         }
-        let (m, v) = (module.as_str().to_owned(), version.as_str().to_owned());
-        let validator: Validator = Box::new(move |path| Ok(zipcheck::check(path, &m, &v)?));
+        let validator = self.zip_validator(&module, &version, verified);
         let committed = match producer.commit(None, Some(validator)).await {
             Ok(committed) => committed,
             Err(error) => {
                 tracing::warn!(target: "mirror::go", artifact = key, %error, "zip from upstream refused");
+                if let Some(GoError::Refused(text)) = self.refusal(&fill_key) {
+                    let key = AnswerKey::Refused(&module, &version, FileKind::Zip).encode();
+                    self.keep(&key, 502, Bytes::from(text)).await;
+                }
                 return;
             }
         };
@@ -163,6 +198,80 @@ impl GoProxy {
             tracing::error!(target: "mirror::go", artifact = key, %error, "could not index the zip");
         }
         committed.publish();
+    }
+}
+
+impl GoProxy {
+    /// Why the current fill `fill_key` was refused by the checksum check,
+    /// for its readers: set before the fill fails, cleared when one starts.
+    fn set_refusal(&self, fill_key: &Key, refusal: Option<GoError>) {
+        let mut refusals = self.inner.zip_refusals.lock().unpoisoned();
+        match refusal {
+            Some(refusal) => refusals.insert(fill_key.as_str().to_owned(), refusal),
+            None => refusals.remove(fill_key.as_str()),
+        };
+    }
+
+    fn refusal(&self, fill_key: &Key) -> Option<GoError> {
+        let refusals = self.inner.zip_refusals.lock().unpoisoned();
+        refusals.get(fill_key.as_str()).cloned()
+    }
+
+    /// The zip's checks on its temp file, before anything is committed and
+    /// while its last byte is held back from every client: a valid module
+    /// zip, then (unless exempt) the checksum database's `h1:` hash, computed
+    /// in a stream from the file.
+    fn zip_validator(
+        &self,
+        module: &ModulePath,
+        version: &Version,
+        verified: Option<Verified>,
+    ) -> Validator {
+        let (m, v) = (module.as_str().to_owned(), version.as_str().to_owned());
+        let fill_key = AnswerKey::ZipFill(module, version).encode();
+        let proxy = self.clone();
+        Box::new(move |path| {
+            zipcheck::check(path, &m, &v)?;
+            let Some(verified) = verified else {
+                return Ok(());
+            };
+            let ours = H1::zip_file(path)?;
+            match proxy.check_hash(&verified, SumFile::Zip, ours) {
+                Ok(()) => Ok(()),
+                Err(refusal) => {
+                    let reason = format!("{refusal:?}");
+                    proxy.set_refusal(&fill_key, Some(refusal));
+                    Err(reason.into())
+                }
+            }
+        })
+    }
+}
+
+impl GoProxy {
+    /// Waits for the whole fill (validated, hashed, committed), then serves
+    /// the stored zip as a miss.
+    async fn verified_fill(
+        &self,
+        mut reader: FillReader,
+        module: &ModulePath,
+        version: &Version,
+        key: &Key,
+        reply: Reply,
+    ) -> Result<Result<Served, FillError>, GoError> {
+        if let Err(error) = reader.finished().await {
+            return Ok(Err(error));
+        }
+        let served = self
+            .stored_file(module, version, FileKind::Zip, key, reply)
+            .await?;
+        Ok(match served {
+            Some(mut served) => {
+                served.outcome = Outcome::Miss;
+                Ok(served)
+            }
+            None => Err(FillError::Abandoned),
+        })
     }
 }
 

@@ -28,6 +28,8 @@ mod tile;
 mod tlog;
 mod verify;
 
+pub use super::module::ModulePath;
+pub use super::version::Version;
 pub use dirhash::{BadH1, H1, HashError};
 pub use error::{Divergence, FetchError, Mismatch, SumFile, VerifyError};
 pub use note::{KeyError, NoteError, VerifierKey};
