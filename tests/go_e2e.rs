@@ -56,7 +56,7 @@ const EXPECTED: &str =
 
 async fn mirror_for(upstream: &str, extra: &str) -> TestMirror {
     TestMirror::start(MirrorOptions {
-        extra_toml: format!("[go]\nupstream = \"{upstream}\"\nsumdb = []\n{extra}"),
+        extra_toml: format!("[go]\nupstream = \"{upstream}\"\nsumdb = []\nverify = \"off\"  # the go command through the mirror; go_verify.rs proves verification\n{extra}"),
         ..MirrorOptions::default()
     })
     .await
@@ -428,9 +428,10 @@ async fn go_1_23_switches_to_a_toolchain_fetched_through_the_mirror_or_says_it_i
         common::go::SumdbServer::start(work.path(), "sum.mirror.test", tree.path(), 0).await;
     let mirror = TestMirror::start(MirrorOptions {
         extra_toml: format!(
-            "[go]\nupstream = \"{}\"\n\n[[go.sumdb]]\nname = \"sum.mirror.test\"\nurl = \"{}\"\n",
+            "[go]\nupstream = \"{}\"\n\n[[go.sumdb]]\nname = \"sum.mirror.test\"\nurl = \"{}\"\nkey = \"{}\"\n",
             upstream.url(),
-            sumdb.url
+            sumdb.url,
+            sumdb.vkey
         ),
         ..MirrorOptions::default()
     })

@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 
 async fn mirror_for(upstream: &str, extra: &str) -> TestMirror {
     TestMirror::start(MirrorOptions {
-        extra_toml: format!("[go]\nupstream = \"{upstream}\"\nsumdb = []\n{extra}"),
+        extra_toml: format!("[go]\nupstream = \"{upstream}\"\nsumdb = []\nverify = \"off\"  # the GOPROXY protocol; go_verify.rs proves verification\n{extra}"),
         ..MirrorOptions::default()
     })
     .await
@@ -187,7 +187,7 @@ async fn canonical_files_are_fetched_once_and_served_after_upstream_stops() {
         root,
         pki,
         MirrorOptions {
-            extra_toml: "[go]\nupstream = \"http://127.0.0.1:1\"\nsumdb = []\n".into(),
+            extra_toml: "[go]\nupstream = \"http://127.0.0.1:1\"\nsumdb = []\nverify = \"off\"  # the GOPROXY protocol; go_verify.rs proves verification\n".into(),
             ..MirrorOptions::default()
         },
     )
@@ -211,7 +211,7 @@ async fn an_off_upstream_serves_only_what_is_cached() {
         root,
         pki,
         MirrorOptions {
-            extra_toml: "[go]\nupstream = \"off\"\nsumdb = []\n".into(),
+            extra_toml: "[go]\nupstream = \"off\"\nsumdb = []\nverify = \"off\"  # the GOPROXY protocol; go_verify.rs proves verification\n".into(),
             ..MirrorOptions::default()
         },
     )
@@ -442,7 +442,7 @@ async fn an_upstream_behind_a_private_ca_is_trusted_through_go_ca() {
     let origin = StaticProxy::start(tree.path()).await;
     let internal = TestMirror::start(MirrorOptions {
         extra_toml: format!(
-            "[auth]\nread = \"anonymous\"\n[go]\nupstream = \"{}\"\nsumdb = []\n",
+            "[auth]\nread = \"anonymous\"\n[go]\nupstream = \"{}\"\nsumdb = []\nverify = \"off\"  # the GOPROXY protocol; go_verify.rs proves verification\n",
             origin.url()
         ),
         ..MirrorOptions::default()

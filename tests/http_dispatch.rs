@@ -50,7 +50,8 @@ fn error_routes() -> Vec<(String, bool, u16)> {
 
 async fn start() -> TestMirror {
     TestMirror::start(MirrorOptions {
-        extra_toml: "[go]\nupstream = \"http://127.0.0.1:9\"\nprivate = [\"private.example\"]\n\n\
+        extra_toml: "[go]\nupstream = \"http://127.0.0.1:9\"\nprivate = [\"private.example\"]\n\
+                     verify = \"off\"  # about dispatch, not checksums\n\n\
                      [[registry.upstream]]\nname = \"down.test\"\nurl = \"http://127.0.0.1:9\"\n"
             .into(),
         ..MirrorOptions::default()

@@ -35,7 +35,7 @@ async fn prefetch_from_a_go_sum_fills_a_stopped_servers_store_for_offline_builds
     write_tree(tree.path(), &standard_modules());
     let upstream = StaticProxy::start(tree.path()).await;
     let server = TestMirror::start(MirrorOptions {
-        extra_toml: format!("[go]\nupstream = \"{}\"\nsumdb = []\n", upstream.url()),
+        extra_toml: format!("[go]\nupstream = \"{}\"\nsumdb = []\nverify = \"off\"  # about the CLI; go_verify.rs proves verification\n", upstream.url()),
         ..MirrorOptions::default()
     })
     .await;
@@ -63,7 +63,7 @@ async fn prefetch_from_a_go_sum_fills_a_stopped_servers_store_for_offline_builds
         root,
         pki,
         MirrorOptions {
-            extra_toml: "[go]\nupstream = \"http://127.0.0.1:9\"\nsumdb = []\n".to_owned(),
+            extra_toml: "[go]\nupstream = \"http://127.0.0.1:9\"\nsumdb = []\nverify = \"off\"  # about the CLI; go_verify.rs proves verification\n".to_owned(),
             ..MirrorOptions::default()
         },
     )

@@ -44,7 +44,7 @@ fn seed(registry: &DockerRegistry, dir: &Path) -> Seeded {
 fn options(registry: &str, go: &str) -> MirrorOptions {
     MirrorOptions {
         extra_toml: format!(
-            "[go]\nupstream = \"{go}\"\nsumdb = []\n\n\
+            "[go]\nupstream = \"{go}\"\nsumdb = []\nverify = \"off\"  # about eviction, not checksums\n\n\
              [[registry.upstream]]\nname = \"up.test\"\nurl = \"{registry}\"\ntag_ttl = \"0s\"\n"
         ),
         ..MirrorOptions::default()

@@ -39,7 +39,7 @@ fn basic(user: &str, password: &str) -> String {
 pub fn upstream_toml(go_url: &str, url: &str, ca: Option<&Path>, registry_extra: &str) -> String {
     let ca_line = ca.map_or(String::new(), |ca| format!("ca = \"{}\"\n", ca.display()));
     format!(
-        "[go]\nupstream = \"{go_url}\"\n{ca_line}\n[[go.sumdb]]\nname = \"{SUMDB}\"\nurl = \"{url}/sumdb\"\n\n\
+        "[go]\nupstream = \"{go_url}\"\nverify = \"off\"  # about upstream trust, not checksums\n{ca_line}\n[[go.sumdb]]\nname = \"{SUMDB}\"\nurl = \"{url}/sumdb\"\n\n\
          [[registry.upstream]]\nname = \"up.test\"\nurl = \"{url}\"\n{ca_line}{registry_extra}\n"
     )
 }
@@ -189,7 +189,7 @@ async fn credentials_never_follow_a_redirect_to_another_host_and_storage_redirec
         &format!("http://{UPSTREAM_USER}:{UPSTREAM_PASSWORD}@"),
     );
     let toml = format!(
-        "[go]\nupstream = \"{go_url}\"\n\n[[registry.upstream]]\nname = \"up.test\"\nurl = \"{}\"\n\
+        "[go]\nupstream = \"{go_url}\"\nverify = \"off\"  # about upstream trust, not checksums\n\n[[registry.upstream]]\nname = \"up.test\"\nurl = \"{}\"\n\
          username = \"{UPSTREAM_USER}\"\npassword = \"{UPSTREAM_PASSWORD}\"\n",
         upstream.url()
     );
