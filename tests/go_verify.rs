@@ -185,6 +185,13 @@ async fn a_database_that_rolls_back_its_tree_head_is_refused() {
     );
     let (status, _) = get(&mirror, "/example.com/second/@v/v1.0.0.zip").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "never served unverified");
+    // A client that looks the module up through the mirror is refused too.
+    let (status, _) = get(
+        &mirror,
+        &format!("/sumdb/{NAME}/lookup/example.com/second@v1.0.0"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert!(metric(&mirror, "rollback").await);
     // What was verified before stays served.
     let (status, _) = get(&mirror, "/example.com/first/@v/v1.0.0.mod").await;

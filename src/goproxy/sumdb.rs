@@ -2,7 +2,8 @@
 //! databases: `supported`, `latest`, `lookup/{module}@{version}` and
 //! `tile/{H}/{L|data}/{K}[.p/{W}]`. Full tiles never change and are stored for
 //! good; lookups, `latest` and partial tiles are kept for `list_ttl`. A
-//! private module is never looked up.
+//! private module is never looked up; a lookup of the verifying database is
+//! proven first (`verifier`) and answered from what the proof kept.
 
 use bytes::Bytes;
 
@@ -150,6 +151,9 @@ impl GoProxy {
                      it is never sent to a checksum database (set GONOSUMDB or GOPRIVATE for it)"
                 )))
             }
+            SumdbPath::Lookup(module, version) if self.verifies_lookup(name, &module) => {
+                self.verified_lookup(&module, &version, &key).await
+            }
             SumdbPath::Tile(tile) if tile.full => self.full_tile(name, &tile.path, &upstream).await,
             SumdbPath::Tile(tile) if !tile.data => {
                 self.partial_tile(name, &tile, &key, upstream).await
@@ -169,6 +173,33 @@ impl GoProxy {
                 ))
             }
         }
+    }
+
+    /// A lookup of the verifying database is proven as a fill's is, and
+    /// served from what the proof kept: a client sees what the mirror checked,
+    /// and a database that forks or rolls back is refused to it too.
+    async fn verified_lookup(
+        &self,
+        module: &ModulePath,
+        version: &Version,
+        key: &Key,
+    ) -> Result<Served, GoError> {
+        let was_kept = self.kept(key).await?.is_some_and(|cached| cached.found());
+        self.verification(module, version).await?;
+        let kept = self.kept(key).await?;
+        let body = kept
+            .filter(|cached| cached.found())
+            .map(|cached| cached.body.clone())
+            .ok_or_else(|| GoError::internal(key.as_str(), &"a verified lookup was not kept"))?;
+        Ok(Served::new(
+            bytes_response(body, "text/plain; charset=utf-8"),
+            if was_kept {
+                Outcome::Hit
+            } else {
+                Outcome::Miss
+            },
+            None,
+        ))
     }
 
     /// A stored full tile, from the memo or the store.

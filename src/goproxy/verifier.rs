@@ -78,6 +78,16 @@ impl Verifier {
 }
 
 impl GoProxy {
+    /// Whether a `/sumdb/{name}/` lookup of `module` goes through the check.
+    pub(super) fn verifies_lookup(&self, name: &str, module: &ModulePath) -> bool {
+        self.verifies(module)
+            && self
+                .inner
+                .verifier
+                .as_ref()
+                .is_some_and(|verifier| verifier.db.name() == name)
+    }
+
     /// Whether `module`'s files are checked against the database.
     pub(super) fn verifies(&self, module: &ModulePath) -> bool {
         self.inner
