@@ -5,6 +5,7 @@
 #
 #   scripts/bench.sh base     # TLS + HTTP overhead: tiny GETs, Basic auth, new connections
 #   scripts/bench.sh go       # cached .info/.mod/.zip vs nginx
+#   scripts/bench.sh gofill   # cold .zip fills, go.verify off vs sumdb (ROUNDS, default 20)
 #   scripts/bench.sh oci      # blobs and manifests vs nginx and docker-registry
 #   scripts/bench.sh verify   # 1 GiB streamed hit, cache.verify_on_read small vs all
 #                             # (MIRROR_BEFORE=path/to/older/mirror adds that build first)
@@ -42,17 +43,18 @@ scenario=${1:-all}
 case "$scenario" in
   base) bench_base ;;
   go) source "$ROOT/scripts/bench/go.sh"; bench_go ;;
+  gofill) source "$ROOT/scripts/bench/go.sh"; bench_go_fill ;;
   oci) source "$ROOT/scripts/bench/oci.sh"; bench_oci ;;
   verify) source "$ROOT/scripts/bench/verify.sh"; bench_verify ;;
   shapes) source "$ROOT/scripts/bench/shapes.sh"; bench_shapes ;;
   all)
     bench_base
-    source "$ROOT/scripts/bench/go.sh"; bench_go
+    source "$ROOT/scripts/bench/go.sh"; bench_go; bench_go_fill
     source "$ROOT/scripts/bench/oci.sh"; bench_oci
     source "$ROOT/scripts/bench/verify.sh"; bench_verify
     source "$ROOT/scripts/bench/shapes.sh"; bench_shapes
     ;;
-  *) echo "usage: $0 [base|go|oci|verify|shapes|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [base|go|gofill|oci|verify|shapes|all]" >&2; exit 2 ;;
 esac
 
 log ""
