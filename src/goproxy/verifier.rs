@@ -25,6 +25,7 @@ use super::sumdb::{self, HASH_SIZE, MAX_SUMDB_ANSWER, SumdbPath};
 use super::version::Version;
 use crate::config::GoConfig;
 use crate::escape::escape;
+use crate::store::{Origin, TileKey};
 
 /// Why `go.verify`, `go.nosumdb` or the verifying database's key is refused.
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +164,8 @@ impl GoProxy {
         let note = self
             .inner
             .store
-            .sumdb_head(name)
+            .go()
+            .verified_head(name)
             .await
             .or_internal(&format!("sumdb {name} head"))?;
         Ok(note
@@ -205,7 +207,8 @@ impl GoProxy {
             let name = verifier.db.name();
             self.inner
                 .store
-                .put_sumdb_head(name, head.tree().size, head.note())
+                .go()
+                .put_verified_head(name, head.tree().size, head.note())
                 .await
                 .or_internal(&format!("sumdb {name} head"))?;
         }
@@ -318,7 +321,8 @@ impl Fetch for Kept<'_> {
                             .proxy
                             .inner
                             .store
-                            .go_answers_under(under.as_str())
+                            .go()
+                            .answers_under(under.stored())
                             .await
                             .map_err(|e| FetchError::Unreachable(format!("store: {e}")))?
                             .into_iter()
@@ -384,16 +388,11 @@ impl Kept<'_> {
         for answer in proof {
             let key = self.key(&answer.path);
             if matches!(sumdb::parse(&answer.path), Some(SumdbPath::Tile(tile)) if tile.full) {
-                let stored = match store.put_bytes(&answer.body, false).await {
+                let stored = match store.blobs().put(&answer.body, Origin::Cached).await {
                     Ok(digest) => {
-                        store
-                            .put_sumdb_tile(
-                                self.name,
-                                &answer.path,
-                                &digest,
-                                answer.body.len() as u64,
-                            )
-                            .await
+                        let tile = TileKey::new(self.name, &answer.path);
+                        let size = answer.body.len() as u64;
+                        store.go().put_tile(tile, &digest, size).await
                     }
                     Err(error) => Err(error),
                 };

@@ -115,13 +115,13 @@ impl Store {
     }
 
     /// The signed note of the latest verified tree head of `sumdb`.
-    pub async fn sumdb_head(&self, sumdb: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(super) async fn sumdb_head(&self, sumdb: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.inner.index.sumdb_head(sumdb).await?)
     }
 
     /// Records a verified head of `size` records; an older or equal one than
     /// the head already recorded leaves it as it is (heads only move forward).
-    pub async fn put_sumdb_head(
+    pub(super) async fn put_sumdb_head(
         &self,
         sumdb: &str,
         size: u64,

@@ -94,4 +94,20 @@ impl GoRows<'_> {
             .put_sumdb_tile(tile.db(), tile.tile(), digest, size)
             .await
     }
+
+    /// The signed note of the latest tree head verified for checksum database `db`.
+    pub async fn verified_head(&self, db: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.sumdb_head(db).await
+    }
+
+    /// Records a verified head of `size` records; one no newer than the head
+    /// already recorded leaves it as it is (heads only move forward).
+    pub async fn put_verified_head(
+        &self,
+        db: &str,
+        size: u64,
+        note: &[u8],
+    ) -> Result<(), StoreError> {
+        self.store.put_sumdb_head(db, size, note).await
+    }
 }
