@@ -31,7 +31,7 @@ verify_push() {
 verify_series() {
   local name=$1 binary=$2 extra=$3 round values=()
   MIRROR_DATA="$WORK/verify-data" mirror_config "$WORK/verify.toml" \
-    "$(printf '[registry]\nwrite = "anonymous"\n\n%s\n' "$extra")"
+    "$(printf '[registry]\nwrite = "anonymous"\nhosted = ["bench"]\n\n%s\n' "$extra")"
   MIRROR=$binary start_mirror "$WORK/verify.toml"
   if [[ ! -f "$WORK/verify-pushed" ]]; then
     verify_push "$WORK/verify.bin" "$VERIFY_DIGEST"
