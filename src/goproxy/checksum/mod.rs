@@ -35,3 +35,19 @@ pub use error::{Divergence, FetchError, Mismatch, SumFile, VerifyError};
 pub use note::{KeyError, NoteError, VerifierKey};
 pub use tlog::{Hash, MAX_TREE_SIZE, Tree};
 pub use verify::{Answer, Database, Fetch, SignedTree, TILE_HEIGHT, Verified};
+
+/// One module version and its two hashes, as the unit tests' records name them.
+#[cfg(test)]
+mod fixtures {
+    use super::{ModulePath, Version};
+
+    pub(super) const ZIP: &str = "h1:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+    pub(super) const MOD: &str = "h1:Xb6L6wTjOLvErL6swEsVpVmwTRdv2Ue1iNUb9G3Ap04=";
+
+    pub(super) fn module() -> (ModulePath, Version) {
+        (
+            "example.com/Upper/Mod".parse().unwrap(),
+            "v1.0.0".parse().unwrap(),
+        )
+    }
+}

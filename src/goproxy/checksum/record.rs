@@ -86,16 +86,7 @@ impl<'a> Record<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const ZIP: &str = "h1:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
-    const MOD: &str = "h1:Xb6L6wTjOLvErL6swEsVpVmwTRdv2Ue1iNUb9G3Ap04=";
-
-    fn module() -> (ModulePath, Version) {
-        (
-            "example.com/Upper/Mod".parse().unwrap(),
-            "v1.0.0".parse().unwrap(),
-        )
-    }
+    use crate::goproxy::checksum::fixtures::{MOD, ZIP, module};
 
     #[test]
     fn lookup_records_parse_as_go_parses_them() {

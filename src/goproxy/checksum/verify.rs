@@ -245,16 +245,7 @@ pub(super) fn bounded(text: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const ZIP: &str = "h1:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
-    const MOD: &str = "h1:Xb6L6wTjOLvErL6swEsVpVmwTRdv2Ue1iNUb9G3Ap04=";
-
-    fn module() -> (ModulePath, Version) {
-        (
-            "example.com/Upper/Mod".parse().unwrap(),
-            "v1.0.0".parse().unwrap(),
-        )
-    }
+    use crate::goproxy::checksum::fixtures::{MOD, ZIP, module};
 
     #[test]
     fn check_names_both_hashes_and_the_database() {
