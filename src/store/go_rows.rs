@@ -1,7 +1,9 @@
 //! The Go part of the store: module files by module, version and kind, full
-//! sumdb tiles, and expiring answers by key. A borrow of the store that
-//! delegates; the SQL stays in `go`.
+//! sumdb tiles, expiring answers by key, and each checksum database's latest
+//! verified head. A borrow of the store that hands the typed keys to the
+//! index (`index::GoIndex`) as text.
 
+use super::index::GoIndex;
 use super::{
     AnswerKey, Digest, GoFile, ModuleKey, Store, StoreError, StoredAnswer, TileKey, VersionKey,
 };
@@ -27,9 +29,10 @@ impl GoRows<'_> {
         version: VersionKey<'_>,
         kind: GoFile,
     ) -> Result<Option<(Digest, u64)>, StoreError> {
-        self.store
+        let index = &self.store.inner.index;
+        Ok(index
             .go_file(module.as_str(), version.as_str(), kind)
-            .await
+            .await?)
     }
 
     /// Records a stored, verified file. The blob must already be indexed.
@@ -41,9 +44,11 @@ impl GoRows<'_> {
         digest: &Digest,
         size: u64,
     ) -> Result<(), StoreError> {
-        self.store
-            .put_go_file(module.as_str(), version.as_str(), kind, digest, size)
-            .await
+        let index = &self.store.inner.index;
+        let (module, version) = (module.as_str(), version.as_str());
+        Ok(index
+            .put_go_file(module, version, kind, digest, size)
+            .await?)
     }
 
     /// Drops an index row whose blob file has gone missing.
@@ -53,13 +58,14 @@ impl GoRows<'_> {
         version: VersionKey<'_>,
         kind: GoFile,
     ) -> Result<(), StoreError> {
-        self.store
+        let index = &self.store.inner.index;
+        Ok(index
             .forget_go_file(module.as_str(), version.as_str(), kind)
-            .await
+            .await?)
     }
 
     pub async fn answer(&self, key: AnswerKey<'_>) -> Result<Option<StoredAnswer>, StoreError> {
-        self.store.go_answer(key.as_str()).await
+        Ok(self.store.inner.index.go_answer(key.as_str()).await?)
     }
 
     /// Replaces the answer under `key`; returns its `fetched_at`.
@@ -69,7 +75,8 @@ impl GoRows<'_> {
         status: u16,
         body: &[u8],
     ) -> Result<i64, StoreError> {
-        self.store.put_go_answer(key.as_str(), status, body).await
+        let index = &self.store.inner.index;
+        Ok(index.put_go_answer(key.as_str(), status, body).await?)
     }
 
     /// Answers whose key starts with `prefix`, in descending key order.
@@ -77,11 +84,21 @@ impl GoRows<'_> {
         &self,
         prefix: AnswerKey<'_>,
     ) -> Result<Vec<(String, StoredAnswer)>, StoreError> {
-        self.store.go_answers_under(prefix.as_str()).await
+        Ok(self
+            .store
+            .inner
+            .index
+            .go_answers_under(prefix.as_str())
+            .await?)
     }
 
     pub async fn tile(&self, tile: TileKey<'_>) -> Result<Option<(Digest, u64)>, StoreError> {
-        self.store.sumdb_tile(tile.db(), tile.tile()).await
+        Ok(self
+            .store
+            .inner
+            .index
+            .sumdb_tile(tile.db(), tile.tile())
+            .await?)
     }
 
     pub async fn put_tile(
@@ -90,14 +107,15 @@ impl GoRows<'_> {
         digest: &Digest,
         size: u64,
     ) -> Result<(), StoreError> {
-        self.store
+        let index = &self.store.inner.index;
+        Ok(index
             .put_sumdb_tile(tile.db(), tile.tile(), digest, size)
-            .await
+            .await?)
     }
 
     /// The signed note of the latest tree head verified for checksum database `db`.
     pub async fn verified_head(&self, db: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.store.sumdb_head(db).await
+        Ok(self.store.inner.index.sumdb_head(db).await?)
     }
 
     /// Records a verified head of `size` records; one no newer than the head
@@ -108,6 +126,11 @@ impl GoRows<'_> {
         size: u64,
         note: &[u8],
     ) -> Result<(), StoreError> {
-        self.store.put_sumdb_head(db, size, note).await
+        Ok(self
+            .store
+            .inner
+            .index
+            .put_sumdb_head(db, size, note)
+            .await?)
     }
 }

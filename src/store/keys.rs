@@ -46,7 +46,7 @@ impl<'a> TagKey<'a> {
 pub struct ModuleKey<'a>(&'a str);
 
 impl<'a> ModuleKey<'a> {
-    pub fn new(module: &'a str) -> ModuleKey<'a> {
+    pub const fn new(module: &'a str) -> ModuleKey<'a> {
         ModuleKey(module)
     }
 
@@ -60,7 +60,7 @@ impl<'a> ModuleKey<'a> {
 pub struct VersionKey<'a>(&'a str);
 
 impl<'a> VersionKey<'a> {
-    pub fn new(version: &'a str) -> VersionKey<'a> {
+    pub const fn new(version: &'a str) -> VersionKey<'a> {
         VersionKey(version)
     }
 

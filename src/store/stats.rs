@@ -64,7 +64,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::GoFile;
+    use crate::store::{GoFile, ModuleKey, VersionKey};
 
     #[tokio::test]
     async fn every_blob_is_counted_once_and_the_groups_add_up_to_the_store() {
@@ -94,7 +94,14 @@ mod tests {
             store.oci_link_blob(repo, digest).await.unwrap();
         }
         store
-            .put_go_file("example.com/m", "v1.0.0", GoFile::Zip, &zip, 12)
+            .go()
+            .put_file(
+                ModuleKey::new("example.com/m"),
+                VersionKey::new("v1.0.0"),
+                GoFile::Zip,
+                &zip,
+                12,
+            )
             .await
             .unwrap();
 
