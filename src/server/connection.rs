@@ -132,21 +132,24 @@ impl Connection {
         });
         let connection = self.http.serve_connection(TokioIo::new(tls), service);
         tokio::pin!(connection);
-        let mut closing: Option<Instant> = None;
+        let mut closing = Closing::No;
         let mut waiting_for_first = true;
         loop {
             let wake = match closing {
-                Some(dropped_at) => dropped_at,
-                None => match served.activity.verdict(
+                Closing::By(dropped_at) => Some(dropped_at),
+                // The server owns the one drain deadline: it stops every
+                // connection when its grace period is over, and says so.
+                Closing::Draining => None,
+                Closing::No => match served.activity.verdict(
                     Instant::now(),
                     self.limits.first_request_timeout,
                     self.limits.idle_timeout,
                 ) {
-                    Verdict::WakeAt(at) => at,
+                    Verdict::WakeAt(at) => Some(at),
                     Verdict::Close(why) => {
                         tracing::debug!(%peer, why, "closing the connection");
                         connection.as_mut().graceful_shutdown();
-                        closing = Some(Instant::now() + CLOSING_GRACE);
+                        closing = Closing::By(Instant::now() + CLOSING_GRACE);
                         continue;
                     }
                 },
@@ -158,25 +161,45 @@ impl Connection {
                     }
                     return;
                 }
-                () = self.draining.cancelled(), if closing.is_none() => {
+                () = self.draining.cancelled(), if closing == Closing::No => {
                     connection.as_mut().graceful_shutdown();
-                    closing = Some(Instant::now() + self.limits.shutdown_grace);
+                    closing = Closing::Draining;
                 }
-                () = served.close.cancelled(), if closing.is_none() => {
-                    connection.as_mut().graceful_shutdown();
-                    closing = Some(Instant::now() + CLOSING_GRACE);
+                () = served.close.cancelled(), if !matches!(closing, Closing::By(_)) => {
+                    if closing == Closing::No {
+                        connection.as_mut().graceful_shutdown();
+                    }
+                    closing = Closing::By(Instant::now() + CLOSING_GRACE);
                 }
                 () = served.activity.first_request(), if waiting_for_first => {
                     waiting_for_first = false;
                 }
-                () = tokio::time::sleep_until(wake) => {
-                    if closing.is_some() {
+                () = sleep_until_some(wake) => {
+                    if closing != Closing::No {
                         tracing::debug!(%peer, "connection did not close in time; dropped");
                         return;
                     }
                 }
             }
         }
+    }
+}
+
+/// Where a connection is on its way out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    No,
+    /// Shut down gracefully because the server drains; the server ends it at
+    /// its own deadline.
+    Draining,
+    /// Shut down gracefully by this connection's watchdog; dropped at this instant.
+    By(Instant),
+}
+
+async fn sleep_until_some(wake: Option<Instant>) {
+    match wake {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
