@@ -14,8 +14,8 @@ use common::garage::Garage;
 use common::{noise, wait_for};
 use futures_util::TryStreamExt;
 use mirror::store::{
-    Begun, Digest, Origin, Pushed, RepoKey, S3Settings, Storage, Store, UploadId, UploadOwner,
-    VerifyOnRead,
+    Begun, Digest, IndexChoice, Origin, Pushed, RepoKey, S3Settings, Storage, Store, UploadId,
+    UploadOwner, VerifyOnRead,
 };
 use object_store::aws::AmazonS3;
 use object_store::path::Path;
@@ -90,9 +90,13 @@ async fn blobs_in_s3_are_written_whole_read_by_range_and_quarantined_when_change
     let garage = start_garage().await;
     let bucket = garage.client();
     let dir = tempfile::tempdir().expect("data dir");
-    let store = Store::open_with(dir.path(), &Storage::S3(settings(&garage)))
-        .await
-        .expect("a store on garage");
+    let store = Store::open_with(
+        dir.path(),
+        &Storage::S3(settings(&garage)),
+        &IndexChoice::Sqlite,
+    )
+    .await
+    .expect("a store on garage");
 
     // Small: one PUT, read back whole and checked.
     let config = store

@@ -66,8 +66,8 @@ pub use fill::{
 pub use generation::Generation;
 pub use go::{GoFile, StoredAnswer};
 pub use go_rows::GoRows;
-use index::{BlobIndex, Index, SqliteIndex};
-pub use index::{IndexError, now_secs};
+use index::{AnyIndex, BlobIndex, Index};
+pub use index::{IndexChoice, IndexError, now_secs};
 pub use keys::{AnswerKey, ModuleKey, RepoKey, TagKey, TileKey, VersionKey};
 pub use oci::{ManifestRow, NewManifest, ReferrerRow};
 pub use oci_rows::OciRows;
@@ -144,7 +144,7 @@ pub(crate) struct Inner {
     /// Blob bytes; an enum, not `dyn`, so a hit pays no indirection.
     blobs: Blobs,
     /// The rows; by type, not `dyn`, for the same reason.
-    index: SqliteIndex,
+    index: AnyIndex,
     pub(crate) fills: fill::Fills,
     /// Digests read since the last flush; written to `accessed_at` in one
     /// transaction now and then instead of one UPDATE per hit.
@@ -177,12 +177,17 @@ impl Store {
     /// created private: the index holds the audit trail (who pulled what),
     /// `uploads/` and `blobs/` hold pushed, possibly private, images.
     pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        Store::open_with(data_dir, &Storage::Files).await
+        Store::open_with(data_dir, &Storage::Files, &IndexChoice::Sqlite).await
     }
 
-    /// Opens the store in `data_dir` with blob bytes kept in `storage`;
-    /// staged writes and upload sessions stay in `data_dir` either way.
-    pub async fn open_with(data_dir: &Path, storage: &Storage) -> Result<Store, StoreError> {
+    /// Opens the store in `data_dir` with blob bytes kept in `storage` and
+    /// rows in `index`; staged writes and upload sessions stay in `data_dir`
+    /// either way.
+    pub async fn open_with(
+        data_dir: &Path,
+        storage: &Storage,
+        index: &IndexChoice,
+    ) -> Result<Store, StoreError> {
         for dir in [
             data_dir.to_owned(),
             data_dir.join("blobs"),
@@ -192,7 +197,7 @@ impl Store {
             create_private_dirs(&dir)?;
         }
         warn_if_exposed(data_dir);
-        let index = SqliteIndex::open(&data_dir.join("mirror.db")).await?;
+        let index = AnyIndex::open(data_dir, index).await?;
         let store = Store {
             inner: Arc::new(Inner {
                 root: data_dir.to_owned(),

@@ -1,8 +1,9 @@
-//! The index seam: every row the store keeps, behind traits a second backend
-//! (PostgreSQL, issue 12) implements again. `SqliteIndex` is the first and
-//! owns the pool, the migrations and every SQL string; nothing else in the
-//! crate names sqlx or SQL. The store holds it by type, not behind `dyn`, so
-//! a hit costs no extra call.
+//! The index seam: every row the store keeps, behind traits each backend
+//! implements: `SqliteIndex` (the embedded default) and `PgIndex` (several
+//! replicas on one PostgreSQL, issue 12). Each owns its pool, its migrations
+//! and every SQL string; nothing else in the crate names sqlx or SQL. The
+//! store holds `AnyIndex`, an enum over the two, not `dyn`, so a hit costs a
+//! match and no extra call.
 //!
 //! The rows come in families, one trait each, so an implementation splits
 //! into one file per family; `Index` is all of them plus the connection's
@@ -16,6 +17,8 @@
 //! DESIGN's scale-out table becomes a `LeaseIndex` beside these, claimed in
 //! one statement that returns the epoch, when a second replica needs it.
 
+mod any;
+mod postgres;
 pub(crate) mod sqlite;
 
 use std::collections::HashSet;
@@ -27,7 +30,8 @@ use super::{
     StoreTotals, StoredAnswer, UploadOwner, UploadRow,
 };
 
-pub(crate) use sqlite::SqliteIndex;
+pub(crate) use any::AnyIndex;
+pub use any::IndexChoice;
 
 /// What a backend's own error becomes; its text is kept as the source.
 type Backend = Box<dyn std::error::Error + Send + Sync>;
