@@ -1,0 +1,565 @@
+//! The store's behaviours on either index, each test body run twice: on the
+//! embedded SQLite index and on a private PostgreSQL 15 (the index several
+//! replicas share), through the public Store API only. Plus what only the
+//! shared database has: replicas migrating one fresh database at once, and a
+//! deletion on one store seen by another through the generation.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use common::postgres::Postgres;
+use mirror::store::{
+    AuditEntry, AuditQuery, Begun, Digest, GoFile, IndexChoice, NewManifest, Pushed, Storage,
+    Store, UploadOwner,
+};
+
+/// Where a test's stores keep their rows; dropped, the database stops.
+struct Backend {
+    postgres: Option<Postgres>,
+    dirs: Vec<tempfile::TempDir>,
+}
+
+impl Backend {
+    async fn sqlite() -> Backend {
+        Backend {
+            postgres: None,
+            dirs: Vec::new(),
+        }
+    }
+
+    async fn postgres() -> Backend {
+        let postgres = tokio::task::spawn_blocking(Postgres::start)
+            .await
+            .expect("postgres start task");
+        Backend {
+            postgres: Some(postgres),
+            dirs: Vec::new(),
+        }
+    }
+
+    fn choice(&self) -> IndexChoice {
+        match &self.postgres {
+            Some(postgres) => IndexChoice::Postgres(postgres.url()),
+            None => IndexChoice::Sqlite,
+        }
+    }
+
+    /// A store in a fresh data dir on this backend's index.
+    async fn store(&mut self) -> Store {
+        let dir = tempfile::tempdir().expect("data dir");
+        let store = Store::open_with(dir.path(), &Storage::Files, &self.choice())
+            .await
+            .expect("open the store");
+        self.dirs.push(dir);
+        store
+    }
+
+    /// A second store on the same index: on SQLite the same data dir, on
+    /// PostgreSQL another replica's.
+    async fn second_store(&mut self) -> Store {
+        match &self.postgres {
+            Some(_) => self.store().await,
+            None => {
+                let dir = self.dirs.first().expect("a first store").path();
+                Store::open(dir).await.expect("open the store again")
+            }
+        }
+    }
+}
+
+/// `name_on_sqlite` and `name_on_postgres`, running `body(backend)`.
+macro_rules! on_both {
+    ($($name:ident => $body:ident;)*) => {
+        mod on_sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$body(super::Backend::sqlite().await).await;
+            })*
+        }
+        mod on_postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$body(super::Backend::postgres().await).await;
+            })*
+        }
+    };
+}
+
+on_both! {
+    blobs_and_go_rows_round_trip_and_a_row_for_a_missing_blob_is_refused => blobs_and_go_rows;
+    manifests_tags_referrers_and_catalog_read_back_in_bytewise_order => oci_rows;
+    audit_rows_are_queried_newest_first_and_pruned_by_age => audit_rows;
+    upload_sessions_keep_the_quota_under_concurrent_openings_and_commit => upload_sessions;
+    eviction_takes_cached_blobs_keeps_hosted_ones_and_verify_is_clean => eviction_and_verify;
+    a_deletion_bumps_the_generation_a_second_store_reads => generation_across_stores;
+}
+
+async fn blobs_and_go_rows(mut backend: Backend) {
+    let store = backend.store().await;
+    let digest = store.put_bytes(b"module zip bytes", false).await.unwrap();
+    assert_eq!(store.has_blob(&digest).await.unwrap(), Some(16));
+
+    store
+        .put_go_file("example.com/m", "v1.0.0", GoFile::Zip, &digest, 16)
+        .await
+        .unwrap();
+    let found = store.go_file("example.com/m", "v1.0.0", GoFile::Zip).await;
+    assert_eq!(found.unwrap(), Some((digest.clone(), 16)));
+    assert_eq!(
+        store
+            .go_file("example.com/m", "v1.0.0", GoFile::Mod)
+            .await
+            .unwrap(),
+        None
+    );
+
+    let absent = Digest::sha256_of(b"never stored");
+    let refused = store
+        .put_go_file("example.com/m", "v1.0.0", GoFile::Mod, &absent, 3)
+        .await
+        .expect_err("a go file naming no blob row");
+    assert!(refused.is_missing_reference(), "{refused}");
+
+    for (key, body) in [
+        ("list example.com/m", &b"v1.0.0\n"[..]),
+        ("list example.com/m/v2", b"v2.0.0\n"),
+        ("list example.com/n", b""),
+    ] {
+        store.put_go_answer(key, 200, body).await.unwrap();
+    }
+    store
+        .put_go_answer("list example.com/n", 404, b"not found")
+        .await
+        .unwrap();
+    let answer = store
+        .go_answer("list example.com/n")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((answer.status, &answer.body[..]), (404, &b"not found"[..]));
+    let under: Vec<String> = store
+        .go_answers_under("list example.com/m")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    assert_eq!(under, ["list example.com/m/v2", "list example.com/m"]);
+
+    let tile = store.put_bytes(b"tile bytes", false).await.unwrap();
+    store
+        .put_sumdb_tile("sum.golang.org", "tile/8/0/001", &tile, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .sumdb_tile("sum.golang.org", "tile/8/0/001")
+            .await
+            .unwrap(),
+        Some((tile, 10))
+    );
+    store
+        .forget_go_file("example.com/m", "v1.0.0", GoFile::Zip)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .go_file("example.com/m", "v1.0.0", GoFile::Zip)
+            .await
+            .unwrap(),
+        None
+    );
+    store.close().await;
+}
+
+async fn oci_rows(mut backend: Backend) {
+    let store = backend.store().await;
+    let layer = store.put_bytes(b"layer", false).await.unwrap();
+    let image = store.put_bytes(b"{\"image\":1}", false).await.unwrap();
+    let signature = store.put_bytes(b"{\"signature\":1}", false).await.unwrap();
+    let blobs = [(layer.clone(), 5)];
+    let manifest = |repo, digest, subject| NewManifest {
+        repo,
+        digest,
+        media_type: "application/vnd.oci.image.manifest.v1+json",
+        size: 11,
+        subject,
+        artifact_type: Some("application/example"),
+        annotations: Some("{\"a\":\"b\"}"),
+        blobs: &blobs,
+    };
+    for repo in ["hub/library/b", "hub/library/a", "Hub/z"] {
+        store
+            .oci_put_manifest(&manifest(repo, &image, None))
+            .await
+            .unwrap();
+    }
+    store
+        .oci_put_manifest(&manifest("hub/library/a", &signature, Some(&image)))
+        .await
+        .unwrap();
+    // Idempotent, as a retried push is.
+    store
+        .oci_put_manifest(&manifest("hub/library/a", &image, None))
+        .await
+        .unwrap();
+
+    let row = store.oci_manifest("hub/library/a", &image).await.unwrap();
+    assert_eq!(row.map(|row| row.size), Some(11));
+    assert_eq!(
+        store
+            .oci_described_size("hub/library/a", &layer)
+            .await
+            .unwrap(),
+        Some(5)
+    );
+    for tag in ["latest", "Latest", "1.0", "latest-1"] {
+        store
+            .oci_set_tag("hub/library/a", tag, &image)
+            .await
+            .unwrap();
+    }
+    let tags = store.oci_tags("hub/library/a", None, 10).await.unwrap();
+    assert_eq!(tags, ["1.0", "Latest", "latest", "latest-1"]);
+    let page = store
+        .oci_tags("hub/library/a", Some("Latest"), 2)
+        .await
+        .unwrap();
+    assert_eq!(page, ["latest", "latest-1"]);
+    let (tagged, _) = store
+        .oci_tag("hub/library/a", "latest")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tagged.digest, image);
+
+    let missing = Digest::sha256_of(b"no such manifest");
+    let refused = store
+        .oci_set_tag("hub/library/a", "ghost", &missing)
+        .await
+        .expect_err("a tag on no manifest");
+    assert!(refused.is_missing_reference(), "{refused}");
+
+    let catalog = store.oci_catalog(None, 10).await.unwrap();
+    assert_eq!(catalog, ["Hub/z", "hub/library/a", "hub/library/b"]);
+    assert_eq!(
+        store.oci_catalog(Some("Hub/z"), 1).await.unwrap(),
+        ["hub/library/a"]
+    );
+
+    let referrers = store.oci_referrers("hub/library/a", &image).await.unwrap();
+    assert_eq!(referrers.len(), 1);
+    assert_eq!(referrers[0].digest, signature);
+    assert_eq!(
+        referrers[0].artifact_type.as_deref(),
+        Some("application/example")
+    );
+
+    assert!(!store.oci_has_repo("hosted/app").await.unwrap());
+    store.oci_link_blob("hosted/app", &layer).await.unwrap();
+    assert!(store.oci_has_repo("hosted/app").await.unwrap());
+    assert_eq!(store.oci_blob("hosted/app", &layer).await.unwrap(), Some(5));
+    assert!(store.oci_unlink_blob("hosted/app", &layer).await.unwrap());
+    assert_eq!(store.oci_blob("hosted/app", &layer).await.unwrap(), None);
+
+    assert!(store.oci_delete_tag("hub/library/a", "1.0").await.unwrap());
+    assert!(
+        store
+            .oci_delete_manifest("hub/library/a", &image)
+            .await
+            .unwrap()
+    );
+    // The tags and the blobs it named go with the manifest.
+    assert!(
+        store
+            .oci_tags("hub/library/a", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .oci_described_size("hub/library/a", &layer)
+            .await
+            .unwrap(),
+        Some(5),
+        "the signature still names the layer"
+    );
+    store.close().await;
+}
+
+const SECOND: i64 = 1_000;
+
+fn entry<'a>(at_ms: i64, subject: &'a str, artifact: &'a str) -> AuditEntry<'a> {
+    AuditEntry {
+        at_ms,
+        identity: "cert",
+        subject,
+        serial: Some("0a"),
+        peer: "127.0.0.1:5000",
+        protocol: "oci",
+        action: "read",
+        artifact,
+        digest: None,
+        outcome: "hit",
+        status: 200,
+    }
+}
+
+async fn audit_rows(mut backend: Backend) {
+    let store = backend.store().await;
+    let (log, writer) = store.start_audit();
+    for second in 0..5 {
+        let at_ms = SECOND * (10 + second);
+        log.record(entry(at_ms, "alice", "hub/library/alpine:3"))
+            .await;
+        log.record(entry(at_ms, "bob", "hub/library/busybox:1"))
+            .await;
+    }
+    // The same request within the same second folds into one row.
+    log.record(entry(SECOND * 14 + 500, "alice", "hub/library/alpine:3"))
+        .await;
+    drop(log);
+    writer.await.expect("the audit writer ends");
+
+    let alice = store
+        .audit_query(&AuditQuery {
+            subject: Some("alice".into()),
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let times: Vec<i64> = alice.iter().map(|r| r.at_ms).collect();
+    assert_eq!(times, [14, 13, 12, 11, 10].map(|s| s * SECOND));
+    assert_eq!(alice[0].count, 2);
+    let busybox = store
+        .audit_query(&AuditQuery {
+            artifact: Some("busy".into()),
+            since_ms: Some(12 * SECOND),
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(busybox.len(), 3);
+    assert!(busybox.iter().all(|r| r.subject == "bob"));
+
+    assert_eq!(store.prune_audit(13 * SECOND).await.unwrap(), 6);
+    let left = store
+        .audit_query(&AuditQuery {
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 4);
+    store.close().await;
+}
+
+fn upload_id(n: u32) -> String {
+    format!("{n:032x}")
+}
+
+async fn upload_sessions(mut backend: Backend) {
+    let store = backend.store().await;
+    let owner = UploadOwner::new("alice".to_owned());
+    let openings = (0..10).map(|n| {
+        let store = store.clone();
+        let owner = owner.clone();
+        tokio::spawn(async move {
+            store
+                .uploads()
+                .begin(&upload_id(n), "hosted/app", &owner, 3)
+                .await
+                .unwrap()
+        })
+    });
+    let mut opened = Vec::new();
+    for (n, opening) in openings.enumerate() {
+        if opening.await.unwrap() == Begun::Opened {
+            opened.push(upload_id(n as u32));
+        }
+    }
+    assert_eq!(opened.len(), 3, "the quota holds under concurrent openings");
+    let other = UploadOwner::new("bob".to_owned());
+    assert_eq!(
+        store
+            .uploads()
+            .begin(&upload_id(100), "hosted/app", &other, 3)
+            .await
+            .unwrap(),
+        Begun::Opened
+    );
+
+    let id = &opened[0];
+    let uploads = store.uploads();
+    let row = uploads.find(id).await.unwrap().expect("session row");
+    assert_eq!(row.size, 0);
+    let mut file = uploads.resume(id, &row).await.unwrap().expect("file");
+    file.write(b"pushed ").await.unwrap();
+    file.flush().await.unwrap();
+    assert!(uploads.progress(id, &file).await.unwrap());
+    drop(file);
+    let row = uploads.find(id).await.unwrap().expect("session row");
+    assert_eq!(row.size, 7);
+    let mut file = uploads.resume(id, &row).await.unwrap().expect("resumed");
+    file.write(b"bytes").await.unwrap();
+    file.flush().await.unwrap();
+    let digest = Digest::sha256_of(b"pushed bytes");
+    assert_eq!(
+        uploads.commit(file, &digest).await.unwrap(),
+        Pushed::Stored { size: 12 }
+    );
+    uploads.end(id).await.unwrap();
+    assert!(uploads.find(id).await.unwrap().is_none());
+    assert_eq!(store.has_blob(&digest).await.unwrap(), Some(12));
+    // A freed place in the quota can be taken again.
+    assert_eq!(
+        uploads
+            .begin(&upload_id(200), "hosted/app", &owner, 3)
+            .await
+            .unwrap(),
+        Begun::Opened
+    );
+    store.close().await;
+}
+
+async fn eviction_and_verify(mut backend: Backend) {
+    let store = backend.store().await;
+    let cached: Vec<Digest> = [&b"one"[..], b"two", b"three"]
+        .into_iter()
+        .map(Digest::sha256_of)
+        .collect();
+    for bytes in [&b"one"[..], b"two", b"three"] {
+        store.put_bytes(bytes, false).await.unwrap();
+    }
+    let hosted = store.put_bytes(b"pushed", true).await.unwrap();
+    let totals = store.totals().await.unwrap();
+    assert_eq!((totals.blobs, totals.bytes), (4, 3 + 3 + 5 + 6));
+    assert_eq!((totals.hosted_blobs, totals.hosted_bytes), (1, 6));
+    let stats = store.stats().await.unwrap();
+    assert!(!stats.groups.is_empty());
+
+    let before = store.generation().current();
+    let report = store.evict_to(0, false).await.unwrap();
+    assert_eq!((report.evicted, report.freed), (3, 11));
+    assert!(store.generation().current() > before);
+    for digest in &cached {
+        assert_eq!(store.has_blob(digest).await.unwrap(), None);
+    }
+    assert_eq!(store.has_blob(&hosted).await.unwrap(), Some(6));
+
+    let verify = store.verify(false).await.unwrap();
+    assert!(verify.is_clean(), "{verify:?}");
+    assert_eq!(verify.checked, 1);
+    store.close().await;
+}
+
+async fn generation_across_stores(mut backend: Backend) {
+    let first = backend.store().await;
+    let digest = first.put_bytes(b"evicted elsewhere", false).await.unwrap();
+    let second = backend.second_store().await;
+    second.refresh_generation().await.unwrap();
+    let seen = second.generation().current();
+    assert_eq!(first.evict_to(0, false).await.unwrap().evicted, 1);
+    second.refresh_generation().await.unwrap();
+    assert!(second.generation().current() > seen);
+    assert_eq!(first.has_blob(&digest).await.unwrap(), None);
+    first.close().await;
+    second.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_at_once_migrate_a_fresh_database_exactly_once() {
+    let postgres = tokio::task::spawn_blocking(Postgres::start)
+        .await
+        .expect("postgres start task");
+    let url = Arc::new(postgres.url());
+    let dirs: Vec<tempfile::TempDir> = (0..8).map(|_| tempfile::tempdir().unwrap()).collect();
+    let starts: Vec<_> = dirs
+        .iter()
+        .map(|dir| {
+            let dir = dir.path().to_owned();
+            let url = url.clone();
+            tokio::spawn(async move {
+                Store::open_with(
+                    &dir,
+                    &Storage::Files,
+                    &IndexChoice::Postgres((*url).clone()),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for start in starts {
+        stores.push(start.await.unwrap().expect("every replica starts"));
+    }
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let applied: Vec<(i64, bool)> =
+        sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let expected: Vec<(i64, bool)> = migration_versions("migrations/postgres")
+        .into_iter()
+        .map(|version| (version, true))
+        .collect();
+    assert_eq!(applied, expected);
+    // Every replica works on the one schema.
+    let digest = stores[0].put_bytes(b"shared row", false).await.unwrap();
+    stores[0]
+        .put_go_file("example.com/m", "v1.0.0", GoFile::Info, &digest, 10)
+        .await
+        .unwrap();
+    for store in &stores {
+        let found = store
+            .go_file("example.com/m", "v1.0.0", GoFile::Info)
+            .await
+            .unwrap();
+        assert_eq!(found, Some((digest.clone(), 10)));
+        store.close().await;
+    }
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn the_sqlite_index_applies_only_its_own_migrations() {
+    let dir = tempfile::tempdir().unwrap();
+    Store::open(dir.path()).await.unwrap().close().await;
+    let url = format!("sqlite://{}", dir.path().join("mirror.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(applied, migration_versions("migrations"));
+    let tables: HashSet<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    assert!(tables.contains("generation") && tables.contains("uploads"));
+    pool.close().await;
+}
+
+/// The versions of the `.sql` files directly in `dir`, as sqlx numbers them.
+fn migration_versions(dir: &str) -> Vec<i64> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut versions: Vec<i64> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            let (version, _) = name.strip_suffix(".sql")?.split_once('_')?;
+            version.parse().ok()
+        })
+        .collect();
+    versions.sort();
+    versions
+}
