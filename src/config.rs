@@ -16,6 +16,9 @@ use serde::Deserialize;
 use crate::auth::Policy;
 use crate::store::VerifyOnRead;
 
+mod backends;
+pub use backends::{IndexConfig, StorageBackend, StorageConfig};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: {message}")]
@@ -72,6 +75,10 @@ pub struct Config {
     pub cache: CacheConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub index: IndexConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -856,6 +863,8 @@ impl Config {
         self.limits.validate()?;
         self.go.validate()?;
         self.registry.validate()?;
+        self.index.validate()?;
+        self.storage.validate(&self.index)?;
         self.cache.validate()
     }
 

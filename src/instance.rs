@@ -60,7 +60,11 @@ async fn open_store(
     config: &Config,
     options: StartOptions,
 ) -> anyhow::Result<(Store, Option<std::fs::File>)> {
-    let store = Store::open(&config.data_dir)
+    let storage = config
+        .storage
+        .storage(|name| std::env::var(name).ok())
+        .map_err(anyhow::Error::msg)?;
+    let store = Store::open_with(&config.data_dir, &storage, &config.index.choice())
         .await
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     store.set_fill_limits(config.cache.fill_limits());
@@ -69,6 +73,12 @@ async fn open_store(
         return Ok((store, None));
     }
     let lock = store.lock_exclusive()?;
+    if config.index.is_shared() {
+        // The index (and a bucket) belong to every replica, not to this data
+        // dir: a row without a local file or an object without a row yet may
+        // be another replica's write in progress, so no repair at start.
+        return Ok((store, Some(lock)));
+    }
     // This process owns the data dir now: whatever a crash left behind
     // (temp files, renamed files without rows, rows without files) goes.
     let repaired = store.sweep(crate::store::SweepOptions::owner()).await?;
