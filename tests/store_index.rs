@@ -12,7 +12,7 @@ use std::sync::Arc;
 use common::postgres::Postgres;
 use mirror::store::{
     AuditEntry, AuditQuery, Begun, Digest, GoFile, IndexChoice, NewManifest, Pushed, Storage,
-    Store, UploadOwner,
+    Store, SweepOptions, UploadOwner,
 };
 
 /// Where a test's stores keep their rows; dropped, the database stops.
@@ -562,4 +562,20 @@ fn migration_versions(dir: &str) -> Vec<i64> {
         .collect();
     versions.sort();
     versions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_on_another_replica_leaves_the_push_sessions_it_has_no_file_for() {
+    let mut backend = Backend::postgres().await;
+    let first = backend.store().await;
+    let second = backend.store().await;
+    let owner = UploadOwner::new("alice".to_owned());
+    let id = upload_id(7);
+    let begun = first.uploads().begin(&id, "hosted/app", &owner, 8).await;
+    assert_eq!(begun.unwrap(), Begun::Opened);
+    let report = second.sweep(SweepOptions::shared()).await.unwrap();
+    assert_eq!(report.abandoned_uploads, 0);
+    assert!(first.uploads().find(&id).await.unwrap().is_some());
+    first.close().await;
+    second.close().await;
 }

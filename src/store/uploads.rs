@@ -282,6 +282,9 @@ impl Store {
         let cutoff = now_secs() - abandoned_after.as_secs() as i64;
         let rows = self.inner.index.upload_sessions().await?;
         let dir = self.inner.root.join("uploads");
+        // On an index other processes share, a session without a file here
+        // may be another process's, whose file is in its own data dir.
+        let fileless_is_dead = !self.inner.index.is_shared();
         let (dead, leftovers) = tokio::task::spawn_blocking(move || {
             let named: std::collections::HashSet<&str> =
                 rows.iter().map(|(id, _)| id.as_str()).collect();
@@ -289,7 +292,9 @@ impl Store {
             let dead: Vec<String> = rows
                 .iter()
                 .filter(|(id, touched_at)| {
-                    *touched_at < cutoff || !is_upload_id(id) || !dir.join(id).is_file()
+                    *touched_at < cutoff
+                        || !is_upload_id(id)
+                        || (fileless_is_dead && !dir.join(id).is_file())
                 })
                 .map(|(id, _)| id.clone())
                 .collect();

@@ -56,6 +56,11 @@ impl AnyIndex {
         })
     }
 
+    /// Whether other processes may use the same index at the same time.
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self, AnyIndex::Postgres(_))
+    }
+
     /// The SQLite index, for unit tests that stage rows in it directly.
     #[cfg(test)]
     fn sqlite(&self) -> &SqliteIndex {
