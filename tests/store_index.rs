@@ -11,9 +11,14 @@ use std::sync::Arc;
 
 use common::postgres::Postgres;
 use mirror::store::{
-    AuditEntry, AuditQuery, Begun, Digest, GoFile, IndexChoice, NewManifest, Pushed, Storage,
-    Store, SweepOptions, UploadOwner,
+    AnswerKey, AuditEntry, AuditQuery, Begun, Digest, GoFile, IndexChoice, ModuleKey, NewManifest,
+    Origin, Pushed, RepoKey, Storage, Store, SweepOptions, TagKey, TileKey, UploadId, UploadOwner,
+    VersionKey,
 };
+
+fn repo(name: &str) -> RepoKey {
+    RepoKey::new(name.to_owned())
+}
 
 /// Where a test's stores keep their rows; dropped, the database stops.
 struct Backend {
@@ -98,18 +103,41 @@ on_both! {
 
 async fn blobs_and_go_rows(mut backend: Backend) {
     let store = backend.store().await;
-    let digest = store.put_bytes(b"module zip bytes", false).await.unwrap();
-    assert_eq!(store.has_blob(&digest).await.unwrap(), Some(16));
-
-    store
-        .put_go_file("example.com/m", "v1.0.0", GoFile::Zip, &digest, 16)
+    let digest = store
+        .blobs()
+        .put(b"module zip bytes", Origin::Cached)
         .await
         .unwrap();
-    let found = store.go_file("example.com/m", "v1.0.0", GoFile::Zip).await;
+    assert_eq!(store.blobs().size(&digest).await.unwrap(), Some(16));
+
+    store
+        .go()
+        .put_file(
+            ModuleKey::new("example.com/m"),
+            VersionKey::new("v1.0.0"),
+            GoFile::Zip,
+            &digest,
+            16,
+        )
+        .await
+        .unwrap();
+    let found = store
+        .go()
+        .file(
+            ModuleKey::new("example.com/m"),
+            VersionKey::new("v1.0.0"),
+            GoFile::Zip,
+        )
+        .await;
     assert_eq!(found.unwrap(), Some((digest.clone(), 16)));
     assert_eq!(
         store
-            .go_file("example.com/m", "v1.0.0", GoFile::Mod)
+            .go()
+            .file(
+                ModuleKey::new("example.com/m"),
+                VersionKey::new("v1.0.0"),
+                GoFile::Mod
+            )
             .await
             .unwrap(),
         None
@@ -117,7 +145,14 @@ async fn blobs_and_go_rows(mut backend: Backend) {
 
     let absent = Digest::sha256_of(b"never stored");
     let refused = store
-        .put_go_file("example.com/m", "v1.0.0", GoFile::Mod, &absent, 3)
+        .go()
+        .put_file(
+            ModuleKey::new("example.com/m"),
+            VersionKey::new("v1.0.0"),
+            GoFile::Mod,
+            &absent,
+            3,
+        )
         .await
         .expect_err("a go file naming no blob row");
     assert!(refused.is_missing_reference(), "{refused}");
@@ -127,20 +162,27 @@ async fn blobs_and_go_rows(mut backend: Backend) {
         ("list example.com/m/v2", b"v2.0.0\n"),
         ("list example.com/n", b""),
     ] {
-        store.put_go_answer(key, 200, body).await.unwrap();
+        store
+            .go()
+            .put_answer(AnswerKey::new(key), 200, body)
+            .await
+            .unwrap();
     }
     store
-        .put_go_answer("list example.com/n", 404, b"not found")
+        .go()
+        .put_answer(AnswerKey::new("list example.com/n"), 404, b"not found")
         .await
         .unwrap();
     let answer = store
-        .go_answer("list example.com/n")
+        .go()
+        .answer(AnswerKey::new("list example.com/n"))
         .await
         .unwrap()
         .unwrap();
     assert_eq!((answer.status, &answer.body[..]), (404, &b"not found"[..]));
     let under: Vec<String> = store
-        .go_answers_under("list example.com/m")
+        .go()
+        .answers_under(AnswerKey::new("list example.com/m"))
         .await
         .unwrap()
         .into_iter()
@@ -148,25 +190,41 @@ async fn blobs_and_go_rows(mut backend: Backend) {
         .collect();
     assert_eq!(under, ["list example.com/m/v2", "list example.com/m"]);
 
-    let tile = store.put_bytes(b"tile bytes", false).await.unwrap();
+    let tile = store
+        .blobs()
+        .put(b"tile bytes", Origin::Cached)
+        .await
+        .unwrap();
     store
-        .put_sumdb_tile("sum.golang.org", "tile/8/0/001", &tile, 10)
+        .go()
+        .put_tile(TileKey::new("sum.golang.org", "tile/8/0/001"), &tile, 10)
         .await
         .unwrap();
     assert_eq!(
         store
-            .sumdb_tile("sum.golang.org", "tile/8/0/001")
+            .go()
+            .tile(TileKey::new("sum.golang.org", "tile/8/0/001"))
             .await
             .unwrap(),
         Some((tile, 10))
     );
     store
-        .forget_go_file("example.com/m", "v1.0.0", GoFile::Zip)
+        .go()
+        .forget_file(
+            ModuleKey::new("example.com/m"),
+            VersionKey::new("v1.0.0"),
+            GoFile::Zip,
+        )
         .await
         .unwrap();
     assert_eq!(
         store
-            .go_file("example.com/m", "v1.0.0", GoFile::Zip)
+            .go()
+            .file(
+                ModuleKey::new("example.com/m"),
+                VersionKey::new("v1.0.0"),
+                GoFile::Zip
+            )
             .await
             .unwrap(),
         None
@@ -174,13 +232,13 @@ async fn blobs_and_go_rows(mut backend: Backend) {
     store.close().await;
 }
 
-async fn oci_rows(mut backend: Backend) {
-    let store = backend.store().await;
-    let layer = store.put_bytes(b"layer", false).await.unwrap();
-    let image = store.put_bytes(b"{\"image\":1}", false).await.unwrap();
-    let signature = store.put_bytes(b"{\"signature\":1}", false).await.unwrap();
-    let blobs = [(layer.clone(), 5)];
-    let manifest = |repo, digest, subject| NewManifest {
+fn manifest<'a>(
+    repo: &'a RepoKey,
+    digest: &'a Digest,
+    subject: Option<&'a Digest>,
+    blobs: &'a [(Digest, u64)],
+) -> NewManifest<'a> {
+    NewManifest {
         repo,
         digest,
         media_type: "application/vnd.oci.image.manifest.v1+json",
@@ -188,48 +246,81 @@ async fn oci_rows(mut backend: Backend) {
         subject,
         artifact_type: Some("application/example"),
         annotations: Some("{\"a\":\"b\"}"),
-        blobs: &blobs,
-    };
-    for repo in ["hub/library/b", "hub/library/a", "Hub/z"] {
+        blobs,
+    }
+}
+
+async fn oci_rows(mut backend: Backend) {
+    let store = backend.store().await;
+    let layer = store.blobs().put(b"layer", Origin::Cached).await.unwrap();
+    let image = store
+        .blobs()
+        .put(b"{\"image\":1}", Origin::Cached)
+        .await
+        .unwrap();
+    let signature = store
+        .blobs()
+        .put(b"{\"signature\":1}", Origin::Cached)
+        .await
+        .unwrap();
+    let blobs = [(layer.clone(), 5)];
+    for name in ["hub/library/b", "hub/library/a", "Hub/z"] {
+        let key = repo(name);
         store
-            .oci_put_manifest(&manifest(repo, &image, None))
+            .oci()
+            .put_manifest(&manifest(&key, &image, None, &blobs))
             .await
             .unwrap();
     }
+    let key = repo("hub/library/a");
     store
-        .oci_put_manifest(&manifest("hub/library/a", &signature, Some(&image)))
+        .oci()
+        .put_manifest(&manifest(&key, &signature, Some(&image), &blobs))
         .await
         .unwrap();
     // Idempotent, as a retried push is.
     store
-        .oci_put_manifest(&manifest("hub/library/a", &image, None))
+        .oci()
+        .put_manifest(&manifest(&key, &image, None, &blobs))
         .await
         .unwrap();
 
-    let row = store.oci_manifest("hub/library/a", &image).await.unwrap();
+    let row = store
+        .oci()
+        .manifest(&repo("hub/library/a"), &image)
+        .await
+        .unwrap();
     assert_eq!(row.map(|row| row.size), Some(11));
     assert_eq!(
         store
-            .oci_described_size("hub/library/a", &layer)
+            .oci()
+            .described_size(&repo("hub/library/a"), &layer)
             .await
             .unwrap(),
         Some(5)
     );
     for tag in ["latest", "Latest", "1.0", "latest-1"] {
         store
-            .oci_set_tag("hub/library/a", tag, &image)
+            .oci()
+            .set_tag(&repo("hub/library/a"), TagKey::new(tag), &image)
             .await
             .unwrap();
     }
-    let tags = store.oci_tags("hub/library/a", None, 10).await.unwrap();
+    let tags = store
+        .oci()
+        .tags(&repo("hub/library/a"), None, 10)
+        .await
+        .unwrap();
     assert_eq!(tags, ["1.0", "Latest", "latest", "latest-1"]);
     let page = store
-        .oci_tags("hub/library/a", Some("Latest"), 2)
+        .oci()
+        .tags(&repo("hub/library/a"), Some("Latest"), 2)
         .await
         .unwrap();
     assert_eq!(page, ["latest", "latest-1"]);
     let (tagged, _) = store
-        .oci_tag("hub/library/a", "latest")
+        .oci()
+        .tag(&repo("hub/library/a"), TagKey::new("latest"))
         .await
         .unwrap()
         .unwrap();
@@ -237,19 +328,24 @@ async fn oci_rows(mut backend: Backend) {
 
     let missing = Digest::sha256_of(b"no such manifest");
     let refused = store
-        .oci_set_tag("hub/library/a", "ghost", &missing)
+        .oci()
+        .set_tag(&repo("hub/library/a"), TagKey::new("ghost"), &missing)
         .await
         .expect_err("a tag on no manifest");
     assert!(refused.is_missing_reference(), "{refused}");
 
-    let catalog = store.oci_catalog(None, 10).await.unwrap();
+    let catalog = store.oci().catalog(None, 10).await.unwrap();
     assert_eq!(catalog, ["Hub/z", "hub/library/a", "hub/library/b"]);
     assert_eq!(
-        store.oci_catalog(Some("Hub/z"), 1).await.unwrap(),
+        store.oci().catalog(Some("Hub/z"), 1).await.unwrap(),
         ["hub/library/a"]
     );
 
-    let referrers = store.oci_referrers("hub/library/a", &image).await.unwrap();
+    let referrers = store
+        .oci()
+        .referrers(&repo("hub/library/a"), &image)
+        .await
+        .unwrap();
     assert_eq!(referrers.len(), 1);
     assert_eq!(referrers[0].digest, signature);
     assert_eq!(
@@ -257,31 +353,64 @@ async fn oci_rows(mut backend: Backend) {
         Some("application/example")
     );
 
-    assert!(!store.oci_has_repo("hosted/app").await.unwrap());
-    store.oci_link_blob("hosted/app", &layer).await.unwrap();
-    assert!(store.oci_has_repo("hosted/app").await.unwrap());
-    assert_eq!(store.oci_blob("hosted/app", &layer).await.unwrap(), Some(5));
-    assert!(store.oci_unlink_blob("hosted/app", &layer).await.unwrap());
-    assert_eq!(store.oci_blob("hosted/app", &layer).await.unwrap(), None);
-
-    assert!(store.oci_delete_tag("hub/library/a", "1.0").await.unwrap());
+    assert!(!store.oci().has_repo(&repo("hosted/app")).await.unwrap());
+    store
+        .oci()
+        .link_blob(&repo("hosted/app"), &layer)
+        .await
+        .unwrap();
+    assert!(store.oci().has_repo(&repo("hosted/app")).await.unwrap());
+    assert_eq!(
+        store
+            .oci()
+            .blob_size(&repo("hosted/app"), &layer)
+            .await
+            .unwrap(),
+        Some(5)
+    );
     assert!(
         store
-            .oci_delete_manifest("hub/library/a", &image)
+            .oci()
+            .unlink_blob(&repo("hosted/app"), &layer)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .oci()
+            .blob_size(&repo("hosted/app"), &layer)
+            .await
+            .unwrap(),
+        None
+    );
+
+    assert!(
+        store
+            .oci()
+            .delete_tag(&repo("hub/library/a"), TagKey::new("1.0"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .oci()
+            .delete_manifest(&repo("hub/library/a"), &image)
             .await
             .unwrap()
     );
     // The tags and the blobs it named go with the manifest.
     assert!(
         store
-            .oci_tags("hub/library/a", None, 10)
+            .oci()
+            .tags(&repo("hub/library/a"), None, 10)
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
         store
-            .oci_described_size("hub/library/a", &layer)
+            .oci()
+            .described_size(&repo("hub/library/a"), &layer)
             .await
             .unwrap(),
         Some(5),
@@ -325,7 +454,8 @@ async fn audit_rows(mut backend: Backend) {
     writer.await.expect("the audit writer ends");
 
     let alice = store
-        .audit_query(&AuditQuery {
+        .audit()
+        .query(&AuditQuery {
             subject: Some("alice".into()),
             limit: 100,
             ..AuditQuery::default()
@@ -336,7 +466,8 @@ async fn audit_rows(mut backend: Backend) {
     assert_eq!(times, [14, 13, 12, 11, 10].map(|s| s * SECOND));
     assert_eq!(alice[0].count, 2);
     let busybox = store
-        .audit_query(&AuditQuery {
+        .audit()
+        .query(&AuditQuery {
             artifact: Some("busy".into()),
             since_ms: Some(12 * SECOND),
             limit: 100,
@@ -347,9 +478,10 @@ async fn audit_rows(mut backend: Backend) {
     assert_eq!(busybox.len(), 3);
     assert!(busybox.iter().all(|r| r.subject == "bob"));
 
-    assert_eq!(store.prune_audit(13 * SECOND).await.unwrap(), 6);
+    assert_eq!(store.audit().prune(13 * SECOND).await.unwrap(), 6);
     let left = store
-        .audit_query(&AuditQuery {
+        .audit()
+        .query(&AuditQuery {
             limit: 100,
             ..AuditQuery::default()
         })
@@ -359,8 +491,8 @@ async fn audit_rows(mut backend: Backend) {
     store.close().await;
 }
 
-fn upload_id(n: u32) -> String {
-    format!("{n:032x}")
+fn upload_id(n: u32) -> UploadId {
+    UploadId::parse(&format!("{n:032x}")).expect("an upload id")
 }
 
 async fn upload_sessions(mut backend: Backend) {
@@ -372,7 +504,7 @@ async fn upload_sessions(mut backend: Backend) {
         tokio::spawn(async move {
             store
                 .uploads()
-                .begin(&upload_id(n), "hosted/app", &owner, 3)
+                .begin(&upload_id(n), &repo("hosted/app"), &owner, 3)
                 .await
                 .unwrap()
         })
@@ -388,7 +520,7 @@ async fn upload_sessions(mut backend: Backend) {
     assert_eq!(
         store
             .uploads()
-            .begin(&upload_id(100), "hosted/app", &other, 3)
+            .begin(&upload_id(100), &repo("hosted/app"), &other, 3)
             .await
             .unwrap(),
         Begun::Opened
@@ -415,11 +547,11 @@ async fn upload_sessions(mut backend: Backend) {
     );
     uploads.end(id).await.unwrap();
     assert!(uploads.find(id).await.unwrap().is_none());
-    assert_eq!(store.has_blob(&digest).await.unwrap(), Some(12));
+    assert_eq!(store.blobs().size(&digest).await.unwrap(), Some(12));
     // A freed place in the quota can be taken again.
     assert_eq!(
         uploads
-            .begin(&upload_id(200), "hosted/app", &owner, 3)
+            .begin(&upload_id(200), &repo("hosted/app"), &owner, 3)
             .await
             .unwrap(),
         Begun::Opened
@@ -434,9 +566,9 @@ async fn eviction_and_verify(mut backend: Backend) {
         .map(Digest::sha256_of)
         .collect();
     for bytes in [&b"one"[..], b"two", b"three"] {
-        store.put_bytes(bytes, false).await.unwrap();
+        store.blobs().put(bytes, Origin::Cached).await.unwrap();
     }
-    let hosted = store.put_bytes(b"pushed", true).await.unwrap();
+    let hosted = store.blobs().put(b"pushed", Origin::Hosted).await.unwrap();
     let totals = store.totals().await.unwrap();
     assert_eq!((totals.blobs, totals.bytes), (4, 3 + 3 + 5 + 6));
     assert_eq!((totals.hosted_blobs, totals.hosted_bytes), (1, 6));
@@ -448,9 +580,9 @@ async fn eviction_and_verify(mut backend: Backend) {
     assert_eq!((report.evicted, report.freed), (3, 11));
     assert!(store.generation().current() > before);
     for digest in &cached {
-        assert_eq!(store.has_blob(digest).await.unwrap(), None);
+        assert_eq!(store.blobs().size(digest).await.unwrap(), None);
     }
-    assert_eq!(store.has_blob(&hosted).await.unwrap(), Some(6));
+    assert_eq!(store.blobs().size(&hosted).await.unwrap(), Some(6));
 
     let verify = store.verify(false).await.unwrap();
     assert!(verify.is_clean(), "{verify:?}");
@@ -460,14 +592,18 @@ async fn eviction_and_verify(mut backend: Backend) {
 
 async fn generation_across_stores(mut backend: Backend) {
     let first = backend.store().await;
-    let digest = first.put_bytes(b"evicted elsewhere", false).await.unwrap();
+    let digest = first
+        .blobs()
+        .put(b"evicted elsewhere", Origin::Cached)
+        .await
+        .unwrap();
     let second = backend.second_store().await;
     second.refresh_generation().await.unwrap();
     let seen = second.generation().current();
     assert_eq!(first.evict_to(0, false).await.unwrap().evicted, 1);
     second.refresh_generation().await.unwrap();
     assert!(second.generation().current() > seen);
-    assert_eq!(first.has_blob(&digest).await.unwrap(), None);
+    assert_eq!(first.blobs().size(&digest).await.unwrap(), None);
     first.close().await;
     second.close().await;
 }
@@ -510,14 +646,30 @@ async fn replicas_starting_at_once_migrate_a_fresh_database_exactly_once() {
         .collect();
     assert_eq!(applied, expected);
     // Every replica works on the one schema.
-    let digest = stores[0].put_bytes(b"shared row", false).await.unwrap();
+    let digest = stores[0]
+        .blobs()
+        .put(b"shared row", Origin::Cached)
+        .await
+        .unwrap();
     stores[0]
-        .put_go_file("example.com/m", "v1.0.0", GoFile::Info, &digest, 10)
+        .go()
+        .put_file(
+            ModuleKey::new("example.com/m"),
+            VersionKey::new("v1.0.0"),
+            GoFile::Info,
+            &digest,
+            10,
+        )
         .await
         .unwrap();
     for store in &stores {
         let found = store
-            .go_file("example.com/m", "v1.0.0", GoFile::Info)
+            .go()
+            .file(
+                ModuleKey::new("example.com/m"),
+                VersionKey::new("v1.0.0"),
+                GoFile::Info,
+            )
             .await
             .unwrap();
         assert_eq!(found, Some((digest.clone(), 10)));
@@ -571,7 +723,10 @@ async fn a_sweep_on_another_replica_leaves_the_push_sessions_it_has_no_file_for(
     let second = backend.store().await;
     let owner = UploadOwner::new("alice".to_owned());
     let id = upload_id(7);
-    let begun = first.uploads().begin(&id, "hosted/app", &owner, 8).await;
+    let begun = first
+        .uploads()
+        .begin(&id, &repo("hosted/app"), &owner, 8)
+        .await;
     assert_eq!(begun.unwrap(), Begun::Opened);
     let report = second.sweep(SweepOptions::shared()).await.unwrap();
     assert_eq!(report.abandoned_uploads, 0);

@@ -52,7 +52,7 @@ impl OciIndex for PgIndex {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (repo, digest) DO NOTHING",
         )
-        .bind(manifest.repo)
+        .bind(manifest.repo.as_str())
         .bind(manifest.digest.to_string())
         .bind(manifest.media_type)
         .bind(manifest.size as i64)
@@ -67,7 +67,7 @@ impl OciIndex for PgIndex {
                 "INSERT INTO oci_manifest_blobs (repo, manifest, digest, size) VALUES ($1, $2, $3, $4)
                  ON CONFLICT DO NOTHING",
             )
-            .bind(manifest.repo)
+            .bind(manifest.repo.as_str())
             .bind(manifest.digest.as_str())
             .bind(digest.as_str())
             .bind(i64::try_from(*size).unwrap_or(i64::MAX))

@@ -2,7 +2,7 @@
 
 use super::PgIndex;
 use crate::store::index::{IndexError, UploadIndex, now_secs};
-use crate::store::{UploadOwner, UploadRow};
+use crate::store::{RepoKey, UploadOwner, UploadRow};
 
 impl UploadIndex for PgIndex {
     /// SQLite's single writer makes count-and-insert atomic; here two replicas
@@ -63,7 +63,7 @@ impl UploadIndex for PgIndex {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(row.map(|(repo_key, owner, size, hash_state)| UploadRow {
-            repo_key,
+            repo_key: RepoKey::new(repo_key),
             owner: UploadOwner::new(owner),
             size: size.max(0) as u64,
             hash_state,
