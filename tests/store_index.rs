@@ -99,6 +99,51 @@ on_both! {
     upload_sessions_keep_the_quota_under_concurrent_openings_and_commit => upload_sessions;
     eviction_takes_cached_blobs_keeps_hosted_ones_and_verify_is_clean => eviction_and_verify;
     a_deletion_bumps_the_generation_a_second_store_reads => generation_across_stores;
+    a_verified_head_only_moves_forward_and_a_second_store_sees_it => verified_heads;
+}
+
+async fn verified_heads(mut backend: Backend) {
+    let store = backend.store().await;
+    assert_eq!(
+        store.go().verified_head("sum.golang.org").await.unwrap(),
+        None
+    );
+    store
+        .go()
+        .put_verified_head("sum.golang.org", 20, b"head of 20")
+        .await
+        .unwrap();
+    // An older head, as a rolled-back database would sign, never replaces it.
+    store
+        .go()
+        .put_verified_head("sum.golang.org", 19, b"head of 19")
+        .await
+        .unwrap();
+    store
+        .go()
+        .put_verified_head("other.example", 3, b"other head")
+        .await
+        .unwrap();
+    let second = backend.second_store().await;
+    assert_eq!(
+        second.go().verified_head("sum.golang.org").await.unwrap(),
+        Some(b"head of 20".to_vec())
+    );
+    second
+        .go()
+        .put_verified_head("sum.golang.org", 21, b"head of 21")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.go().verified_head("sum.golang.org").await.unwrap(),
+        Some(b"head of 21".to_vec())
+    );
+    assert_eq!(
+        store.go().verified_head("other.example").await.unwrap(),
+        Some(b"other head".to_vec())
+    );
+    second.close().await;
+    store.close().await;
 }
 
 async fn blobs_and_go_rows(mut backend: Backend) {

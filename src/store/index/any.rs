@@ -142,6 +142,8 @@ forward!(GoIndex {
     async fn go_answers_under(&self, prefix: &str) -> Result<Vec<(String, StoredAnswer)>, IndexError>;
     async fn sumdb_tile(&self, sumdb: &str, tile: &str) -> Result<Option<(Digest, u64)>, IndexError>;
     async fn put_sumdb_tile(&self, sumdb: &str, tile: &str, digest: &Digest, size: u64) -> Result<(), IndexError>;
+    async fn sumdb_head(&self, sumdb: &str) -> Result<Option<Vec<u8>>, IndexError>;
+    async fn put_sumdb_head(&self, sumdb: &str, size: u64, note: &[u8]) -> Result<(), IndexError>;
 });
 
 forward!(OciIndex {

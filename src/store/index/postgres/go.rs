@@ -154,4 +154,28 @@ impl GoIndex for PgIndex {
         .await?;
         Ok(())
     }
+
+    async fn sumdb_head(&self, sumdb: &str) -> Result<Option<Vec<u8>>, IndexError> {
+        let row = sqlx::query("SELECT note FROM go_sumdb_heads WHERE sumdb = $1")
+            .bind(sumdb)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.try_get(0)).transpose()?)
+    }
+
+    async fn put_sumdb_head(&self, sumdb: &str, size: u64, note: &[u8]) -> Result<(), IndexError> {
+        // Two replicas verifying different heads at once: the larger wins,
+        // whichever commits last.
+        sqlx::query(
+            "INSERT INTO go_sumdb_heads (sumdb, size, note) VALUES ($1, $2, $3)
+             ON CONFLICT (sumdb) DO UPDATE SET size = EXCLUDED.size, note = EXCLUDED.note
+             WHERE go_sumdb_heads.size < EXCLUDED.size",
+        )
+        .bind(sumdb)
+        .bind(i64::try_from(size).unwrap_or(i64::MAX))
+        .bind(note)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 }
