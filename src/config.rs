@@ -17,7 +17,9 @@ use crate::auth::Policy;
 use crate::store::VerifyOnRead;
 
 mod backends;
+mod cluster;
 pub use backends::{IndexConfig, StorageBackend, StorageConfig};
+pub use cluster::ClusterConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -79,6 +81,8 @@ pub struct Config {
     pub index: IndexConfig,
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Absent: this process is the only one on its index and storage.
+    pub cluster: Option<ClusterConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -865,6 +869,9 @@ impl Config {
         self.registry.validate()?;
         self.index.validate()?;
         self.storage.validate(&self.index)?;
+        if let Some(cluster) = &self.cluster {
+            cluster.validate(&self.index, &self.storage)?;
+        }
         self.cache.validate()
     }
 
