@@ -5,12 +5,13 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::time::Duration;
 
 use super::postgres::PgIndex;
 use super::sqlite::SqliteIndex;
 use super::{
-    AuditIndex, BlobIndex, Candidate, GoIndex, Index, IndexError, OciIndex, UpkeepIndex,
-    UploadIndex,
+    AuditIndex, BlobIndex, Candidate, GoIndex, Index, IndexError, Lease, LeaseIndex, OciIndex,
+    UpkeepIndex, UploadIndex,
 };
 use crate::store::generation::BlobRows;
 use crate::store::{
@@ -184,4 +185,10 @@ forward!(UpkeepIndex {
     async fn blobs_after(&self, digest: &str, limit: u32) -> Result<Vec<(String, u64)>, IndexError>;
     async fn indexed_among(&self, digests: &[&str]) -> Result<HashSet<String>, IndexError>;
     async fn group_stats(&self, hosted: &str, unreferenced: &str, shared: &str) -> Result<Vec<GroupStats>, IndexError>;
+});
+
+forward!(LeaseIndex {
+    async fn claim_fill(&self, key: &str, owner: &str, owner_url: &str, ttl: Duration) -> Result<Lease, IndexError>;
+    async fn renew_fill(&self, key: &str, epoch: i64, ttl: Duration) -> Result<bool, IndexError>;
+    async fn release_fill(&self, key: &str, epoch: i64) -> Result<(), IndexError>;
 });

@@ -11,17 +11,16 @@
 //! a manifest and the blobs it names, a batch of access times or audit rows)
 //! is one method, so each backend makes it one transaction.
 //!
-//! Leases (issue 12) get their family here: today a fill in progress is an
-//! in-process slot (`fill::Fills`) and no row, so there is no lease method
-//! yet. The `fills(key, owner, owner_url, epoch, lease_until)` row of
-//! DESIGN's scale-out table becomes a `LeaseIndex` beside these, claimed in
-//! one statement that returns the epoch, when a second replica needs it.
+//! Leases are a family too: a fill in progress is an in-process slot
+//! (`fill::Fills`); with several replicas it is also a `fills` row, so one
+//! replica in the cluster fetches a cold object and the others relay from it.
 
 mod any;
 mod postgres;
 pub(crate) mod sqlite;
 
 use std::collections::HashSet;
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::generation::BlobRows;
@@ -74,7 +73,7 @@ pub(crate) struct Candidate {
 
 /// Every row family, and the connection's own life.
 pub(crate) trait Index:
-    BlobIndex + GoIndex + OciIndex + AuditIndex + UploadIndex + UpkeepIndex
+    BlobIndex + GoIndex + OciIndex + AuditIndex + UploadIndex + UpkeepIndex + LeaseIndex
 {
     /// Whether the index answers a read now (for `/readyz`); reads only, since
     /// a busy writer is no reason to take an instance out of service.
@@ -290,4 +289,37 @@ pub(crate) trait UpkeepIndex {
         unreferenced: &str,
         shared: &str,
     ) -> Result<Vec<GroupStats>, IndexError>;
+}
+
+/// Who fetches a cold object for the whole cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Lease {
+    /// The caller fetches; `epoch` fences it once another replica takes over.
+    Won { epoch: i64 },
+    /// Another owner's lease has not expired: relay from it.
+    Held {
+        owner: String,
+        owner_url: String,
+        epoch: i64,
+    },
+}
+
+/// Fill leases: `fills(key, owner, owner_url, epoch, lease_until)`. Times are
+/// the database's own clock, so replicas' clocks need not agree.
+pub(crate) trait LeaseIndex {
+    /// Claims `key` for `owner` unless another unexpired lease holds it; a
+    /// claim of an expired lease takes the next epoch.
+    async fn claim_fill(
+        &self,
+        key: &str,
+        owner: &str,
+        owner_url: &str,
+        ttl: Duration,
+    ) -> Result<Lease, IndexError>;
+
+    /// Extends a lease still at `epoch`; false once a newer epoch took it.
+    async fn renew_fill(&self, key: &str, epoch: i64, ttl: Duration) -> Result<bool, IndexError>;
+
+    /// Ends a lease still at `epoch`; a newer owner's lease stays.
+    async fn release_fill(&self, key: &str, epoch: i64) -> Result<(), IndexError>;
 }

@@ -8,6 +8,7 @@
 mod audit;
 mod blobs;
 mod go;
+mod leases;
 mod oci;
 mod upkeep;
 mod uploads;

@@ -7,6 +7,7 @@
 mod audit;
 mod blobs;
 mod go;
+mod leases;
 mod oci;
 #[cfg(test)]
 pub(crate) mod testing;
