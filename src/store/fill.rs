@@ -18,13 +18,16 @@
 //! removes the temp file and counts in `fills_failed`.
 
 mod budget;
+mod lease;
 mod pump;
+mod relay;
+mod wire;
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -37,6 +40,7 @@ use crate::sync::Unpoisoned;
 pub(crate) use budget::Budget;
 use budget::Reserved;
 pub use budget::{FillLimits, MinRate};
+pub use relay::{Cluster, Refetch};
 
 /// Read size for readers.
 const CHUNK: usize = 256 * 1024;
@@ -84,6 +88,10 @@ pub enum FillError {
     Io(StorageFailure),
     #[error("the fill was abandoned")]
     Abandoned,
+    /// Another replica took this fill's lease over (this one could not renew
+    /// it in time): its copy is not the one the cluster keeps.
+    #[error("another replica took over this fill")]
+    Fenced,
 }
 
 /// What an upstream said or how reaching it failed, in the protocol's words.
@@ -180,6 +188,9 @@ pub struct Fills {
     active: Mutex<HashMap<String, Weak<Shared>>>,
     limits: Mutex<FillLimits>,
     pub(crate) budget: Budget,
+    /// Set when this process is one replica of several: fills then take a
+    /// lease in the index, and followers relay from the lease's owner.
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl Fills {
@@ -214,14 +225,55 @@ impl Store {
         self.inner.fills.budget.in_flight()
     }
 
-    /// Joins the fill in progress for `key`, or makes the caller its producer.
-    /// Fails only when the temp file cannot be made: a store error, not a fill's.
+    /// Joins the fill in progress for `key` in this process, or makes the
+    /// caller its producer. Fails only when the temp file cannot be made: a
+    /// store error, not a fill's.
     pub fn fill(&self, key: &str) -> Result<Slot, StoreError> {
+        Ok(match self.local_slot(key)? {
+            Local::Joined(reader) => Slot::Joined(reader),
+            Local::New(shared, tmp_path) => {
+                Slot::Producer(Box::new(self.producer(key, shared, tmp_path)))
+            }
+        })
+    }
+
+    /// Like `fill`, for the whole cluster when this process is a replica: the
+    /// replica that wins the fill's lease produces; any other relays the
+    /// owner's fill as it arrives. `refetch` fetches from upstream again, for
+    /// when this replica takes over from an owner that died.
+    pub async fn fill_shared(&self, key: &str, refetch: Refetch) -> Result<Slot, StoreError> {
+        let Some(cluster) = self.inner.fills.cluster.get().cloned() else {
+            return self.fill(key);
+        };
+        let (shared, tmp_path) = match self.local_slot(key)? {
+            Local::Joined(reader) => return Ok(Slot::Joined(reader)),
+            Local::New(shared, tmp_path) => (shared, tmp_path),
+        };
+        // Dropped on an error below, the producer ends the local slot.
+        let mut producer = Box::new(self.producer(key, shared, tmp_path));
+        match cluster.claim(self, key).await? {
+            relay::Claimed::Won(lease) => {
+                producer.lease = Some(lease);
+                Ok(Slot::Producer(producer))
+            }
+            relay::Claimed::Held { owner_url } => {
+                let reader = producer.reader();
+                tokio::spawn(relay::follow(cluster, producer, owner_url, refetch));
+                Ok(Slot::Joined(reader))
+            }
+        }
+    }
+
+    /// Makes this store a replica of a cluster; once, at start.
+    pub fn join_cluster(&self, cluster: Cluster) {
+        let _ = self.inner.fills.cluster.set(Arc::new(cluster));
+    }
+
+    fn local_slot(&self, key: &str) -> Result<Local, StoreError> {
         let fills = &self.inner.fills;
-        let limits = *fills.limits.lock().unpoisoned();
         let mut active = fills.active.lock().unpoisoned();
         if let Some(shared) = active.get(key).and_then(Weak::upgrade) {
-            return Ok(Slot::Joined(FillReader::new(shared)));
+            return Ok(Local::Joined(FillReader::new(shared)));
         }
         let tmp_path = self.new_temp_path("fill");
         let file = std::fs::OpenOptions::new()
@@ -245,7 +297,12 @@ impl Store {
             progress,
         });
         active.insert(key.to_owned(), Arc::downgrade(&shared));
-        Ok(Slot::Producer(Box::new(FillProducer {
+        Ok(Local::New(shared, tmp_path))
+    }
+
+    fn producer(&self, key: &str, shared: Arc<Shared>, tmp_path: PathBuf) -> FillProducer {
+        let limits = *self.inner.fills.limits.lock().unpoisoned();
+        FillProducer {
             key: key.to_owned(),
             shared,
             store: self.clone(),
@@ -254,13 +311,32 @@ impl Store {
             pending: Vec::new(),
             pending_len: 0,
             written: 0,
+            prefix: 0,
             limit: None,
             head: None,
             limits,
             started: tokio::time::Instant::now(),
             reserved: 0,
-        })))
+            lease: None,
+        }
     }
+
+    /// The fill in progress for `key` in this process, for another replica
+    /// that relays it, as frames from byte `from` on; `None` when there is none.
+    pub fn fill_for_peer(
+        &self,
+        key: &str,
+        from: u64,
+    ) -> Option<impl Stream<Item = std::io::Result<Bytes>> + Send + 'static> {
+        let fills = &self.inner.fills;
+        let shared = fills.active.lock().unpoisoned().get(key)?.upgrade()?;
+        Some(wire::frames(FillReader::new(shared), from))
+    }
+}
+
+enum Local {
+    Joined(FillReader),
+    New(Arc<Shared>, PathBuf),
 }
 
 /// The one writer of a fill.
@@ -276,6 +352,10 @@ pub struct FillProducer {
     pending_len: usize,
     /// Bytes handed to the file (readers may read this far).
     written: u64,
+    /// Bytes an earlier writer of this fill (a relay, a dead owner's) left in
+    /// the file and readers may have been sent: they are compared with what
+    /// arrives, never overwritten, so no reader gets a mix of two downloads.
+    prefix: u64,
     limit: Option<u64>,
     head: Option<Arc<FillHead>>,
     limits: FillLimits,
@@ -283,6 +363,8 @@ pub struct FillProducer {
     started: tokio::time::Instant,
     /// Bytes held in the store's budget for this fill.
     reserved: u64,
+    /// The cluster-wide lease, when this process is a replica.
+    lease: Option<lease::Held>,
 }
 
 impl FillProducer {
@@ -327,9 +409,10 @@ impl FillProducer {
         }
         let head = Arc::new(head);
         self.head = Some(head.clone());
-        self.shared
-            .progress
-            .send_replace(Progress::Streaming { head, written: 0 });
+        self.shared.progress.send_replace(Progress::Streaming {
+            head,
+            written: self.prefix,
+        });
         Ok(())
     }
 
@@ -369,12 +452,15 @@ impl FillProducer {
         let len = std::mem::take(&mut self.pending_len) as u64;
         let file = self.shared.file.clone();
         let offset = self.written;
+        let known = self.prefix.saturating_sub(offset).min(len) as usize;
         let mut hasher = self.hasher.take().ok_or(FillError::Abandoned)?;
         let (hasher, result) = tokio::task::spawn_blocking(move || {
             for chunk in &chunks {
                 hasher.update(chunk);
             }
-            let result = write_all_at(&file, &chunks, offset);
+            let (seen, new) = split_at(&chunks, known);
+            let result = compare_at(&file, &seen, offset)
+                .and_then(|()| write_all_at(&file, &new, offset + known as u64));
             (hasher, result)
         })
         .await?;
@@ -391,9 +477,25 @@ impl FillProducer {
         };
         self.shared.progress.send_replace(Progress::Streaming {
             head,
-            written: self.written,
+            written: self.written.max(self.prefix),
         });
         Ok(())
+    }
+
+    /// Bytes received so far (written or compared).
+    pub fn received(&self) -> u64 {
+        self.written + self.pending_len as u64
+    }
+
+    /// Starts the content over from byte 0, for a new download of it: what is
+    /// in the file stays and is compared with what comes.
+    pub(crate) fn restart(&mut self) {
+        self.prefix = self.prefix.max(self.written);
+        self.written = 0;
+        self.pending.clear();
+        self.pending_len = 0;
+        self.hasher = Some(Algorithm::Sha256.hasher());
+        self.started = tokio::time::Instant::now();
     }
 
     /// Verifies what was written (`expected` digest, then `validate` on the
@@ -419,6 +521,13 @@ impl FillProducer {
     ) -> Result<Committed, FillError> {
         self.flush().await?;
         let size = self.written;
+        if size < self.prefix {
+            // Readers have been sent more than this download brought.
+            return Err(FillError::LengthMismatch {
+                announced: self.prefix,
+                actual: size,
+            });
+        }
         if let Some(total) = self.head.as_ref().and_then(|h| h.total)
             && total != size
         {
@@ -435,6 +544,9 @@ impl FillProducer {
                 expected: expected.to_string(),
                 actual: digest.to_string(),
             });
+        }
+        if self.lease.as_ref().is_some_and(lease::Held::is_fenced) {
+            return Err(FillError::Fenced);
         }
         let tmp_path = self.tmp_path.clone().ok_or(FillError::Abandoned)?;
         let file = self.shared.file.clone();
@@ -466,6 +578,7 @@ impl FillProducer {
             store: self.store.clone(),
             key: std::mem::take(&mut self.key),
             published: false,
+            lease: self.lease.take(),
         })
     }
 
@@ -485,7 +598,54 @@ impl FillProducer {
         self.end(FillError::Abandoned);
     }
 
+    /// Ends a relayed fill: the owner stored the object; this replica's copy
+    /// only served its own readers, released once it is all here and hashes
+    /// to the owner's digest.
+    pub(crate) async fn finish_relayed(mut self, digest: Digest, size: u64) {
+        if let Err(error) = self.check_relayed(&digest, size).await {
+            self.fail(error);
+            return;
+        }
+        let head = self.head.clone().unwrap_or_default();
+        self.shared
+            .progress
+            .send_replace(Progress::Done { head, digest, size });
+        if let Some(path) = self.tmp_path.take() {
+            // Readers hold the open file; the name is no longer needed.
+            let _ = std::fs::remove_file(path);
+        }
+        let budget = &self.store.inner.fills.budget;
+        budget.release(std::mem::take(&mut self.reserved));
+        self.store.inner.fills.remove(&self.key, &self.shared);
+    }
+
+    async fn check_relayed(&mut self, digest: &Digest, size: u64) -> Result<(), FillError> {
+        self.flush().await?;
+        if self.written != size || size < self.prefix {
+            return Err(FillError::LengthMismatch {
+                announced: size,
+                actual: self.written,
+            });
+        }
+        let hasher = self.hasher.take().ok_or(FillError::Abandoned)?;
+        let ours = if digest.algorithm() == Algorithm::Sha256 {
+            hasher.finish()
+        } else {
+            let file = self.shared.file.clone();
+            let algorithm = digest.algorithm();
+            tokio::task::spawn_blocking(move || hash_file(&file, size, algorithm)).await??
+        };
+        if ours != *digest {
+            return Err(FillError::DigestMismatch {
+                expected: digest.to_string(),
+                actual: ours.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     fn end(&mut self, error: FillError) {
+        self.lease = None;
         self.shared.progress.send_replace(Progress::Failed(error));
         if let Some(path) = self.tmp_path.take() {
             let _ = std::fs::remove_file(path);
@@ -519,6 +679,9 @@ pub struct Committed {
     store: Store,
     key: String,
     published: bool,
+    /// Released once readers are: a replica that claims the fill after that
+    /// finds it stored.
+    lease: Option<lease::Held>,
 }
 
 impl Committed {
@@ -537,6 +700,7 @@ impl Committed {
             size: self.size,
         });
         self.store.inner.fills.remove(&self.key, &self.shared);
+        self.lease = None;
     }
 }
 
@@ -610,7 +774,7 @@ impl FillReader {
         })
     }
 
-    async fn next_chunk(
+    pub(crate) async fn next_chunk(
         &mut self,
         position: u64,
         end: Option<u64>,
@@ -653,6 +817,56 @@ impl FillReader {
             }
         }
     }
+}
+
+/// The digest of the first `size` bytes of `file`.
+fn hash_file(file: &std::fs::File, size: u64, algorithm: Algorithm) -> std::io::Result<Digest> {
+    let mut hasher = algorithm.hasher();
+    let mut buf = vec![0u8; CHUNK];
+    let mut position = 0;
+    while position < size {
+        let len = (size - position).min(CHUNK as u64) as usize;
+        file.read_exact_at(&mut buf[..len], position)?;
+        hasher.update(&buf[..len]);
+        position += len as u64;
+    }
+    Ok(hasher.finish())
+}
+
+/// `chunks` cut after `at` bytes: the part before and the part after.
+fn split_at(chunks: &[Bytes], at: usize) -> (Vec<Bytes>, Vec<Bytes>) {
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    let mut left = at;
+    for chunk in chunks {
+        if left >= chunk.len() {
+            left -= chunk.len();
+            before.push(chunk.clone());
+        } else if left > 0 {
+            before.push(chunk.slice(..left));
+            after.push(chunk.slice(left..));
+            left = 0;
+        } else {
+            after.push(chunk.clone());
+        }
+    }
+    (before, after)
+}
+
+/// Checks that the file holds `chunks` at `offset`: bytes a reader may have
+/// been sent already, which a new download must repeat exactly.
+fn compare_at(file: &std::fs::File, chunks: &[Bytes], offset: u64) -> std::io::Result<()> {
+    let mut position = offset;
+    for chunk in chunks {
+        let mut held = vec![0u8; chunk.len()];
+        file.read_exact_at(&mut held, position)?;
+        if held != chunk[..] {
+            return Err(std::io::Error::other(format!(
+                "a new download differs from the bytes already sent, near byte {position}"
+            )));
+        }
+        position += chunk.len() as u64;
+    }
+    Ok(())
 }
 
 /// Writes `chunks` back to back at `offset`, in as few `pwritev` calls as the

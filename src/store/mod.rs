@@ -60,8 +60,8 @@ pub use evict::{
     EvictionReport, ReadGuard, StoreTotals, SweepOptions, SweepReport, UPLOAD_ABANDONED_AFTER,
 };
 pub use fill::{
-    Committed, FillError, FillHead, FillLimits, FillProducer, FillReader, MinRate, Slot,
-    StorageFailure, UpstreamFailure, Validator,
+    Cluster, Committed, FillError, FillHead, FillLimits, FillProducer, FillReader, MinRate,
+    Refetch, Slot, StorageFailure, UpstreamFailure, Validator,
 };
 pub use generation::Generation;
 pub use go::{GoFile, StoredAnswer};
