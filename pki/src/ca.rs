@@ -149,8 +149,10 @@ impl Pki {
         self.path(layout::LEDGER)
     }
 
-    /// Issues the server certificate (EKU serverAuth) for the given DNS names and
-    /// IP addresses and writes `server.crt` and `server.key` (0600).
+    /// Issues the server certificate for the given DNS names and IP addresses
+    /// and writes `server.crt` and `server.key` (0600). EKU serverAuth, and
+    /// clientAuth too: replicas of a cluster present it to each other's peer
+    /// endpoints, which accept only certificates with both.
     pub fn issue_server(
         &self,
         sans: &[String],
@@ -160,7 +162,10 @@ impl Pki {
         let (params, serial) = leaf_params(
             &sans[0],
             san_types,
-            ExtendedKeyUsagePurpose::ServerAuth,
+            &[
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
             validity,
         )?;
         let issued = self.sign_leaf(CertKind::Server, &sans[0], params, &serial)?;
@@ -184,7 +189,7 @@ impl Pki {
         let (params, serial) = leaf_params(
             name,
             Vec::new(),
-            ExtendedKeyUsagePurpose::ClientAuth,
+            &[ExtendedKeyUsagePurpose::ClientAuth],
             validity,
         )?;
         self.sign_leaf(CertKind::Client, name, params, &serial)

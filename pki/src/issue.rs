@@ -68,7 +68,7 @@ pub(crate) fn random_serial() -> Result<Vec<u8>, PkiError> {
 pub(crate) fn leaf_params(
     common_name: &str,
     sans: Vec<SanType>,
-    eku: ExtendedKeyUsagePurpose,
+    eku: &[ExtendedKeyUsagePurpose],
     validity: Validity,
 ) -> Result<(CertificateParams, Vec<u8>), PkiError> {
     let serial = random_serial()?;
@@ -80,7 +80,7 @@ pub(crate) fn leaf_params(
     params.subject_alt_names = sans;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![eku];
+    params.extended_key_usages = eku.to_vec();
     params.not_before = not_before;
     params.not_after = not_after;
     params.serial_number = Some(SerialNumber::from_slice(&serial));

@@ -99,7 +99,8 @@ fn server_certificate_verifies_and_carries_dns_and_ip_sans() {
         info.sans,
         ["DNS:mirror.example.com", "DNS:localhost", "IP:127.0.0.1"]
     );
-    assert_eq!(info.extended_key_usage, ["serverAuth"]);
+    // clientAuth too: replicas present it to each other's peer endpoints.
+    assert_eq!(info.extended_key_usage, ["serverAuth", "clientAuth"]);
     assert!(!info.is_ca);
 }
 
