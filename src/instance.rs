@@ -155,6 +155,27 @@ fn spawn_background(
     }
 }
 
+/// Makes the store a replica: fills take cluster-wide leases, and the peer
+/// endpoint serves this replica's fills in progress to the others.
+async fn join_cluster(
+    cluster: &crate::config::ClusterConfig,
+    tls_files: &crate::server::tls::TlsFiles,
+    store: &Store,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    use crate::server::peer::{PeerServer, peer_client};
+    let peers = peer_client(tls_files)?;
+    let server = PeerServer::bind(cluster.peer_listen, tls_files, store.clone()).await?;
+    store.join_cluster(crate::store::Cluster {
+        replica: cluster.replica.clone(),
+        peer_url: cluster.peer_url.clone(),
+        peers,
+    });
+    tracing::info!(replica = %cluster.replica, peer_listen = %cluster.peer_listen, peer_url = %cluster.peer_url, "replica of a cluster");
+    tokio::spawn(server.run(stop.clone()));
+    Ok(())
+}
+
 /// Checks what the protocols parse from the config themselves (`go.upstream`,
 /// `go.private`, `registry.hosted`), each error naming its key: run wherever a
 /// config is loaded, and before a start touches the data dir.
@@ -186,7 +207,7 @@ impl Mirror {
         let (tls_files, first_run_message) = bootstrap::tls_files(&config)?;
         let reloader = Arc::new(
             Reloader::new(
-                tls_files,
+                tls_files.clone(),
                 config.auth.htpasswd.clone(),
                 config.auth.credential_cache_ttl,
             )
@@ -215,6 +236,9 @@ impl Mirror {
             registry,
         ));
         spawn_background(&config, &store, &reloader, options, &stop);
+        if let Some(cluster) = &config.cluster {
+            join_cluster(cluster, &tls_files, &store, &stop).await?;
+        }
         let server = Server::new(listener, reloader.clone(), app, config.limits.clone());
         let shutdown = stop.clone();
         let task = tokio::spawn(async move {

@@ -23,7 +23,8 @@ use super::route::FileKind;
 use super::version::Version;
 use super::{GoProxy, Reply, Served, zipcheck};
 use crate::store::{
-    FillError, FillHead, FillProducer, FillReader, GoFile, Slot, UpstreamFailure, Validator,
+    FillError, FillHead, FillProducer, FillReader, GoFile, Refetch, Slot, UpstreamFailure,
+    Validator,
 };
 use crate::sync::Unpoisoned;
 use crate::wire::{Body, Outcome, body};
@@ -44,7 +45,8 @@ impl GoProxy {
             let slot = self
                 .inner
                 .store
-                .fill(fill_key.as_str())
+                .fill_shared(fill_key.as_str(), self.refetch(module, version))
+                .await
                 .or_internal(key.as_str())?;
             let reader = match slot {
                 Slot::Joined(reader) => reader,
@@ -109,6 +111,17 @@ impl GoProxy {
             key.as_str(),
             &"fill abandoned repeatedly",
         ))
+    }
+
+    /// How a replica that takes this zip's fill over from a dead one fetches it again.
+    fn refetch(&self, module: &ModulePath, version: &Version) -> Refetch {
+        let proxy = self.clone();
+        let (module, version) = (module.clone(), version.clone());
+        Arc::new(move |producer| {
+            let proxy = proxy.clone();
+            let (module, version) = (module.clone(), version.clone());
+            tokio::spawn(async move { proxy.produce_zip(producer, module, version).await });
+        })
     }
 
     /// The one upstream download of a zip, detached from any client.

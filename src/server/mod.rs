@@ -8,6 +8,7 @@ pub mod activity;
 pub mod admission;
 pub mod bootstrap;
 pub mod connection;
+pub mod peer;
 pub mod plain_http;
 pub mod reload;
 pub mod tls;

@@ -18,7 +18,8 @@ use crate::oci::route::RepoName;
 use crate::oci::upstream::Upstream;
 use crate::oci::{Code, OciError, Registry, content_response, from_upstream, touched};
 use crate::store::{
-    Digest, FillError, FillHead, FillProducer, FillReader, RepoKey, Slot, Store, UpstreamFailure,
+    Digest, FillError, FillHead, FillProducer, FillReader, Refetch, RepoKey, Slot, Store,
+    UpstreamFailure,
 };
 use crate::wire::{Action, Body, Outcome, body};
 
@@ -35,7 +36,11 @@ pub(super) async fn fill(
     // A fill abandoned by a producer that found the blob already stored
     // sends its joiners back here; a few rounds settle it.
     for _ in 0..3 {
-        let mut reader = match registry.store.fill(&key)? {
+        let mut reader = match registry
+            .store
+            .fill_shared(&key, refetch(registry, repo, digest))
+            .await?
+        {
             Slot::Joined(reader) => reader,
             Slot::Producer(producer) => {
                 // Someone may have finished this fill between our miss and now.
@@ -43,7 +48,15 @@ pub(super) async fn fill(
                     producer.withdraw();
                     return Ok(response);
                 }
-                start_fill(registry, repo, upstream, remote, digest, producer).await?
+                let target = FillTarget {
+                    store: &registry.store,
+                    max_blob_size: registry.max_blob_size,
+                    repo,
+                    upstream,
+                    remote,
+                    digest,
+                };
+                start_fill(&target, producer).await?
             }
         };
         match reader.head().await {
@@ -86,20 +99,51 @@ fn fill_error(error: FillError, repo: &Repo, digest: &Digest) -> OciError {
     }
 }
 
+/// What one blob fill fetches, from where, and how large it may be.
+struct FillTarget<'a> {
+    store: &'a Store,
+    max_blob_size: u64,
+    repo: &'a Repo,
+    upstream: &'a Upstream,
+    remote: &'a RepoName,
+    digest: &'a Digest,
+}
+
+/// How a replica that takes this fill over from a dead one fetches it again.
+fn refetch(registry: &Registry, repo: &Repo, digest: &Digest) -> Refetch {
+    let (store, max_blob_size) = (registry.store.clone(), registry.max_blob_size);
+    let (repo, digest) = (repo.clone(), digest.clone());
+    Arc::new(move |producer| {
+        let (store, repo, digest) = (store.clone(), repo.clone(), digest.clone());
+        tokio::spawn(async move {
+            let Some((upstream, remote)) = repo.upstream() else {
+                return;
+            };
+            let target = FillTarget {
+                store: &store,
+                max_blob_size,
+                repo: &repo,
+                upstream,
+                remote,
+                digest: &digest,
+            };
+            // A failure reaches the fill's readers through the producer.
+            let _ = start_fill(&target, producer).await;
+        });
+    })
+}
+
 /// Bounds the fill: the configured maximum, and the largest size any of the
 /// repository's manifests gives this blob.
-async fn limit_size(
-    registry: &Registry,
-    repo: &Repo,
-    digest: &Digest,
-    producer: &mut FillProducer,
-) -> Result<(), OciError> {
-    producer.limit(registry.max_blob_size);
-    let described = registry
-        .store
-        .oci()
-        .described_size(&repo.key, digest)
-        .await?;
+async fn limit_size(target: &FillTarget<'_>, producer: &mut FillProducer) -> Result<(), OciError> {
+    let FillTarget {
+        store,
+        repo,
+        digest,
+        ..
+    } = target;
+    producer.limit(target.max_blob_size);
+    let described = store.oci().described_size(&repo.key, digest).await?;
     if let Some(size) = described {
         producer.limit(size);
     }
@@ -109,14 +153,18 @@ async fn limit_size(
 /// Asks upstream for the blob; on success hands the body to a detached task
 /// that writes the fill, and returns a reader for this client.
 async fn start_fill(
-    registry: &Registry,
-    repo: &Repo,
-    upstream: &Upstream,
-    remote: &RepoName,
-    digest: &Digest,
+    target: &FillTarget<'_>,
     mut producer: Box<FillProducer>,
 ) -> Result<FillReader, OciError> {
-    limit_size(registry, repo, digest, &mut producer).await?;
+    let FillTarget {
+        store,
+        repo,
+        upstream,
+        remote,
+        digest,
+        ..
+    } = *target;
+    limit_size(target, &mut producer).await?;
     let answer = upstream
         .send(
             Method::GET,
@@ -160,7 +208,7 @@ async fn start_fill(
         producer,
         response,
         digest.clone(),
-        registry.store.clone(),
+        store.clone(),
         repo.key.clone(),
     ));
     Ok(reader)
