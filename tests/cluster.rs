@@ -1,0 +1,474 @@
+//! Three `mirror serve` processes, replicas of one cluster: one PostgreSQL,
+//! one Garage bucket, one PKI, each with its own data dir and peer endpoint,
+//! in front of one counting, throttled upstream. A cold blob is fetched from
+//! upstream once for the whole cluster, and every replica's clients stream it
+//! as it arrives; when the replica fetching it is killed, the others finish
+//! it with verified bytes; a lying upstream gets no complete body anywhere.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::garage::Garage;
+use common::postgres::Postgres;
+use common::process::{Guard, free_port, mirror_bin, text, wait_for_port};
+use common::registry::layout::{Blob, Layout};
+use common::registry::proxy::Proxy;
+use common::registry::{Auth, DockerRegistry};
+use futures_util::StreamExt;
+use object_store::ObjectStore;
+use sha2::{Digest as _, Sha256};
+use tokio::time::Instant;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+struct Replica {
+    name: String,
+    port: u16,
+    peer: u16,
+    process: Guard,
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    replicas: Vec<Replica>,
+    client: reqwest::Client,
+}
+
+fn mirror(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new(mirror_bin())
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mirror {args:?}: {}", text(&out));
+}
+
+impl Cluster {
+    async fn start(n: usize, postgres: &Postgres, garage: &Garage, upstream: &str) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        mirror(root, &["pki", "init", "--dir", "pki"]);
+        mirror(
+            root,
+            &[
+                "pki",
+                "issue-server",
+                "--dir",
+                "pki",
+                "--san",
+                "127.0.0.1",
+                "localhost",
+            ],
+        );
+        mirror(
+            root,
+            &[
+                "pki",
+                "issue-client",
+                "alice",
+                "--dir",
+                "pki",
+                "--registry",
+                "cluster:5000",
+                "--out",
+                "certs",
+            ],
+        );
+        let mut replicas = Vec::new();
+        for i in 1..=n {
+            let (port, peer) = (free_port(), free_port());
+            let name = format!("m{i}");
+            let config = format!(
+                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"data-{name}\"\n\n\
+                 [tls]\ncert = \"pki/server.crt\"\nkey = \"pki/server.key\"\n\
+                 client_ca = \"pki/ca.crt\"\ncrl = \"pki/ca.crl\"\nclient_auth = \"optional\"\n\n\
+                 [limits]\nreload_poll = \"1h\"\n\n\
+                 [index]\nurl = \"{}\"\n\n{}\n\
+                 [cluster]\nreplica = \"{name}\"\npeer_listen = \"127.0.0.1:{peer}\"\n\
+                 peer_url = \"https://127.0.0.1:{peer}\"\n\n\
+                 [[registry.upstream]]\nname = \"up.test\"\nurl = \"{upstream}\"\n",
+                postgres.url(),
+                garage.storage_toml(),
+            );
+            std::fs::write(root.join(format!("{name}.toml")), config).unwrap();
+            let log = std::fs::File::create(root.join(format!("{name}.log"))).unwrap();
+            let process = Guard::spawn(
+                &format!("mirror serve ({name})"),
+                std::process::Command::new(mirror_bin())
+                    .current_dir(root)
+                    .args(["serve", "--config", &format!("{name}.toml")])
+                    .env("RUST_LOG", "info")
+                    .env("MIRROR_SYSTEM_CONFIG", root.join("no-system-config.toml"))
+                    .stdout(std::process::Stdio::null())
+                    .stderr(log),
+            );
+            replicas.push(Replica {
+                name,
+                port,
+                peer,
+                process,
+            });
+        }
+        for replica in &replicas {
+            wait_for_port(&format!("127.0.0.1:{}", replica.port), LIMIT);
+        }
+        let read = |name: &str| std::fs::read(root.join(name)).unwrap();
+        let folder = "certs/cluster:5000";
+        let identity = reqwest::Identity::from_pem(
+            &[
+                read(&format!("{folder}/client.cert")),
+                b"\n".to_vec(),
+                read(&format!("{folder}/client.key")),
+            ]
+            .concat(),
+        )
+        .unwrap();
+        let ca = reqwest::Certificate::from_pem(&read("pki/ca.crt")).unwrap();
+        let client = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .identity(identity)
+            .timeout(LIMIT)
+            .build()
+            .unwrap();
+        Cluster {
+            dir,
+            replicas,
+            client,
+        }
+    }
+
+    fn blob_url(&self, replica: usize, digest: &str) -> String {
+        format!(
+            "https://127.0.0.1:{}/v2/up.test/team/fill/blobs/{digest}",
+            self.replicas[replica].port
+        )
+    }
+
+    fn log(&self, replica: usize) -> String {
+        let name = &self.replicas[replica].name;
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+}
+
+/// What one client saw of a GET.
+struct Fetched {
+    status: u16,
+    /// sha256 and length of the body, or why it broke off.
+    body: Result<(String, u64), String>,
+    first_byte: Option<Instant>,
+    finished: Instant,
+}
+
+/// Streams a GET, counting what arrives into `progress`.
+async fn fetch(client: reqwest::Client, url: String, progress: Arc<AtomicU64>) -> Fetched {
+    let response = match client.get(&url).send().await {
+        Ok(response) => response,
+        Err(error) => {
+            return Fetched {
+                status: 0,
+                body: Err(error.to_string()),
+                first_byte: None,
+                finished: Instant::now(),
+            };
+        }
+    };
+    let status = response.status().as_u16();
+    let mut stream = response.bytes_stream();
+    let (mut hasher, mut len, mut first_byte) = (Sha256::new(), 0u64, None);
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) => {
+                first_byte.get_or_insert_with(Instant::now);
+                hasher.update(&chunk);
+                len += chunk.len() as u64;
+                progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+            Err(error) => {
+                return Fetched {
+                    status,
+                    body: Err(format!("{error} after {len} bytes")),
+                    first_byte,
+                    finished: Instant::now(),
+                };
+            }
+        }
+    }
+    Fetched {
+        status,
+        body: Ok((format!("sha256:{}", hex::encode(hasher.finalize())), len)),
+        first_byte,
+        finished: Instant::now(),
+    }
+}
+
+/// An upstream registry holding one image with a `size`-byte layer, behind a
+/// counting proxy.
+async fn upstream_with_layer(seed: u64, size: u64) -> (DockerRegistry, Proxy, Blob) {
+    let registry = DockerRegistry::start(Auth::None);
+    let work = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(work.path());
+    let image = layout.image("amd64", &[(seed, size)]);
+    layout.tag("v1", &image);
+    layout.push("v1", &format!("{}/team/fill:v1", registry.addr), &[]);
+    let proxy = Proxy::start(&registry.url()).await;
+    (registry, proxy, image.layers[0].clone())
+}
+
+async fn engines() -> (Postgres, Garage) {
+    let postgres = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let garage = tokio::task::spawn_blocking(Garage::start).await.unwrap();
+    (postgres, garage)
+}
+
+/// `per_replica` clients on each replica, all at once.
+fn clients(
+    cluster: &Cluster,
+    replicas: &[usize],
+    per_replica: usize,
+    digest: &str,
+    progress: &Arc<AtomicU64>,
+) -> Vec<(usize, tokio::task::JoinHandle<Fetched>)> {
+    let mut tasks = Vec::new();
+    for &replica in replicas {
+        for _ in 0..per_replica {
+            let url = cluster.blob_url(replica, digest);
+            let task = tokio::spawn(fetch(cluster.client.clone(), url, progress.clone()));
+            tasks.push((replica, task));
+        }
+    }
+    tasks
+}
+
+async fn fill_owner(postgres: &Postgres, key: &str) -> Option<String> {
+    let pool = sqlx::PgPool::connect(&postgres.url()).await.unwrap();
+    let owner: Option<(String,)> = sqlx::query_as("SELECT owner FROM fills WHERE key = $1")
+        .bind(key)
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    owner.map(|(owner,)| owner)
+}
+
+async fn blob_rows(postgres: &Postgres, digest: &str) -> i64 {
+    let pool = sqlx::PgPool::connect(&postgres.url()).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM blobs WHERE digest = $1")
+        .bind(digest)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_clients_on_three_replicas_get_one_upstream_fetch_streamed_to_all() {
+    let (postgres, garage) = engines().await;
+    let (_registry, proxy, layer) = upstream_with_layer(81, 64 << 20).await;
+    // About four seconds upstream: long enough that every client joins the fill in flight.
+    proxy.throttle(Some(16 << 20));
+    let cluster = Cluster::start(3, &postgres, &garage, &proxy.url()).await;
+
+    let progress = Arc::new(AtomicU64::new(0));
+    let tasks = clients(&cluster, &[0, 1, 2], 10, &layer.digest, &progress);
+    let mut fetched = Vec::new();
+    for (replica, task) in tasks {
+        let result = task.await.unwrap();
+        assert_eq!(
+            (result.status, result.body.as_ref().ok()),
+            (200, Some(&(layer.digest.clone(), layer.size))),
+            "a client of {}: {:?}\n{}",
+            cluster.replicas[replica].name,
+            result.body,
+            cluster.log(replica)
+        );
+        fetched.push(result);
+    }
+    assert_eq!(
+        proxy.count("GET", &format!("/blobs/{}", layer.digest)),
+        1,
+        "one upstream GET for 30 clients on 3 replicas: {:?}",
+        proxy.seen()
+    );
+    // Streamed as it arrived, on every replica: each client had its first
+    // byte before any client had its last.
+    let first_done = fetched.iter().map(|f| f.finished).min().unwrap();
+    let last_first_byte = fetched.iter().filter_map(|f| f.first_byte).max().unwrap();
+    assert!(
+        last_first_byte < first_done,
+        "some client got its first byte only after another had the whole blob"
+    );
+    let stored = garage
+        .client()
+        .list(None)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .filter(|o| {
+            o.as_ref()
+                .is_ok_and(|o| o.location.as_ref().contains(&layer.digest[7..]))
+        })
+        .count();
+    assert_eq!(stored, 1, "one object for the blob in the bucket");
+    assert_eq!(blob_rows(&postgres, &layer.digest).await, 1);
+    assert_eq!(
+        fill_owner(&postgres, &format!("oci:{}", layer.digest)).await,
+        None,
+        "the lease is released"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_replica_filling_is_killed_the_others_finish_with_verified_bytes() {
+    let (postgres, garage) = engines().await;
+    let (_registry, proxy, layer) = upstream_with_layer(82, 32 << 20).await;
+    proxy.throttle(Some(4 << 20));
+    let cluster = Cluster::start(3, &postgres, &garage, &proxy.url()).await;
+    let key = format!("oci:{}", layer.digest);
+
+    // The first client's replica claims the fill; the others follow it.
+    let progress = Arc::new(AtomicU64::new(0));
+    let first = clients(&cluster, &[0], 1, &layer.digest, &progress);
+    common::wait_for("the fill's lease", LIMIT, || async {
+        fill_owner(&postgres, &key).await.is_some()
+    })
+    .await;
+    let owner_name = fill_owner(&postgres, &key).await.unwrap();
+    let owner = cluster
+        .replicas
+        .iter()
+        .position(|r| r.name == owner_name)
+        .unwrap();
+    let survivors: Vec<usize> = (0..3).filter(|&r| r != owner).collect();
+    let followers = clients(&cluster, &survivors, 3, &layer.digest, &progress);
+    // About half way: 7 clients, each half through its 32 MiB.
+    common::wait_for("half the blob", LIMIT, || async {
+        progress.load(Ordering::Relaxed) > 7 * (16 << 20)
+    })
+    .await;
+    cluster.replicas[owner].process.signal("KILL");
+
+    for (replica, task) in followers {
+        let result = task.await.unwrap();
+        assert_eq!(
+            (result.status, result.body.as_ref().ok()),
+            (200, Some(&(layer.digest.clone(), layer.size))),
+            "a client of surviving {}: {:?}\n{}",
+            cluster.replicas[replica].name,
+            result.body,
+            cluster.log(replica)
+        );
+    }
+    for (_, task) in first {
+        // Its replica is gone: whatever it got, never a complete wrong body.
+        let result = task.await.unwrap();
+        if let Ok((digest, len)) = &result.body
+            && *len == layer.size
+        {
+            assert_eq!(digest, &layer.digest);
+        }
+    }
+    assert!(
+        survivors
+            .iter()
+            .any(|&r| cluster.log(r).contains("took over a fill")),
+        "a survivor took the fill over:\n{}",
+        survivors
+            .iter()
+            .map(|&r| cluster.log(r))
+            .collect::<String>()
+    );
+    let fetches = proxy.count("GET", &format!("/blobs/{}", layer.digest));
+    assert!(
+        (1..=2).contains(&fetches),
+        "at most one extra upstream request: {fetches}: {:?}",
+        proxy.seen()
+    );
+    assert_eq!(blob_rows(&postgres, &layer.digest).await, 1);
+    common::wait_for("no unfinished multipart upload", LIMIT, || async {
+        garage.unfinished_multipart_uploads().await == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_upstream_gets_no_complete_body_on_any_replica_and_nothing_stored() {
+    let (postgres, garage) = engines().await;
+    let (_registry, proxy, layer) = upstream_with_layer(83, 8 << 20).await;
+    proxy.corrupt_blob(&layer.digest);
+    proxy.throttle(Some(8 << 20));
+    let cluster = Cluster::start(3, &postgres, &garage, &proxy.url()).await;
+    let progress = Arc::new(AtomicU64::new(0));
+    for (replica, task) in clients(&cluster, &[0, 1, 2], 3, &layer.digest, &progress) {
+        let result = task.await.unwrap();
+        let complete = result.status == 200
+            && result
+                .body
+                .as_ref()
+                .is_ok_and(|(_, len)| *len == layer.size);
+        assert!(
+            !complete,
+            "a client of {} got a complete body of bad bytes: {:?}",
+            cluster.replicas[replica].name, result.body
+        );
+    }
+    assert_eq!(blob_rows(&postgres, &layer.digest).await, 0, "no row");
+    let objects = garage
+        .client()
+        .list(None)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .filter(|o| {
+            o.as_ref()
+                .is_ok_and(|o| o.location.as_ref().contains(&layer.digest[7..]))
+        })
+        .count();
+    assert_eq!(objects, 0, "no object");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_endpoint_admits_replicas_only() {
+    let (postgres, garage) = engines().await;
+    let cluster = Cluster::start(1, &postgres, &garage, "https://127.0.0.1:9").await;
+    let url = format!("https://127.0.0.1:{}/fills/00", cluster.replicas[0].peer);
+    // alice's certificate is good on the main port, not here.
+    let refused = cluster.client.get(&url).send().await;
+    assert!(
+        refused.is_err(),
+        "a user's certificate on the peer endpoint: {refused:?}"
+    );
+    let read = |name: &str| std::fs::read(cluster.dir.path().join(name)).unwrap();
+    let ca = reqwest::Certificate::from_pem(&read("pki/ca.crt")).unwrap();
+    let anonymous = reqwest::Client::builder()
+        .tls_certs_only([ca.clone()])
+        .build()
+        .unwrap();
+    assert!(anonymous.get(&url).send().await.is_err(), "no certificate");
+    // The replicas' own certificate: admitted, and no such fill here.
+    let identity = reqwest::Identity::from_pem(
+        &[
+            read("pki/server.crt"),
+            b"\n".to_vec(),
+            read("pki/server.key"),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let replica = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .identity(identity)
+        .build()
+        .unwrap();
+    assert_eq!(replica.get(&url).send().await.unwrap().status(), 404);
+    assert!(
+        cluster
+            .log(0)
+            .contains("not a replica's server certificate"),
+        "{}",
+        cluster.log(0)
+    );
+}
