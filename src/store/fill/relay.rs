@@ -105,6 +105,18 @@ pub(super) async fn follow(
         }
         tokio::time::sleep(RETRY_EVERY).await;
         let claimed = cluster.claim(&producer.store, &producer.key).await;
+        if producer.received() == 0
+            && producer.prefix == 0
+            && matches!(claimed, Ok(Claimed::Won(_)))
+        {
+            // Nothing passed on yet, and the owner is done with it: most
+            // likely it stored the object just before this replica asked.
+            // The readers look again (the callers' loop), and find it
+            // stored or claim the fill themselves.
+            drop(claimed);
+            producer.withdraw();
+            return;
+        }
         // Whatever comes next sends the object from byte 0 again, compared
         // with what this replica has already passed on.
         producer.restart();
