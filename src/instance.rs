@@ -222,9 +222,14 @@ impl Mirror {
         let metrics = Arc::new(Metrics::new());
         let (registry, go) = protocols(&config, &store, &metrics)?;
 
+        let stop = CancellationToken::new();
+        // Before the main port opens: a replica that answers clients can
+        // also serve its fills to the others.
+        if let Some(cluster) = &config.cluster {
+            join_cluster(cluster, &tls_files, &store, &stop).await?;
+        }
         let listener = bind(&config, listener).await?;
         let addr = listener.local_addr()?;
-        let stop = CancellationToken::new();
         let (audit, audit_writer) = store.start_audit();
         let app = Arc::new(App::new(
             reloader.authenticator(),
@@ -236,9 +241,6 @@ impl Mirror {
             registry,
         ));
         spawn_background(&config, &store, &reloader, options, &stop);
-        if let Some(cluster) = &config.cluster {
-            join_cluster(cluster, &tls_files, &store, &stop).await?;
-        }
         let server = Server::new(listener, reloader.clone(), app, config.limits.clone());
         let shutdown = stop.clone();
         let task = tokio::spawn(async move {
