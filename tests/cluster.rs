@@ -114,6 +114,7 @@ impl Cluster {
         }
         for replica in &replicas {
             wait_for_port(&format!("127.0.0.1:{}", replica.port), LIMIT);
+            wait_for_port(&format!("127.0.0.1:{}", replica.peer), LIMIT);
         }
         let read = |name: &str| std::fs::read(root.join(name)).unwrap();
         let folder = "certs/cluster:5000";
@@ -471,4 +472,276 @@ async fn the_peer_endpoint_admits_replicas_only() {
         "{}",
         cluster.log(0)
     );
+}
+
+/// `Location` of a response, made absolute against `origin`.
+fn location(response: &reqwest::Response, origin: &str) -> String {
+    let location = response.headers()["location"].to_str().unwrap();
+    if location.starts_with("http") {
+        location.to_owned()
+    } else {
+        format!("{origin}{location}")
+    }
+}
+
+/// The same upload session's URL on another replica.
+fn on_replica(url: &str, cluster: &Cluster, replica: usize) -> String {
+    let path = &url[url.find("/v2/").unwrap()..];
+    format!("https://127.0.0.1:{}{path}", cluster.replicas[replica].port)
+}
+
+fn origin(cluster: &Cluster, replica: usize) -> String {
+    format!("https://127.0.0.1:{}", cluster.replicas[replica].port)
+}
+
+async fn patch(
+    client: &reqwest::Client,
+    url: &str,
+    start: u64,
+    body: impl Into<reqwest::Body>,
+    len: u64,
+) -> reqwest::Response {
+    client
+        .patch(url)
+        .header("content-type", "application/octet-stream")
+        .header("content-range", format!("{start}-{}", start + len - 1))
+        .header("content-length", len)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_push_goes_on_from_any_replica_one_writer_at_a_time() {
+    let (postgres, garage) = engines().await;
+    let cluster = Cluster::start(3, &postgres, &garage, "https://127.0.0.1:9").await;
+    let client = &cluster.client;
+    let blob: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&blob)));
+    let (one, two, rest) = (
+        &blob[..1_000_000],
+        &blob[1_000_000..2_000_000],
+        &blob[2_000_000..],
+    );
+
+    let started = client
+        .post(format!(
+            "{}/v2/team/app/blobs/uploads/",
+            origin(&cluster, 0)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    let session = location(&started, &origin(&cluster, 0));
+
+    let first = patch(
+        client,
+        &on_replica(&session, &cluster, 1),
+        0,
+        one.to_vec(),
+        1_000_000,
+    )
+    .await;
+    assert_eq!(first.status(), 202, "{:?}", first.text().await);
+
+    // A PATCH whose body stalls half way holds the session on replica 2 ...
+    let (feed, body) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let stalled_url = on_replica(&session, &cluster, 2);
+    let stalled_client = client.clone();
+    let stalled = tokio::spawn(async move {
+        let stream = tokio_stream_from(body);
+        patch(
+            &stalled_client,
+            &stalled_url,
+            1_000_000,
+            reqwest::Body::wrap_stream(stream),
+            1_000_000,
+        )
+        .await
+        .status()
+    });
+    feed.send(Ok(two[..500_000].to_vec())).await.unwrap();
+    let id = session
+        .split('?')
+        .next()
+        .and_then(|path| path.rsplit('/').next())
+        .unwrap()
+        .to_owned();
+    common::wait_for("the stalled PATCH's writer lease", LIMIT, || async {
+        fill_owner(&postgres, &format!("upload:{id}"))
+            .await
+            .is_some()
+    })
+    .await;
+    // ... so a second writer on replica 0 is refused until it ends.
+    let other = patch(
+        client,
+        &on_replica(&session, &cluster, 0),
+        1_000_000,
+        two.to_vec(),
+        1_000_000,
+    )
+    .await;
+    let refused = Some(other.status());
+    assert_eq!(
+        refused,
+        Some(reqwest::StatusCode::TOO_MANY_REQUESTS),
+        "a concurrent PATCH is refused"
+    );
+    feed.send(Ok(two[500_000..].to_vec())).await.unwrap();
+    drop(feed);
+    assert_eq!(stalled.await.unwrap(), 202);
+
+    // Where the session stands, asked on yet another replica.
+    let status = client
+        .get(on_replica(&session, &cluster, 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 204);
+    assert_eq!(status.headers()["range"], "0-1999999");
+
+    let separator = if session.contains('?') { '&' } else { '?' };
+    let put = client
+        .put(format!(
+            "{}{separator}digest={digest}",
+            on_replica(&session, &cluster, 0)
+        ))
+        .header("content-type", "application/octet-stream")
+        .body(rest.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201, "{:?}", put.text().await);
+    for replica in 0..3 {
+        let got = client
+            .get(format!(
+                "{}/v2/team/app/blobs/{digest}",
+                origin(&cluster, replica)
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200);
+        assert!(
+            got.bytes().await.unwrap() == blob,
+            "byte-identical on {replica}"
+        );
+    }
+    // The session's parts went with it; only the blob stays.
+    let leftovers = garage
+        .client()
+        .list(Some(&object_store::path::Path::from("uploads")))
+        .collect::<Vec<_>>()
+        .await
+        .len();
+    assert_eq!(leftovers, 0, "no part of the session left in the bucket");
+}
+
+fn tokio_stream_from(
+    mut body: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| body.poll_recv(cx))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_patch_leaves_the_session_to_go_on_from_another() {
+    let (postgres, garage) = engines().await;
+    let cluster = Cluster::start(3, &postgres, &garage, "https://127.0.0.1:9").await;
+    let client = &cluster.client;
+    let blob: Vec<u8> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect();
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&blob)));
+    let started = client
+        .post(format!(
+            "{}/v2/team/app/blobs/uploads/",
+            origin(&cluster, 0)
+        ))
+        .send()
+        .await
+        .unwrap();
+    let session = location(&started, &origin(&cluster, 0));
+    let id = session
+        .split('?')
+        .next()
+        .and_then(|path| path.rsplit('/').next())
+        .unwrap()
+        .to_owned();
+    let first = patch(
+        client,
+        &on_replica(&session, &cluster, 1),
+        0,
+        blob[..1_000_000].to_vec(),
+        1_000_000,
+    )
+    .await;
+    assert_eq!(first.status(), 202);
+
+    // Replica 2 dies with half of the next chunk received.
+    let (feed, body) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let dying_url = on_replica(&session, &cluster, 2);
+    let dying_client = client.clone();
+    let dying = tokio::spawn(async move {
+        let body = reqwest::Body::wrap_stream(tokio_stream_from(body));
+        dying_client
+            .patch(&dying_url)
+            .header("content-range", "1000000-1999999")
+            .header("content-length", 1_000_000)
+            .body(body)
+            .send()
+            .await
+    });
+    feed.send(Ok(blob[1_000_000..1_500_000].to_vec()))
+        .await
+        .unwrap();
+    common::wait_for("the dying PATCH's writer lease", LIMIT, || async {
+        fill_owner(&postgres, &format!("upload:{id}"))
+            .await
+            .is_some()
+    })
+    .await;
+    cluster.replicas[2].process.signal("KILL");
+    assert!(
+        dying.await.unwrap().is_err(),
+        "its client sees the connection go"
+    );
+
+    // Once its writer lease runs out, the chunk is sent again elsewhere.
+    let mut status = None;
+    for _ in 0..60 {
+        let again = patch(
+            client,
+            &on_replica(&session, &cluster, 0),
+            1_000_000,
+            blob[1_000_000..].to_vec(),
+            1_000_000,
+        )
+        .await;
+        status = Some(again.status());
+        if again.status() != 429 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(status, Some(reqwest::StatusCode::ACCEPTED));
+    let separator = if session.contains('?') { '&' } else { '?' };
+    let put = client
+        .put(format!(
+            "{}{separator}digest={digest}",
+            on_replica(&session, &cluster, 1)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201, "{:?}", put.text().await);
+    let got = client
+        .get(format!(
+            "{}/v2/team/app/blobs/{digest}",
+            origin(&cluster, 0)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(got.bytes().await.unwrap() == blob);
 }

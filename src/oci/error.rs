@@ -152,6 +152,9 @@ pub(crate) fn internal(error: impl std::fmt::Display) -> OciError {
 /// Lets handlers write `store.call().await?`: the cause is logged once, by `internal`.
 impl From<StoreError> for OciError {
     fn from(error: StoreError) -> OciError {
-        internal(error)
+        match error {
+            StoreError::Busy(why) => OciError::new(Code::TooManyRequests, why),
+            error => internal(error),
+        }
     }
 }

@@ -18,7 +18,7 @@
 //! removes the temp file and counts in `fills_failed`.
 
 mod budget;
-mod lease;
+pub(crate) mod lease;
 mod pump;
 mod relay;
 mod wire;
@@ -261,6 +261,14 @@ impl Store {
                 tokio::spawn(relay::follow(cluster, producer, owner_url, refetch));
                 Ok(Slot::Joined(reader))
             }
+        }
+    }
+
+    /// Who this process is in leases: its replica name, or the process.
+    pub(crate) fn lease_owner(&self) -> String {
+        match self.inner.fills.cluster.get() {
+            Some(cluster) => cluster.replica.clone(),
+            None => format!("process {}", std::process::id()),
         }
     }
 

@@ -94,6 +94,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("blocking task failed: {0}")]
     Blocking(#[from] tokio::task::JoinError),
+    /// Another request (on this or another replica) holds what this one needs.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl StoreError {

@@ -14,6 +14,17 @@ pub struct UploadFile {
     pub(super) file: tokio::fs::File,
     pub(super) size: u64,
     pub(super) hasher: Hasher,
+    /// When sessions keep their bytes in the bucket: the file holds only
+    /// this request's chunk, which begins after the session's first `base` bytes.
+    pub(super) part: Option<Part>,
+}
+
+/// A chunk of a session whose earlier bytes are in the bucket, written under
+/// the session's writer lease (one writer at a time, cluster-wide).
+pub(super) struct Part {
+    pub(super) id: String,
+    pub(super) base: u64,
+    pub(super) _writer: crate::store::fill::lease::Held,
 }
 
 impl UploadFile {
@@ -48,6 +59,11 @@ impl UploadFile {
     /// Drops what a failed chunk left past the `acknowledged` bytes. Best
     /// effort: opening the session again cuts them off as well.
     pub async fn cut_back(self, acknowledged: u64) {
+        if self.part.is_some() {
+            // The chunk was this request's alone: nothing of it was acknowledged.
+            self.discard().await;
+            return;
+        }
         if let Err(error) = self.file.set_len(acknowledged).await {
             tracing::warn!(%error, path = %self.path.display(), "could not cut back a failed chunk");
         }

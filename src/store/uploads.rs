@@ -7,8 +7,9 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::index::{UploadIndex, now_secs};
-use super::upload_file::UploadFile;
+use super::fill::lease;
+use super::index::{Lease, LeaseIndex, UploadIndex, now_secs};
+use super::upload_file::{Part, UploadFile};
 use super::{Algorithm, Digest, Hasher, RepoKey, Store, StoreError, io_error};
 
 /// Read size when re-hashing a session's bytes.
@@ -132,6 +133,10 @@ impl Uploads<'_> {
         {
             return Ok(Begun::QuotaFull);
         }
+        if self.store.inner.blobs.session_parts().is_some() {
+            // Each chunk brings its own file; none exists between requests.
+            return Ok(Begun::Opened);
+        }
         if let Err(error) = tokio::fs::File::create(&path).await {
             self.end_named(id).await?;
             return Err(io_error(format!("creating {}", path.display()))(error));
@@ -145,7 +150,22 @@ impl Uploads<'_> {
         let id = id.as_str();
         let state = file.hasher().save();
         let index = &self.store.inner.index;
-        Ok(index.upload_progress(id, file.size(), &state).await?)
+        let (Some(part), Some(bucket)) = (&file.part, self.store.inner.blobs.session_parts())
+        else {
+            return Ok(index.upload_progress(id, file.size(), &state).await?);
+        };
+        if file.size() == part.base {
+            return Ok(index.upload_progress(id, file.size(), &state).await?);
+        }
+        file.file
+            .sync_all()
+            .await
+            .map_err(io_error(format!("syncing {}", file.path.display())))?;
+        // The chunk first: a row naming a part the bucket lacks would lose bytes.
+        bucket.put_part(&file.path, id, part.base).await?;
+        Ok(index
+            .upload_part(id, part.base, file.size(), &state)
+            .await?)
     }
 
     pub async fn find(&self, id: &UploadId) -> Result<Option<UploadRow>, StoreError> {
@@ -164,6 +184,9 @@ impl Uploads<'_> {
         let Some(hasher) = self.hasher(id, row).await? else {
             return Ok(None);
         };
+        if self.store.inner.blobs.session_parts().is_some() {
+            return self.resume_in_parts(id, row, hasher).await.map(Some);
+        }
         let path = self.existing_path(id)?;
         let Some(file) = self.open(&path, id, row).await? else {
             return Ok(None);
@@ -173,7 +196,52 @@ impl Uploads<'_> {
             file,
             size: row.size,
             hasher,
+            part: None,
         }))
+    }
+
+    /// A fresh file for this request's chunk of a session kept in parts,
+    /// under the session's writer lease.
+    async fn resume_in_parts(
+        &self,
+        id: &str,
+        row: &UploadRow,
+        hasher: Hasher,
+    ) -> Result<UploadFile, StoreError> {
+        let writer = self.writer_lease(id).await?;
+        let path = self.store.new_temp_path("part");
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(io_error(format!("creating {}", path.display())))?;
+        Ok(UploadFile {
+            path,
+            file,
+            size: row.size,
+            hasher,
+            part: Some(Part {
+                id: id.to_owned(),
+                base: row.size,
+                _writer: writer,
+            }),
+        })
+    }
+
+    /// The cluster-wide right to write session `id`, for one request.
+    async fn writer_lease(&self, id: &str) -> Result<lease::Held, StoreError> {
+        let key = format!("upload:{id}");
+        let owner = self.store.lease_owner();
+        match self
+            .store
+            .inner
+            .index
+            .claim_fill(&key, &owner, "", lease::TTL)
+            .await?
+        {
+            Lease::Won { epoch } => Ok(lease::Held::start(self.store, &key, epoch)),
+            Lease::Held { .. } => Err(StoreError::Busy(
+                "another request on this upload session is in progress".to_owned(),
+            )),
+        }
     }
 
     /// The session's file, opened after its acknowledged bytes, with whatever
@@ -220,6 +288,7 @@ impl Uploads<'_> {
             file,
             size: 0,
             hasher: algorithm.hasher(),
+            part: None,
         })
     }
 
@@ -231,6 +300,7 @@ impl Uploads<'_> {
             file,
             size,
             hasher,
+            part,
         } = upload;
         let actual = hasher.finish();
         if actual != *digest {
@@ -238,6 +308,16 @@ impl Uploads<'_> {
             let _ = tokio::fs::remove_file(&path).await;
             return Ok(Pushed::WrongDigest { actual });
         }
+        let (path, file) = match &part {
+            Some(part) => match self.assemble(&path, file, part).await {
+                Ok(whole) => whole,
+                Err(error) => {
+                    let _ = tokio::fs::remove_file(&path).await;
+                    return Err(error);
+                }
+            },
+            None => (path, file),
+        };
         if let Err(error) = file.sync_all().await {
             drop(file);
             let _ = tokio::fs::remove_file(&path).await;
@@ -248,6 +328,68 @@ impl Uploads<'_> {
         Ok(Pushed::Stored { size })
     }
 
+    /// The whole upload in one staged file: the session's parts from the
+    /// bucket, streamed, then this request's chunk. The chunk's file is gone
+    /// afterwards.
+    async fn assemble(
+        &self,
+        chunk_path: &Path,
+        chunk: tokio::fs::File,
+        part: &Part,
+    ) -> Result<(PathBuf, tokio::fs::File), StoreError> {
+        let bucket = self
+            .store
+            .inner
+            .blobs
+            .session_parts()
+            .ok_or_else(|| StoreError::Corrupt("a session in parts without a bucket".into()))?;
+        let starts = self.store.inner.index.upload_parts(&part.id).await?;
+        let path = self.store.new_temp_path("assembled");
+        let mut whole = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(io_error(format!("creating {}", path.display())))?;
+        let result = async {
+            let mut copied = 0;
+            for &start in &starts {
+                if start != copied {
+                    return Err(StoreError::Corrupt(format!(
+                        "upload {}: a part starts at byte {start}, after {copied}",
+                        part.id
+                    )));
+                }
+                copied += bucket.copy_part(&part.id, start, &mut whole).await?;
+            }
+            if copied != part.base {
+                return Err(StoreError::Corrupt(format!(
+                    "upload {}: its parts hold {copied} bytes, {} were acknowledged",
+                    part.id, part.base
+                )));
+            }
+            // Its handle writes only; read it by name.
+            drop(chunk);
+            let mut chunk = tokio::fs::File::open(chunk_path)
+                .await
+                .map_err(io_error(format!("opening {}", chunk_path.display())))?;
+            tokio::io::copy(&mut chunk, &mut whole)
+                .await
+                .map_err(io_error("appending the last chunk"))?;
+            Ok(())
+        }
+        .await;
+        let _ = tokio::fs::remove_file(chunk_path).await;
+        match result {
+            Ok(()) => Ok((path, whole)),
+            Err(error) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                Err(error)
+            }
+        }
+    }
+
     /// Forgets a session and removes its file (a committed session's file has
     /// moved into the store already).
     pub async fn end(&self, id: &UploadId) -> Result<(), StoreError> {
@@ -256,6 +398,12 @@ impl Uploads<'_> {
 
     /// `end` for any name a row holds, malformed ones too (the sweep's).
     async fn end_named(&self, id: &str) -> Result<(), StoreError> {
+        if let Some(bucket) = self.store.inner.blobs.session_parts() {
+            // The row first names the parts; once it is gone nothing can.
+            let starts = self.store.inner.index.upload_parts(id).await?;
+            self.store.inner.index.end_upload(id).await?;
+            return bucket.delete_parts(id, &starts).await;
+        }
         self.store.inner.index.end_upload(id).await?;
         if let Some(path) = self.path(id) {
             match tokio::fs::remove_file(&path).await {

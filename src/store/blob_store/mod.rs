@@ -130,6 +130,15 @@ impl Blobs {
         })
     }
 
+    /// Where push sessions keep their chunks when replicas share them: the
+    /// bucket; `None` on files, where each session is one local file.
+    pub(crate) fn session_parts(&self) -> Option<&S3Blobs> {
+        match self {
+            Blobs::S3(bucket) => Some(bucket),
+            Blobs::Local(_) => None,
+        }
+    }
+
     /// The local file of a blob, for tests that damage or remove it.
     #[cfg(test)]
     pub(crate) fn path(&self, digest: &Digest) -> std::path::PathBuf {

@@ -304,3 +304,64 @@ impl BlobStore for S3Blobs {
         matches!(self.head(&quarantine_key(digest)).await, Ok(Some(_)))
     }
 }
+
+/// A push session's chunk, apart from the content-addressed blobs: a chunk
+/// may hash to a blob's digest (a blob pushed in one PATCH), and removing the
+/// session's parts must never remove that blob.
+fn part_key(id: &str, start: u64) -> Path {
+    Path::from(format!("uploads/{id}/{start:020}"))
+}
+
+/// Push sessions' chunks, so that any replica can go on with a session.
+impl S3Blobs {
+    /// Uploads the staged chunk of session `id` that starts at byte `start`;
+    /// the staged file is gone afterwards.
+    pub(crate) async fn put_part(
+        &self,
+        staged: &LocalPath,
+        id: &str,
+        start: u64,
+    ) -> Result<(), StoreError> {
+        let uploaded = self.upload(staged, &part_key(id, start)).await;
+        let _ = tokio::fs::remove_file(staged).await;
+        uploaded
+    }
+
+    /// Appends the chunk at `start` to `out`, streamed.
+    pub(crate) async fn copy_part(
+        &self,
+        id: &str,
+        start: u64,
+        out: &mut tokio::fs::File,
+    ) -> Result<u64, StoreError> {
+        use tokio::io::AsyncWriteExt;
+        let key = part_key(id, start);
+        let got = self
+            .bucket
+            .get(&key)
+            .await
+            .map_err(s3_error(format!("reading {key}")))?;
+        let mut chunks = got.into_stream();
+        let mut copied = 0;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(s3_error(format!("reading {key}")))?;
+            out.write_all(&chunk)
+                .await
+                .map_err(io_error(format!("copying {key}")))?;
+            copied += chunk.len() as u64;
+        }
+        Ok(copied)
+    }
+
+    /// Removes the session's chunks; ones already gone are no error.
+    pub(crate) async fn delete_parts(&self, id: &str, starts: &[u64]) -> Result<(), StoreError> {
+        for &start in starts {
+            let key = part_key(id, start);
+            match self.bucket.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => return Err(s3_error(format!("deleting {key}"))(error)),
+            }
+        }
+        Ok(())
+    }
+}

@@ -39,6 +39,10 @@ impl std::fmt::Debug for IndexChoice {
     }
 }
 
+fn no_parts() -> IndexError {
+    IndexError::Corrupt("push sessions in parts need a PostgreSQL index".to_owned())
+}
+
 pub(crate) enum AnyIndex {
     Sqlite(SqliteIndex),
     Postgres(PgIndex),
@@ -60,6 +64,28 @@ impl AnyIndex {
     /// Whether other processes may use the same index at the same time.
     pub(crate) fn is_shared(&self) -> bool {
         matches!(self, AnyIndex::Postgres(_))
+    }
+
+    /// See `PgIndex::upload_part`. A SQLite index is one process's, whose
+    /// sessions keep their bytes in one file each: it has no parts.
+    pub(crate) async fn upload_part(
+        &self,
+        id: &str,
+        start: u64,
+        size: u64,
+        hash_state: &[u8],
+    ) -> Result<bool, IndexError> {
+        match self {
+            AnyIndex::Postgres(index) => index.upload_part(id, start, size, hash_state).await,
+            AnyIndex::Sqlite(_) => Err(no_parts()),
+        }
+    }
+
+    pub(crate) async fn upload_parts(&self, id: &str) -> Result<Vec<u64>, IndexError> {
+        match self {
+            AnyIndex::Postgres(index) => index.upload_parts(id).await,
+            AnyIndex::Sqlite(_) => Err(no_parts()),
+        }
     }
 
     /// The SQLite index, for unit tests that stage rows in it directly.

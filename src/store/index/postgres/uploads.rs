@@ -85,3 +85,43 @@ impl UploadIndex for PgIndex {
         Ok(rows)
     }
 }
+
+/// Session parts: only a shared index has them (see `Uploads`).
+impl PgIndex {
+    /// Records a chunk of `id` that starts at `start`, after which the
+    /// session holds `size` bytes with `hash_state`. Only from the size the
+    /// row acknowledges, so a writer that lost its turn cannot append out of
+    /// order; `false` when the session is gone or moved on.
+    pub(crate) async fn upload_part(
+        &self,
+        id: &str,
+        start: u64,
+        size: u64,
+        hash_state: &[u8],
+    ) -> Result<bool, IndexError> {
+        let updated = sqlx::query(
+            "UPDATE uploads SET size = $3, hash_state = $4, touched_at = $5, \
+             parts = array_append(parts, $2) WHERE id = $1 AND size = $2",
+        )
+        .bind(id)
+        .bind(start as i64)
+        .bind(size as i64)
+        .bind(hash_state)
+        .bind(now_secs())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    /// The first byte of each of the session's chunks, in order.
+    pub(crate) async fn upload_parts(&self, id: &str) -> Result<Vec<u64>, IndexError> {
+        let row: Option<(Vec<i64>,)> = sqlx::query_as("SELECT parts FROM uploads WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .map(|(parts,)| parts.into_iter().map(|p| p.max(0) as u64).collect())
+            .unwrap_or_default())
+    }
+}
