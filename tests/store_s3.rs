@@ -219,3 +219,71 @@ async fn blobs_in_s3_are_written_whole_read_by_range_and_quarantined_when_change
     store.close().await;
     garage.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_shared_bucket_an_evicted_blob_outlives_its_row_for_readers_elsewhere() {
+    let garage = start_garage().await;
+    let postgres = tokio::task::spawn_blocking(common::postgres::Postgres::start)
+        .await
+        .expect("postgres start task");
+    let bucket = garage.client();
+    let open = |dir: std::path::PathBuf| {
+        let (storage, index) = (
+            Storage::S3(settings(&garage)),
+            IndexChoice::Postgres(postgres.url()),
+        );
+        async move {
+            Store::open_with(&dir, &storage, &index)
+                .await
+                .expect("a store on postgres and garage")
+        }
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (evicting, reading) = (
+        open(dir_a.path().to_owned()).await,
+        open(dir_b.path().to_owned()).await,
+    );
+    let bytes = noise::bytes(3 * MIB + 7);
+    let digest = evicting
+        .blobs()
+        .put(&bytes, Origin::Cached)
+        .await
+        .expect("put");
+
+    // The other replica opens it and is part way through when it is evicted.
+    let blob = reading
+        .blobs()
+        .open(&digest)
+        .await
+        .expect("open")
+        .expect("stored");
+    let report = evicting.evict_to(0, false).await.expect("evict");
+    assert_eq!(report.evicted, 1);
+    assert!(completes(blob, bytes.len()).await, "the reader finishes");
+    assert_eq!(
+        reading.blobs().size(&digest).await.unwrap(),
+        None,
+        "a miss now"
+    );
+
+    // The sweep leaves the object for the grace period...
+    let swept = evicting
+        .sweep(mirror::store::SweepOptions::owner())
+        .await
+        .expect("sweep");
+    assert_eq!(swept.orphan_files, 0, "{swept:?}");
+    assert!(exists(&bucket, &key(&digest)).await);
+    // ... and a refill finds it there and indexes it again.
+    let again = reading
+        .blobs()
+        .put(&bytes, Origin::Cached)
+        .await
+        .expect("refill");
+    assert_eq!(again, digest);
+    assert_eq!(
+        evicting.blobs().size(&digest).await.unwrap(),
+        Some(bytes.len() as u64)
+    );
+    evicting.close().await;
+    reading.close().await;
+}

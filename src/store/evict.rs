@@ -23,6 +23,11 @@ use crate::sync::Unpoisoned;
 /// A push session nobody touched for this long is dropped with its file.
 pub const UPLOAD_ABANDONED_AFTER: Duration = Duration::from_secs(24 * 3600);
 
+/// On a bucket replicas share, how long an evicted blob's object outlives its
+/// row: another replica may be streaming it (a 20 GB layer at 10 MB/s takes
+/// 33 minutes). Only then does the sweep delete it.
+pub const GC_GRACE: Duration = Duration::from_secs(2 * 3600);
+
 /// Blobs open for reading in this process, with how many readers each has,
 /// keyed by the first 64 bits of the digest: marking a read costs no
 /// allocation, and the (astronomically rare) collision only makes eviction
@@ -217,7 +222,16 @@ impl Store {
         counters
             .evicted_bytes
             .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
-        self.inner.blobs.delete(digest).await?;
+        if self.shares_bytes() {
+            // Readers on other replicas finish from the object; the sweep
+            // deletes it after `GC_GRACE`.
+            self.inner
+                .index
+                .doom_blob(digest.as_str(), super::index::now_secs())
+                .await?;
+        } else {
+            self.inner.blobs.delete(digest).await?;
+        }
         Ok(true)
     }
 
@@ -244,7 +258,7 @@ impl Store {
             .await?;
         let files = self.inner.blobs.list().await?;
         for (digest, len) in self.orphan_files(&files, min_age).await? {
-            if dry_run || self.inner.blobs.delete(&digest).await.is_ok() {
+            if dry_run || self.delete_orphan(&digest).await {
                 report.orphan_files += 1;
                 report.orphan_bytes += len;
             }
@@ -253,6 +267,36 @@ impl Store {
             files.into_iter().map(|file| file.digest).collect();
         report.missing_files = self.sweep_missing_files(&listed, dry_run).await?;
         Ok(report)
+    }
+
+    /// Deletes an object no row names. On a shared bucket, under the blob's
+    /// lease and only if still no row names it: a fill or push of the same
+    /// bytes holds that lease from its commit to its row.
+    async fn delete_orphan(&self, digest: &Digest) -> bool {
+        if !self.shares_bytes() {
+            return self.inner.blobs.delete(digest).await.is_ok();
+        }
+        let Ok(Some(_lease)) = self.blob_lease(digest).await else {
+            return false;
+        };
+        let still_orphan = self
+            .inner
+            .index
+            .indexed_among(&[digest.as_str()])
+            .await
+            .is_ok_and(|known| known.is_empty());
+        if !still_orphan {
+            let _ = self.inner.index.forget_doomed(digest.as_str()).await;
+            return false;
+        }
+        if self.inner.blobs.delete(digest).await.is_err() {
+            return false;
+        }
+        self.inner
+            .index
+            .forget_doomed(digest.as_str())
+            .await
+            .is_ok()
     }
 
     /// The listed files no row indexes, older than `min_age`, with their sizes.
@@ -264,15 +308,21 @@ impl Store {
         let now = SystemTime::now();
         let mut orphans = Vec::new();
         // A chunk at a time: the set of known digests stays small.
+        let graced = super::index::now_secs() - GC_GRACE.as_secs() as i64;
         for chunk in files.chunks(500) {
             let digests: Vec<&str> = chunk.iter().map(|file| file.digest.as_str()).collect();
             let known = self.inner.index.indexed_among(&digests).await?;
+            // Evicted a moment ago: another replica may still be reading it.
+            let doomed = self.inner.index.doomed_among(&digests).await?;
             orphans.extend(
                 chunk
                     .iter()
                     .filter(|file| {
                         !known.contains(file.digest.as_str())
                             && now.duration_since(file.modified).unwrap_or_default() >= min_age
+                            && doomed
+                                .get(file.digest.as_str())
+                                .is_none_or(|&at| at <= graced)
                     })
                     .map(|file| (file.digest.clone(), file.len)),
             );

@@ -34,6 +34,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::watch;
 
+use super::index::{Lease, LeaseIndex};
 use super::{Digest, Hasher, Store, StoreError};
 use crate::store::digest::Algorithm;
 use crate::sync::Unpoisoned;
@@ -270,6 +271,42 @@ impl Store {
             Some(cluster) => cluster.replica.clone(),
             None => format!("process {}", std::process::id()),
         }
+    }
+
+    /// The lease on a blob's object in a shared bucket, if free: held while
+    /// it is written with its row, or deleted.
+    pub(crate) async fn blob_lease(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<lease::Held>, StoreError> {
+        let key = format!("blob:{digest}");
+        let owner = self.lease_owner();
+        match self
+            .inner
+            .index
+            .claim_fill(&key, &owner, "", lease::TTL)
+            .await?
+        {
+            Lease::Won { epoch } => Ok(Some(lease::Held::start(self, &key, epoch))),
+            Lease::Held { .. } => Ok(None),
+        }
+    }
+
+    /// `blob_lease`, waiting a little for another holder (a sweep deleting,
+    /// another commit of the same bytes) to finish.
+    pub(crate) async fn blob_lease_waiting(
+        &self,
+        digest: &Digest,
+    ) -> Result<lease::Held, StoreError> {
+        for _ in 0..300 {
+            if let Some(held) = self.blob_lease(digest).await? {
+                return Ok(held);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(StoreError::Busy(format!(
+            "blob {digest} is being written or deleted elsewhere; try again"
+        )))
     }
 
     /// Makes this store a replica of a cluster; once, at start.

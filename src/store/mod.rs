@@ -300,6 +300,21 @@ impl Store {
         self.inner.blobs.path(digest)
     }
 
+    /// Whether other processes read and write these bytes and rows too (a
+    /// bucket with a PostgreSQL index): deletes are then deferred, writes of
+    /// a blob take its lease, and push sessions keep their chunks in the bucket.
+    pub(crate) fn shares_bytes(&self) -> bool {
+        self.inner.blobs.is_shared() && self.inner.index.is_shared()
+    }
+
+    /// The bucket, when `shares_bytes`.
+    pub(crate) fn shared_bucket(&self) -> Option<&blob_store::S3Blobs> {
+        match self.inner.index.is_shared() {
+            true => self.inner.blobs.session_parts(),
+            false => None,
+        }
+    }
+
     /// A fresh path under `tmp/`; nothing else will ever use the same name.
     fn new_temp_path(&self, purpose: &str) -> PathBuf {
         let n = self.inner.temp_counter.fetch_add(1, Ordering::Relaxed);
@@ -321,6 +336,12 @@ impl Store {
         size: u64,
         hosted: bool,
     ) -> Result<(), StoreError> {
+        // On a shared bucket the sweep may be deleting an object of these
+        // bytes whose row went: the blob's lease keeps the two apart.
+        let _lease = match self.shares_bytes() {
+            true => Some(self.blob_lease_waiting(digest).await?),
+            false => None,
+        };
         self.inner.blobs.commit(tmp, digest).await?;
         self.inner.index.insert_blob(digest, size, hosted).await?;
         self.inner.grew.notify_one();

@@ -133,7 +133,7 @@ impl Uploads<'_> {
         {
             return Ok(Begun::QuotaFull);
         }
-        if self.store.inner.blobs.session_parts().is_some() {
+        if self.store.shares_bytes() {
             // Each chunk brings its own file; none exists between requests.
             return Ok(Begun::Opened);
         }
@@ -150,8 +150,7 @@ impl Uploads<'_> {
         let id = id.as_str();
         let state = file.hasher().save();
         let index = &self.store.inner.index;
-        let (Some(part), Some(bucket)) = (&file.part, self.store.inner.blobs.session_parts())
-        else {
+        let (Some(part), Some(bucket)) = (&file.part, self.store.shared_bucket()) else {
             return Ok(index.upload_progress(id, file.size(), &state).await?);
         };
         if file.size() == part.base {
@@ -184,7 +183,7 @@ impl Uploads<'_> {
         let Some(hasher) = self.hasher(id, row).await? else {
             return Ok(None);
         };
-        if self.store.inner.blobs.session_parts().is_some() {
+        if self.store.shares_bytes() {
             return self.resume_in_parts(id, row, hasher).await.map(Some);
         }
         let path = self.existing_path(id)?;
@@ -339,9 +338,7 @@ impl Uploads<'_> {
     ) -> Result<(PathBuf, tokio::fs::File), StoreError> {
         let bucket = self
             .store
-            .inner
-            .blobs
-            .session_parts()
+            .shared_bucket()
             .ok_or_else(|| StoreError::Corrupt("a session in parts without a bucket".into()))?;
         let starts = self.store.inner.index.upload_parts(&part.id).await?;
         let path = self.store.new_temp_path("assembled");
@@ -398,7 +395,7 @@ impl Uploads<'_> {
 
     /// `end` for any name a row holds, malformed ones too (the sweep's).
     async fn end_named(&self, id: &str) -> Result<(), StoreError> {
-        if let Some(bucket) = self.store.inner.blobs.session_parts() {
+        if let Some(bucket) = self.store.shared_bucket() {
             // The row first names the parts; once it is gone nothing can.
             let starts = self.store.inner.index.upload_parts(id).await?;
             self.store.inner.index.end_upload(id).await?;

@@ -21,7 +21,7 @@ use futures_util::Stream;
 use super::{Digest, StoreError};
 
 pub(crate) use local::LocalBlobs;
-use s3::S3Blobs;
+pub(crate) use s3::S3Blobs;
 pub use s3::S3Settings;
 
 /// Where a store keeps blob bytes (`[storage] backend`).
@@ -137,6 +137,12 @@ impl Blobs {
             Blobs::S3(bucket) => Some(bucket),
             Blobs::Local(_) => None,
         }
+    }
+
+    /// Whether other processes read these bytes too (a bucket replicas
+    /// share), so one process's delete may cut another's read short.
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self, Blobs::S3(_))
     }
 
     /// The local file of a blob, for tests that damage or remove it.

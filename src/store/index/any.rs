@@ -88,6 +88,32 @@ impl AnyIndex {
         }
     }
 
+    /// See `PgIndex::doom_blob`. On SQLite one process deletes at once, as
+    /// nothing else can be reading: it dooms nothing.
+    pub(crate) async fn doom_blob(&self, digest: &str, at: i64) -> Result<(), IndexError> {
+        match self {
+            AnyIndex::Postgres(index) => index.doom_blob(digest, at).await,
+            AnyIndex::Sqlite(_) => Ok(()),
+        }
+    }
+
+    pub(crate) async fn doomed_among(
+        &self,
+        digests: &[&str],
+    ) -> Result<std::collections::HashMap<String, i64>, IndexError> {
+        match self {
+            AnyIndex::Postgres(index) => index.doomed_among(digests).await,
+            AnyIndex::Sqlite(_) => Ok(std::collections::HashMap::new()),
+        }
+    }
+
+    pub(crate) async fn forget_doomed(&self, digest: &str) -> Result<(), IndexError> {
+        match self {
+            AnyIndex::Postgres(index) => index.forget_doomed(digest).await,
+            AnyIndex::Sqlite(_) => Ok(()),
+        }
+    }
+
     /// The SQLite index, for unit tests that stage rows in it directly.
     #[cfg(test)]
     fn sqlite(&self) -> &SqliteIndex {

@@ -85,3 +85,39 @@ impl BlobIndex for PgIndex {
         Ok(value)
     }
 }
+
+/// Objects whose rows went, kept for a grace period (see `evict`).
+impl PgIndex {
+    pub(crate) async fn doom_blob(&self, digest: &str, at: i64) -> Result<(), IndexError> {
+        sqlx::query(
+            "INSERT INTO doomed_blobs (digest, doomed_at) VALUES ($1, $2) \
+             ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(digest)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// When each of `digests` was doomed, for those that are.
+    pub(crate) async fn doomed_among(
+        &self,
+        digests: &[&str],
+    ) -> Result<std::collections::HashMap<String, i64>, IndexError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT digest, doomed_at FROM doomed_blobs WHERE digest = ANY($1)")
+                .bind(digests)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    pub(crate) async fn forget_doomed(&self, digest: &str) -> Result<(), IndexError> {
+        sqlx::query("DELETE FROM doomed_blobs WHERE digest = $1")
+            .bind(digest)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
