@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::postgres::PgIndex;
 use super::sqlite::SqliteIndex;
+use super::transfer::{Row, Table, TransferIndex, Value};
 use super::{
     AuditIndex, BlobIndex, Candidate, GoIndex, Index, IndexError, Lease, LeaseIndex, OciIndex,
     UpkeepIndex, UploadIndex,
@@ -243,4 +244,10 @@ forward!(LeaseIndex {
     async fn claim_fill(&self, key: &str, owner: &str, owner_url: &str, ttl: Duration) -> Result<Lease, IndexError>;
     async fn renew_fill(&self, key: &str, epoch: i64, ttl: Duration) -> Result<bool, IndexError>;
     async fn release_fill(&self, key: &str, epoch: i64) -> Result<(), IndexError>;
+});
+
+forward!(TransferIndex {
+    async fn count_rows(&self, table: Table) -> Result<u64, IndexError>;
+    async fn export_rows(&self, table: Table, after: Option<&[Value]>, limit: u32) -> Result<Vec<Row>, IndexError>;
+    async fn import_rows(&self, table: Table, rows: &[Row]) -> Result<(), IndexError>;
 });

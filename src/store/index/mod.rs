@@ -18,6 +18,7 @@
 mod any;
 mod postgres;
 pub(crate) mod sqlite;
+pub(crate) mod transfer;
 
 use std::collections::HashSet;
 use std::time::Duration;

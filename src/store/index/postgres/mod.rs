@@ -10,6 +10,7 @@ mod blobs;
 mod go;
 mod leases;
 mod oci;
+mod transfer;
 mod upkeep;
 mod uploads;
 

@@ -11,6 +11,7 @@ mod leases;
 mod oci;
 #[cfg(test)]
 pub(crate) mod testing;
+mod transfer;
 mod upkeep;
 mod uploads;
 
