@@ -5,12 +5,15 @@
 //! - `pki init | issue-server | issue-client | list | revoke | inspect`;
 //! - `audit`;
 //! - `cache stats | gc | prefetch | verify`;
+//! - `storage migrate` (a single node into a cluster's database and bucket);
 //! - `forward` (the client-side relay for go, `crate::forward`).
 
 mod audit;
 mod cache;
 mod forward;
+mod migrate_progress;
 mod pki;
+mod storage;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -50,6 +53,11 @@ enum Command {
     Cache {
         #[command(subcommand)]
         command: cache::CacheCommand,
+    },
+    /// Move the store: `migrate` copies this node into a cluster's database and bucket.
+    Storage {
+        #[command(subcommand)]
+        command: storage::StorageCommand,
     },
     /// Relay plain HTTP on loopback to the mirror with a certs.d client certificate (for go).
     Forward(forward::ForwardArgs),
@@ -127,6 +135,7 @@ pub fn main() -> ExitCode {
         Command::Audit(args) => audit::run(args),
         Command::Cache { command } => cache::run(command),
         Command::Forward(args) => forward::run(args),
+        Command::Storage { command } => storage::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
