@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::garage::Garage;
 use common::go::{ModuleVersion, StaticProxy, write_tree};
 use common::postgres::Postgres;
-use common::process::{mirror_bin, run, text};
+use common::process::{Guard, mirror_bin, run, text};
 use common::{MirrorOptions, PASSWORD, TestMirror, USER};
 use futures_util::StreamExt;
 use object_store::ObjectStore;
@@ -326,6 +326,98 @@ async fn a_single_node_migrated_into_postgres_and_garage_serves_the_same_bytes_a
 
     cluster.stop().await;
     pool.close().await;
+    garage.stop();
+    postgres.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_killed_by_pid_midway_ends_the_same_when_run_again() {
+    let postgres = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let garage = tokio::task::spawn_blocking(Garage::start).await.unwrap();
+    let node = TestMirror::start(MirrorOptions::default()).await;
+    let layers: Vec<Vec<u8>> = (0..24u32)
+        .map(|n| {
+            (0..1_000_000u32)
+                .map(|i| (i * (n + 3) % 251) as u8)
+                .collect()
+        })
+        .collect();
+    let refs: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
+    push_image(&node, "team/many", "1.0", &refs).await;
+    let (root, pki) = node.stop().await;
+    write_cluster_config(root.path(), "cluster-data", &postgres, &garage);
+    // 24 layers, the config and the manifest.
+    let total = 26;
+
+    let log = std::fs::File::create(root.path().join("killed.log")).unwrap();
+    let mut killed = Guard::spawn(
+        "mirror storage migrate",
+        Command::new(mirror_bin())
+            .current_dir(root.path())
+            .args([
+                "storage",
+                "migrate",
+                "--config",
+                "mirror.toml",
+                "--to",
+                "cluster.toml",
+            ])
+            .env(
+                "MIRROR_SYSTEM_CONFIG",
+                root.path().join("no-system-config.toml"),
+            )
+            .stdout(log.try_clone().unwrap())
+            .stderr(log),
+    );
+    common::wait_for("three objects in the bucket", LIMIT, || async {
+        objects(&garage).await.len() >= 3
+    })
+    .await;
+    assert!(
+        killed.is_running(),
+        "the run ended before the kill: give it more to copy"
+    );
+    killed.signal("KILL");
+    let status = killed.child.wait().unwrap();
+    assert!(!status.success(), "killed: {status:?}");
+    let before = objects(&garage).await.len();
+    assert!(before < total, "killed midway: {before} of {total} objects");
+
+    let again = migrate(root.path(), &[]);
+    assert!(again.status.success(), "{}", text(&again));
+    let out = stdout(&again);
+    assert!(
+        out.contains(&format!("{} copied", total - before))
+            && out.contains(&format!("{before} already in the target")),
+        "{}",
+        text(&again)
+    );
+    assert!(
+        out.contains("verified: the target holds every blob and row"),
+        "{out}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(root.path().join("cluster-data/tmp"))
+        .unwrap()
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the killed run's staged file went: {leftovers:?}"
+    );
+    assert_eq!(objects(&garage).await.len(), total);
+    let pool = sqlx::PgPool::connect(&postgres.url()).await.unwrap();
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM blobs").await,
+        total as i64
+    );
+    pool.close().await;
+    let last = migrate(root.path(), &[]);
+    assert!(
+        stdout(&last).contains(&format!("0 copied (0 B), {total} already")),
+        "{}",
+        text(&last)
+    );
+
+    drop((root, pki));
     garage.stop();
     postgres.stop();
 }

@@ -89,7 +89,7 @@ impl Store {
         if options.dry_run {
             return Ok(BlobOutcome::WouldCopy);
         }
-        let staged = target.new_temp_path("migrate");
+        let staged = target.new_temp_path(super::staging::STAGED);
         let outcome = stage(&object, digest, size, &staged, progress).await;
         match outcome {
             Ok(Staged::Verified) => {

@@ -10,6 +10,7 @@
 mod check;
 mod copy;
 mod rows;
+mod staging;
 
 use std::collections::HashSet;
 
@@ -114,6 +115,11 @@ impl Store {
             uploads_left: self.inner.index.upload_sessions().await?.len() as u64,
             ..MigrateReport::default()
         };
+        let _staging = if options.dry_run {
+            None
+        } else {
+            Some(target.claim_staging()?)
+        };
         let totals = self.totals().await?;
         (report.blobs, report.bytes) = (totals.blobs, totals.bytes);
         progress.planned(totals.blobs, totals.bytes);
@@ -203,5 +209,21 @@ mod tests {
         assert_eq!((second.copied, second.present), (1, 2));
         assert!(second.is_complete(), "{second:?}");
         assert_eq!(into.totals().await.unwrap().blobs, 3);
+    }
+
+    #[tokio::test]
+    async fn a_killed_runs_staged_files_go_and_two_migrations_never_stage_in_one_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Store::open(dir.path()).await.unwrap();
+        let left = dir.path().join("tmp/migrate-123-456-0");
+        let fill = dir.path().join("tmp/fill-123-456-0");
+        std::fs::write(&left, b"half a blob").unwrap();
+        std::fs::write(&fill, b"a fill in progress").unwrap();
+        let held = target.claim_staging().unwrap();
+        assert!(!left.exists(), "the killed migration's file goes");
+        assert!(fill.exists(), "what is not a migration's stays");
+        assert!(target.claim_staging().is_err(), "one migration at a time");
+        drop(held);
+        assert!(target.claim_staging().is_ok());
     }
 }
