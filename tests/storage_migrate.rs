@@ -273,6 +273,7 @@ async fn a_single_node_migrated_into_postgres_and_garage_serves_the_same_bytes_a
     assert_eq!(objects(&garage).await.len(), 9);
 
     // A mirror on the cluster config serves it all, with its upstream gone.
+    let migrated = count(&pool, "SELECT COUNT(*) FROM audit").await;
     proxy.stop().await;
     let cluster = TestMirror::start_with_pki(
         root,
@@ -325,6 +326,8 @@ async fn a_single_node_migrated_into_postgres_and_garage_serves_the_same_bytes_a
     }
 
     cluster.stop().await;
+    // Its own audit rows take ids after the migrated ones.
+    assert!(count(&pool, "SELECT COUNT(*) FROM audit").await > migrated);
     pool.close().await;
     garage.stop();
     postgres.stop();

@@ -169,8 +169,14 @@ fn print_report(report: &MigrateReport, options: MigrateOptions) {
             table.table, table.source, table.target, table.skipped
         );
     }
-    for digest in &report.not_in_target {
-        println!("no row in the target: {digest}");
+    for table in report.tables.iter().filter(|table| !table.verified()) {
+        println!(
+            "{}: {} rows not in the target, {} held otherwise there (an audit id another row took?): {}",
+            table.table,
+            table.lacking,
+            table.differing,
+            table.named.join(", ")
+        );
     }
     println!(
         "upload sessions in progress: {} (not migrated: their bytes stay in this data_dir; \

@@ -16,8 +16,8 @@ pub(crate) enum Kind {
     Bytes,
 }
 
-/// One column's value.
-#[derive(Clone, PartialEq, Eq, Debug)]
+/// One column's value. Ordered as the indexes order keys: texts bytewise.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub(crate) enum Value {
     Int(i64),
     Text(String),
@@ -219,6 +219,21 @@ impl Table {
             Table::OciManifestBlobs => Some((0, 2)),
             Table::OciTags => Some((0, 2)),
             _ => None,
+        }
+    }
+
+    /// Whether `a` and `b`, rows with one key, say the same thing: for an
+    /// immutable row every column but when it was made (a replica may have
+    /// fetched the same file), for a merged one the key alone (the target may
+    /// hold a newer answer or a later access).
+    pub(crate) fn same_row(self, a: &[Value], b: &[Value]) -> bool {
+        match self.merge() {
+            Merge::Keep => self
+                .columns()
+                .iter()
+                .zip(a.iter().zip(b))
+                .all(|((name, _), (a, b))| *name == "created_at" || a == b),
+            Merge::Newer(_) | Merge::Blob => true,
         }
     }
 

@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 
+use super::check::Compared;
 use super::{MigrateProgress, TableReport};
 use crate::store::index::transfer::{Row, Table, TransferIndex, Value};
 use crate::store::{Store, StoreError};
@@ -13,14 +14,14 @@ use crate::store::{Store, StoreError};
 const PAGE: u32 = 500;
 
 /// What a table's rows may not name, as the run has found so far.
-struct LeftBehind<'a> {
+pub(super) struct LeftBehind<'a> {
     blobs: &'a HashSet<String>,
     /// (repo, digest) of manifests left behind.
     manifests: HashSet<(String, String)>,
 }
 
 impl LeftBehind<'_> {
-    fn keeps(&self, table: Table, row: &Row) -> bool {
+    pub(super) fn keeps(&self, table: Table, row: &Row) -> bool {
         let text = |column: usize| row.get(column).and_then(Value::text).unwrap_or_default();
         if let Some(column) = table.blob_column()
             && self.blobs.contains(text(column))
@@ -50,16 +51,20 @@ impl Store {
         let mut reports = Vec::new();
         for table in Table::ALL {
             let source = self.inner.index.count_rows(table).await?;
-            let skipped = if dry_run {
-                0
+            let (skipped, compared) = if dry_run {
+                (0, Compared::default())
             } else {
-                self.copy_table(target, table, &mut left, progress).await?
+                let skipped = self.copy_table(target, table, &mut left, progress).await?;
+                (skipped, self.compare_table(target, table, &left).await?)
             };
             reports.push(TableReport {
                 table: table.name(),
                 source,
                 skipped,
                 target: target.inner.index.count_rows(table).await?,
+                lacking: compared.lacking,
+                differing: compared.differing,
+                named: compared.named,
             });
         }
         Ok(reports)
