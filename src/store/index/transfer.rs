@@ -237,6 +237,17 @@ impl Table {
         }
     }
 
+    /// Rows to read at a time, at most `rows`: few for a table holding
+    /// bodies (a checksum database answer may be up to 16 MiB), so a page
+    /// never holds much in memory.
+    pub(crate) fn page(self, rows: u32) -> u32 {
+        if self.columns().iter().any(|(_, kind)| *kind == Kind::Bytes) {
+            rows.min(16)
+        } else {
+            rows
+        }
+    }
+
     /// The column list, comma-separated, as SQL names them.
     pub(crate) fn column_list(self) -> String {
         self.columns()

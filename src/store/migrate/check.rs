@@ -51,7 +51,7 @@ impl<'a> Walk<'a> {
                 .store
                 .inner
                 .index
-                .export_rows(self.table, self.after.as_deref(), PAGE)
+                .export_rows(self.table, self.after.as_deref(), self.table.page(PAGE))
                 .await?;
             self.next = 0;
             match self.page.last() {

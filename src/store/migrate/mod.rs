@@ -265,4 +265,40 @@ mod tests {
         assert_eq!((audit.differing, audit.named.len()), (2, 2));
         assert!(!report.is_complete());
     }
+
+    #[tokio::test]
+    async fn tables_longer_than_a_page_move_whole_with_composite_keys() {
+        use crate::store::index::{AuditIndex, GoIndex, OciIndex};
+        let (from_dir, into_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let from = Store::open(from_dir.path()).await.unwrap();
+        let into = Store::open(into_dir.path()).await.unwrap();
+        let index = &from.inner.index;
+        for n in 0..300u32 {
+            let digest = from.put_bytes(&n.to_be_bytes(), false).await.unwrap();
+            for repo in ["a/app", "b/app"] {
+                index.link_blob(repo, &digest).await.unwrap();
+            }
+        }
+        for n in 0..40 {
+            let key = format!("list example.com/m{n}");
+            index.put_go_answer(&key, 200, b"v1.0.0\n").await.unwrap();
+        }
+        let mut audit: Vec<_> = (0..1200).map(|_| audit_row("alice")).collect();
+        index.write_audit(&mut audit).await.unwrap();
+
+        let report = from
+            .migrate_to(&into, MigrateOptions::default(), &Quiet)
+            .await
+            .unwrap();
+        assert!(report.is_complete(), "{report:?}");
+        for (table, rows) in [
+            ("blobs", 300),
+            ("oci_repo_blobs", 600),
+            ("go_answers", 40),
+            ("audit", 1200),
+        ] {
+            let found = report.tables.iter().find(|t| t.table == table).unwrap();
+            assert_eq!((found.source, found.target), (rows, rows), "{table}");
+        }
+    }
 }

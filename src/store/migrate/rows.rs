@@ -84,7 +84,7 @@ impl Store {
             let page = self
                 .inner
                 .index
-                .export_rows(table, after.as_deref(), PAGE)
+                .export_rows(table, after.as_deref(), table.page(PAGE))
                 .await?;
             let Some(last) = page.last() else {
                 return Ok(skipped);
