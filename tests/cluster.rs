@@ -745,3 +745,74 @@ async fn a_replica_killed_mid_patch_leaves_the_session_to_go_on_from_another() {
         .unwrap();
     assert!(got.bytes().await.unwrap() == blob);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_under_load_fails_requests_only_while_it_is_down() {
+    let (mut postgres, garage) = engines().await;
+    let registry = DockerRegistry::start(Auth::None);
+    let work = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(work.path());
+    let image = layout.image("amd64", &[(91, 300_000), (92, 400_000)]);
+    layout.tag("v1", &image);
+    layout.push("v1", &format!("{}/team/fill:v1", registry.addr), &[]);
+    let cluster = Cluster::start(2, &postgres, &garage, &registry.url()).await;
+    let (before, after) = (&image.layers[0], &image.layers[1]);
+    let get = |replica: usize, digest: &str| {
+        let (client, url) = (cluster.client.clone(), cluster.blob_url(replica, digest));
+        async move { fetch(client, url, Arc::new(AtomicU64::new(0))).await }
+    };
+    let warm = get(0, &before.digest).await;
+    assert_eq!(warm.status, 200);
+
+    // Load on both replicas across the outage: hits of one blob.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for replica in 0..2 {
+        let (client, url, stop) = (
+            cluster.client.clone(),
+            cluster.blob_url(replica, &before.digest),
+            stop.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            let mut answered = 0u32;
+            for _ in 0..2_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let result = fetch(client.clone(), url.clone(), Arc::new(AtomicU64::new(0))).await;
+                answered += u32::from(result.status != 0);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            answered
+        }));
+    }
+    tokio::task::block_in_place(|| postgres.restart());
+
+    // Recovered without restarting mirror: a cold blob fills through the
+    // other replica, and hits answer again on both.
+    let mut recovered = None;
+    for _ in 0..100 {
+        let result = get(1, &after.digest).await;
+        if result.status == 200 {
+            recovered = Some(result);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let recovered = recovered.expect("a cold fill after PostgreSQL came back");
+    assert_eq!(recovered.body.unwrap(), (after.digest.clone(), after.size));
+    for replica in 0..2 {
+        let hit = get(replica, &before.digest).await;
+        assert_eq!(
+            (hit.status, hit.body.unwrap()),
+            (200, (before.digest.clone(), before.size))
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        assert!(
+            task.await.unwrap() > 0,
+            "every replica answered under the load"
+        );
+    }
+}
