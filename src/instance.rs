@@ -130,8 +130,13 @@ fn policies(config: &Config) -> Policies {
     }
 }
 
+/// How often a replica tries for upkeep leadership, and the leader checks
+/// that its session still holds it: how long upkeep may pause when a leader dies.
+const LEADERSHIP_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Reloads, store upkeep and, for the data dir's owner only, audit
-/// retention, sweeps and eviction; all stop with `stop`.
+/// retention, sweeps and eviction (each pass by the upkeep leader only, on
+/// an index several processes share); all stop with `stop`.
 fn spawn_background(
     config: &Config,
     store: &Store,
@@ -146,6 +151,7 @@ fn spawn_background(
     if options.shared {
         return;
     }
+    store.spawn_leadership(LEADERSHIP_EVERY, stop.clone());
     store
         .audit()
         .spawn_retention(config.audit.retention, stop.clone());

@@ -257,6 +257,14 @@ impl Metrics {
             }
             Err(error) => tracing::warn!(%error, "metrics: could not read store totals"),
         }
+        let leader = "mirror_upkeep_leader";
+        let _ = writeln!(
+            out,
+            "# HELP {leader} 1 while this process runs eviction, sweeps and audit retention \
+             (always on a SQLite index; one replica of those sharing a PostgreSQL index).\n\
+             # TYPE {leader} gauge\n{leader} {}",
+            u8::from(store.is_upkeep_leader())
+        );
         let in_flight = "mirror_fill_bytes_in_flight";
         let _ = writeln!(
             out,

@@ -81,7 +81,8 @@ impl Store {
         Ok(self.inner.index.audit_query(&query).await?)
     }
 
-    /// Prunes records older than `retention`, hourly, until `stop`.
+    /// Prunes records older than `retention`, hourly while this process
+    /// leads upkeep, until `stop`.
     pub(super) fn spawn_audit_retention(
         &self,
         retention: std::time::Duration,
@@ -94,6 +95,9 @@ impl Store {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = ticker.tick() => {}
+                }
+                if !store.leads_upkeep().await {
+                    continue;
                 }
                 let cutoff = now_ms() - retention.as_millis() as i64;
                 match store.prune_audit(cutoff).await {

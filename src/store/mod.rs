@@ -28,6 +28,7 @@ mod go;
 mod go_rows;
 mod index;
 mod keys;
+mod leader;
 mod migrate;
 mod oci;
 mod oci_rows;
@@ -163,6 +164,8 @@ pub(crate) struct Inner {
     verify_all: AtomicBool,
     /// The index's deletion generation as this process last saw it.
     generation: Generation,
+    /// Whether this process runs upkeep, when several share the index.
+    leader: leader::Leader,
 }
 
 /// What the store counts for `/metrics`.
@@ -203,6 +206,7 @@ impl Store {
         }
         warn_if_exposed(data_dir);
         let index = AnyIndex::open(data_dir, index).await?;
+        let leader = leader::Leader::new(index.is_shared());
         let store = Store {
             inner: Arc::new(Inner {
                 root: data_dir.to_owned(),
@@ -216,6 +220,7 @@ impl Store {
                 counters: Counters::default(),
                 verify_all: AtomicBool::new(false),
                 generation: Generation::default(),
+                leader,
             }),
         };
         store.refresh_generation().await?;
@@ -407,6 +412,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.resign().await;
         let _ = self.flush_access().await;
         self.inner.index.close().await;
     }

@@ -45,6 +45,10 @@ impl Store {
         if totals.bytes.saturating_add(in_flight) <= max {
             return;
         }
+        // Measured on every replica (fills need the budget), evicted by one.
+        if !self.leads_upkeep().await {
+            return;
+        }
         match self.evict_to(target.saturating_sub(in_flight), false).await {
             Ok(report) => {
                 budget.measured(report.size_after, totals.hosted_bytes);
@@ -61,7 +65,8 @@ impl Store {
     }
 
     /// Periodic repair while serving: orphans older than an hour (a younger
-    /// one may be a rename whose row is being written right now).
+    /// one may be a rename whose row is being written right now), by the
+    /// upkeep leader only.
     pub fn spawn_sweeps(&self, every: Duration, stop: CancellationToken) {
         let store = self.clone();
         tokio::spawn(async move {
@@ -69,6 +74,9 @@ impl Store {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(every) => {}
+                }
+                if !store.leads_upkeep().await {
+                    continue;
                 }
                 match store.sweep(SweepOptions::shared()).await {
                     Ok(report) if report != SweepReport::default() => {

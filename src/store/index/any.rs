@@ -11,8 +11,8 @@ use super::postgres::PgIndex;
 use super::sqlite::SqliteIndex;
 use super::transfer::{Row, Table, TransferIndex, Value};
 use super::{
-    AuditIndex, BlobIndex, Candidate, GoIndex, Index, IndexError, Lease, LeaseIndex, OciIndex,
-    UpkeepIndex, UploadIndex,
+    AuditIndex, BlobIndex, Candidate, GoIndex, Index, IndexError, LeaderGuard, Lease, LeaseIndex,
+    OciIndex, UpkeepIndex, UploadIndex,
 };
 use crate::store::generation::BlobRows;
 use crate::store::{
@@ -238,6 +238,7 @@ forward!(UpkeepIndex {
     async fn blobs_after(&self, digest: &str, limit: u32) -> Result<Vec<(String, u64)>, IndexError>;
     async fn indexed_among(&self, digests: &[&str]) -> Result<HashSet<String>, IndexError>;
     async fn group_stats(&self, hosted: &str, unreferenced: &str, shared: &str) -> Result<Vec<GroupStats>, IndexError>;
+    async fn try_lead(&self) -> Result<Option<LeaderGuard>, IndexError>;
 });
 
 forward!(LeaseIndex {

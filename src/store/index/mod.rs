@@ -290,6 +290,39 @@ pub(crate) trait UpkeepIndex {
         unreferenced: &str,
         shared: &str,
     ) -> Result<Vec<GroupStats>, IndexError>;
+
+    /// Leadership of upkeep (eviction, sweeps, audit retention) among the
+    /// processes sharing this index, if no other process holds it: `None`
+    /// when one does. SQLite's is always granted: its index is one process's.
+    async fn try_lead(&self) -> Result<Option<LeaderGuard>, IndexError>;
+}
+
+/// Leadership of upkeep, held while this lives (and, on PostgreSQL, while
+/// its session does).
+pub(crate) enum LeaderGuard {
+    /// The index is this process's alone.
+    Alone,
+    /// A session of its own holding the advisory lock: a pooled connection
+    /// would hand the lock back to the pool, and to whichever query came next.
+    Postgres(postgres::Leadership),
+}
+
+impl LeaderGuard {
+    /// Whether leadership still holds: on PostgreSQL, whether the session
+    /// that holds the lock still answers (the lock dies with it).
+    pub(crate) async fn holds(&mut self) -> bool {
+        match self {
+            LeaderGuard::Alone => true,
+            LeaderGuard::Postgres(session) => session.holds().await,
+        }
+    }
+
+    /// Hands leadership back now rather than when the server notices.
+    pub(crate) async fn release(self) {
+        if let LeaderGuard::Postgres(session) = self {
+            session.release().await;
+        }
+    }
 }
 
 /// Who fetches a cold object for the whole cluster.

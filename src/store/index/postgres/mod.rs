@@ -8,6 +8,7 @@
 mod audit;
 mod blobs;
 mod go;
+mod leader;
 mod leases;
 mod oci;
 mod transfer;
@@ -17,6 +18,8 @@ mod uploads;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
+
+pub(crate) use leader::Leadership;
 
 use super::{Index, IndexError};
 

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use sqlx::Row;
 
 use super::PgIndex;
-use crate::store::index::{Candidate, IndexError, UpkeepIndex};
+use crate::store::index::{Candidate, IndexError, LeaderGuard, UpkeepIndex};
 use crate::store::{GroupStats, StoreTotals};
 
 /// Every blob in exactly one group: Go files by kind, sumdb tiles by database,
@@ -122,5 +122,9 @@ impl UpkeepIndex for PgIndex {
                 })
             })
             .collect()
+    }
+
+    async fn try_lead(&self) -> Result<Option<LeaderGuard>, IndexError> {
+        self.try_lead_upkeep().await
     }
 }

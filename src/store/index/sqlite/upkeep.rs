@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use sqlx::Row;
 
 use super::SqliteIndex;
-use crate::store::index::{Candidate, IndexError, UpkeepIndex};
+use crate::store::index::{Candidate, IndexError, LeaderGuard, UpkeepIndex};
 use crate::store::{GroupStats, StoreTotals};
 
 /// Digests per `IN (...)` list, far below SQLite's parameter limit.
@@ -138,5 +138,10 @@ impl UpkeepIndex for SqliteIndex {
                 })
             })
             .collect()
+    }
+
+    /// The index is this process's alone: nobody else runs its upkeep.
+    async fn try_lead(&self) -> Result<Option<LeaderGuard>, IndexError> {
+        Ok(Some(LeaderGuard::Alone))
     }
 }
