@@ -68,6 +68,9 @@ async fn open_store(
         .await
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     store.set_fill_limits(config.cache.fill_limits());
+    if let Some(cluster) = &config.cluster {
+        store.set_replica(&cluster.replica);
+    }
     store.set_verify_on_read(config.cache.verify_on_read);
     if options.shared {
         return Ok((store, None));
@@ -225,7 +228,8 @@ impl Mirror {
         // root certificates, the slow part of starting, and nothing slow should
         // come between the port accepting and `start` returning (when the
         // caller installs its signal handlers).
-        let metrics = Arc::new(Metrics::new());
+        let replica = config.cluster.as_ref().map(|c| c.replica.as_str());
+        let metrics = Arc::new(Metrics::new().for_replica(replica));
         let (registry, go) = protocols(&config, &store, &metrics)?;
 
         let stop = CancellationToken::new();
@@ -255,6 +259,12 @@ impl Mirror {
             let _ = audit_writer.await;
         });
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "mirror is serving");
+        if let Some(replica) = replica {
+            tracing::info!(
+                replica,
+                "serving as one replica of a cluster (audit rows and metrics name it)"
+            );
+        }
         log_upstreams(&config);
         Ok(Mirror {
             addr,

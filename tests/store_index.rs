@@ -543,6 +543,31 @@ async fn audit_rows(mut backend: Backend) {
         .await
         .unwrap();
     assert_eq!(left.len(), 4);
+
+    // A replica's rows name it ([cluster] replica); a single node's name none.
+    let replica = backend.second_store().await;
+    replica.set_replica("m2");
+    let (log, writer) = replica.start_audit();
+    log.record(entry(SECOND * 20, "carol", "hub/library/alpine:3"))
+        .await;
+    drop(log);
+    writer.await.expect("the audit writer ends");
+    let rows = store
+        .audit()
+        .query(&AuditQuery {
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let named: Vec<(&str, Option<&str>)> = rows
+        .iter()
+        .map(|r| (r.subject.as_str(), r.replica.as_deref()))
+        .collect();
+    assert_eq!(named.len(), 5);
+    assert_eq!(named[0], ("carol", Some("m2")));
+    assert!(named[1..].iter().all(|(_, replica)| replica.is_none()));
+    replica.close().await;
     store.close().await;
 }
 

@@ -59,13 +59,15 @@ fn inert(record: AuditRecord) -> AuditRecord {
         artifact: text(record.artifact),
         digest: record.digest.map(text),
         outcome: text(record.outcome),
+        replica: record.replica.map(text),
         ..record
     }
 }
 
 pub fn run(args: AuditArgs) -> anyhow::Result<()> {
     use crate::store::{AuditQuery, Store};
-    let data_dir = args.location.load()?.data_dir;
+    let config = args.location.load()?;
+    let data_dir = config.data_dir.clone();
     let query = AuditQuery {
         subject: args.who,
         artifact: args.artifact,
@@ -98,9 +100,28 @@ pub fn run(args: AuditArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    // A cluster's trail names the replica that served each request.
+    let replicas = config.cluster.is_some() || records.iter().any(|r| r.replica.is_some());
+    let replica_width = records
+        .iter()
+        .filter_map(|r| r.replica.as_deref().map(str::len))
+        .chain(["REPLICA".len()])
+        .max()
+        .unwrap_or(0);
+    let replica = |name: Option<&str>| match replicas {
+        true => format!("{:<replica_width$} ", name.unwrap_or("-")),
+        false => String::new(),
+    };
     println!(
-        "{:<24} {:<28} {:<21} {:<6} {:<9} {:<4} {:>5} ARTIFACT",
-        "TIME", "WHO", "PEER", "ACTION", "OUTCOME", "CODE", "COUNT"
+        "{:<24} {}{:<28} {:<21} {:<6} {:<9} {:<4} {:>5} ARTIFACT",
+        "TIME",
+        replica(Some("REPLICA")),
+        "WHO",
+        "PEER",
+        "ACTION",
+        "OUTCOME",
+        "CODE",
+        "COUNT"
     );
     for r in &records {
         let when = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(r.at_ms) * 1_000_000)
@@ -126,8 +147,16 @@ pub fn run(args: AuditArgs) -> anyhow::Result<()> {
             _ => r.artifact.clone(),
         };
         println!(
-            "{:<24} {:<28} {:<21} {:<6} {:<9} {:<4} {:>5} {}",
-            when, who, r.peer, r.action, r.outcome, r.status, r.count, artifact
+            "{:<24} {}{:<28} {:<21} {:<6} {:<9} {:<4} {:>5} {}",
+            when,
+            replica(r.replica.as_deref()),
+            who,
+            r.peer,
+            r.action,
+            r.outcome,
+            r.status,
+            r.count,
+            artifact
         );
     }
     Ok(())

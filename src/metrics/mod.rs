@@ -5,6 +5,7 @@
 
 mod family;
 mod hot;
+mod replica;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,6 +99,8 @@ pub struct Metrics {
     handshake_failures: Family<AtomicU64>,
     connections_refused: Family<AtomicU64>,
     go_checksum: Family<AtomicU64>,
+    /// `[cluster] replica`, a label on every series; `None` on a single node.
+    replica: Option<String>,
 }
 
 impl Default for Metrics {
@@ -136,6 +139,15 @@ impl Metrics {
                  (verified, mismatch, not_found, unreachable, invalid, fork, rollback).",
                 &["database", "result"],
             ),
+            replica: None,
+        }
+    }
+
+    /// Labels every series with `replica="<name>"` (`[cluster] replica`).
+    pub fn for_replica(self, name: Option<&str>) -> Metrics {
+        Metrics {
+            replica: name.map(str::to_owned),
+            ..self
         }
     }
 
@@ -272,6 +284,9 @@ impl Metrics {
              # TYPE {in_flight} gauge\n{in_flight} {}",
             store.fill_bytes_in_flight()
         );
-        out
+        match &self.replica {
+            Some(name) => replica::label_every_series(&out, name),
+            None => out,
+        }
     }
 }

@@ -25,6 +25,9 @@ pub struct AuditRecord {
     pub status: u16,
     /// Requests this row stands for (identical ones within the same second).
     pub count: u64,
+    /// The `[cluster] replica` that served the request; `None` on a single node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 pub fn now_ms() -> i64 {
@@ -56,9 +59,12 @@ impl Store {
         &self,
         records: &mut Vec<AuditRecord>,
     ) -> Result<(), StoreError> {
+        let replica = self.inner.replica.get();
         for record in records.iter_mut() {
             record.subject = escape_owned(std::mem::take(&mut record.subject));
             record.artifact = escape_owned(std::mem::take(&mut record.artifact));
+            // Validated by the config as letters, digits, '.', '_' and '-'.
+            record.replica = replica.cloned();
         }
         Ok(self.inner.index.write_audit(records).await?)
     }
@@ -79,6 +85,12 @@ impl Store {
             ..query.clone()
         };
         Ok(self.inner.index.audit_query(&query).await?)
+    }
+
+    /// Names the replica this store serves as (`[cluster] replica`) in every
+    /// audit row it writes from now on; set once, at start.
+    pub fn set_replica(&self, name: &str) {
+        let _ = self.inner.replica.set(name.to_owned());
     }
 
     /// Prunes records older than `retention`, hourly while this process
@@ -186,6 +198,39 @@ mod tests {
         .await;
         assert_eq!(alice_late.len(), 100);
         assert_eq!(store.prune_audit(600).await.unwrap(), 600);
+    }
+
+    #[tokio::test]
+    async fn rows_name_the_replica_once_it_is_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let write = |at_ms| {
+            let store = store.clone();
+            async move {
+                let (log, writer) = store.start_audit();
+                log.record(entry("alice", "app@sha256:1", "sha256:1", at_ms))
+                    .await;
+                drop(log);
+                writer.await.unwrap();
+            }
+        };
+        write(1_000).await;
+        store.set_replica("m1");
+        write(2_000).await;
+        let rows = store
+            .audit_query(&AuditQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let replicas: Vec<Option<&str>> = rows.iter().map(|r| r.replica.as_deref()).collect();
+        assert_eq!(replicas, [Some("m1"), None]);
+        let json = serde_json::to_value(&rows[1]).unwrap();
+        assert!(
+            json.get("replica").is_none(),
+            "a single node's JSON is unchanged"
+        );
     }
 
     #[tokio::test]

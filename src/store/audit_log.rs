@@ -84,6 +84,7 @@ impl AuditEntry<'_> {
             outcome: self.outcome.to_owned(),
             status: self.status,
             count: 1,
+            replica: None,
         }
     }
 }

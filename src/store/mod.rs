@@ -166,6 +166,8 @@ pub(crate) struct Inner {
     generation: Generation,
     /// Whether this process runs upkeep, when several share the index.
     leader: leader::Leader,
+    /// `[cluster] replica`, named in the audit rows this process writes.
+    replica: std::sync::OnceLock<String>,
 }
 
 /// What the store counts for `/metrics`.
@@ -221,6 +223,7 @@ impl Store {
                 verify_all: AtomicBool::new(false),
                 generation: Generation::default(),
                 leader,
+                replica: std::sync::OnceLock::new(),
             }),
         };
         store.refresh_generation().await?;

@@ -242,6 +242,7 @@ mod tests {
             outcome: "hit".into(),
             status: 200,
             count: 1,
+            replica: None,
         }
     }
 

@@ -7,7 +7,7 @@ use super::SqliteIndex;
 use crate::store::index::{AuditIndex, IndexError};
 use crate::store::{AuditQuery, AuditRecord};
 
-/// Rows per INSERT statement (12 parameters each, far below SQLite's limit).
+/// Rows per INSERT statement (13 parameters each, far below SQLite's limit).
 const BATCH: usize = 500;
 /// The row counts an INSERT is prepared for: a batch is cut into these so
 /// every statement comes from the cache instead of being parsed (a parse costs
@@ -25,7 +25,7 @@ impl AuditIndex for SqliteIndex {
                 .find(|&rows| rows <= records.len())
                 .unwrap_or(1);
             let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO audit (at_ms, identity, subject, serial, peer, protocol, action, artifact, digest, outcome, status, count) ",
+                "INSERT INTO audit (at_ms, identity, subject, serial, peer, protocol, action, artifact, digest, outcome, status, count, replica) ",
             );
             insert.push_values(records.drain(..take), |mut row, r| {
                 row.push_bind(r.at_ms)
@@ -39,7 +39,8 @@ impl AuditIndex for SqliteIndex {
                     .push_bind(r.digest)
                     .push_bind(r.outcome)
                     .push_bind(i64::from(r.status))
-                    .push_bind(r.count as i64);
+                    .push_bind(r.count as i64)
+                    .push_bind(r.replica);
             });
             insert.build().execute(&mut *tx).await?;
         }
@@ -49,7 +50,7 @@ impl AuditIndex for SqliteIndex {
 
     async fn audit_query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, IndexError> {
         let mut select: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT at_ms, identity, subject, serial, peer, protocol, action, artifact, digest, outcome, status, count \
+            "SELECT at_ms, identity, subject, serial, peer, protocol, action, artifact, digest, outcome, status, count, replica \
              FROM audit WHERE 1 = 1",
         );
         if let Some(subject) = &query.subject {
@@ -89,6 +90,7 @@ impl AuditIndex for SqliteIndex {
                     outcome: row.try_get("outcome")?,
                     status: row.try_get::<i64, _>("status")? as u16,
                     count: row.try_get::<i64, _>("count")? as u64,
+                    replica: row.try_get("replica")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
