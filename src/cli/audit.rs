@@ -1,4 +1,5 @@
-//! `mirror audit`: who read or wrote what, from the index.
+//! `mirror audit`: who read or wrote what, from the index (a cluster's
+//! database when the config names one).
 
 use anyhow::Context;
 
@@ -65,9 +66,8 @@ fn inert(record: AuditRecord) -> AuditRecord {
 }
 
 pub fn run(args: AuditArgs) -> anyhow::Result<()> {
-    use crate::store::{AuditQuery, Store};
+    use crate::store::AuditQuery;
     let config = args.location.load()?;
-    let data_dir = config.data_dir.clone();
     let query = AuditQuery {
         subject: args.who,
         artifact: args.artifact,
@@ -88,10 +88,10 @@ pub fn run(args: AuditArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let records = runtime.block_on(async {
-        let store = Store::open_existing(&data_dir).await?;
+        let store = super::open_store(&config).await?;
         let records = store.audit().query(&query).await;
         store.close().await;
-        records
+        anyhow::Ok(records?)
     })?;
     let records: Vec<_> = records.into_iter().map(inert).collect();
     if args.json {

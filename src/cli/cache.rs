@@ -1,5 +1,6 @@
-//! `mirror cache …`: inspect and maintain a data dir, whether or not a server
-//! is running on it.
+//! `mirror cache …`: inspect and maintain a store, whether or not a server
+//! is running on it: a data dir, or a cluster's database and bucket when the
+//! config names them (`[index]`, `[storage]`).
 
 use anyhow::Context;
 use bytesize::ByteSize;
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use super::DataDirArgs;
 use crate::config::Config;
 use crate::prefetch;
-use crate::store::{Store, SweepOptions};
+use crate::store::SweepOptions;
 
 #[derive(Subcommand)]
 pub enum CacheCommand {
@@ -137,9 +138,15 @@ pub fn run(command: CacheCommand) -> anyhow::Result<()> {
 async fn gc(location: DataDirArgs, target: Option<ByteSize>, dry_run: bool) -> anyhow::Result<()> {
     let config = location.load()?;
     let data_dir = &config.data_dir;
-    let store = Store::open_existing(data_dir).await?;
-    // With the lock, no server is running: temp files are abandoned for sure.
-    let lock = store.lock_exclusive().ok();
+    let store = super::open_store(&config).await?;
+    let shared_index = config.index.is_shared();
+    // With the lock, no server is running here: temp files are abandoned for
+    // sure. On a shared index other replicas may be writing whatever this
+    // data dir's lock says, so the sweep is the leader's, never an owner's.
+    let lock = match shared_index {
+        true => None,
+        false => store.lock_exclusive().ok(),
+    };
     let options = SweepOptions {
         dry_run,
         ..if lock.is_some() {
@@ -148,7 +155,11 @@ async fn gc(location: DataDirArgs, target: Option<ByteSize>, dry_run: bool) -> a
             SweepOptions::shared()
         }
     };
-    if lock.is_none() {
+    if shared_index {
+        println!(
+            "a shared index (index.url): sweeping as the upkeep leader does, files older than an hour only"
+        );
+    } else if lock.is_none() {
         println!(
             "a server is running on {}: sweeping files older than an hour only",
             data_dir.display()
@@ -239,8 +250,7 @@ async fn run_prefetch(
 }
 
 async fn verify(location: DataDirArgs, repair: bool) -> anyhow::Result<()> {
-    let data_dir = location.load()?.data_dir;
-    let store = Store::open_existing(&data_dir).await?;
+    let store = super::open_store(&location.load()?).await?;
     let report = store.verify(repair).await.context("verifying the store")?;
     store.close().await;
     println!(
@@ -276,8 +286,7 @@ async fn verify(location: DataDirArgs, repair: bool) -> anyhow::Result<()> {
 }
 
 async fn stats(location: DataDirArgs, json: bool) -> anyhow::Result<()> {
-    let data_dir = location.load()?.data_dir;
-    let store = Store::open_existing(&data_dir).await?;
+    let store = super::open_store(&location.load()?).await?;
     let stats = store.stats().await.context("reading the index")?;
     store.close().await;
     if json {

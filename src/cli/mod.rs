@@ -86,6 +86,22 @@ impl DataDirArgs {
     }
 }
 
+/// The store a command works on: the config's `[index]` and `[storage]` (a
+/// cluster's database and bucket), else the data dir's own, which must exist.
+pub(crate) async fn open_store(config: &Config) -> anyhow::Result<crate::store::Store> {
+    let storage = config
+        .storage
+        .storage(|name| std::env::var(name).ok())
+        .map_err(anyhow::Error::msg)?;
+    let index = config.index.choice();
+    let opened = crate::store::Store::open_existing_with(&config.data_dir, &storage, &index).await;
+    match config.index.is_shared() {
+        // The URL may hold a password: named by its key only.
+        true => opened.context("opening the shared index (index.url)"),
+        false => Ok(opened?),
+    }
+}
+
 /// The config a service reads when no `--config` is given, if it exists.
 pub const SYSTEM_CONFIG: &str = "/etc/mirror/mirror.toml";
 

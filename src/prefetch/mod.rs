@@ -123,7 +123,9 @@ impl Prefetcher {
         config.auth.write = Policy::Cert;
         config.go.read = Some(Policy::Cert);
         config.registry.read = Some(Policy::Cert);
-        let shared = crate::store::Store::is_locked(&config.data_dir);
+        // A guest beside the cluster's replicas on a shared index: the
+        // upkeep is the leader's, and what is in flight may be theirs.
+        let shared = config.index.is_shared() || crate::store::Store::is_locked(&config.data_dir);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
         let mirror = Mirror::start(
             config,

@@ -233,13 +233,24 @@ impl Store {
     /// Opens the store of an existing data dir (for CLI commands, which must
     /// not create one where an operator mistyped a path).
     pub async fn open_existing(data_dir: &Path) -> Result<Store, StoreError> {
-        if !data_dir.join("mirror.db").is_file() {
+        Store::open_existing_with(data_dir, &Storage::Files, &IndexChoice::Sqlite).await
+    }
+
+    /// `open_existing` on the rows and bytes a config names. On a shared
+    /// index the rows are the cluster's, wherever this runs, and the data dir
+    /// only stages: it need not exist yet.
+    pub async fn open_existing_with(
+        data_dir: &Path,
+        storage: &Storage,
+        index: &IndexChoice,
+    ) -> Result<Store, StoreError> {
+        if matches!(index, IndexChoice::Sqlite) && !data_dir.join("mirror.db").is_file() {
             return Err(StoreError::Corrupt(format!(
                 "{} has no mirror.db: not a mirror data dir (use --data-dir or --config)",
                 data_dir.display()
             )));
         }
-        Store::open(data_dir).await
+        Store::open_with(data_dir, storage, index).await
     }
 
     /// Pins an indexed blob against eviction (pushed content, a mount).
