@@ -19,13 +19,24 @@ const UPKEEP_LOCK: i64 = 0x6d69_7272_6f72_7570;
 /// treated as lost: a leader that cannot tell it still leads stops leading.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long connecting and asking for the lock may take.
+const TRY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The session that holds the lock.
 pub(crate) struct Leadership {
     session: PgConnection,
 }
 
 impl PgIndex {
+    /// Bounded, since the store waits on this before an upkeep pass: a
+    /// database that does not answer is a refusal this time.
     pub(super) async fn try_lead_upkeep(&self) -> Result<Option<LeaderGuard>, IndexError> {
+        tokio::time::timeout(TRY_TIMEOUT, self.try_lock_on_own_session())
+            .await
+            .map_err(|elapsed| IndexError::Query(Box::new(elapsed)))?
+    }
+
+    async fn try_lock_on_own_session(&self) -> Result<Option<LeaderGuard>, IndexError> {
         let options = self
             .pool
             .connect_options()
