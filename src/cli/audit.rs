@@ -108,9 +108,12 @@ pub fn run(args: AuditArgs) -> anyhow::Result<()> {
         .chain(["REPLICA".len()])
         .max()
         .unwrap_or(0);
-    let replica = |name: Option<&str>| match replicas {
-        true => format!("{:<replica_width$} ", name.unwrap_or("-")),
-        false => String::new(),
+    let replica = |name: Option<&str>| {
+        if replicas {
+            format!("{:<replica_width$} ", name.unwrap_or("-"))
+        } else {
+            String::new()
+        }
     };
     println!(
         "{:<24} {}{:<28} {:<21} {:<6} {:<9} {:<4} {:>5} ARTIFACT",

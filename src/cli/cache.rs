@@ -143,9 +143,10 @@ async fn gc(location: DataDirArgs, target: Option<ByteSize>, dry_run: bool) -> a
     // With the lock, no server is running here: temp files are abandoned for
     // sure. On a shared index other replicas may be writing whatever this
     // data dir's lock says, so the sweep is the leader's, never an owner's.
-    let lock = match shared_index {
-        true => None,
-        false => store.lock_exclusive().ok(),
+    let lock = if shared_index {
+        None
+    } else {
+        store.lock_exclusive().ok()
     };
     let options = SweepOptions {
         dry_run,

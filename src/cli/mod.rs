@@ -95,10 +95,11 @@ pub(crate) async fn open_store(config: &Config) -> anyhow::Result<crate::store::
         .map_err(anyhow::Error::msg)?;
     let index = config.index.choice();
     let opened = crate::store::Store::open_existing_with(&config.data_dir, &storage, &index).await;
-    match config.index.is_shared() {
+    if config.index.is_shared() {
         // The URL may hold a password: named by its key only.
-        true => opened.context("opening the shared index (index.url)"),
-        false => Ok(opened?),
+        opened.context("opening the shared index (index.url)")
+    } else {
+        Ok(opened?)
     }
 }
 
