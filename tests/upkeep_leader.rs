@@ -89,7 +89,9 @@ async fn a_leader_whose_session_is_killed_stops_leading_and_another_takes_over()
         .await
         .expect("connect as the superuser");
     let killed: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+        // objsubid 2: a lock taken with two keys, as the upkeep lock is.
+        "SELECT pg_terminate_backend(pid) FROM pg_locks \
+         WHERE locktype = 'advisory' AND objsubid = 2 AND granted",
     )
     .fetch_all(&mut admin)
     .await

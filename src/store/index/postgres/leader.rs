@@ -11,9 +11,11 @@ use sqlx::{Connection, PgConnection};
 use super::PgIndex;
 use crate::store::index::{IndexError, LeaderGuard};
 
-/// The advisory lock key; any constant no other lock in the database uses
-/// ("mirror upkeep" in ASCII, truncated).
-const UPKEEP_LOCK: i64 = 0x6d69_7272_6f72_7570;
+/// The advisory lock's key, in the two-number form: PostgreSQL keeps those
+/// apart from single-`bigint` keys, which the migrator and the upload quota
+/// (`hashtextextended`) take, so no hash of theirs can ever equal it.
+/// "mirr" and "upkp" in ASCII.
+const UPKEEP_LOCK: (i32, i32) = (0x6d69_7272, 0x7570_6b70);
 
 /// How long the leader's session may take to answer before leadership is
 /// treated as lost: a leader that cannot tell it still leads stops leading.
@@ -44,8 +46,9 @@ impl PgIndex {
             .clone()
             .application_name("mirror upkeep leader");
         let mut session = PgConnection::connect_with(&options).await?;
-        let granted: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(UPKEEP_LOCK)
+        let granted: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(UPKEEP_LOCK.0)
+            .bind(UPKEEP_LOCK.1)
             .fetch_one(&mut session)
             .await?;
         if !granted {
