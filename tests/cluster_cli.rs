@@ -1,10 +1,11 @@
 //! The operator's commands on a cluster: one replica (configured with
 //! `[index]`, `[storage]` and `[cluster]` on a real PostgreSQL and a real
-//! Garage) pulls an image through; then the real binary, run with the same
-//! config from another data dir, reports its rows and bytes (`cache stats`),
-//! lists its audit trail with the replica (`audit`), finds every object
-//! intact (`cache verify`) and evicts as the upkeep leader does (`cache gc`).
-//! The replica's metrics carry its name.
+//! Garage) pulls an image through and a second serves it again; then the
+//! real binary, run with the same config from another data dir, reports the
+//! rows and bytes (`cache stats`), lists the audit trail with the replica of
+//! each row (`audit`), finds every object intact (`cache verify`) and evicts
+//! as the upkeep leader does (`cache gc`). Each replica's metrics carry its
+//! name, and only the first leads upkeep.
 
 mod common;
 
@@ -58,20 +59,22 @@ async fn the_cli_reports_audits_verifies_and_collects_a_cluster_from_its_databas
     layout.tag("image", &image);
     layout.push("image", &format!("{}/team/app:v1", registry.addr), &[]);
 
-    let peer = free_port();
-    let replica = TestMirror::start(MirrorOptions {
-        extra_toml: format!(
-            "[index]\nurl = \"{}\"\n\n{}\n\
-             [cluster]\nreplica = \"m1\"\npeer_listen = \"127.0.0.1:{peer}\"\n\
-             peer_url = \"https://127.0.0.1:{peer}\"\n\n\
-             [[registry.upstream]]\nname = \"up.test\"\nurl = \"{}\"\n",
-            postgres.url(),
-            garage.storage_toml(),
-            registry.url()
-        ),
-        ..MirrorOptions::default()
-    })
-    .await;
+    let options = |name: &str| {
+        let peer = free_port();
+        MirrorOptions {
+            extra_toml: format!(
+                "[index]\nurl = \"{}\"\n\n{}\n\
+                 [cluster]\nreplica = \"{name}\"\npeer_listen = \"127.0.0.1:{peer}\"\n\
+                 peer_url = \"https://127.0.0.1:{peer}\"\n\n\
+                 [[registry.upstream]]\nname = \"up.test\"\nurl = \"{}\"\n",
+                postgres.url(),
+                garage.storage_toml(),
+                registry.url()
+            ),
+            ..MirrorOptions::default()
+        }
+    };
+    let replica = TestMirror::start(options("m1")).await;
     let client = replica.with_cert();
     let manifest = client
         .get(replica.url("/v2/up.test/team/app/manifests/v1"))
@@ -89,9 +92,9 @@ async fn the_cli_reports_audits_verifies_and_collects_a_cluster_from_its_databas
     }
     let stored_bytes = image.size + config.size + image.layers[0].size;
 
-    // Alone on the database, the replica leads upkeep; every series names it.
+    // The first to start leads upkeep; every series names its replica.
     wait_for(
-        "the replica to lead upkeep",
+        "the first replica to lead upkeep",
         Duration::from_secs(15),
         || {
             let replica = &replica;
@@ -113,9 +116,27 @@ async fn the_cli_reports_audits_verifies_and_collects_a_cluster_from_its_databas
         unnamed.is_empty(),
         "series without the replica: {unnamed:?}"
     );
+
+    // A second replica serves the manifest from the shared rows and bytes,
+    // and does not lead while the first does.
+    let second = TestMirror::start(options("m2")).await;
+    let manifest = second
+        .with_cert()
+        .get(second.url("/v2/up.test/team/app/manifests/v1"))
+        .header("accept", image.media_type)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(manifest.status(), 200);
+    let metrics = second.metrics().await;
+    assert!(
+        metrics.contains("mirror_upkeep_leader{replica=\"m2\"} 0"),
+        "{metrics}"
+    );
     let config_path = replica.config_path.clone();
-    // Stopped, it has written its whole audit trail.
-    let _root = replica.stop().await;
+    // Stopped, they have written their whole audit trail.
+    let _first = replica.stop().await;
+    let _second = second.stop().await;
 
     // Another data dir, not even created: the rows are the cluster's.
     let admin = tempfile::tempdir().unwrap();
@@ -135,17 +156,20 @@ async fn the_cli_reports_audits_verifies_and_collects_a_cluster_from_its_databas
     let header = audit.lines().next().expect("a header");
     assert!(header.contains("REPLICA"), "{audit}");
     let rows: Vec<&str> = audit.lines().skip(1).collect();
-    assert_eq!(rows.len(), 3, "{audit}");
-    assert!(
-        rows.iter()
-            .all(|row| row.contains(" m1 ") && row.contains("team/app")),
-        "{audit}"
-    );
+    assert_eq!(rows.len(), 4, "{audit}");
+    assert!(rows.iter().all(|row| row.contains("team/app")), "{audit}");
+    let by = |name: &str| rows.iter().filter(|row| row.contains(name)).count();
+    assert_eq!((by(" m1 "), by(" m2 ")), (3, 1), "{audit}");
     let json = mirror_cli(&config_path, &elsewhere, &["audit", "--json"]);
-    for line in json.lines() {
-        let record: serde_json::Value = serde_json::from_str(line).expect("a JSON record");
-        assert_eq!(record["replica"], "m1", "{line}");
-    }
+    let mut replicas: Vec<String> = json
+        .lines()
+        .map(|line| {
+            let record: serde_json::Value = serde_json::from_str(line).expect("a JSON record");
+            record["replica"].as_str().expect("a replica").to_owned()
+        })
+        .collect();
+    replicas.sort();
+    assert_eq!(replicas, ["m1", "m1", "m1", "m2"]);
 
     let verify = mirror_cli(&config_path, &elsewhere, &["cache", "verify"]);
     assert!(verify.contains("verified 3 blobs"), "{verify}");
