@@ -1,4 +1,4 @@
-//! The store: an index of rows (`index`, SQLite today) plus content-addressed
+//! The store: an index of rows (`index`, SQLite or a shared PostgreSQL) plus content-addressed
 //! blobs (`blob_store`, files under `data_dir` or an S3 bucket).
 //! The one place that does I/O on `data_dir`; protocols never see a pool nor
 //! a path. They reach it through typed parts, borrows that cost nothing:
