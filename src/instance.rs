@@ -259,12 +259,6 @@ impl Mirror {
             let _ = audit_writer.await;
         });
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "mirror is serving");
-        if let Some(replica) = replica {
-            tracing::info!(
-                replica,
-                "serving as one replica of a cluster (audit rows and metrics name it)"
-            );
-        }
         log_upstreams(&config);
         Ok(Mirror {
             addr,
