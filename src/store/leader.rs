@@ -113,12 +113,15 @@ impl Store {
     }
 
     /// Hands leadership back (the store is closing); it is never taken again.
+    /// The campaign task resigns too when it sees the store close: the guard
+    /// stays locked until the session is released, so whichever call comes
+    /// second returns only once leadership is gone.
     pub(crate) async fn resign(&self) {
         self.inner.leader.closed.cancel();
-        let held = self.inner.leader.guard.lock().await.take();
-        if let Some(held) = held {
-            held.release().await;
+        let mut guard = self.inner.leader.guard.lock().await;
+        if let Some(held) = guard.take() {
             self.inner.leader.leads.store(false, Ordering::Relaxed);
+            held.release().await;
             tracing::info!("handed back upkeep leadership");
         }
     }
