@@ -28,7 +28,7 @@ impl Generation {
         self.0.load(Ordering::Acquire)
     }
 
-    fn advance_to(&self, value: i64) {
+    pub(super) fn advance_to(&self, value: i64) {
         self.0.fetch_max(value.max(0) as u64, Ordering::AcqRel);
     }
 }
@@ -74,6 +74,8 @@ impl Store {
 
     /// Follows the generation for a serving process.
     pub(crate) fn spawn_generation_watch(&self, stop: CancellationToken) {
+        // On a shared index, notices carry the generation at once; the poll stays as the backstop.
+        self.spawn_change_listener(stop.clone());
         let store = self.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(WATCH_EVERY);

@@ -20,6 +20,7 @@ mod audit_log;
 mod audit_trail;
 mod blob_store;
 mod blobs;
+mod changes;
 pub mod digest;
 pub mod evict;
 pub mod fill;
@@ -54,6 +55,7 @@ use crate::sync::Unpoisoned;
 use blob_store::{BlobStore, Blobs};
 pub use blob_store::{S3Settings, Storage};
 pub use blobs::{Origin, StoredBlobs};
+pub use changes::{BACKSTOP, Change, Watcher};
 
 /// An open object of the blob store the store was opened with.
 type BlobObjectOf = <Blobs as BlobStore>::Object;
@@ -168,6 +170,8 @@ pub(crate) struct Inner {
     leader: leader::Leader,
     /// `[cluster] replica`, named in the audit rows this process writes.
     replica: std::sync::OnceLock<String>,
+    /// The in-memory copies of rows told of other processes' changes.
+    watchers: changes::Watchers,
 }
 
 /// What the store counts for `/metrics`.
@@ -224,6 +228,7 @@ impl Store {
                 generation: Generation::default(),
                 leader,
                 replica: std::sync::OnceLock::new(),
+                watchers: changes::Watchers::default(),
             }),
         };
         store.refresh_generation().await?;

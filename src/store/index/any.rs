@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use super::postgres::PgIndex;
+use super::postgres::{Feed, PgIndex};
 use super::sqlite::SqliteIndex;
 use super::transfer::{Row, Table, TransferIndex, Value};
 use super::{
@@ -112,6 +112,15 @@ impl AnyIndex {
         match self {
             AnyIndex::Postgres(index) => index.forget_doomed(digest).await,
             AnyIndex::Sqlite(_) => Ok(()),
+        }
+    }
+
+    /// The notices of changes other processes commit, where the index sends
+    /// them (PostgreSQL); SQLite sends none.
+    pub(crate) fn feed(&self) -> Option<Feed> {
+        match self {
+            AnyIndex::Sqlite(_) => None,
+            AnyIndex::Postgres(index) => Some(index.feed()),
         }
     }
 

@@ -52,6 +52,15 @@ pub enum IndexError {
     Corrupt(String),
 }
 
+/// What a feed of change notices heard.
+pub(crate) enum Heard {
+    Change(super::changes::Change),
+    /// Notices may have been lost: the connection dropped, or listens anew.
+    Missed,
+    /// The index is closing.
+    Closed,
+}
+
 /// Seconds since the Unix epoch, as the index stores times.
 pub fn now_secs() -> i64 {
     SystemTime::now()

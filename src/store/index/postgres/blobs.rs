@@ -1,6 +1,8 @@
 //! Blob rows, their access times and the deletion generation.
 
 use super::PgIndex;
+use super::notify::notify;
+use crate::store::Change;
 use crate::store::Digest;
 use crate::store::generation::BlobRows;
 use crate::store::index::{BlobIndex, IndexError, now_secs};
@@ -74,6 +76,7 @@ impl BlobIndex for PgIndex {
         )
         .fetch_one(&mut *tx)
         .await?;
+        notify(&mut tx, &Change::Generation(generation)).await?;
         tx.commit().await?;
         Ok(Some(generation))
     }

@@ -3,6 +3,8 @@
 use sqlx::Row;
 
 use super::PgIndex;
+use super::notify::notify;
+use crate::store::Change;
 use crate::store::index::{GoIndex, IndexError, indexed_digest, now_secs};
 use crate::store::{Digest, GoFile, StoredAnswer};
 
@@ -87,6 +89,7 @@ impl GoIndex for PgIndex {
 
     async fn put_go_answer(&self, key: &str, status: u16, body: &[u8]) -> Result<i64, IndexError> {
         let now = now_secs();
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO go_answers (key, status, body, fetched_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (key) DO UPDATE SET status = $2, body = $3, fetched_at = $4",
@@ -95,8 +98,10 @@ impl GoIndex for PgIndex {
         .bind(i64::from(status))
         .bind(body)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        notify(&mut tx, &Change::Answer(key.to_owned())).await?;
+        tx.commit().await?;
         Ok(now)
     }
 

@@ -10,6 +10,7 @@ mod blobs;
 mod go;
 mod leader;
 mod leases;
+mod notify;
 mod oci;
 mod transfer;
 mod upkeep;
@@ -22,6 +23,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 pub(crate) use leader::Leadership;
 
 use super::{Index, IndexError};
+pub(crate) use notify::Feed;
 
 /// Its own folder: `sqlx::migrate!` reads only the files directly in a
 /// directory, so the SQLite migrator beside it never sees these.
@@ -47,6 +49,11 @@ impl PgIndex {
             .await?;
         MIGRATOR.run(&pool).await?;
         Ok(PgIndex { pool })
+    }
+
+    /// A listener for the change notices every replica's writes send.
+    pub(crate) fn feed(&self) -> Feed {
+        Feed::new(self.pool.clone())
     }
 }
 

@@ -1,10 +1,21 @@
-//! OCI manifests, tags and blob links per repository.
+//! OCI manifests, tags and blob links per repository; a write that
+//! replaces or deletes one notifies in its transaction (`notify`).
 
 use sqlx::Row;
 
 use super::PgIndex;
+use super::notify::notify;
+use crate::store::Change;
 use crate::store::index::{IndexError, OciIndex, indexed_digest, now_secs};
-use crate::store::{Digest, ManifestRow, NewManifest, ReferrerRow};
+use crate::store::{Digest, ManifestRow, NewManifest, ReferrerRow, RepoKey};
+
+/// Set or deleted, a tag's copies elsewhere go.
+fn tag_change(repo: &str, tag: &str) -> Change {
+    Change::Tag {
+        repo: RepoKey::new(repo.to_owned()),
+        tag: tag.to_owned(),
+    }
+}
 
 impl OciIndex for PgIndex {
     async fn manifest(
@@ -90,6 +101,7 @@ impl OciIndex for PgIndex {
     }
 
     async fn set_tag(&self, repo: &str, tag: &str, digest: &Digest) -> Result<(), IndexError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO oci_tags (repo, tag, digest, checked_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (repo, tag) DO UPDATE SET digest = $3, checked_at = $4",
@@ -98,27 +110,45 @@ impl OciIndex for PgIndex {
         .bind(tag)
         .bind(digest.to_string())
         .bind(now_secs())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        notify(&mut tx, &tag_change(repo, tag)).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     async fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool, IndexError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM oci_tags WHERE repo = $1 AND tag = $2")
             .bind(repo)
             .bind(tag)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        let deleted = done.rows_affected() > 0;
+        if deleted {
+            notify(&mut tx, &tag_change(repo, tag)).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool, IndexError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM oci_manifests WHERE repo = $1 AND digest = $2")
             .bind(repo)
             .bind(digest.to_string())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        let deleted = done.rows_affected() > 0;
+        if deleted {
+            let change = Change::Manifest {
+                repo: RepoKey::new(repo.to_owned()),
+                digest: digest.clone(),
+            };
+            notify(&mut tx, &change).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     async fn tags(
@@ -205,11 +235,21 @@ impl OciIndex for PgIndex {
     }
 
     async fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool, IndexError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM oci_repo_blobs WHERE repo = $1 AND digest = $2")
             .bind(repo)
             .bind(digest.to_string())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        let deleted = done.rows_affected() > 0;
+        if deleted {
+            let change = Change::RepoBlob {
+                repo: RepoKey::new(repo.to_owned()),
+                digest: digest.clone(),
+            };
+            notify(&mut tx, &change).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 }
