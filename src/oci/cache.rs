@@ -5,7 +5,12 @@
 //! (its bytes were hashed when read, so they are the digest's). Only ever a
 //! copy of what the index says; dropping any of it is harmless, and all of it
 //! is dropped when the index's deletion generation moves (an eviction, a
-//! sweep, a quarantine, `mirror cache gc` in another process).
+//! sweep, a quarantine, `mirror cache gc` in another process). On a shared
+//! index it follows other replicas' changes as a `Watcher`: a tag set, a
+//! manifest or blob link deleted elsewhere goes, everything goes when notices
+//! may have been missed or the backstop expires it. A copy is only kept if
+//! no change was heard since it was read (`Stamp`), so a read that raced a
+//! change cannot put the old row back after the change took it out.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 
 use super::DigestHeaders;
-use crate::store::{Digest, Generation};
+use crate::store::{Change, Digest, Generation, Watcher};
 use crate::sync::Unpoisoned;
 
 /// Past this many entries a map is cleared rather than managed: the index
@@ -169,6 +174,16 @@ pub struct MetaCache {
     /// The index's deletion generation, and the one everything here was read under.
     generation: Generation,
     seen: AtomicU64,
+    /// Changes heard from the index: a copy read before one is not kept.
+    heard: AtomicU64,
+}
+
+/// When a copy was read: taken before reading the index (or writing it), and
+/// given back with the copy to keep.
+#[derive(Clone, Copy, Debug)]
+pub struct Stamp {
+    heard: u64,
+    generation: u64,
 }
 
 impl MetaCache {
@@ -187,13 +202,23 @@ impl MetaCache {
         if self.seen.load(Ordering::Acquire) == current {
             return;
         }
-        self.tags.lock().unpoisoned().clear();
-        let mut manifests = self.manifests.lock().unpoisoned();
-        manifests.0.clear();
-        manifests.1 = 0;
-        drop(manifests);
-        self.blobs.lock().unpoisoned().clear();
+        self.clear();
         self.seen.store(current, Ordering::Release);
+    }
+
+    /// Taken on a miss, before the read whose result is put here.
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            heard: self.heard.load(Ordering::Acquire),
+            generation: self.generation.current(),
+        }
+    }
+
+    /// Whether a copy read under `stamp` may be kept: checked under the
+    /// map's lock, after which a change takes the copy out again.
+    fn current(&self, stamp: Stamp) -> bool {
+        self.heard.load(Ordering::Acquire) == stamp.heard
+            && self.generation.current() == stamp.generation
     }
 
     pub fn tag(&self, repo: &str, tag: &str) -> Option<TagMeta> {
@@ -201,11 +226,11 @@ impl MetaCache {
         self.tags.lock().unpoisoned().get(repo, tag).cloned()
     }
 
-    pub fn put_tag(&self, repo: &str, tag: &str, meta: TagMeta) {
-        self.tags
-            .lock()
-            .unpoisoned()
-            .insert(repo, tag.to_owned(), meta);
+    pub fn put_tag(&self, repo: &str, tag: &str, meta: TagMeta, read: Stamp) {
+        let mut tags = self.tags.lock().unpoisoned();
+        if self.current(read) {
+            tags.insert(repo, tag.to_owned(), meta);
+        }
     }
 
     pub fn forget_tag(&self, repo: &str, tag: &str) {
@@ -218,11 +243,14 @@ impl MetaCache {
         manifests.0.get(repo, digest).cloned()
     }
 
-    pub fn put_manifest(&self, repo: &str, mut meta: ManifestMeta) {
+    pub fn put_manifest(&self, repo: &str, mut meta: ManifestMeta, read: Stamp) {
         if meta.size > MAX_BODY {
             meta.body = None;
         }
         let mut guard = self.manifests.lock().unpoisoned();
+        if !self.current(read) {
+            return;
+        }
         let (map, bytes) = &mut *guard;
         let added = meta.body.as_ref().map_or(0, Bytes::len);
         if *bytes + added > MAX_BODIES {
@@ -261,32 +289,80 @@ impl MetaCache {
     }
 
     /// Records that `repo` holds the blob; bytes it kept stay if the size agrees.
-    pub fn put_blob(&self, repo: &str, digest: &Digest, size: u64) {
+    pub fn put_blob(&self, repo: &str, digest: &Digest, size: u64, read: Stamp) {
         let mut blobs = self.blobs.lock().unpoisoned();
-        if blobs.map.get(repo, digest).is_some_and(|b| b.size == size) {
+        if !self.current(read) || blobs.map.get(repo, digest).is_some_and(|b| b.size == size) {
             return;
         }
         blobs.insert(repo, digest, BlobMeta { size, kept: None });
     }
 
     /// Keeps a small blob's bytes (just read whole) for the next hits.
-    pub fn keep_blob(&self, repo: &str, digest: &Digest, bytes: Bytes, names: DigestHeaders) {
+    pub fn keep_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        bytes: Bytes,
+        names: DigestHeaders,
+        read: Stamp,
+    ) {
         let meta = BlobMeta {
             size: bytes.len() as u64,
             kept: Some(KeptBlob { bytes, names }),
         };
-        self.blobs.lock().unpoisoned().insert(repo, digest, meta);
+        let mut blobs = self.blobs.lock().unpoisoned();
+        if self.current(read) {
+            blobs.insert(repo, digest, meta);
+        }
     }
 
     pub fn forget_blob(&self, repo: &str, digest: &Digest) {
         self.blobs.lock().unpoisoned().remove(repo, digest);
+    }
+
+    fn clear(&self) {
+        self.tags.lock().unpoisoned().clear();
+        let mut manifests = self.manifests.lock().unpoisoned();
+        manifests.0.clear();
+        manifests.1 = 0;
+        drop(manifests);
+        self.blobs.lock().unpoisoned().clear();
+    }
+}
+
+impl Watcher for MetaCache {
+    fn changed(&self, change: &Change) {
+        let forget = |this: &MetaCache| {
+            // Before taking anything out: a copy read until now is refused.
+            this.heard.fetch_add(1, Ordering::AcqRel);
+        };
+        match change {
+            Change::Tag { repo, tag } => {
+                forget(self);
+                self.forget_tag(repo.as_str(), tag);
+            }
+            Change::Manifest { repo, digest } => {
+                forget(self);
+                self.forget_manifest(repo.as_str(), digest);
+            }
+            Change::RepoBlob { repo, digest } => {
+                forget(self);
+                self.forget_blob(repo.as_str(), digest);
+            }
+            Change::Reset | Change::Expire => {
+                forget(self);
+                self.clear();
+            }
+            // The generation is compared on every lookup already.
+            Change::Generation(_) | Change::Answer(_) => {}
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Origin;
+    use crate::store::{Origin, RepoKey};
 
     fn meta(byte: u8, body: usize) -> ManifestMeta {
         ManifestMeta {
@@ -301,7 +377,7 @@ mod tests {
     fn entries_are_found_per_repository_and_forgotten() {
         let cache = MetaCache::default();
         let m = meta(1, 10);
-        cache.put_manifest("a/b", m.clone());
+        cache.put_manifest("a/b", m.clone(), cache.stamp());
         cache.put_tag(
             "a/b",
             "v1",
@@ -309,8 +385,9 @@ mod tests {
                 manifest: m.clone(),
                 checked_at: 1,
             },
+            cache.stamp(),
         );
-        cache.put_blob("a/b", &m.digest, 7);
+        cache.put_blob("a/b", &m.digest, 7, cache.stamp());
         assert!(cache.manifest("a/b", &m.digest).is_some());
         assert!(cache.manifest("a/c", &m.digest).is_none());
         assert_eq!(cache.blob("a/b", &m.digest).map(|b| b.size), Some(7));
@@ -331,10 +408,16 @@ mod tests {
         let cache = MetaCache::default();
         let digest = Digest::sha256_of(b"layer");
         let names = DigestHeaders::of(&digest).unwrap();
-        cache.put_blob("a/b", &digest, 5);
+        cache.put_blob("a/b", &digest, 5, cache.stamp());
         assert_eq!(kept_bytes(&cache, "a/b", &digest), None);
-        cache.keep_blob("a/b", &digest, Bytes::from_static(b"layer"), names);
-        cache.put_blob("a/b", &digest, 5);
+        cache.keep_blob(
+            "a/b",
+            &digest,
+            Bytes::from_static(b"layer"),
+            names,
+            cache.stamp(),
+        );
+        cache.put_blob("a/b", &digest, 5, cache.stamp());
         assert_eq!(
             kept_bytes(&cache, "a/b", &digest).as_deref(),
             Some(&b"layer"[..]),
@@ -354,7 +437,7 @@ mod tests {
         for i in 0..(MAX_BLOB_BYTES / chunk.len() + 10) {
             let digest = Digest::sha256_of(&i.to_le_bytes());
             let names = DigestHeaders::of(&digest).unwrap();
-            cache.keep_blob("r", &digest, chunk.clone(), names);
+            cache.keep_blob("r", &digest, chunk.clone(), names, cache.stamp());
             assert!(cache.blobs.lock().unwrap().kept <= MAX_BLOB_BYTES);
         }
         let blobs = cache.blobs.lock().unwrap();
@@ -375,10 +458,16 @@ mod tests {
         let cache = MetaCache::new(store.generation());
         let m = meta(3, 10);
         let digest = store.blobs().put(&[3; 10], Origin::Cached).await.unwrap();
-        cache.put_manifest("a/b", m.clone());
-        cache.put_blob("a/b", &m.digest, 10);
+        cache.put_manifest("a/b", m.clone(), cache.stamp());
+        cache.put_blob("a/b", &m.digest, 10, cache.stamp());
         let names = DigestHeaders::of(&digest).unwrap();
-        cache.keep_blob("a/b", &digest, Bytes::from_static(&[3; 10]), names);
+        cache.keep_blob(
+            "a/b",
+            &digest,
+            Bytes::from_static(&[3; 10]),
+            names,
+            cache.stamp(),
+        );
         assert!(cache.manifest("a/b", &m.digest).is_some());
         store.evict_to(0, false).await.unwrap();
         assert!(store.blobs().size(&digest).await.unwrap().is_none());
@@ -394,13 +483,81 @@ mod tests {
     }
 
     #[test]
+    fn another_replicas_changes_take_out_what_they_name() {
+        let cache = MetaCache::default();
+        let (one, two) = (meta(1, 10), meta(2, 10));
+        let tag = |m: &ManifestMeta| TagMeta {
+            manifest: m.clone(),
+            checked_at: 1,
+        };
+        let repo = || RepoKey::new("a/b".to_owned());
+        cache.put_manifest("a/b", one.clone(), cache.stamp());
+        cache.put_manifest("a/b", two.clone(), cache.stamp());
+        cache.put_tag("a/b", "v1", tag(&one), cache.stamp());
+        cache.put_tag("a/b", "v2", tag(&two), cache.stamp());
+        cache.put_blob("a/b", &one.digest, 7, cache.stamp());
+        cache.changed(&Change::Tag {
+            repo: repo(),
+            tag: "v1".into(),
+        });
+        assert!(cache.tag("a/b", "v1").is_none());
+        assert!(cache.tag("a/b", "v2").is_some(), "only the tag named");
+        cache.changed(&Change::Manifest {
+            repo: repo(),
+            digest: two.digest.clone(),
+        });
+        assert!(cache.manifest("a/b", &two.digest).is_none());
+        assert!(cache.tag("a/b", "v2").is_none(), "its tags with it");
+        assert!(cache.manifest("a/b", &one.digest).is_some());
+        cache.changed(&Change::RepoBlob {
+            repo: repo(),
+            digest: one.digest.clone(),
+        });
+        assert!(cache.blob("a/b", &one.digest).is_none());
+        cache.changed(&Change::Expire);
+        assert!(cache.manifest("a/b", &one.digest).is_none(), "the backstop");
+    }
+
+    #[test]
+    fn a_copy_read_before_a_change_is_not_kept() {
+        let cache = MetaCache::default();
+        let one = meta(1, 10);
+        let read = cache.stamp();
+        // The change lands while the index read is in flight…
+        cache.changed(&Change::Tag {
+            repo: RepoKey::new("a/b".to_owned()),
+            tag: "v1".into(),
+        });
+        // …so what that read returned may be the old row.
+        cache.put_tag(
+            "a/b",
+            "v1",
+            TagMeta {
+                manifest: one.clone(),
+                checked_at: 1,
+            },
+            read,
+        );
+        cache.put_manifest("a/b", one.clone(), read);
+        cache.put_blob("a/b", &one.digest, 7, read);
+        assert!(cache.tag("a/b", "v1").is_none());
+        assert!(cache.manifest("a/b", &one.digest).is_none());
+        assert!(cache.blob("a/b", &one.digest).is_none());
+        cache.put_manifest("a/b", one.clone(), cache.stamp());
+        assert!(
+            cache.manifest("a/b", &one.digest).is_some(),
+            "a new read is"
+        );
+    }
+
+    #[test]
     fn the_maps_stay_bounded() {
         let cache = MetaCache::default();
         for i in 0..(MAX_ENTRIES + 10) {
-            cache.put_blob("r", &Digest::sha256_of(&i.to_le_bytes()), 1);
+            cache.put_blob("r", &Digest::sha256_of(&i.to_le_bytes()), 1, cache.stamp());
         }
         assert!(cache.blobs.lock().unwrap().map.entries <= MAX_ENTRIES);
-        cache.put_manifest("r", meta(2, MAX_BODY as usize));
+        cache.put_manifest("r", meta(2, MAX_BODY as usize), cache.stamp());
         assert_eq!(cache.manifests.lock().unwrap().1, MAX_BODY as usize);
     }
 }

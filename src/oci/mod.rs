@@ -76,7 +76,8 @@ pub fn check(config: &RegistryConfig) -> Result<(), SetupError> {
 pub struct Registry {
     store: Store,
     upstreams: Upstreams,
-    cache: cache::MetaCache,
+    /// Shared with the store, which tells it of other replicas' changes.
+    cache: Arc<cache::MetaCache>,
     uploads: uploads::Uploads,
     /// `limits.body_timeout`: how long a push body may send nothing.
     body_timeout: Duration,
@@ -99,8 +100,10 @@ impl Registry {
             .iter()
             .map(|u| upstream::Upstream::new(u, metrics.clone()).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
+        let cache = Arc::new(cache::MetaCache::new(store.generation()));
+        store.watch(&cache);
         Ok(Registry {
-            cache: cache::MetaCache::new(store.generation()),
+            cache,
             store,
             upstreams: Upstreams::new(upstreams, config.hosted.clone()),
             uploads: uploads::Uploads::new(config),

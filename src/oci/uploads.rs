@@ -275,8 +275,11 @@ async fn linked(
     digest: &Digest,
     size: u64,
 ) -> Result<Response<Body>, OciError> {
+    let stamp = registry.cache.stamp();
     registry.store.oci().link_blob(&repo.key, digest).await?;
-    registry.cache.put_blob(repo.key.as_str(), digest, size);
+    registry
+        .cache
+        .put_blob(repo.key.as_str(), digest, size, stamp);
     Ok(created(repo, digest))
 }
 

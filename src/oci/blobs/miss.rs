@@ -261,7 +261,8 @@ async fn respond_from_fill(
                 .finished()
                 .await
                 .map_err(|e| fill_error(e, repo, digest))?;
-            return serve_file(registry, repo, digest, false, range, Outcome::Miss)
+            let read = registry.cache.stamp();
+            return serve_file(registry, repo, digest, false, range, Outcome::Miss, read)
                 .await?
                 .ok_or_else(|| unknown(repo, digest));
         }

@@ -14,7 +14,7 @@ use http::header::{ACCEPT_RANGES, CONTENT_RANGE, HeaderMap, HeaderValue, RANGE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::cache::{BlobMeta, KeptBlob};
+use super::cache::{BlobMeta, KeptBlob, Stamp};
 use super::names::Repo;
 use super::route::RepoName;
 use super::upstream::Upstream;
@@ -51,18 +51,22 @@ pub async fn local_size(
     if let Some(blob) = registry.cache.blob(repo.key.as_str(), digest) {
         return Ok(Some(blob.size));
     }
-    indexed_size(registry, repo, digest).await
+    indexed_size(registry, repo, digest, registry.cache.stamp()).await
 }
 
-/// The size the index records for a blob of this repository (then kept in memory).
+/// The size the index records for a blob of this repository (then kept in
+/// memory unless a change was heard since `read`).
 async fn indexed_size(
     registry: &Registry,
     repo: &Repo,
     digest: &Digest,
+    read: Stamp,
 ) -> Result<Option<u64>, OciError> {
     let size = registry.store.oci().blob_size(&repo.key, digest).await?;
     if let Some(size) = size {
-        registry.cache.put_blob(repo.key.as_str(), digest, size);
+        registry
+            .cache
+            .put_blob(repo.key.as_str(), digest, size, read);
     }
     Ok(size)
 }
@@ -87,10 +91,17 @@ pub async fn get(
             kept: Some(kept), ..
         }) => return serve_kept(registry, repo, digest, kept, head, range, outcome),
         Some(blob) => Some(blob.size),
-        None => indexed_size(registry, repo, digest).await?,
+        None => None,
+    };
+    // Not on a hit from memory: this one reads the index or a file anyway.
+    let read = registry.cache.stamp();
+    let size = match size {
+        Some(size) => Some(size),
+        None => indexed_size(registry, repo, digest, read).await?,
     };
     if size.is_some() {
-        if let Some(response) = serve_file(registry, repo, digest, head, range, outcome).await? {
+        let served = serve_file(registry, repo, digest, head, range, outcome, read).await?;
+        if let Some(response) = served {
             return Ok(response);
         }
         registry.cache.forget_blob(repo.key.as_str(), digest);
@@ -136,13 +147,14 @@ pub(super) async fn adopt_stored(
     if registry.store.blobs().size(digest).await?.is_none() {
         return Ok(None);
     }
+    let read = registry.cache.stamp();
     match registry.store.oci().link_blob(&repo.key, digest).await {
         Ok(()) => {}
         // Evicted since we looked: a miss after all.
         Err(error) if error.is_missing_reference() => return Ok(None),
         Err(error) => return Err(internal(error)),
     }
-    serve_file(registry, repo, digest, head, range, Outcome::Hit).await
+    serve_file(registry, repo, digest, head, range, Outcome::Hit, read).await
 }
 
 pub(super) fn blob_headers(response: &mut Response<Body>) {
@@ -168,7 +180,8 @@ pub(super) fn partial(
 
 /// Serves a stored blob, or `None` if its file is gone (or failed its digest
 /// check, and is quarantined now). A small one read whole, and so checked,
-/// stays in memory for the next hits.
+/// stays in memory for the next hits, unless a change was heard since the
+/// repository's link to it was `read`.
 pub(super) async fn serve_file(
     registry: &Registry,
     repo: &Repo,
@@ -176,6 +189,7 @@ pub(super) async fn serve_file(
     head: bool,
     range: Option<ByteRange>,
     outcome: Outcome,
+    read: Stamp,
 ) -> Result<Option<Response<Body>>, OciError> {
     let read_limit = if head { 0 } else { READ_WHOLE };
     let Some(blob) = registry
@@ -193,9 +207,13 @@ pub(super) async fn serve_file(
         _ if head => body::empty(),
         OpenedBlob::Read(bytes) => {
             if let Some(names) = &names {
-                registry
-                    .cache
-                    .keep_blob(repo.key.as_str(), digest, bytes.clone(), names.clone());
+                registry.cache.keep_blob(
+                    repo.key.as_str(),
+                    digest,
+                    bytes.clone(),
+                    names.clone(),
+                    read,
+                );
             }
             body::full(bytes.slice(start as usize..end as usize))
         }

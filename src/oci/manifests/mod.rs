@@ -146,6 +146,7 @@ pub(super) async fn store_manifest(
         annotations: info.annotations.as_deref(),
         blobs: &info.blob_sizes,
     };
+    let read = registry.cache.stamp();
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -163,7 +164,9 @@ pub(super) async fn store_manifest(
         size: bytes.len() as u64,
         body: Some(bytes.clone()),
     };
-    registry.cache.put_manifest(repo.key.as_str(), meta.clone());
+    registry
+        .cache
+        .put_manifest(repo.key.as_str(), meta.clone(), read);
     Ok(meta)
 }
 
@@ -177,6 +180,7 @@ pub(super) async fn record_tag(
     tag: &Tag,
     meta: &ManifestMeta,
 ) -> Result<bool, OciError> {
+    let read = registry.cache.stamp();
     match registry
         .store
         .oci()
@@ -203,6 +207,7 @@ pub(super) async fn record_tag(
             },
             checked_at: now_secs(),
         },
+        read,
     );
     Ok(true)
 }
@@ -215,6 +220,7 @@ pub(super) async fn local_by_digest(
     if let Some(meta) = registry.cache.manifest(repo.key.as_str(), digest) {
         return Ok(Some(meta));
     }
+    let read = registry.cache.stamp();
     let Some(row) = registry.store.oci().manifest(&repo.key, digest).await? else {
         return Ok(None);
     };
@@ -224,7 +230,9 @@ pub(super) async fn local_by_digest(
         size: row.size,
         body: None,
     };
-    registry.cache.put_manifest(repo.key.as_str(), meta.clone());
+    registry
+        .cache
+        .put_manifest(repo.key.as_str(), meta.clone(), read);
     Ok(Some(meta))
 }
 
@@ -236,6 +244,7 @@ pub(super) async fn local_by_tag(
     if let Some(meta) = registry.cache.tag(repo.key.as_str(), tag.as_str()) {
         return Ok(Some(meta));
     }
+    let read = registry.cache.stamp();
     let Some((row, checked_at)) = registry.store.oci().tag(&repo.key, tag.key()).await? else {
         return Ok(None);
     };
@@ -250,7 +259,7 @@ pub(super) async fn local_by_tag(
     };
     registry
         .cache
-        .put_tag(repo.key.as_str(), tag.as_str(), meta.clone());
+        .put_tag(repo.key.as_str(), tag.as_str(), meta.clone(), read);
     Ok(Some(meta))
 }
 
@@ -303,6 +312,7 @@ pub(super) async fn body_of(
     if let Some(bytes) = kept {
         return Ok(bytes);
     }
+    let read = registry.cache.stamp();
     let stored = registry
         .store
         .blobs()
@@ -331,6 +341,7 @@ pub(super) async fn body_of(
             body: Some(bytes.clone()),
             ..meta.clone()
         },
+        read,
     );
     Ok(bytes)
 }
