@@ -66,6 +66,7 @@ impl GoProxy {
         if let Some(cached) = self.inner.answers.get(key.as_str()) {
             return Ok(Some(cached));
         }
+        let read = self.inner.answers.stamp();
         let stored = self
             .inner
             .store
@@ -75,7 +76,7 @@ impl GoProxy {
             .or_internal(key.as_str())?;
         Ok(stored.map(|stored| {
             let cached = Arc::new(Cached::from(stored));
-            self.remember(key, cached.clone());
+            self.remember(key, cached.clone(), read);
             cached
         }))
     }
@@ -88,17 +89,19 @@ impl GoProxy {
             .filter(|c| self.is_fresh(c, now_secs())))
     }
 
-    fn remember(&self, key: &Key, cached: Arc<Cached>) {
+    /// Memoizes an answer unless another replica replaced it since `read`.
+    fn remember(&self, key: &Key, cached: Arc<Cached>, read: u64) {
         let weight = cached.body.len();
         self.inner
             .answers
-            .insert(key.as_str().to_owned(), cached, weight);
+            .insert_read(read, key.as_str().to_owned(), cached, weight);
     }
 
     /// Keeps an upstream answer (found or not found) in the index and the
     /// memo. An index that cannot take it is logged, not blamed on upstream:
     /// the answer is in hand and is served (and memoized) all the same.
     pub(super) async fn keep(&self, key: &Key, status: u16, body: Bytes) -> Arc<Cached> {
+        let read = self.inner.answers.stamp();
         let fetched_at = match self
             .inner
             .store
@@ -117,7 +120,7 @@ impl GoProxy {
             body,
             fetched_at,
         });
-        self.remember(key, cached.clone());
+        self.remember(key, cached.clone(), read);
         cached
     }
 

@@ -3,6 +3,8 @@
 //! store already has: losing any entry at any time is harmless. One that
 //! copies rows pointing at blobs follows the index's deletion generation and
 //! empties when it moves (an eviction, `mirror cache gc` in another process).
+//! Entries another replica replaces are forgotten when the store hears of it
+//! (`forget`, `clear`); an entry read before then is not kept (`insert_read`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,6 +22,8 @@ pub struct Memo<V> {
     /// The generation followed, and the one the entries were read under.
     generation: Option<Generation>,
     seen: AtomicU64,
+    /// Entries forgotten on another replica's word: a read before one is not kept.
+    heard: AtomicU64,
 }
 
 struct Inner<V> {
@@ -38,6 +42,7 @@ impl<V: Clone> Memo<V> {
             budget,
             generation: None,
             seen: AtomicU64::new(0),
+            heard: AtomicU64::new(0),
         }
     }
 
@@ -69,6 +74,20 @@ impl<V: Clone> Memo<V> {
     /// (random) order: cheaper than LRU bookkeeping on every hit, and as good
     /// for a cache whose misses cost one indexed read.
     pub fn insert(&self, key: String, value: V, weight: usize) {
+        self.insert_unless(None, key, value, weight);
+    }
+
+    /// Taken before reading what is then inserted with `insert_read`.
+    pub fn stamp(&self) -> u64 {
+        self.heard.load(Ordering::Acquire)
+    }
+
+    /// `insert`, unless an entry was forgotten or the memo cleared since `read`.
+    pub fn insert_read(&self, read: u64, key: String, value: V, weight: usize) {
+        self.insert_unless(Some(read), key, value, weight);
+    }
+
+    fn insert_unless(&self, read: Option<u64>, key: String, value: V, weight: usize) {
         let weight = weight + key.len() + ENTRY_OVERHEAD;
         if weight > self.budget / 8 {
             // Too big to keep, but an older value must not stand in for it.
@@ -76,6 +95,9 @@ impl<V: Clone> Memo<V> {
             return;
         }
         let mut inner = self.inner.lock().unpoisoned();
+        if read.is_some_and(|read| read != self.heard.load(Ordering::Acquire)) {
+            return;
+        }
         if let Some((_, old)) = inner.map.insert(key, (value, weight)) {
             inner.weight -= old;
         }
@@ -99,6 +121,20 @@ impl<V: Clone> Memo<V> {
         if let Some((_, weight)) = inner.map.remove(key) {
             inner.weight -= weight;
         }
+    }
+
+    /// Removes `key` because it changed elsewhere.
+    pub fn forget(&self, key: &str) {
+        self.heard.fetch_add(1, Ordering::AcqRel);
+        self.remove(key);
+    }
+
+    /// Drops everything, because changes elsewhere may have been missed.
+    pub fn clear(&self) {
+        self.heard.fetch_add(1, Ordering::AcqRel);
+        let mut inner = self.inner.lock().unpoisoned();
+        inner.map.clear();
+        inner.weight = 0;
     }
 }
 
@@ -142,6 +178,20 @@ mod tests {
             Some(2),
             "refilled under the new generation"
         );
+    }
+
+    #[test]
+    fn an_entry_read_before_it_was_forgotten_is_not_kept() {
+        let memo = Memo::new(100_000);
+        let read = memo.stamp();
+        memo.forget("list m");
+        memo.insert_read(read, "list m".into(), 1, 10);
+        assert_eq!(memo.get("list m"), None);
+        memo.insert_read(memo.stamp(), "list m".into(), 2, 10);
+        assert_eq!(memo.get("list m"), Some(2));
+        memo.clear();
+        assert_eq!(memo.get("list m"), None);
+        assert_eq!(memo.inner.lock().unwrap().weight, 0);
     }
 
     #[test]

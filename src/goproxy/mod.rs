@@ -44,7 +44,7 @@ use self::memo::Memo;
 use self::route::Route;
 use crate::config::GoConfig;
 use crate::metrics::Metrics;
-use crate::store::{Digest, Store};
+use crate::store::{Change, Digest, Store, Watcher};
 use crate::upstream::Singleflight;
 use crate::wire::{Action, Body, Outcome, Touched, body, touched};
 
@@ -111,6 +111,28 @@ struct Inner {
     zip_refusals: std::sync::Mutex<HashMap<String, GoError>>,
 }
 
+/// Another replica's answer replaces the one kept here; when notices may
+/// have been missed, everything goes. Files and tiles are immutable: only
+/// deletions, which move the generation they follow, take them out.
+impl Watcher for Inner {
+    fn changed(&self, change: &Change) {
+        match change {
+            Change::Answer(key) => self.answers.forget(key),
+            Change::Reset => {
+                self.files.clear();
+                self.answers.clear();
+                self.tiles.clear();
+            }
+            // Answers expire by their own TTLs, which the backstop would not shorten.
+            Change::Expire
+            | Change::Generation(_)
+            | Change::Tag { .. }
+            | Change::Manifest { .. }
+            | Change::RepoBlob { .. } => {}
+        }
+    }
+}
+
 /// What a request asks to be sent: HEAD wants GET's headers and no body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Reply {
@@ -159,25 +181,25 @@ impl GoProxy {
         let http = crate::upstream::Clients::new(upstreams, config.ca.as_deref())?;
         let verifier = verifier::Verifier::new(config)?;
         let generation = store.generation();
-        Ok(GoProxy {
-            inner: Arc::new(Inner {
-                store,
-                client: chain::Client { http, metrics },
-                chain,
-                private,
-                verifier,
-                sumdbs,
-                list_ttl: config.list_ttl.as_secs() as i64,
-                negative_ttl: config.negative_ttl.as_secs() as i64,
-                max_zip: config.max_zip_size.as_u64(),
-                files: Memo::following(FILES_MEMO, generation.clone()),
-                answers: Memo::new(ANSWERS_MEMO),
-                tiles: Memo::following(TILES_MEMO, generation),
-                flights: Singleflight::default(),
-                file_flights: Singleflight::default(),
-                zip_refusals: std::sync::Mutex::default(),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            store,
+            client: chain::Client { http, metrics },
+            chain,
+            private,
+            verifier,
+            sumdbs,
+            list_ttl: config.list_ttl.as_secs() as i64,
+            negative_ttl: config.negative_ttl.as_secs() as i64,
+            max_zip: config.max_zip_size.as_u64(),
+            files: Memo::following(FILES_MEMO, generation.clone()),
+            answers: Memo::new(ANSWERS_MEMO),
+            tiles: Memo::following(TILES_MEMO, generation),
+            flights: Singleflight::default(),
+            file_flights: Singleflight::default(),
+            zip_refusals: std::sync::Mutex::default(),
+        });
+        inner.store.watch(&inner);
+        Ok(GoProxy { inner })
     }
 
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
