@@ -232,3 +232,63 @@ async fn a_manifest_tag_or_blob_deleted_on_one_replica_is_gone_on_the_other_with
     both_serve(first, second, &blob, (404, b"")).await;
     cluster.stop().await;
 }
+
+async fn listeners(admin: &sqlx::PgPool) -> Vec<i32> {
+    sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%' ORDER BY pid")
+        .fetch_all(admin)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_listener_reconnects_drops_its_copies_and_follows_again() {
+    let cluster = Cluster::start().await;
+    let (first, second) = (&cluster.first, &cluster.second);
+    let one = push_image(first, "team/app", "v1", &layer(1)).await;
+    let two = push_image(first, "team/app", "v2", &layer(2)).await;
+    for _ in 0..2 {
+        assert_eq!(
+            get(second, "/v2/team/app/manifests/v1").await,
+            (200, one.clone())
+        );
+    }
+    let admin = sqlx::PgPool::connect(&cluster.postgres.admin_url())
+        .await
+        .unwrap();
+    let killed = listeners(&admin).await;
+    assert_eq!(killed.len(), 2, "one listener per replica");
+
+    // A change no replica hears of (written behind their backs), then the
+    // listeners' connections killed: once they listen again, what they
+    // held is gone and the row is read anew.
+    sqlx::query("UPDATE oci_tags SET digest = $1 WHERE repo = 'team/app' AND tag = 'v1'")
+        .bind(sha(&two))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'",
+    )
+    .execute(&admin)
+    .await
+    .unwrap();
+    common::wait_for(
+        "both replicas to listen again",
+        Duration::from_secs(5),
+        || async {
+            let now = listeners(&admin).await;
+            now.len() == 2 && now.iter().all(|pid| !killed.contains(pid))
+        },
+    )
+    .await;
+    match served_within(second, "/v2/team/app/manifests/v1", (200, &two)).await {
+        Ok(took) => eprintln!("second mirror dropped its copy in {took:?}"),
+        Err((status, _)) => panic!("second mirror still serves its old copy ({status})"),
+    }
+
+    // And notices flow again.
+    push_image(first, "team/app", "v1", &layer(1)).await;
+    both_serve(first, second, "/v2/team/app/manifests/v1", (200, &one)).await;
+    admin.close().await;
+    cluster.stop().await;
+}
