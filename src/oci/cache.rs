@@ -181,10 +181,7 @@ pub struct MetaCache {
 /// When a copy was read: taken before reading the index (or writing it), and
 /// given back with the copy to keep.
 #[derive(Clone, Copy, Debug)]
-pub struct Stamp {
-    heard: u64,
-    generation: u64,
-}
+pub struct Stamp(u64);
 
 impl MetaCache {
     pub fn new(generation: Generation) -> MetaCache {
@@ -206,19 +203,15 @@ impl MetaCache {
         self.seen.store(current, Ordering::Release);
     }
 
-    /// Taken on a miss, before the read whose result is put here.
+    /// Taken on a miss, before the read whose result is put here: one atomic load.
     pub fn stamp(&self) -> Stamp {
-        Stamp {
-            heard: self.heard.load(Ordering::Acquire),
-            generation: self.generation.current(),
-        }
+        Stamp(self.heard.load(Ordering::Acquire))
     }
 
     /// Whether a copy read under `stamp` may be kept: checked under the
     /// map's lock, after which a change takes the copy out again.
     fn current(&self, stamp: Stamp) -> bool {
-        self.heard.load(Ordering::Acquire) == stamp.heard
-            && self.generation.current() == stamp.generation
+        self.heard.load(Ordering::Acquire) == stamp.0
     }
 
     pub fn tag(&self, repo: &str, tag: &str) -> Option<TagMeta> {
@@ -353,8 +346,10 @@ impl Watcher for MetaCache {
                 forget(self);
                 self.clear();
             }
-            // The generation is compared on every lookup already.
-            Change::Generation(_) | Change::Answer(_) => {}
+            // Every lookup compares the generation and clears; a read in
+            // flight across the deletion is refused here.
+            Change::Generation(_) => forget(self),
+            Change::Answer(_) => {}
         }
     }
 }

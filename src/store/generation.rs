@@ -4,8 +4,10 @@
 //! metadata cache, the Go memos) compare it on every lookup, one atomic load,
 //! and drop what they hold when it moved. A serving process learns its own
 //! deletions at once and another process's (`mirror cache gc` beside it)
-//! within a second, by reading the row; a write that still goes through a
-//! stale copy fails on a foreign key and is retried from the index.
+//! within a second, by reading the row; on a shared index another replica's
+//! at once too, from the notice its deletion sends (`changes`), the poll
+//! staying as the backstop. A write that still goes through a stale copy
+//! fails on a foreign key and is retried from the index.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -9,7 +9,9 @@
 //! into one file per family; `Index` is all of them plus the connection's
 //! own life. A method that must be atomic (a delete and the generation bump,
 //! a manifest and the blobs it names, a batch of access times or audit rows)
-//! is one method, so each backend makes it one transaction.
+//! is one method, so each backend makes it one transaction. On PostgreSQL a
+//! write that replaces or deletes a row other processes may hold a copy of
+//! also sends a notice in that transaction, heard through `AnyIndex::feed`.
 //!
 //! Leases are a family too: a fill in progress is an in-process slot
 //! (`fill::Fills`); with several replicas it is also a `fills` row, so one
