@@ -9,6 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::garage::Garage;
+use common::go::{Mode, ModuleVersion, StaticProxy, write_tree};
 use common::postgres::Postgres;
 use common::{MirrorOptions, TestMirror};
 use serde_json::json;
@@ -141,11 +142,16 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Cluster {
+        Cluster::start_with("").await
+    }
+
+    /// Two replicas configured with `extra` besides the index and the bucket.
+    async fn start_with(extra: &str) -> Cluster {
         let postgres = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
         let garage = tokio::task::spawn_blocking(Garage::start).await.unwrap();
         let options = || MirrorOptions {
             extra_toml: format!(
-                "[index]\nurl = \"{}\"\n\n{}\n",
+                "[index]\nurl = \"{}\"\n\n{}\n{extra}",
                 postgres.url(),
                 garage.storage_toml()
             ),
@@ -290,5 +296,43 @@ async fn a_replica_whose_listener_reconnects_drops_its_copies_and_follows_again(
     push_image(first, "team/app", "v1", &layer(1)).await;
     both_serve(first, second, "/v2/team/app/manifests/v1", (200, &one)).await;
     admin.close().await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_go_list_refreshed_on_one_replica_is_what_the_other_serves_with_the_upstream_down() {
+    let tree = tempfile::tempdir().unwrap();
+    let version = |v: &str| ModuleVersion::package("example.com/greet", v, "greet", v, &[]);
+    write_tree(tree.path(), &[version("v1.0.0")]);
+    let upstream = StaticProxy::start(tree.path()).await;
+    let cluster = Cluster::start_with(&format!(
+        "[go]\nupstream = \"{}\"\nsumdb = []\nverify = \"off\"\nlist_ttl = \"1s\"\n",
+        upstream.url()
+    ))
+    .await;
+    let (first, second) = (&cluster.first, &cluster.second);
+    let list = "/example.com/greet/@v/list";
+    let served = |mirror| async move {
+        let (status, body) = common::go::get(mirror, list).await;
+        (status.as_u16(), String::from_utf8(body).unwrap())
+    };
+    assert_eq!(served(second).await, (200, "v1.0.0\n".to_owned()));
+
+    // A new version upstream; the first refreshes the list once it is stale.
+    write_tree(tree.path(), &[version("v1.1.0")]);
+    let refreshed = (200, "v1.0.0\nv1.1.0\n".to_owned());
+    common::wait_for(
+        "the first to refresh the list",
+        Duration::from_secs(10),
+        || {
+            let refreshed = refreshed.clone();
+            async move { served(first).await == refreshed }
+        },
+    )
+    .await;
+    // The second serves the first's answer, not its own stale memo: with the
+    // upstream failing it would serve that memo otherwise.
+    upstream.set_mode(Mode::Fail);
+    assert_eq!(served(second).await, refreshed);
     cluster.stop().await;
 }
