@@ -20,7 +20,7 @@ use crate::sync::Unpoisoned;
 /// How old a copy that only a notice would invalidate (a hosted tag, a
 /// manifest or blob link a DELETE removes) may get on a shared index, should
 /// a notice be lost without the listener noticing.
-pub const BACKSTOP: Duration = Duration::from_secs(10);
+const BACKSTOP: Duration = Duration::from_secs(10);
 
 /// A committed change to rows that processes keep copies of.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,8 +67,13 @@ impl Watchers {
 impl Store {
     /// Tells `watcher` of every change the listener hears, while it lives.
     pub fn watch<W: Watcher + 'static>(&self, watcher: &Arc<W>) {
-        let weak: Weak<dyn Watcher> = Arc::downgrade(watcher) as Weak<dyn Watcher>;
-        self.inner.watchers.0.lock().unpoisoned().push(weak);
+        let weak: Weak<W> = Arc::downgrade(watcher);
+        self.inner
+            .watchers
+            .0
+            .lock()
+            .unpoisoned()
+            .push(weak as Weak<dyn Watcher>);
     }
 
     /// Listens for the index's notices, if it sends any, and runs the backstop.

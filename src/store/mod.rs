@@ -55,7 +55,7 @@ use crate::sync::Unpoisoned;
 use blob_store::{BlobStore, Blobs};
 pub use blob_store::{S3Settings, Storage};
 pub use blobs::{Origin, StoredBlobs};
-pub use changes::{BACKSTOP, Change, Watcher};
+pub use changes::{Change, Watcher};
 
 /// An open object of the blob store the store was opened with.
 type BlobObjectOf = <Blobs as BlobStore>::Object;
