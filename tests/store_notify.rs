@@ -1,7 +1,8 @@
 //! The change notices between replicas of one PostgreSQL index, through the
 //! public Store API: what one store commits, another's watchers hear, a
 //! write that does not commit sends nothing, and a listener whose connection
-//! is killed clears every copy and hears again once it listens anew.
+//! is killed, or whose PostgreSQL restarts, clears every copy and hears
+//! again once it listens anew.
 
 mod common;
 
@@ -77,7 +78,7 @@ fn repo() -> RepoKey {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_one_replica_commits_another_hears_and_a_dropped_listener_clears_everything() {
-    let postgres = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let mut postgres = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
     let mut dirs = Vec::new();
     let writer = store(&postgres, &mut dirs).await;
     let reader = store(&postgres, &mut dirs).await;
@@ -198,6 +199,24 @@ async fn what_one_replica_commits_another_hears_and_a_dropped_listener_clears_ev
         .await
         .unwrap();
     heard.until("the tag set after reconnecting", &tag).await;
+
+    // PostgreSQL itself restarted: the listener retries until it is back.
+    heard.0.lock().unwrap().clear();
+    tokio::task::block_in_place(|| postgres.restart());
+    heard
+        .until("a reset after PostgreSQL restarted", &Change::Reset)
+        .await;
+    wait_for(
+        "the tag set after the restart to be heard",
+        DEADLINE * 3,
+        || async {
+            // The writer's pool reconnects on its own; the listener may still be
+            // waiting out its retry, then it has missed this one and resets again.
+            let _ = writer.oci().set_tag(&key, TagKey::new("v1"), &image).await;
+            heard.0.lock().unwrap().contains(&tag)
+        },
+    )
+    .await;
 
     stop.cancel();
     admin.close().await;
