@@ -234,8 +234,10 @@ impl Mirror {
 
         let stop = CancellationToken::new();
         // Before the main port opens: a replica that answers clients can
-        // also serve its fills to the others.
-        if let Some(cluster) = &config.cluster {
+        // also serve its fills to the others. A guest beside the replica
+        // (`mirror cache prefetch`) is not one: the replica holds the peer
+        // endpoint, and the guest's few fills need no lease.
+        if let Some(cluster) = config.cluster.as_ref().filter(|_| !options.shared) {
             join_cluster(cluster, &tls_files, &store, &stop).await?;
         }
         let listener = bind(&config, listener).await?;
