@@ -22,6 +22,7 @@ use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 
 const MIB: usize = 1024 * 1024;
+const LIMIT: Duration = Duration::from_secs(60);
 
 fn settings(garage: &Garage) -> S3Settings {
     S3Settings {
@@ -286,4 +287,105 @@ async fn on_a_shared_bucket_an_evicted_blob_outlives_its_row_for_readers_elsewhe
     );
     evicting.close().await;
     reading.close().await;
+}
+
+async fn journaled_uploads(pool: &sqlx::PgPool) -> i64 {
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM multipart_uploads")
+        .fetch_one(pool)
+        .await
+        .expect("count the journaled uploads");
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_upload_its_writer_never_finished_is_aborted_by_the_sweep_once_idle() {
+    let garage = start_garage().await;
+    let postgres = tokio::task::spawn_blocking(common::postgres::Postgres::start)
+        .await
+        .expect("postgres start task");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        &Storage::S3(settings(&garage)),
+        &IndexChoice::Postgres(postgres.url()),
+    )
+    .await
+    .expect("a store on postgres and garage");
+    let pool = sqlx::PgPool::connect(&postgres.url()).await.unwrap();
+
+    // An upload that ends, either way, leaves nothing journaled.
+    let whole = noise::bytes(20 * MIB + 1);
+    store
+        .blobs()
+        .put(&whole, Origin::Cached)
+        .await
+        .expect("put");
+    assert_eq!(journaled_uploads(&pool).await, 0);
+
+    // A writer that stops mid-upload (its future dropped, as a killed
+    // process's is) runs no abort: the upload stays begun in the bucket.
+    let bytes = noise::bytes(96 * MIB + 5);
+    let digest = Digest::sha256_of(&bytes);
+    {
+        let blobs = store.blobs();
+        let put = blobs.put(&bytes, Origin::Cached);
+        let begun = async {
+            while journaled_uploads(&pool).await == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::select! {
+            put = put => panic!("the upload finished before it could be cut off: {put:?}"),
+            () = begun => {}
+        }
+    }
+    wait_for("garage counts the unfinished upload", LIMIT, || async {
+        garage.unfinished_multipart_uploads().await > 0
+    })
+    .await;
+
+    // Not idle long enough: another replica may be uploading it right now.
+    let sweep = || store.sweep(mirror::store::SweepOptions::shared());
+    let swept = sweep().await.expect("sweep");
+    assert_eq!(swept.abandoned_multipart_uploads, 0, "{swept:?}");
+    assert_eq!(journaled_uploads(&pool).await, 1);
+
+    sqlx::query("UPDATE multipart_uploads SET touched_at = touched_at - $1")
+        .bind(mirror::store::MULTIPART_IDLE_AFTER.as_secs() as i64 + 1)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let dry = store
+        .sweep(mirror::store::SweepOptions {
+            dry_run: true,
+            ..mirror::store::SweepOptions::shared()
+        })
+        .await
+        .expect("dry-run sweep");
+    assert_eq!(dry.abandoned_multipart_uploads, 1, "{dry:?}");
+    assert_eq!(
+        journaled_uploads(&pool).await,
+        1,
+        "a dry run aborts nothing"
+    );
+    let swept = sweep().await.expect("sweep");
+    assert_eq!(swept.abandoned_multipart_uploads, 1, "{swept:?}");
+    assert_eq!(journaled_uploads(&pool).await, 0);
+    wait_for("no unfinished upload in the bucket", LIMIT, || async {
+        garage.unfinished_multipart_uploads().await == 0
+    })
+    .await;
+    assert!(!exists(&garage.client(), &key(&digest)).await);
+    assert_eq!(store.blobs().size(&digest).await.unwrap(), None);
+
+    // The bytes can still be stored whole.
+    let again = store
+        .blobs()
+        .put(&bytes, Origin::Cached)
+        .await
+        .expect("put again");
+    assert_eq!(again, digest);
+    assert!(exists(&garage.client(), &key(&digest)).await);
+    pool.close().await;
+    store.close().await;
 }

@@ -176,6 +176,12 @@ async fn gc(location: DataDirArgs, target: Option<ByteSize>, dry_run: bool) -> a
         swept.temp_files,
         swept.abandoned_uploads
     );
+    if store.shares_bytes() {
+        println!(
+            "sweep: {verb} {} abandoned multipart uploads to the bucket",
+            swept.abandoned_multipart_uploads
+        );
+    }
     let target = target.map(|t| t.as_u64()).or_else(|| {
         config
             .cache

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use super::blob_store::{BlobStore, ListedBlob};
+use super::blob_store::{BlobStore, ListedBlob, UploadJournal};
 use super::generation::BlobRows;
 use super::index::UpkeepIndex;
 use super::{Digest, Store, StoreError};
@@ -27,6 +27,10 @@ pub const UPLOAD_ABANDONED_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// row: another replica may be streaming it (a 20 GB layer at 10 MB/s takes
 /// 33 minutes). Only then does the sweep delete it.
 pub const GC_GRACE: Duration = Duration::from_secs(2 * 3600);
+
+/// A multipart upload to the bucket with no part in for this long was left
+/// by a replica that died mid-upload (a part is 8 MiB): the sweep aborts it.
+pub const MULTIPART_IDLE_AFTER: Duration = Duration::from_secs(3600);
 
 /// Blobs open for reading in this process, with how many readers each has,
 /// keyed by the first 64 bits of the digest: marking a read costs no
@@ -144,6 +148,8 @@ pub struct SweepReport {
     pub temp_files: u64,
     /// Push sessions untouched for a day, and their leftover files.
     pub abandoned_uploads: u64,
+    /// Multipart uploads to the bucket that a dead process left unfinished.
+    pub abandoned_multipart_uploads: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -256,6 +262,7 @@ impl Store {
         report.abandoned_uploads = self
             .sweep_uploads(UPLOAD_ABANDONED_AFTER, min_age, dry_run)
             .await?;
+        report.abandoned_multipart_uploads = self.abort_idle_multipart_uploads(dry_run).await?;
         let files = self.inner.blobs.list().await?;
         for (digest, len) in self.orphan_files(&files, min_age).await? {
             if dry_run || self.delete_orphan(&digest).await {
@@ -267,6 +274,31 @@ impl Store {
             files.into_iter().map(|file| file.digest).collect();
         report.missing_files = self.sweep_missing_files(&listed, dry_run).await?;
         Ok(report)
+    }
+
+    /// Aborts (unless `dry_run`) the bucket's multipart uploads idle for
+    /// `MULTIPART_IDLE_AFTER`, whose parts S3 would otherwise keep for good;
+    /// how many. One whose abort fails stays journaled for the next sweep.
+    async fn abort_idle_multipart_uploads(&self, dry_run: bool) -> Result<u64, StoreError> {
+        let Some(bucket) = self.shared_bucket() else {
+            return Ok(0);
+        };
+        let before = super::index::now_secs() - MULTIPART_IDLE_AFTER.as_secs() as i64;
+        let idle = self.inner.index.idle_multiparts(before).await?;
+        if dry_run {
+            return Ok(idle.len() as u64);
+        }
+        let mut aborted = 0;
+        for (upload_id, object_key) in idle {
+            match bucket.abort_upload(&object_key, &upload_id).await {
+                Ok(()) => {
+                    self.inner.index.ended(&upload_id).await?;
+                    aborted += 1;
+                }
+                Err(error) => tracing::warn!(%error, "an abandoned multipart upload stays"),
+            }
+        }
+        Ok(aborted)
     }
 
     /// Deletes an object no row names. On a shared bucket, under the blob's

@@ -61,7 +61,8 @@ pub use changes::{Change, Watcher};
 type BlobObjectOf = <Blobs as BlobStore>::Object;
 pub use digest::{Algorithm, Digest, Hasher, InvalidDigest};
 pub use evict::{
-    EvictionReport, ReadGuard, StoreTotals, SweepOptions, SweepReport, UPLOAD_ABANDONED_AFTER,
+    EvictionReport, MULTIPART_IDLE_AFTER, ReadGuard, StoreTotals, SweepOptions, SweepReport,
+    UPLOAD_ABANDONED_AFTER,
 };
 pub use fill::{
     Cluster, Committed, FillError, FillHead, FillLimits, FillProducer, FillReader, MinRate,
@@ -368,7 +369,10 @@ impl Store {
             true => Some(self.blob_lease_waiting(digest).await?),
             false => None,
         };
-        self.inner.blobs.commit(tmp, digest).await?;
+        self.inner
+            .blobs
+            .commit(tmp, digest, &self.inner.index)
+            .await?;
         self.inner.index.insert_blob(digest, size, hosted).await?;
         self.inner.grew.notify_one();
         Ok(())

@@ -161,7 +161,7 @@ impl Uploads<'_> {
             .await
             .map_err(io_error(format!("syncing {}", file.path.display())))?;
         // The chunk first: a row naming a part the bucket lacks would lose bytes.
-        bucket.put_part(&file.path, id, part.base).await?;
+        bucket.put_part(&file.path, id, part.base, index).await?;
         Ok(index
             .upload_part(id, part.base, file.size(), &state)
             .await?)

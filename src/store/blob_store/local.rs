@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::{BlobObject, BlobStore, ListedBlob, Opened, Quarantined, nowait};
+use super::{BlobObject, BlobStore, ListedBlob, Opened, Quarantined, UploadJournal, nowait};
 use crate::store::{Digest, StoreError, create_private_dirs, io_error};
 
 /// Read size when streaming a file: large enough that the per-read cost of a
@@ -124,7 +124,12 @@ impl BlobStore for LocalBlobs {
         }
     }
 
-    async fn commit(&self, staged: &Path, digest: &Digest) -> Result<(), StoreError> {
+    async fn commit(
+        &self,
+        staged: &Path,
+        digest: &Digest,
+        _renamed_not_uploaded: &impl UploadJournal,
+    ) -> Result<(), StoreError> {
         let tmp = staged.to_owned();
         let moved_to = self.path(digest);
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {

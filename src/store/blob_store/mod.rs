@@ -71,6 +71,24 @@ pub(crate) enum Quarantined {
     Replaced,
 }
 
+/// Where a backend notes the multipart uploads it has begun and not ended,
+/// so that one its process never finished (killed mid-upload) is found and
+/// aborted by a sweep, in any process. Local files need none.
+pub(crate) trait UploadJournal: Sync {
+    /// Upload `upload_id` of `object_key` is begun.
+    fn begun(
+        &self,
+        upload_id: &str,
+        object_key: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A part of `upload_id` went in: it is alive.
+    fn progressed(&self, upload_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// `upload_id` is completed or aborted.
+    fn ended(&self, upload_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
 pub(crate) trait BlobStore: Send + Sync {
     type Object: BlobObject;
 
@@ -86,8 +104,14 @@ pub(crate) trait BlobStore: Send + Sync {
     /// Makes the complete, verified, fsynced staged file the object for
     /// `digest`. Write-once: if the object exists already (same digest, same
     /// bytes), it stays and the staged file goes. A failed commit leaves no
-    /// staged file behind either.
-    async fn commit(&self, staged: &Path, digest: &Digest) -> Result<(), StoreError>;
+    /// staged file behind either. A backend that uploads in parts notes its
+    /// uploads in `journal`.
+    async fn commit(
+        &self,
+        staged: &Path,
+        digest: &Digest,
+        journal: &impl UploadJournal,
+    ) -> Result<(), StoreError>;
 
     /// Removes the object for `digest`; one already gone is no error.
     async fn delete(&self, digest: &Digest) -> Result<(), StoreError>;
@@ -200,10 +224,15 @@ impl BlobStore for Blobs {
         })
     }
 
-    async fn commit(&self, staged: &Path, digest: &Digest) -> Result<(), StoreError> {
+    async fn commit(
+        &self,
+        staged: &Path,
+        digest: &Digest,
+        journal: &impl UploadJournal,
+    ) -> Result<(), StoreError> {
         match self {
-            Blobs::Local(local) => local.commit(staged, digest).await,
-            Blobs::S3(s3) => s3.commit(staged, digest).await,
+            Blobs::Local(local) => local.commit(staged, digest, journal).await,
+            Blobs::S3(s3) => s3.commit(staged, digest, journal).await,
         }
     }
 

@@ -9,13 +9,16 @@ use std::path::Path as LocalPath;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesOrdered;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{GetOptions, GetRange, MultipartId, ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::io::AsyncReadExt;
 
-use super::{BlobObject, BlobStore, ListedBlob, Opened, Quarantined};
+use super::{BlobObject, BlobStore, ListedBlob, Opened, Quarantined, UploadJournal};
 use crate::store::{Digest, StoreError, io_error};
 
 /// Part size of a multipart upload: over S3's 5 MiB minimum, and small
@@ -115,8 +118,15 @@ impl S3Blobs {
         }
     }
 
-    /// Uploads the staged file to `key` in parts; any failure aborts the upload.
-    async fn upload(&self, staged: &LocalPath, key: &Path) -> Result<(), StoreError> {
+    /// Uploads the staged file to `key`, in parts when it is larger than one.
+    /// A failure aborts the upload; one this process never gets to end
+    /// (killed, or the future dropped) stays in `journal` for the sweep.
+    async fn upload(
+        &self,
+        staged: &LocalPath,
+        key: &Path,
+        journal: &impl UploadJournal,
+    ) -> Result<(), StoreError> {
         let mut file = tokio::fs::File::open(staged)
             .await
             .map_err(io_error(format!("opening {}", staged.display())))?;
@@ -137,35 +147,90 @@ impl S3Blobs {
                 .map_err(s3_error(format!("uploading {key}")))?;
             return Ok(());
         }
-        let upload = self
+        let id = self
             .bucket
-            .put_multipart(key)
+            .create_multipart(key)
             .await
             .map_err(s3_error(format!("starting the upload of {key}")))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
-        let mut chunk = vec![0; PART];
-        loop {
-            let read = match file.read(&mut chunk).await {
-                Ok(0) => break,
-                Ok(read) => read,
-                Err(error) => {
-                    let _ = writer.abort().await;
-                    return Err(io_error(format!("reading {}", staged.display()))(error));
-                }
-            };
-            if let Err(error) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                let _ = writer.abort().await;
-                return Err(s3_error(format!("uploading {key}"))(error));
+        let uploaded = match journal.begun(&id, key.as_ref()).await {
+            Ok(()) => {
+                self.upload_parts(&mut file, staged, key, &id, journal)
+                    .await
             }
-            writer.write(&chunk[..read]);
+            Err(error) => Err(error),
+        };
+        let outcome = match uploaded {
+            Ok(parts) => match self.bucket.complete_multipart(key, &id, parts).await {
+                Ok(_) => Ok(()),
+                Err(error) => Err(s3_error(format!("completing the upload of {key}"))(error)),
+            },
+            Err(error) => Err(error),
+        };
+        // Journaled until it is completed or aborted; an abort that fails
+        // leaves the row for the sweep to try again.
+        if outcome.is_ok() || self.abort_upload(key.as_ref(), &id).await.is_ok() {
+            let _ = journal.ended(&id).await;
         }
-        // `finish` aborts the upload itself when a part or the completion fails.
-        writer
-            .finish()
-            .await
-            .map_err(s3_error(format!("completing the upload of {key}")))?;
-        Ok(())
+        outcome
     }
+
+    /// Aborts multipart upload `id` of `key`, its parts discarded; one
+    /// already gone (completed, aborted) is no error.
+    pub(crate) async fn abort_upload(&self, key: &str, id: &str) -> Result<(), StoreError> {
+        let key = Path::from(key);
+        match self.bucket.abort_multipart(&key, &id.to_owned()).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(s3_error(format!("aborting an upload of {key}"))(error)),
+        }
+    }
+
+    /// Sends the file's parts, `PARTS_IN_FLIGHT` at a time, and returns them
+    /// in order for the completion.
+    async fn upload_parts(
+        &self,
+        file: &mut tokio::fs::File,
+        staged: &LocalPath,
+        key: &Path,
+        id: &MultipartId,
+        journal: &impl UploadJournal,
+    ) -> Result<Vec<PartId>, StoreError> {
+        let mut in_flight: FuturesOrdered<BoxFuture<'_, object_store::Result<PartId>>> =
+            FuturesOrdered::new();
+        let mut parts: Vec<PartId> = Vec::new();
+        for index in 0.. {
+            let chunk = read_part(file)
+                .await
+                .map_err(io_error(format!("reading {}", staged.display())))?;
+            if chunk.is_empty() {
+                break;
+            }
+            if in_flight.len() == PARTS_IN_FLIGHT
+                && let Some(part) = in_flight.next().await
+            {
+                parts.push(part.map_err(s3_error(format!("uploading {key}")))?);
+                journal.progressed(id).await?;
+            }
+            in_flight.push_back(
+                self.bucket
+                    .put_part(key, id, index, PutPayload::from(chunk)),
+            );
+        }
+        while let Some(part) = in_flight.next().await {
+            parts.push(part.map_err(s3_error(format!("uploading {key}")))?);
+            journal.progressed(id).await?;
+        }
+        Ok(parts)
+    }
+}
+
+/// The next `PART` bytes of `file`, fewer only at its end.
+async fn read_part(file: &mut tokio::fs::File) -> std::io::Result<Vec<u8>> {
+    let mut chunk = Vec::with_capacity(PART);
+    (&mut *file)
+        .take(PART as u64)
+        .read_to_end(&mut chunk)
+        .await?;
+    Ok(chunk)
 }
 
 impl BlobObject for S3Object {
@@ -230,12 +295,17 @@ impl BlobStore for S3Blobs {
         Ok(Some(Opened::Whole(whole, object)))
     }
 
-    async fn commit(&self, staged: &LocalPath, digest: &Digest) -> Result<(), StoreError> {
+    async fn commit(
+        &self,
+        staged: &LocalPath,
+        digest: &Digest,
+        journal: &impl UploadJournal,
+    ) -> Result<(), StoreError> {
         let key = blob_key(digest);
         let uploaded = match self.head(&key).await {
             // Same digest, same bytes: the object readers may hold stays.
             Ok(Some(_)) => Ok(()),
-            Ok(None) => self.upload(staged, &key).await,
+            Ok(None) => self.upload(staged, &key, journal).await,
             Err(error) => Err(error),
         };
         // Uploaded or not, the staged copy is done with.
@@ -321,8 +391,9 @@ impl S3Blobs {
         staged: &LocalPath,
         id: &str,
         start: u64,
+        journal: &impl UploadJournal,
     ) -> Result<(), StoreError> {
-        let uploaded = self.upload(staged, &part_key(id, start)).await;
+        let uploaded = self.upload(staged, &part_key(id, start), journal).await;
         let _ = tokio::fs::remove_file(staged).await;
         uploaded
     }

@@ -14,6 +14,7 @@ use super::{
     AuditIndex, BlobIndex, Candidate, GoIndex, Index, IndexError, LeaderGuard, Lease, LeaseIndex,
     OciIndex, UpkeepIndex, UploadIndex,
 };
+use crate::store::blob_store::UploadJournal;
 use crate::store::generation::BlobRows;
 use crate::store::{
     AuditQuery, AuditRecord, Digest, GoFile, GroupStats, ManifestRow, NewManifest, ReferrerRow,
@@ -112,6 +113,19 @@ impl AnyIndex {
         match self {
             AnyIndex::Postgres(index) => index.forget_doomed(digest).await,
             AnyIndex::Sqlite(_) => Ok(()),
+        }
+    }
+
+    /// Uploads to the bucket idle since before `before`. A SQLite index never
+    /// fronts a bucket (the config refuses S3 storage without PostgreSQL), so
+    /// it journals none.
+    pub(crate) async fn idle_multiparts(
+        &self,
+        before: i64,
+    ) -> Result<Vec<(String, String)>, IndexError> {
+        match self {
+            AnyIndex::Postgres(index) => index.idle_multiparts(before).await,
+            AnyIndex::Sqlite(_) => Ok(Vec::new()),
         }
     }
 
@@ -261,3 +275,32 @@ forward!(TransferIndex {
     async fn export_rows(&self, table: Table, after: Option<&[Value]>, limit: u32) -> Result<Vec<Row>, IndexError>;
     async fn import_rows(&self, table: Table, rows: &[Row]) -> Result<(), IndexError>;
 });
+
+/// Multipart uploads in flight, journaled where every replica's sweep sees
+/// them (see `PgIndex::record_multipart`).
+impl UploadJournal for AnyIndex {
+    async fn begun(&self, upload_id: &str, object_key: &str) -> Result<(), StoreError> {
+        match self {
+            AnyIndex::Postgres(index) => Ok(index
+                .record_multipart(upload_id, object_key, super::now_secs())
+                .await?),
+            AnyIndex::Sqlite(_) => Ok(()),
+        }
+    }
+
+    async fn progressed(&self, upload_id: &str) -> Result<(), StoreError> {
+        match self {
+            AnyIndex::Postgres(index) => {
+                Ok(index.touch_multipart(upload_id, super::now_secs()).await?)
+            }
+            AnyIndex::Sqlite(_) => Ok(()),
+        }
+    }
+
+    async fn ended(&self, upload_id: &str) -> Result<(), StoreError> {
+        match self {
+            AnyIndex::Postgres(index) => Ok(index.forget_multipart(upload_id).await?),
+            AnyIndex::Sqlite(_) => Ok(()),
+        }
+    }
+}

@@ -93,7 +93,11 @@ impl Store {
         let outcome = stage(&object, digest, size, &staged, progress).await;
         match outcome {
             Ok(Staged::Verified) => {
-                target.inner.blobs.commit(&staged, digest).await?;
+                target
+                    .inner
+                    .blobs
+                    .commit(&staged, digest, &target.inner.index)
+                    .await?;
                 Ok(BlobOutcome::Copied)
             }
             Ok(Staged::Bad) => {

@@ -10,6 +10,7 @@ mod blobs;
 mod go;
 mod leader;
 mod leases;
+mod multipart;
 mod notify;
 mod oci;
 mod transfer;
