@@ -10,6 +10,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
@@ -26,6 +27,10 @@ use crate::store::{Digest, StoreError, io_error};
 const PART: usize = 8 * 1024 * 1024;
 /// Parts uploaded at once.
 const PARTS_IN_FLIGHT: usize = 2;
+/// A read is one ranged GET per window, each sent as the reader gets there:
+/// a slow reader holds no S3 response open for minutes (servers drop idle
+/// ones), and each window checks again that the object is the one opened.
+const READ_WINDOW: u64 = 8 * 1024 * 1024;
 
 /// Where the bucket is and how to sign for it. The secret is never logged:
 /// `Debug` leaves it out.
@@ -248,17 +253,48 @@ impl BlobObject for S3Object {
             // S3 refuses an empty range; there is nothing to fetch.
             return Ok(futures_util::stream::empty().left_stream());
         }
-        let options = GetOptions {
-            range: Some(GetRange::Bounded(start..end)),
-            if_match: self.e_tag.clone(),
-            ..GetOptions::default()
-        };
-        let got = self.bucket.get_opts(&self.key, options).await?;
-        Ok(got
-            .into_stream()
-            .map_err(std::io::Error::from)
-            .right_stream())
+        // The first window's GET now, so that a missing or replaced object
+        // is an error before any byte is sent; the rest as the reader pulls.
+        let first = start..end.min(start + READ_WINDOW);
+        let head = self.get_range(first.clone()).await?;
+        let object = (self.bucket.clone(), self.key.clone(), self.e_tag.clone());
+        let rest = futures_util::stream::iter((first.end..end).step_by(READ_WINDOW as usize))
+            .then(move |from| {
+                let (bucket, key, e_tag) = object.clone();
+                async move {
+                    let range = from..end.min(from + READ_WINDOW);
+                    get_range(&bucket, &key, e_tag, range).await
+                }
+            })
+            .try_flatten();
+        Ok(head.chain(rest).right_stream())
     }
+}
+
+impl S3Object {
+    async fn get_range(
+        &self,
+        range: std::ops::Range<u64>,
+    ) -> std::io::Result<BoxStream<'static, std::io::Result<Bytes>>> {
+        get_range(&self.bucket, &self.key, self.e_tag.clone(), range).await
+    }
+}
+
+/// One ranged GET of the object `key`, refused if it is no longer the one
+/// with `e_tag`.
+async fn get_range(
+    bucket: &AmazonS3,
+    key: &Path,
+    e_tag: Option<String>,
+    range: std::ops::Range<u64>,
+) -> std::io::Result<BoxStream<'static, std::io::Result<Bytes>>> {
+    let options = GetOptions {
+        range: Some(GetRange::Bounded(range)),
+        if_match: e_tag,
+        ..GetOptions::default()
+    };
+    let got = bucket.get_opts(key, options).await?;
+    Ok(got.into_stream().map_err(std::io::Error::from).boxed())
 }
 
 impl BlobStore for S3Blobs {
