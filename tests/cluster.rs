@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use common::cluster::Cluster;
 use common::garage::Garage;
 use common::postgres::Postgres;
-use common::process::{Guard, free_port, mirror_bin, text, wait_for_port};
 use common::registry::layout::{Blob, Layout};
 use common::registry::proxy::Proxy;
 use common::registry::{Auth, DockerRegistry};
@@ -22,137 +22,7 @@ use object_store::ObjectStore;
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
-const LIMIT: Duration = Duration::from_secs(120);
-
-struct Replica {
-    name: String,
-    port: u16,
-    peer: u16,
-    process: Guard,
-}
-
-struct Cluster {
-    dir: tempfile::TempDir,
-    replicas: Vec<Replica>,
-    client: reqwest::Client,
-}
-
-fn mirror(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new(mirror_bin())
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "mirror {args:?}: {}", text(&out));
-}
-
-impl Cluster {
-    async fn start(n: usize, postgres: &Postgres, garage: &Garage, upstream: &str) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        mirror(root, &["pki", "init", "--dir", "pki"]);
-        mirror(
-            root,
-            &[
-                "pki",
-                "issue-server",
-                "--dir",
-                "pki",
-                "--san",
-                "127.0.0.1",
-                "localhost",
-            ],
-        );
-        mirror(
-            root,
-            &[
-                "pki",
-                "issue-client",
-                "alice",
-                "--dir",
-                "pki",
-                "--registry",
-                "cluster:5000",
-                "--out",
-                "certs",
-            ],
-        );
-        let mut replicas = Vec::new();
-        for i in 1..=n {
-            let (port, peer) = (free_port(), free_port());
-            let name = format!("m{i}");
-            let config = format!(
-                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"data-{name}\"\n\n\
-                 [tls]\ncert = \"pki/server.crt\"\nkey = \"pki/server.key\"\n\
-                 client_ca = \"pki/ca.crt\"\ncrl = \"pki/ca.crl\"\nclient_auth = \"optional\"\n\n\
-                 [limits]\nreload_poll = \"1h\"\n\n\
-                 [index]\nurl = \"{}\"\n\n{}\n\
-                 [cluster]\nreplica = \"{name}\"\npeer_listen = \"127.0.0.1:{peer}\"\n\
-                 peer_url = \"https://127.0.0.1:{peer}\"\n\n\
-                 [[registry.upstream]]\nname = \"up.test\"\nurl = \"{upstream}\"\n",
-                postgres.url(),
-                garage.storage_toml(),
-            );
-            std::fs::write(root.join(format!("{name}.toml")), config).unwrap();
-            let log = std::fs::File::create(root.join(format!("{name}.log"))).unwrap();
-            let process = Guard::spawn(
-                &format!("mirror serve ({name})"),
-                std::process::Command::new(mirror_bin())
-                    .current_dir(root)
-                    .args(["serve", "--config", &format!("{name}.toml")])
-                    .env("RUST_LOG", "info")
-                    .env("MIRROR_SYSTEM_CONFIG", root.join("no-system-config.toml"))
-                    .stdout(std::process::Stdio::null())
-                    .stderr(log),
-            );
-            replicas.push(Replica {
-                name,
-                port,
-                peer,
-                process,
-            });
-        }
-        for replica in &replicas {
-            wait_for_port(&format!("127.0.0.1:{}", replica.port), LIMIT);
-            wait_for_port(&format!("127.0.0.1:{}", replica.peer), LIMIT);
-        }
-        let read = |name: &str| std::fs::read(root.join(name)).unwrap();
-        let folder = "certs/cluster:5000";
-        let identity = reqwest::Identity::from_pem(
-            &[
-                read(&format!("{folder}/client.cert")),
-                b"\n".to_vec(),
-                read(&format!("{folder}/client.key")),
-            ]
-            .concat(),
-        )
-        .unwrap();
-        let ca = reqwest::Certificate::from_pem(&read("pki/ca.crt")).unwrap();
-        let client = reqwest::Client::builder()
-            .tls_certs_only([ca])
-            .identity(identity)
-            .timeout(LIMIT)
-            .build()
-            .unwrap();
-        Cluster {
-            dir,
-            replicas,
-            client,
-        }
-    }
-
-    fn blob_url(&self, replica: usize, digest: &str) -> String {
-        format!(
-            "https://127.0.0.1:{}/v2/up.test/team/fill/blobs/{digest}",
-            self.replicas[replica].port
-        )
-    }
-
-    fn log(&self, replica: usize) -> String {
-        let name = &self.replicas[replica].name;
-        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
-    }
-}
+const LIMIT: Duration = common::cluster::LIMIT;
 
 /// What one client saw of a GET.
 struct Fetched {
@@ -271,7 +141,7 @@ async fn thirty_clients_on_three_replicas_get_one_upstream_fetch_streamed_to_all
     let (_registry, proxy, layer) = upstream_with_layer(81, 64 << 20).await;
     // About four seconds upstream: long enough that every client joins the fill in flight.
     proxy.throttle(Some(16 << 20));
-    let cluster = Cluster::start(3, &postgres, &garage, &proxy.url()).await;
+    let cluster = Cluster::start(3, &postgres, &garage, &proxy.url(), "").await;
 
     let progress = Arc::new(AtomicU64::new(0));
     let tasks = clients(&cluster, &[0, 1, 2], 10, &layer.digest, &progress);
@@ -327,7 +197,7 @@ async fn when_the_replica_filling_is_killed_the_others_finish_with_verified_byte
     let (postgres, garage) = engines().await;
     let (_registry, proxy, layer) = upstream_with_layer(82, 32 << 20).await;
     proxy.throttle(Some(4 << 20));
-    let cluster = Cluster::start(3, &postgres, &garage, &proxy.url()).await;
+    let cluster = Cluster::start(3, &postgres, &garage, &proxy.url(), "").await;
     let key = format!("oci:{}", layer.digest);
 
     // The first client's replica claims the fill; the others follow it.
@@ -401,7 +271,7 @@ async fn a_lying_upstream_gets_no_complete_body_on_any_replica_and_nothing_store
     let (_registry, proxy, layer) = upstream_with_layer(83, 8 << 20).await;
     proxy.corrupt_blob(&layer.digest);
     proxy.throttle(Some(8 << 20));
-    let cluster = Cluster::start(3, &postgres, &garage, &proxy.url()).await;
+    let cluster = Cluster::start(3, &postgres, &garage, &proxy.url(), "").await;
     let progress = Arc::new(AtomicU64::new(0));
     for (replica, task) in clients(&cluster, &[0, 1, 2], 3, &layer.digest, &progress) {
         let result = task.await.unwrap();
@@ -434,7 +304,7 @@ async fn a_lying_upstream_gets_no_complete_body_on_any_replica_and_nothing_store
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_peer_endpoint_admits_replicas_only() {
     let (postgres, garage) = engines().await;
-    let cluster = Cluster::start(1, &postgres, &garage, "https://127.0.0.1:9").await;
+    let cluster = Cluster::start(1, &postgres, &garage, "https://127.0.0.1:9", "").await;
     let url = format!("https://127.0.0.1:{}/fills/00", cluster.replicas[0].peer);
     // alice's certificate is good on the main port, not here.
     let refused = cluster.client.get(&url).send().await;
@@ -491,10 +361,6 @@ fn on_replica(url: &str, cluster: &Cluster, replica: usize) -> String {
     format!("https://127.0.0.1:{}{path}", cluster.replicas[replica].port)
 }
 
-fn origin(cluster: &Cluster, replica: usize) -> String {
-    format!("https://127.0.0.1:{}", cluster.replicas[replica].port)
-}
-
 async fn patch(
     client: &reqwest::Client,
     url: &str,
@@ -516,7 +382,7 @@ async fn patch(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_push_goes_on_from_any_replica_one_writer_at_a_time() {
     let (postgres, garage) = engines().await;
-    let cluster = Cluster::start(3, &postgres, &garage, "https://127.0.0.1:9").await;
+    let cluster = Cluster::start(3, &postgres, &garage, "https://127.0.0.1:9", "").await;
     let client = &cluster.client;
     let blob: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(&blob)));
@@ -527,15 +393,12 @@ async fn a_chunked_push_goes_on_from_any_replica_one_writer_at_a_time() {
     );
 
     let started = client
-        .post(format!(
-            "{}/v2/team/app/blobs/uploads/",
-            origin(&cluster, 0)
-        ))
+        .post(format!("{}/v2/team/app/blobs/uploads/", cluster.origin(0)))
         .send()
         .await
         .unwrap();
     assert_eq!(started.status(), 202);
-    let session = location(&started, &origin(&cluster, 0));
+    let session = location(&started, &cluster.origin(0));
 
     let first = patch(
         client,
@@ -620,7 +483,7 @@ async fn a_chunked_push_goes_on_from_any_replica_one_writer_at_a_time() {
         let got = client
             .get(format!(
                 "{}/v2/team/app/blobs/{digest}",
-                origin(&cluster, replica)
+                cluster.origin(replica)
             ))
             .send()
             .await
@@ -650,19 +513,16 @@ fn tokio_stream_from(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_mid_patch_leaves_the_session_to_go_on_from_another() {
     let (postgres, garage) = engines().await;
-    let cluster = Cluster::start(3, &postgres, &garage, "https://127.0.0.1:9").await;
+    let cluster = Cluster::start(3, &postgres, &garage, "https://127.0.0.1:9", "").await;
     let client = &cluster.client;
     let blob: Vec<u8> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect();
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(&blob)));
     let started = client
-        .post(format!(
-            "{}/v2/team/app/blobs/uploads/",
-            origin(&cluster, 0)
-        ))
+        .post(format!("{}/v2/team/app/blobs/uploads/", cluster.origin(0)))
         .send()
         .await
         .unwrap();
-    let session = location(&started, &origin(&cluster, 0));
+    let session = location(&started, &cluster.origin(0));
     let id = session
         .split('?')
         .next()
@@ -737,10 +597,7 @@ async fn a_replica_killed_mid_patch_leaves_the_session_to_go_on_from_another() {
         .unwrap();
     assert_eq!(put.status(), 201, "{:?}", put.text().await);
     let got = client
-        .get(format!(
-            "{}/v2/team/app/blobs/{digest}",
-            origin(&cluster, 0)
-        ))
+        .get(format!("{}/v2/team/app/blobs/{digest}", cluster.origin(0)))
         .send()
         .await
         .unwrap();
@@ -756,7 +613,7 @@ async fn a_postgres_restart_under_load_fails_requests_only_while_it_is_down() {
     let image = layout.image("amd64", &[(91, 300_000), (92, 400_000)]);
     layout.tag("v1", &image);
     layout.push("v1", &format!("{}/team/fill:v1", registry.addr), &[]);
-    let cluster = Cluster::start(2, &postgres, &garage, &registry.url()).await;
+    let cluster = Cluster::start(2, &postgres, &garage, &registry.url(), "").await;
     let (before, after) = (&image.layers[0], &image.layers[1]);
     let get = |replica: usize, digest: &str| {
         let (client, url) = (cluster.client.clone(), cluster.blob_url(replica, digest));

@@ -9,6 +9,8 @@
 )]
 
 pub mod audit;
+pub mod balancer;
+pub mod cluster;
 pub mod containerd;
 pub mod docker;
 pub mod forward;

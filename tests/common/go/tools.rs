@@ -68,11 +68,17 @@ impl GoEnv {
     }
 
     pub fn with_version(mirror: &TestMirror, version: GoVersion) -> GoEnv {
+        GoEnv::for_proxy(&mirror.host_port(), mirror.pki.ca_cert(), version)
+    }
+
+    /// Go with alice's password in GOPROXY for the mirror at `host_port`,
+    /// trusting the CA at `ca`.
+    pub fn for_proxy(host_port: &str, ca: PathBuf, version: GoVersion) -> GoEnv {
         GoEnv {
             dir: tempfile::tempdir().expect("go env dir"),
             version,
-            goproxy: format!("https://{USER}:{PASSWORD}@{}", mirror.host_port()),
-            ca: mirror.pki.ca_cert(),
+            goproxy: format!("https://{USER}:{PASSWORD}@{host_port}"),
+            ca,
             gosumdb: "off".into(),
             gotoolchain: "local".into(),
         }

@@ -1,0 +1,165 @@
+//! A cluster of `mirror serve` processes for the tests: one PKI, one
+//! PostgreSQL index, one Garage bucket, each replica with its own data dir,
+//! port and peer endpoint, and a client with alice's certificate.
+
+use std::time::Duration;
+
+use super::garage::Garage;
+use super::postgres::Postgres;
+use super::process::{Guard, free_port, mirror_bin, text, wait_for_port};
+
+pub const LIMIT: Duration = Duration::from_secs(120);
+
+pub struct Replica {
+    pub name: String,
+    pub port: u16,
+    pub peer: u16,
+    pub process: Guard,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub replicas: Vec<Replica>,
+    /// alice's client certificate, trusting the cluster's CA.
+    pub client: reqwest::Client,
+}
+
+pub fn mirror(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new(mirror_bin())
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mirror {args:?}: {}", text(&out));
+}
+
+impl Cluster {
+    /// `n` replicas of one cluster; `extra` is more TOML for every replica's
+    /// config (whole sections), before the upstream registry `up.test`.
+    pub async fn start(
+        n: usize,
+        postgres: &Postgres,
+        garage: &Garage,
+        upstream: &str,
+        extra: &str,
+    ) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        mirror(root, &["pki", "init", "--dir", "pki"]);
+        mirror(
+            root,
+            &[
+                "pki",
+                "issue-server",
+                "--dir",
+                "pki",
+                "--san",
+                "127.0.0.1",
+                "localhost",
+            ],
+        );
+        mirror(
+            root,
+            &[
+                "pki",
+                "issue-client",
+                "alice",
+                "--dir",
+                "pki",
+                "--registry",
+                "cluster:5000",
+                "--out",
+                "certs",
+            ],
+        );
+        let mut replicas = Vec::new();
+        for i in 1..=n {
+            let (port, peer) = (free_port(), free_port());
+            let name = format!("m{i}");
+            let config = format!(
+                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"data-{name}\"\n\n\
+                 [tls]\ncert = \"pki/server.crt\"\nkey = \"pki/server.key\"\n\
+                 client_ca = \"pki/ca.crt\"\ncrl = \"pki/ca.crl\"\nclient_auth = \"optional\"\n\n\
+                 [limits]\nreload_poll = \"1h\"\n\n\
+                 [index]\nurl = \"{}\"\n\n{}\n\
+                 [cluster]\nreplica = \"{name}\"\npeer_listen = \"127.0.0.1:{peer}\"\n\
+                 peer_url = \"https://127.0.0.1:{peer}\"\n\n{extra}\n\
+                 [[registry.upstream]]\nname = \"up.test\"\nurl = \"{upstream}\"\n",
+                postgres.url(),
+                garage.storage_toml(),
+            );
+            std::fs::write(root.join(format!("{name}.toml")), config).unwrap();
+            let log = std::fs::File::create(root.join(format!("{name}.log"))).unwrap();
+            let process = Guard::spawn(
+                &format!("mirror serve ({name})"),
+                std::process::Command::new(mirror_bin())
+                    .current_dir(root)
+                    .args(["serve", "--config", &format!("{name}.toml")])
+                    .env("RUST_LOG", "info")
+                    .env("MIRROR_SYSTEM_CONFIG", root.join("no-system-config.toml"))
+                    .stdout(std::process::Stdio::null())
+                    .stderr(log),
+            );
+            replicas.push(Replica {
+                name,
+                port,
+                peer,
+                process,
+            });
+        }
+        for replica in &replicas {
+            wait_for_port(&format!("127.0.0.1:{}", replica.port), LIMIT);
+            wait_for_port(&format!("127.0.0.1:{}", replica.peer), LIMIT);
+        }
+        let read = |name: &str| std::fs::read(root.join(name)).unwrap();
+        let folder = "certs/cluster:5000";
+        let identity = reqwest::Identity::from_pem(
+            &[
+                read(&format!("{folder}/client.cert")),
+                b"\n".to_vec(),
+                read(&format!("{folder}/client.key")),
+            ]
+            .concat(),
+        )
+        .unwrap();
+        let ca = reqwest::Certificate::from_pem(&read("pki/ca.crt")).unwrap();
+        let client = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .identity(identity)
+            .timeout(LIMIT)
+            .build()
+            .unwrap();
+        Cluster {
+            dir,
+            replicas,
+            client,
+        }
+    }
+
+    pub fn blob_url(&self, replica: usize, digest: &str) -> String {
+        format!(
+            "https://127.0.0.1:{}/v2/up.test/team/fill/blobs/{digest}",
+            self.replicas[replica].port
+        )
+    }
+
+    pub fn log(&self, replica: usize) -> String {
+        let name = &self.replicas[replica].name;
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// `https://127.0.0.1:<port>` of a replica.
+    pub fn origin(&self, replica: usize) -> String {
+        format!("https://127.0.0.1:{}", self.replicas[replica].port)
+    }
+
+    /// `127.0.0.1:<port>` of a replica.
+    pub fn host_port(&self, replica: usize) -> String {
+        format!("127.0.0.1:{}", self.replicas[replica].port)
+    }
+
+    /// alice's `certs.d` folder for the cluster (the files skopeo reads).
+    pub fn certs_d(&self) -> std::path::PathBuf {
+        self.dir.path().join("certs/cluster:5000")
+    }
+}
