@@ -389,3 +389,59 @@ async fn a_multipart_upload_its_writer_never_finished_is_aborted_by_the_sweep_on
     pool.close().await;
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_chunks_no_session_names_are_swept_and_a_live_sessions_stay() {
+    let garage = start_garage().await;
+    let postgres = tokio::task::spawn_blocking(common::postgres::Postgres::start)
+        .await
+        .expect("postgres start task");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        &Storage::S3(settings(&garage)),
+        &IndexChoice::Postgres(postgres.url()),
+    )
+    .await
+    .expect("a store on postgres and garage");
+    let bucket = garage.client();
+    let live = UploadId::parse("0123456789abcdef0123456789abcdef").unwrap();
+    let begun = store
+        .uploads()
+        .begin(
+            &live,
+            &RepoKey::new("hosted/app".into()),
+            &UploadOwner::new("alice".to_owned()),
+            8,
+        )
+        .await
+        .expect("begin");
+    assert_eq!(begun, Begun::Opened);
+    // What a replica killed between uploading a chunk and recording it (or
+    // between ending a session and deleting its chunks) leaves behind.
+    let orphan = Path::from("uploads/fedcba9876543210fedcba9876543210/00000000000000000000");
+    let living = Path::from(format!("uploads/{}/00000000000000000000", live.as_str()));
+    for key in [&orphan, &living] {
+        bucket
+            .put(key, PutPayload::from(noise::bytes(1000)))
+            .await
+            .expect("put a chunk");
+    }
+
+    // Beside a live server only chunks over an hour old go: neither here.
+    let swept = store
+        .sweep(mirror::store::SweepOptions::shared())
+        .await
+        .expect("sweep");
+    assert_eq!(swept.abandoned_uploads, 0, "{swept:?}");
+    assert!(exists(&bucket, &orphan).await);
+
+    let swept = store
+        .sweep(mirror::store::SweepOptions::owner())
+        .await
+        .expect("sweep");
+    assert_eq!(swept.abandoned_uploads, 1, "{swept:?}");
+    assert!(!exists(&bucket, &orphan).await, "the orphan chunk is gone");
+    assert!(exists(&bucket, &living).await, "the live session's stays");
+    store.close().await;
+}

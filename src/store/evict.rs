@@ -146,7 +146,8 @@ pub struct SweepReport {
     pub orphan_bytes: u64,
     pub missing_files: u64,
     pub temp_files: u64,
-    /// Push sessions untouched for a day, and their leftover files.
+    /// Push sessions untouched for a day, their leftover files and, on a
+    /// shared bucket, chunks in it that no session names.
     pub abandoned_uploads: u64,
     /// Multipart uploads to the bucket that a dead process left unfinished.
     pub abandoned_multipart_uploads: u64,

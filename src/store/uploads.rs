@@ -473,7 +473,45 @@ impl Store {
                 self.uploads().end_named(id).await?;
             }
         }
-        Ok(dead.len() as u64 + leftovers)
+        let orphan_parts = self.sweep_orphan_parts(min_age, dry_run).await?;
+        Ok(dead.len() as u64 + leftovers + orphan_parts)
+    }
+
+    /// On a shared bucket, deletes (unless `dry_run`) session chunks older
+    /// than `min_age` whose session has no row: a replica killed between
+    /// uploading a chunk and recording it, or between ending a session and
+    /// deleting its chunks, leaves them. How many.
+    async fn sweep_orphan_parts(
+        &self,
+        min_age: Duration,
+        dry_run: bool,
+    ) -> Result<u64, StoreError> {
+        let Some(bucket) = self.shared_bucket() else {
+            return Ok(0);
+        };
+        // Listed before the rows are read: a session's row exists before
+        // any chunk of it, so a listed chunk of a live session finds its row.
+        let parts = bucket.list_parts().await?;
+        let sessions: std::collections::HashSet<String> = self
+            .inner
+            .index
+            .upload_sessions()
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let now = SystemTime::now();
+        let mut swept = 0;
+        for (id, key, modified) in parts {
+            let old_enough = now.duration_since(modified).unwrap_or_default() >= min_age;
+            if !old_enough || sessions.contains(&id) {
+                continue;
+            }
+            if dry_run || bucket.delete_key(&key).await.is_ok() {
+                swept += 1;
+            }
+        }
+        Ok(swept)
     }
 }
 

@@ -460,6 +460,30 @@ impl S3Blobs {
         Ok(copied)
     }
 
+    /// Every session chunk in the bucket, as (session id, key, last
+    /// modified); keys not of that shape are left out.
+    pub(crate) async fn list_parts(&self) -> Result<Vec<(String, Path, SystemTime)>, StoreError> {
+        let mut listing = self.bucket.list(Some(&Path::from("uploads")));
+        let mut parts = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(s3_error(format!("listing bucket {}", self.name)))?;
+            let id = meta.location.parts().nth(1);
+            if let Some(id) = id {
+                let id = id.as_ref().to_owned();
+                parts.push((id, meta.location, SystemTime::from(meta.last_modified)));
+            }
+        }
+        Ok(parts)
+    }
+
+    /// Removes the object at `key`; one already gone is no error.
+    pub(crate) async fn delete_key(&self, key: &Path) -> Result<(), StoreError> {
+        match self.bucket.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(s3_error(format!("deleting {key}"))(error)),
+        }
+    }
+
     /// Removes the session's chunks; ones already gone are no error.
     pub(crate) async fn delete_parts(&self, id: &str, starts: &[u64]) -> Result<(), StoreError> {
         for &start in starts {
