@@ -11,6 +11,9 @@
 #                             # (MIRROR_BEFORE=path/to/older/mirror adds that build first)
 #   scripts/bench.sh shapes   # 74-byte blob and .info hits vs nginx under wrk -t1 -c16,
 #                             # wrk -t2 -c32 and h2load -c16 -m10 (MIRROR_BEFORE, ROUNDS)
+#   scripts/bench.sh cluster  # PostgreSQL + Garage: hits on 1 node vs 1 and 3 replicas, cold
+#                             # 1 GiB fills (fs, S3, 3 replicas at once) vs a direct pull,
+#                             # RSS per replica during 16 streams
 #   scripts/bench.sh all
 #
 # DURATION (seconds per wrk run, default 10) can be set in the environment;
@@ -19,7 +22,11 @@
 set -euo pipefail
 source "$(dirname "$0")/bench/lib.sh"
 
-MIRROR_BENCH_DEPS=1 "$ROOT/scripts/install-test-deps.sh"
+scenario=${1:-all}
+# Only the cluster scenario needs Garage (built from crates.io once per machine).
+garage=""
+[[ "$scenario" == cluster || "$scenario" == all ]] && garage=1
+MIRROR_BENCH_DEPS=1 MIRROR_BENCH_GARAGE=$garage "$ROOT/scripts/install-test-deps.sh"
 setup_workdir
 build_release
 make_pki
@@ -39,7 +46,6 @@ bench_base() {
   stop_pid "$MIRROR_PID"
 }
 
-scenario=${1:-all}
 case "$scenario" in
   base) bench_base ;;
   go) source "$ROOT/scripts/bench/go.sh"; bench_go ;;
@@ -47,14 +53,16 @@ case "$scenario" in
   oci) source "$ROOT/scripts/bench/oci.sh"; bench_oci ;;
   verify) source "$ROOT/scripts/bench/verify.sh"; bench_verify ;;
   shapes) source "$ROOT/scripts/bench/shapes.sh"; bench_shapes ;;
+  cluster) source "$ROOT/scripts/bench/cluster.sh"; bench_cluster ;;
   all)
     bench_base
     source "$ROOT/scripts/bench/go.sh"; bench_go; bench_go_fill
     source "$ROOT/scripts/bench/oci.sh"; bench_oci
     source "$ROOT/scripts/bench/verify.sh"; bench_verify
     source "$ROOT/scripts/bench/shapes.sh"; bench_shapes
+    source "$ROOT/scripts/bench/cluster.sh"; bench_cluster
     ;;
-  *) echo "usage: $0 [base|go|gofill|oci|verify|shapes|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [base|go|gofill|oci|verify|shapes|cluster|all]" >&2; exit 2 ;;
 esac
 
 log ""

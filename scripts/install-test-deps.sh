@@ -107,7 +107,8 @@ install_garage() {
 }
 
 install_debian_packages
-# The benchmarks (MIRROR_BENCH_DEPS=1) need no S3 store.
-if [[ "${MIRROR_BENCH_DEPS:-}" != 1 ]]; then
+# The benchmarks (MIRROR_BENCH_DEPS=1) need no S3 store, except the cluster
+# scenario (MIRROR_BENCH_GARAGE=1).
+if [[ "${MIRROR_BENCH_DEPS:-}" != 1 || "${MIRROR_BENCH_GARAGE:-}" == 1 ]]; then
   install_garage
 fi

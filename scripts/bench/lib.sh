@@ -130,12 +130,14 @@ stop_pid() {
 # start_registry STORAGE_DIR [htpasswd FILE] [CORE] — docker-registry over TLS
 # (the bench PKI) on a new port, its storage in STORAGE_DIR, with the in-memory
 # blob descriptor cache (its fastest setting), pinned to CORE (default
-# SERVER_CORE; "any" leaves it unpinned).
+# SERVER_CORE; "any" leaves it unpinned). REGISTRY_ACCESS_LOG=1 writes its
+# access log (one line per request) to $WORK/registry.log, for counting.
 start_registry() {
   local storage=$1 htpasswd=${2:-} core=${3:-$SERVER_CORE}
   REGISTRY_PORT=$(free_port)
   local config="$WORK/registry-$REGISTRY_PORT.yml"
-  local auth=""
+  local auth="" access_off=true
+  [[ "${REGISTRY_ACCESS_LOG:-}" == 1 ]] && access_off=false
   if [[ -n "$htpasswd" ]]; then
     auth=$(printf 'auth:\n  htpasswd:\n    realm: bench\n    path: %s\n' "$htpasswd")
   fi
@@ -144,7 +146,7 @@ version: 0.1
 log:
   level: error
   accesslog:
-    disabled: true
+    disabled: $access_off
 storage:
   filesystem:
     rootdirectory: $storage
