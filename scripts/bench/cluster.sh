@@ -3,7 +3,9 @@
 #   hits     a 63-byte blob GET and a manifest GET by tag, cached, from nginx
 #            (the same bytes as static files), a single node, a 1-replica
 #            cluster and 3 replicas; each under one wrk (-t1 -c16) and under
-#            three at once (one per replica for the 3 replicas), summed;
+#            three at once (one per replica for the 3 replicas), summed; all
+#            setups stay up and take turns, ROUNDS times (default 3), and the
+#            report takes the medians;
 #   fills    a cold 1 GiB blob: straight from the upstream docker-registry,
 #            through a single node (files), one replica (S3) and 3 replicas
 #            with one client each at once; every body hashed by the client;
@@ -27,6 +29,8 @@ CLUSTER_STREAMS=${CLUSTER_STREAMS:-16}
 # Bounds on every transfer: a 1 GiB body at 10 MB/s, and a wrk run.
 TRANSFER_LIMIT=${TRANSFER_LIMIT:-120}
 STREAMS_LIMIT=${STREAMS_LIMIT:-600}
+# Hits: rounds of every setup in turn; the report takes each figure's median.
+CLUSTER_ROUNDS=${ROUNDS:-3}
 
 cluster_row() {
   local IFS=$'\t'
@@ -112,11 +116,11 @@ cold_fill() {
 
 ticks_s() { awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }'; }
 
-# backing_ticks → CPU ticks of the running PostgreSQL and Garage, 0 if none.
+# backing_ticks → CPU ticks of the PostgreSQL (with its backends) and the
+# Garage in BACKING_PIDS, the ones the setup measured uses; 0 if none.
 backing_ticks() {
-  local total=0
-  [[ -n "${PG_PID:-}" ]] && kill -0 "$PG_PID" 2>/dev/null && total=$((total + $(tree_ticks "$PG_PID")))
-  [[ -n "${GARAGE_PID:-}" ]] && kill -0 "$GARAGE_PID" 2>/dev/null && total=$((total + $(cpu_ticks "$GARAGE_PID")))
+  local total=0 pid
+  for pid in ${BACKING_PIDS:-}; do total=$((total + $(tree_ticks "$pid"))); done
   echo "$total"
 }
 
@@ -139,21 +143,30 @@ warm() {
   done
 }
 
-# hits SETUP "PID..." BASE_URL...: for each file, one wrk on the first base,
-# then one wrk per base at once (three on one base if only one is given).
-hits() {
-  local setup=$1 pids=$2
-  shift 2
-  local bases=("$@")
-  ((${#bases[@]} == 1)) && bases=("$1" "$1" "$1")
-  local file path
+# hits_round: for each file and load shape, each setup in turn (all of them
+# up, idle but for the one measured, so the rounds interleave and a change in
+# the machine's background load hits every setup alike). "1 wrk" is one wrk on
+# the setup's first base, "3 wrk" one per base at once (three on one base for
+# a single server).
+hits_round() {
+  local file path shape setup
   for file in blob manifest; do
     path="/v2/$OCI_REPO/blobs/$TINY"
     [[ $file == manifest ]] && path="/v2/$OCI_REPO/manifests/latest"
-    if [[ "$setup" != "3 replicas" ]]; then
-      parallel_wrk "$setup" "$file" "1 wrk" "$pids" "$1$path"
-    fi
-    parallel_wrk "$setup" "$file" "3 wrk" "$pids" "${bases[0]}$path" "${bases[1]}$path" "${bases[2]}$path"
+    for shape in "1 wrk" "3 wrk"; do
+      for setup in "${SETUPS[@]}"; do
+        local bases
+        read -ra bases <<<"${SETUP_BASES[$setup]}"
+        ((${#bases[@]} == 1)) && bases=("${bases[0]}" "${bases[0]}" "${bases[0]}")
+        if [[ $shape == "1 wrk" ]]; then
+          # Three replicas under one wrk would leave two idle.
+          [[ $setup == "3 replicas" ]] && continue
+          bases=("${bases[0]}")
+        fi
+        BACKING_PIDS=${SETUP_BACKING[$setup]} parallel_wrk "$setup" "$file" "$shape" \
+          "${SETUP_PIDS[$setup]}" "${bases[@]/%/$path}"
+      done
+    done
   done
 }
 
@@ -267,41 +280,42 @@ streams_rss() {
   done
 }
 
+# add_setup NAME "PID..." "BACKING_PID..." BASE_URL...
+add_setup() {
+  local name=$1
+  SETUPS+=("$name")
+  SETUP_PIDS[$name]=$2
+  SETUP_BACKING[$name]=$3
+  shift 3
+  SETUP_BASES[$name]="$*"
+}
+
 bench_cluster() {
   CLUSTER_RESULTS="$WORK/cluster.tsv"
   : >"$CLUSTER_RESULTS"
   engines_check
   cluster_curl_init
+  SETUPS=()
+  declare -gA SETUP_PIDS SETUP_BACKING SETUP_BASES
   log "== cluster: load $(uptime | sed 's/.*load average/load average/')"
   cluster_content
 
-  log "== cluster: direct pull from docker-registry (the floor)"
-  cold_fill direct "$REGISTRY_PID" "https://127.0.0.1:$REGISTRY_PORT"
+  log "== cluster: cold fills (each series on fresh data dirs, a fresh PostgreSQL and Garage)"
+  BACKING_PIDS="" cold_fill direct "$REGISTRY_PID" "https://127.0.0.1:$REGISTRY_PORT"
 
-  log "== cluster: nginx (static files)"
-  start_nginx "$WORK/www-cluster"
-  hits nginx "$NGINX_WORKER" "https://127.0.0.1:$NGINX_PORT"
-  stop_pid "$NGINX_PID"
-
-  log "== cluster: single node (SQLite + files)"
   start_replica single m0
-  cold_fill "single node, files" "$MIRROR_PID" "$REPLICA_BASE"
+  BACKING_PIDS="" cold_fill "single node, files" "$MIRROR_PID" "$REPLICA_BASE"
   warm "$REPLICA_BASE"
-  hits "single node" "$MIRROR_PID" "$REPLICA_BASE"
-  stop_pid "$MIRROR_PID"
+  add_setup "single node" "$MIRROR_PID" "" "$REPLICA_BASE"
 
-  log "== cluster: 1 replica (PostgreSQL + Garage)"
   start_postgres one
   start_garage one
   start_replica one m1 cluster
-  cold_fill "1 replica, S3" "$MIRROR_PID" "$REPLICA_BASE"
+  BACKING_PIDS="$PG_PID $GARAGE_PID" cold_fill "1 replica, S3" "$MIRROR_PID" "$REPLICA_BASE"
   warm "$REPLICA_BASE"
-  hits "1 replica" "$MIRROR_PID" "$REPLICA_BASE"
-  stop_pid "$MIRROR_PID"
-  stop_bounded "$GARAGE_PID" TERM 15
-  stop_postgres
+  add_setup "1 replica" "$MIRROR_PID" "$PG_PID $GARAGE_PID" "$REPLICA_BASE"
+  local one_engines=("$PG_PID" "$GARAGE_PID")
 
-  log "== cluster: 3 replicas (one PostgreSQL + Garage)"
   start_postgres three
   start_garage three
   local pids=() bases=() name
@@ -310,14 +324,28 @@ bench_cluster() {
     pids+=("$MIRROR_PID")
     bases+=("$REPLICA_BASE")
   done
-  cold_fill "3 replicas, 1 client each" "${pids[*]}" "${bases[@]}"
+  BACKING_PIDS="$PG_PID $GARAGE_PID" cold_fill "3 replicas, 1 client each" "${pids[*]}" "${bases[@]}"
   warm "${bases[@]}"
-  hits "3 replicas" "${pids[*]}" "${bases[@]}"
-  log "== cluster: $CLUSTER_STREAMS streams of the 1 GiB blob over 3 replicas"
+  add_setup "3 replicas" "${pids[*]}" "$PG_PID $GARAGE_PID" "${bases[@]}"
+
+  log "== cluster: $CLUSTER_STREAMS streams of the big blob over 3 replicas"
   streams_rss "${pids[*]}" "${bases[@]}"
-  for name in "${pids[@]}"; do stop_pid "$name"; done
+
+  start_nginx "$WORK/www-cluster"
+  SETUPS=(nginx "${SETUPS[@]}")
+  SETUP_PIDS[nginx]=$NGINX_WORKER SETUP_BACKING[nginx]="" SETUP_BASES[nginx]="https://127.0.0.1:$NGINX_PORT"
+  local round
+  for round in $(seq 1 "$CLUSTER_ROUNDS"); do
+    log "== cluster: hits, round $round of $CLUSTER_ROUNDS"
+    hits_round
+  done
+
+  stop_pid "$NGINX_PID"
+  for name in ${SETUP_PIDS["single node"]} ${SETUP_PIDS["1 replica"]} "${pids[@]}"; do stop_pid "$name"; done
   stop_bounded "$GARAGE_PID" TERM 15
   stop_postgres
+  stop_bounded "${one_engines[1]}" TERM 15
+  PG_PID=${one_engines[0]} stop_postgres
   stop_pid "$REGISTRY_PID"
 
   log ""

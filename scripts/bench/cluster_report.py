@@ -8,6 +8,7 @@ Rows: `hit SETUP FILE SHAPE req/s p50-µs p99-µs mirror-CPU-µs/req PG+Garage-C
 `streams N seconds MB/s`, `rss REPLICA baseline-KiB peak-KiB`, `blob NAME bytes`.
 """
 
+import statistics
 import sys
 
 
@@ -35,11 +36,21 @@ def main():
     rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
     blobs = {r[1]: size(r[2]) for r in rows if r[0] == "blob"}
     big, tiny = blobs.get("big", "big"), blobs.get("tiny", "tiny")
-    hits = [r for r in rows if r[0] == "hit"]
+    # Rounds: each figure's median over them, in the order first measured.
+    rounds = {}
+    for r in rows:
+        if r[0] == "hit":
+            rounds.setdefault((r[1], r[2], r[3]), []).append(r[4:])
+    hits = [
+        ["hit", *key, *(f"{statistics.median(float(v[i]) for v in runs):g}" for i in range(5))]
+        for key, runs in rounds.items()
+    ]
+    hits.sort(key=lambda r: (r[2], r[3]))
     by = {(r[1], r[2], r[3]): r for r in hits}
+    n_rounds = max((len(v) for v in rounds.values()), default=0)
 
     print(f"### Hits of a {tiny} blob and a manifest by tag: 1 node vs 1 and 3 replicas")
-    print("(wrk -t1 -c16 each, TLS 1.3 AES-128-GCM)\n")
+    print(f"(wrk -t1 -c16 each, TLS 1.3 AES-128-GCM; medians of {n_rounds} interleaved rounds)\n")
     print(
         "| file | setup | load | req/s | p50 / p99 (worst wrk) | server CPU µs/req "
         "| PG+Garage µs/req | req/s vs nginx | CPU vs nginx | CPU vs single node |"
