@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::cluster::Cluster;
+use common::cluster::{Cluster, blob_rows};
 use common::garage::Garage;
 use common::postgres::Postgres;
 use common::registry::layout::{Blob, Layout};
@@ -122,17 +122,6 @@ async fn fill_owner(postgres: &Postgres, key: &str) -> Option<String> {
         .unwrap();
     pool.close().await;
     owner.map(|(owner,)| owner)
-}
-
-async fn blob_rows(postgres: &Postgres, digest: &str) -> i64 {
-    let pool = sqlx::PgPool::connect(&postgres.url()).await.unwrap();
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM blobs WHERE digest = $1")
-        .bind(digest)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,15 +7,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
 
 use common::balancer::RoundRobin;
-use common::cluster::{Cluster, LIMIT};
+use common::cluster::{Cluster, LIMIT, blob_rows};
 use common::garage::Garage;
 use common::go::{GoEnv, GoVersion, StaticProxy, standard_modules, write_tree};
 use common::postgres::Postgres;
-use common::process::{run, text, tool};
+use common::process::skopeo;
 use common::registry::layout::{Built, Layout};
 use common::registry::proxy::Proxy;
 use common::registry::{Auth, DockerRegistry};
@@ -26,18 +24,6 @@ async fn engines() -> (Postgres, Garage) {
     let postgres = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
     let garage = tokio::task::spawn_blocking(Garage::start).await.unwrap();
     (postgres, garage)
-}
-
-fn skopeo(args: &[&str]) -> String {
-    let mut command = Command::new(tool("skopeo"));
-    command.arg("--insecure-policy").args(args);
-    let output = run(&mut command, Duration::from_secs(300));
-    assert!(
-        output.status.success(),
-        "skopeo {args:?} failed:\n{}",
-        text(&output)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// `skopeo copy` of `reference` from the replica (or balancer) at
@@ -220,17 +206,6 @@ async fn leader(cluster: &Cluster) -> usize {
     })
     .await;
     found.unwrap()
-}
-
-async fn blob_rows(postgres: &Postgres, digest: &str) -> i64 {
-    let pool = sqlx::PgPool::connect(&postgres.url()).await.unwrap();
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM blobs WHERE digest = $1")
-        .bind(digest)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    n
 }
 
 /// GETs a blob whole; its sha256.

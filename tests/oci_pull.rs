@@ -7,22 +7,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::process::{run, text, tool};
+use common::process::{run, skopeo, text, tool};
 use common::registry::layout::{Built, Layout};
 use common::registry::{Auth, DockerRegistry, upstream_digest};
 use common::{MirrorOptions, TestMirror};
-
-fn skopeo(args: &[&str]) -> String {
-    let mut command = Command::new(tool("skopeo"));
-    command.arg("--insecure-policy").args(args);
-    let output = run(&mut command, Duration::from_secs(300));
-    assert!(
-        output.status.success(),
-        "skopeo {args:?} failed:\n{}",
-        text(&output)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 fn inspect(mirror: &TestMirror, reference: &str, extra: &[&str]) -> serde_json::Value {
     let certs = mirror.certs_d.display().to_string();

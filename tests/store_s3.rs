@@ -289,16 +289,8 @@ async fn on_a_shared_bucket_an_evicted_blob_outlives_its_row_for_readers_elsewhe
     reading.close().await;
 }
 
-async fn journaled_uploads(pool: &sqlx::PgPool) -> i64 {
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM multipart_uploads")
-        .fetch_one(pool)
-        .await
-        .expect("count the journaled uploads");
-    n
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_multipart_upload_its_writer_never_finished_is_aborted_by_the_sweep_once_idle() {
+/// A store as a replica opens it: a PostgreSQL index and a Garage bucket.
+async fn shared_store() -> (Garage, common::postgres::Postgres, tempfile::TempDir, Store) {
     let garage = start_garage().await;
     let postgres = tokio::task::spawn_blocking(common::postgres::Postgres::start)
         .await
@@ -311,6 +303,20 @@ async fn a_multipart_upload_its_writer_never_finished_is_aborted_by_the_sweep_on
     )
     .await
     .expect("a store on postgres and garage");
+    (garage, postgres, dir, store)
+}
+
+async fn journaled_uploads(pool: &sqlx::PgPool) -> i64 {
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM multipart_uploads")
+        .fetch_one(pool)
+        .await
+        .expect("count the journaled uploads");
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_upload_its_writer_never_finished_is_aborted_by_the_sweep_once_idle() {
+    let (garage, postgres, _dir, store) = shared_store().await;
     let pool = sqlx::PgPool::connect(&postgres.url()).await.unwrap();
 
     // An upload that ends, either way, leaves nothing journaled.
@@ -392,18 +398,7 @@ async fn a_multipart_upload_its_writer_never_finished_is_aborted_by_the_sweep_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_chunks_no_session_names_are_swept_and_a_live_sessions_stay() {
-    let garage = start_garage().await;
-    let postgres = tokio::task::spawn_blocking(common::postgres::Postgres::start)
-        .await
-        .expect("postgres start task");
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(
-        dir.path(),
-        &Storage::S3(settings(&garage)),
-        &IndexChoice::Postgres(postgres.url()),
-    )
-    .await
-    .expect("a store on postgres and garage");
+    let (garage, _postgres, _dir, store) = shared_store().await;
     let bucket = garage.client();
     let live = UploadId::parse("0123456789abcdef0123456789abcdef").unwrap();
     let begun = store

@@ -163,3 +163,15 @@ impl Cluster {
         self.dir.path().join("certs/cluster:5000")
     }
 }
+
+/// How many rows the cluster's index has for blob `digest` (0 or 1).
+pub async fn blob_rows(postgres: &Postgres, digest: &str) -> i64 {
+    let pool = sqlx::PgPool::connect(&postgres.url()).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM blobs WHERE digest = $1")
+        .bind(digest)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}

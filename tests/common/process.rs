@@ -187,3 +187,17 @@ pub fn memory_tempdir(prefix: &str) -> tempfile::TempDir {
     }
     builder.tempdir().expect("temp dir")
 }
+
+/// Runs `skopeo --insecure-policy ARGS`, failing the test with its output if
+/// it fails; its stdout.
+pub fn skopeo(args: &[&str]) -> String {
+    let mut command = Command::new(tool("skopeo"));
+    command.arg("--insecure-policy").args(args);
+    let output = run(&mut command, Duration::from_secs(300));
+    assert!(
+        output.status.success(),
+        "skopeo {args:?} failed:\n{}",
+        text(&output)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
