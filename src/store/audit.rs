@@ -315,6 +315,6 @@ mod tests {
         }
         drop(log);
         writer.await.unwrap();
-        assert_eq!(store.inner.index.audited_requests().await, 60_000);
+        assert_eq!(store.inner.index.audited_requests().await.unwrap(), 60_000);
     }
 }

@@ -409,7 +409,12 @@ mod tests {
     }
 
     async fn age(store: &Store, digest: &Digest, accessed_at: i64) {
-        store.inner.index.set_accessed_at(digest, accessed_at).await;
+        store
+            .inner
+            .index
+            .set_accessed_at(digest, accessed_at)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

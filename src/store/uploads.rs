@@ -629,7 +629,8 @@ mod tests {
             .inner
             .index
             .set_upload_hash_state(id.as_str(), &[0])
-            .await;
+            .await
+            .unwrap();
         let row = store.uploads().find(&id).await.unwrap().unwrap();
         let rehashed = store.uploads().resume(&id, &row).await.unwrap().unwrap();
         assert_eq!(rehashed.hasher.finish(), expected);
@@ -678,7 +679,8 @@ mod tests {
             .inner
             .index
             .set_upload_touched_at(stale.as_str(), 0)
-            .await;
+            .await
+            .unwrap();
 
         assert_eq!(
             store.sweep_uploads(DAY, DAY, false).await.unwrap(),

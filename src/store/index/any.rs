@@ -148,22 +148,34 @@ impl AnyIndex {
     }
 
     #[cfg(test)]
-    pub(crate) async fn set_accessed_at(&self, digest: &Digest, accessed_at: i64) {
-        self.sqlite().set_accessed_at(digest, accessed_at).await;
+    pub(crate) async fn set_accessed_at(
+        &self,
+        digest: &Digest,
+        accessed_at: i64,
+    ) -> Result<(), IndexError> {
+        self.sqlite().set_accessed_at(digest, accessed_at).await
     }
 
     #[cfg(test)]
-    pub(crate) async fn set_upload_hash_state(&self, id: &str, state: &[u8]) {
-        self.sqlite().set_upload_hash_state(id, state).await;
+    pub(crate) async fn set_upload_hash_state(
+        &self,
+        id: &str,
+        state: &[u8],
+    ) -> Result<(), IndexError> {
+        self.sqlite().set_upload_hash_state(id, state).await
     }
 
     #[cfg(test)]
-    pub(crate) async fn set_upload_touched_at(&self, id: &str, touched_at: i64) {
-        self.sqlite().set_upload_touched_at(id, touched_at).await;
+    pub(crate) async fn set_upload_touched_at(
+        &self,
+        id: &str,
+        touched_at: i64,
+    ) -> Result<(), IndexError> {
+        self.sqlite().set_upload_touched_at(id, touched_at).await
     }
 
     #[cfg(test)]
-    pub(crate) async fn audited_requests(&self) -> i64 {
+    pub(crate) async fn audited_requests(&self) -> Result<i64, IndexError> {
         self.sqlite().audited_requests().await
     }
 }
