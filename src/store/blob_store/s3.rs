@@ -157,20 +157,18 @@ impl S3Blobs {
             .create_multipart(key)
             .await
             .map_err(s3_error(format!("starting the upload of {key}")))?;
-        let uploaded = match journal.begun(&id, key.as_ref()).await {
-            Ok(()) => {
-                self.upload_parts(&mut file, staged, key, &id, journal)
-                    .await
-            }
-            Err(error) => Err(error),
-        };
-        let outcome = match uploaded {
-            Ok(parts) => match self.bucket.complete_multipart(key, &id, parts).await {
-                Ok(_) => Ok(()),
-                Err(error) => Err(s3_error(format!("completing the upload of {key}"))(error)),
-            },
-            Err(error) => Err(error),
-        };
+        let outcome = async {
+            journal.begun(&id, key.as_ref()).await?;
+            let parts = self
+                .upload_parts(&mut file, staged, key, &id, journal)
+                .await?;
+            self.bucket
+                .complete_multipart(key, &id, parts)
+                .await
+                .map_err(s3_error(format!("completing the upload of {key}")))?;
+            Ok(())
+        }
+        .await;
         // Journaled until it is completed or aborted; an abort that fails
         // leaves the row for the sweep to try again.
         if outcome.is_ok() || self.abort_upload(key.as_ref(), &id).await.is_ok() {
@@ -256,7 +254,7 @@ impl BlobObject for S3Object {
         // The first window's GET now, so that a missing or replaced object
         // is an error before any byte is sent; the rest as the reader pulls.
         let first = start..end.min(start + READ_WINDOW);
-        let head = self.get_range(first.clone()).await?;
+        let head = get_range(&self.bucket, &self.key, self.e_tag.clone(), first.clone()).await?;
         let object = (self.bucket.clone(), self.key.clone(), self.e_tag.clone());
         let rest = futures_util::stream::iter((first.end..end).step_by(READ_WINDOW as usize))
             .then(move |from| {
@@ -268,15 +266,6 @@ impl BlobObject for S3Object {
             })
             .try_flatten();
         Ok(head.chain(rest).right_stream())
-    }
-}
-
-impl S3Object {
-    async fn get_range(
-        &self,
-        range: std::ops::Range<u64>,
-    ) -> std::io::Result<BoxStream<'static, std::io::Result<Bytes>>> {
-        get_range(&self.bucket, &self.key, self.e_tag.clone(), range).await
     }
 }
 
@@ -350,11 +339,7 @@ impl BlobStore for S3Blobs {
     }
 
     async fn delete(&self, digest: &Digest) -> Result<(), StoreError> {
-        let key = blob_key(digest);
-        match self.bucket.delete(&key).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(error) => Err(s3_error(format!("deleting {key}"))(error)),
-        }
+        self.delete_key(&blob_key(digest)).await
     }
 
     async fn contains(&self, digest: &Digest) -> bool {
@@ -487,11 +472,7 @@ impl S3Blobs {
     /// Removes the session's chunks; ones already gone are no error.
     pub(crate) async fn delete_parts(&self, id: &str, starts: &[u64]) -> Result<(), StoreError> {
         for &start in starts {
-            let key = part_key(id, start);
-            match self.bucket.delete(&key).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(error) => return Err(s3_error(format!("deleting {key}"))(error)),
-            }
+            self.delete_key(&part_key(id, start)).await?;
         }
         Ok(())
     }
