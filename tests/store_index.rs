@@ -542,7 +542,11 @@ async fn audit_rows(mut backend: Backend) {
         })
         .await
         .unwrap();
-    assert_eq!(left.len(), 4);
+    // Seconds 13 and 14 stay: alice 1 + 2 and bob 1 + 1 requests, in four
+    // rows or five (the folding above is a matter of timing).
+    assert_eq!(left.iter().map(|row| row.count).sum::<u64>(), 5);
+    assert!((4..=5).contains(&left.len()), "{} rows", left.len());
+    assert!(left.iter().all(|row| row.at_ms >= 13 * SECOND));
 
     // A replica's rows name it ([cluster] replica); a single node's name none.
     let replica = backend.second_store().await;
