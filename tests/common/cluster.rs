@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::garage::Garage;
 use super::postgres::Postgres;
-use super::process::{Guard, free_port, mirror_bin, text, wait_for_port};
+use super::process::{Guard, free_port, mirror_bin, text, wait_until_listening};
 
 pub const LIMIT: Duration = Duration::from_secs(120);
 
@@ -31,6 +31,72 @@ pub fn mirror(dir: &std::path::Path, args: &[&str]) {
         .output()
         .unwrap();
     assert!(out.status.success(), "mirror {args:?}: {}", text(&out));
+}
+
+/// What every replica's config shares.
+struct Settings<'a> {
+    index: String,
+    storage: String,
+    extra: &'a str,
+    upstream: &'a str,
+}
+
+/// Tries with other ports when a port picked free was taken (by another
+/// test's process) before the replica bound it.
+const PORT_ATTEMPTS: usize = 5;
+
+impl Replica {
+    /// Starts replica `name` in `root` and waits for both its ports. A replica
+    /// that exits or hangs instead fails the test with its log.
+    fn start(root: &std::path::Path, name: &str, settings: &Settings) -> Replica {
+        for attempt in 1..=PORT_ATTEMPTS {
+            let (port, peer) = (free_port(), free_port());
+            let config = format!(
+                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"data-{name}\"\n\n\
+                 [tls]\ncert = \"pki/server.crt\"\nkey = \"pki/server.key\"\n\
+                 client_ca = \"pki/ca.crt\"\ncrl = \"pki/ca.crl\"\nclient_auth = \"optional\"\n\n\
+                 [limits]\nreload_poll = \"1h\"\n\n\
+                 [index]\nurl = \"{}\"\n\n{}\n\
+                 [cluster]\nreplica = \"{name}\"\npeer_listen = \"127.0.0.1:{peer}\"\n\
+                 peer_url = \"https://127.0.0.1:{peer}\"\n\n{}\n\
+                 [[registry.upstream]]\nname = \"up.test\"\nurl = \"{}\"\n",
+                settings.index, settings.storage, settings.extra, settings.upstream,
+            );
+            std::fs::write(root.join(format!("{name}.toml")), config).unwrap();
+            let log_path = root.join(format!("{name}.log"));
+            let log = std::fs::File::create(&log_path).unwrap();
+            let mut process = Guard::spawn(
+                &format!("mirror serve ({name})"),
+                std::process::Command::new(mirror_bin())
+                    .current_dir(root)
+                    .args(["serve", "--config", &format!("{name}.toml")])
+                    .env("RUST_LOG", "info")
+                    .env("MIRROR_SYSTEM_CONFIG", root.join("no-system-config.toml"))
+                    .stdout(std::process::Stdio::null())
+                    .stderr(log),
+            );
+            let listening = wait_until_listening(&mut process, &format!("127.0.0.1:{port}"), LIMIT)
+                .and_then(|()| {
+                    wait_until_listening(&mut process, &format!("127.0.0.1:{peer}"), LIMIT)
+                });
+            let Err(why) = listening else {
+                return Replica {
+                    name: name.to_owned(),
+                    port,
+                    peer,
+                    process,
+                };
+            };
+            drop(process);
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let port_taken = log.contains("Address already in use");
+            assert!(
+                port_taken && attempt < PORT_ATTEMPTS,
+                "replica {name} did not start: {why}; its log:\n{log}"
+            );
+        }
+        unreachable!("the last attempt returns or fails")
+    }
 }
 
 impl Cluster {
@@ -72,45 +138,15 @@ impl Cluster {
                 "certs",
             ],
         );
-        let mut replicas = Vec::new();
-        for i in 1..=n {
-            let (port, peer) = (free_port(), free_port());
-            let name = format!("m{i}");
-            let config = format!(
-                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"data-{name}\"\n\n\
-                 [tls]\ncert = \"pki/server.crt\"\nkey = \"pki/server.key\"\n\
-                 client_ca = \"pki/ca.crt\"\ncrl = \"pki/ca.crl\"\nclient_auth = \"optional\"\n\n\
-                 [limits]\nreload_poll = \"1h\"\n\n\
-                 [index]\nurl = \"{}\"\n\n{}\n\
-                 [cluster]\nreplica = \"{name}\"\npeer_listen = \"127.0.0.1:{peer}\"\n\
-                 peer_url = \"https://127.0.0.1:{peer}\"\n\n{extra}\n\
-                 [[registry.upstream]]\nname = \"up.test\"\nurl = \"{upstream}\"\n",
-                postgres.url(),
-                garage.storage_toml(),
-            );
-            std::fs::write(root.join(format!("{name}.toml")), config).unwrap();
-            let log = std::fs::File::create(root.join(format!("{name}.log"))).unwrap();
-            let process = Guard::spawn(
-                &format!("mirror serve ({name})"),
-                std::process::Command::new(mirror_bin())
-                    .current_dir(root)
-                    .args(["serve", "--config", &format!("{name}.toml")])
-                    .env("RUST_LOG", "info")
-                    .env("MIRROR_SYSTEM_CONFIG", root.join("no-system-config.toml"))
-                    .stdout(std::process::Stdio::null())
-                    .stderr(log),
-            );
-            replicas.push(Replica {
-                name,
-                port,
-                peer,
-                process,
-            });
-        }
-        for replica in &replicas {
-            wait_for_port(&format!("127.0.0.1:{}", replica.port), LIMIT);
-            wait_for_port(&format!("127.0.0.1:{}", replica.peer), LIMIT);
-        }
+        let settings = Settings {
+            index: postgres.url(),
+            storage: garage.storage_toml(),
+            extra,
+            upstream,
+        };
+        let replicas = (1..=n)
+            .map(|i| Replica::start(root, &format!("m{i}"), &settings))
+            .collect();
         let read = |name: &str| std::fs::read(root.join(name)).unwrap();
         let folder = "certs/cluster:5000";
         let identity = reqwest::Identity::from_pem(

@@ -151,6 +151,29 @@ impl Drop for Guard {
     }
 }
 
+/// Waits until `addr` accepts TCP connections, unless `process` exits first
+/// (then the error says how) or `limit` passes.
+pub fn wait_until_listening(
+    process: &mut Guard,
+    addr: &str,
+    limit: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    while std::net::TcpStream::connect(addr).is_err() {
+        if let Ok(Some(status)) = process.child.try_wait() {
+            return Err(format!(
+                "{} exited ({status}) before {addr} listened",
+                process.name
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("nothing listening on {addr} after {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Ok(())
+}
+
 /// Waits until `addr` accepts TCP connections.
 pub fn wait_for_port(addr: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
