@@ -617,7 +617,7 @@ async fn upload_sessions(mut backend: Backend) {
     let mut file = uploads.resume(id, &row).await.unwrap().expect("file");
     file.write(b"pushed ").await.unwrap();
     file.flush().await.unwrap();
-    assert!(uploads.progress(id, &file).await.unwrap());
+    assert!(uploads.progress(id, &mut file).await.unwrap());
     drop(file);
     let row = uploads.find(id).await.unwrap().expect("session row");
     assert_eq!(row.size, 7);

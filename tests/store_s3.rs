@@ -440,3 +440,57 @@ async fn session_chunks_no_session_names_are_swept_and_a_live_sessions_stay() {
     assert!(exists(&bucket, &living).await, "the live session's stays");
     store.close().await;
 }
+
+/// A client sends its next chunk (or the closing PUT) the moment a PATCH is
+/// answered, perhaps through another replica: the session's writer lease must
+/// be free by then, not when a task the answered request spawned gets to run.
+/// On one thread that task rarely runs before the next claim goes out.
+#[tokio::test(flavor = "current_thread")]
+async fn a_recorded_chunk_leaves_the_session_free_for_its_next_request_at_once() {
+    let (_garage, _postgres, _dir, store) = shared_store().await;
+    let uploads = store.uploads();
+    let id = &UploadId::parse("00112233445566778899aabbccddeeff").unwrap();
+    let begun = uploads
+        .begin(
+            id,
+            &RepoKey::new("hosted/app".into()),
+            &UploadOwner::new("alice".to_owned()),
+            8,
+        )
+        .await
+        .expect("begin");
+    assert_eq!(begun, Begun::Opened);
+    // Many chunks: on one thread the spawned release may still come first.
+    let bytes = noise::bytes(4 * MIB);
+    let mut row = uploads.find(id).await.expect("find").expect("session row");
+    for chunk in bytes.chunks(MIB / 4) {
+        let mut file = uploads
+            .resume(id, &row)
+            .await
+            .expect("the chunk after an answered one is taken at once")
+            .expect("session file");
+        file.write(chunk).await.expect("write a chunk");
+        file.flush().await.expect("flush");
+        assert!(
+            uploads
+                .progress(id, &mut file)
+                .await
+                .expect("record the chunk")
+        );
+        // What the next request reads, as the answer to this one goes out.
+        row = uploads.find(id).await.expect("find").expect("session row");
+        drop(file);
+    }
+    assert_eq!(row.size, bytes.len() as u64);
+    let file = uploads
+        .resume(id, &row)
+        .await
+        .expect("the closing request is taken at once")
+        .expect("session file");
+    let digest = Digest::sha256_of(&bytes);
+    assert!(matches!(
+        uploads.commit(file, &digest).await.expect("commit"),
+        Pushed::Stored { .. }
+    ));
+    store.close().await;
+}

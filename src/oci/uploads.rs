@@ -138,7 +138,12 @@ async fn patch(
         return Err(error);
     }
     let size = file.size();
-    match registry.store.uploads().progress(session.id, &file).await {
+    match registry
+        .store
+        .uploads()
+        .progress(session.id, &mut file)
+        .await
+    {
         Ok(true) => Ok(session_response(
             session.repo,
             session.id,

@@ -24,7 +24,17 @@ pub struct UploadFile {
 pub(super) struct Part {
     pub(super) id: String,
     pub(super) base: u64,
-    pub(super) _writer: crate::store::fill::lease::Held,
+    /// Held while this request writes; `None` once its chunk is recorded.
+    pub(super) writer: Option<crate::store::fill::lease::Held>,
+}
+
+impl Part {
+    /// Lets the session's next request write, from the moment this returns.
+    pub(super) async fn release(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            writer.release().await;
+        }
+    }
 }
 
 impl UploadFile {
@@ -73,5 +83,8 @@ impl UploadFile {
     pub async fn discard(self) {
         drop(self.file);
         let _ = tokio::fs::remove_file(&self.path).await;
+        if let Some(mut part) = self.part {
+            part.release().await;
+        }
     }
 }

@@ -146,8 +146,19 @@ impl Uploads<'_> {
 
     /// Records that the session's file holds `file.size()` good bytes, with
     /// their hash. `false` when the session is gone (cancelled, or swept).
-    pub async fn progress(&self, id: &UploadId, file: &UploadFile) -> Result<bool, StoreError> {
-        let id = id.as_str();
+    /// Recorded, a chunk kept in parts is done with: its file is gone and the
+    /// session's next request may write, on any replica, once this returns.
+    pub async fn progress(&self, id: &UploadId, file: &mut UploadFile) -> Result<bool, StoreError> {
+        let recorded = self.record(id.as_str(), file).await?;
+        if let Some(part) = &mut file.part {
+            // Already gone unless the chunk was empty.
+            let _ = tokio::fs::remove_file(&file.path).await;
+            part.release().await;
+        }
+        Ok(recorded)
+    }
+
+    async fn record(&self, id: &str, file: &UploadFile) -> Result<bool, StoreError> {
         let state = file.hasher().save();
         let index = &self.store.inner.index;
         let (Some(part), Some(bucket)) = (&file.part, self.store.shared_bucket()) else {
@@ -220,7 +231,7 @@ impl Uploads<'_> {
             part: Some(Part {
                 id: id.to_owned(),
                 base: row.size,
-                _writer: writer,
+                writer: Some(writer),
             }),
         })
     }
@@ -604,7 +615,7 @@ mod tests {
         let mut file = uploads.resume(id, &row).await.unwrap().unwrap();
         file.write(bytes).await.unwrap();
         file.flush().await.unwrap();
-        assert!(uploads.progress(id, &file).await.unwrap());
+        assert!(uploads.progress(id, &mut file).await.unwrap());
     }
 
     #[tokio::test]
@@ -645,12 +656,18 @@ mod tests {
         std::fs::write(&path, b"first").unwrap();
         assert!(store.uploads().resume(&id, &row).await.unwrap().is_none());
         store.uploads().end(&id).await.unwrap();
-        let unsessioned = store
+        let mut unsessioned = store
             .uploads()
             .unsessioned(Algorithm::Sha256)
             .await
             .unwrap();
-        assert!(!store.uploads().progress(&id, &unsessioned).await.unwrap());
+        assert!(
+            !store
+                .uploads()
+                .progress(&id, &mut unsessioned)
+                .await
+                .unwrap()
+        );
         unsessioned.discard().await;
     }
 

@@ -49,6 +49,25 @@ impl Held {
     pub(crate) fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::Acquire)
     }
+
+    /// Gives the lease up before returning: for a holder whose client may
+    /// claim it again with its very next request, which a release left to
+    /// `Drop` (a spawned task) could still find held.
+    pub(crate) async fn release(mut self) {
+        self.stop.cancel();
+        // An empty key tells `Drop` there is nothing left to release.
+        let key = std::mem::take(&mut self.key);
+        if !self.is_fenced() {
+            release(&self.store, &key, self.epoch).await;
+        }
+    }
+}
+
+async fn release(store: &Store, key: &str, epoch: i64) {
+    if let Err(error) = store.inner.index.release_fill(key, epoch).await {
+        // It expires by itself within the TTL.
+        tracing::warn!(%error, "could not release a fill lease");
+    }
 }
 
 async fn renew(
@@ -80,7 +99,7 @@ async fn renew(
 impl Drop for Held {
     fn drop(&mut self) {
         self.stop.cancel();
-        if self.is_fenced() {
+        if self.is_fenced() || self.key.is_empty() {
             return;
         }
         let (store, key, epoch) = (
@@ -89,12 +108,7 @@ impl Drop for Held {
             self.epoch,
         );
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(error) = store.inner.index.release_fill(&key, epoch).await {
-                    // It expires by itself within the TTL.
-                    tracing::warn!(%error, "could not release a fill lease");
-                }
-            });
+            runtime.spawn(async move { release(&store, &key, epoch).await });
         }
     }
 }
