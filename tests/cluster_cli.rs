@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::garage::Garage;
 use common::postgres::Postgres;
-use common::process::{mirror_bin, run, text};
+use common::process::{free_port, mirror_bin, run, text};
 use common::registry::layout::Layout;
 use common::registry::{Auth, DockerRegistry};
 use common::{MirrorOptions, TestMirror, wait_for};
@@ -39,13 +39,6 @@ fn mirror_cli(config: &Path, elsewhere: &Path, args: &[&str]) -> String {
         text(&output)
     );
     String::from_utf8(output.stdout).expect("utf-8 output")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

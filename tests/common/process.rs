@@ -186,13 +186,24 @@ pub fn wait_for_port(addr: &str, limit: Duration) {
     }
 }
 
-/// A free loopback port (bound then released; good enough for a child process
-/// that binds it at once).
+/// A free loopback port (bound then released) for a child process to bind.
+/// The tests of one binary run at once, and a port released here is free
+/// again until its child binds it, which takes a replica seconds: never hand
+/// out one port twice, or two children may race for it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
+    panic!("the kernel offered only ports handed out already");
 }
 
 /// A temp dir in memory (/dev/shm) where there is one, else in the usual temp
