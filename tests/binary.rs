@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::process::{Guard, free_port, mirror_bin, run, text, tool, wait_for_port};
+use common::process::{Guard, free_port, mirror_bin, run, text, tool};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -57,8 +57,8 @@ fn serve_with_no_config_creates_a_pki_and_answers_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let server = serve(dir.path(), &["--listen", &listen]);
-    wait_for_port(&listen, LIMIT);
+    let mut server = serve(dir.path(), &["--listen", &listen]);
+    server.wait_for_port(&listen, LIMIT);
     let ca = dir.path().join("mirror-data/pki/ca.crt");
     let health = curl(&[
         "--cacert",
@@ -94,8 +94,8 @@ fn serve_with_no_config_creates_a_pki_and_answers_over_tls() {
     let ca_before = std::fs::read(&ca).unwrap();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let _server = serve(dir.path(), &["--listen", &listen]);
-    wait_for_port(&listen, LIMIT);
+    let mut server = serve(dir.path(), &["--listen", &listen]);
+    server.wait_for_port(&listen, LIMIT);
     assert_eq!(ca_before, std::fs::read(&ca).unwrap());
     let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
     assert!(!log.contains("Created a private CA"), "{log}");
@@ -171,8 +171,8 @@ fn sighup_makes_the_running_server_enforce_a_new_crl() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     configured(dir.path(), port, "required");
-    let server = serve(dir.path(), &["--config", "mirror.toml"]);
-    wait_for_port(&format!("127.0.0.1:{port}"), LIMIT);
+    let mut server = serve(dir.path(), &["--config", "mirror.toml"]);
+    server.wait_for_port(&format!("127.0.0.1:{port}"), LIMIT);
     assert!(curl_as(dir.path(), "alice", port, "/v2/").status.success());
 
     let revoked = mirror(dir.path(), &["pki", "revoke", "alice", "--dir", "pki"]);
@@ -201,7 +201,7 @@ fn sigterm_stops_the_server_cleanly() {
     let port = free_port();
     configured(dir.path(), port, "optional");
     let mut server = serve(dir.path(), &["--config", "mirror.toml"]);
-    wait_for_port(&format!("127.0.0.1:{port}"), LIMIT);
+    server.wait_for_port(&format!("127.0.0.1:{port}"), LIMIT);
     server.signal("TERM");
     let deadline = std::time::Instant::now() + LIMIT;
     let status = loop {
@@ -222,8 +222,8 @@ fn a_second_server_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     configured(dir.path(), port, "optional");
-    let _first = serve(dir.path(), &["--config", "mirror.toml"]);
-    wait_for_port(&format!("127.0.0.1:{port}"), LIMIT);
+    let mut first = serve(dir.path(), &["--config", "mirror.toml"]);
+    first.wait_for_port(&format!("127.0.0.1:{port}"), LIMIT);
     let second = mirror(
         dir.path(),
         &[
@@ -443,7 +443,7 @@ fn json_logs_name_the_client_on_every_request_and_never_a_secret() {
     config.push_str("\n[auth]\nhtpasswd = \"htpasswd\"\n\n[log]\nformat = \"json\"\n");
     std::fs::write(dir.path().join("mirror.toml"), config).unwrap();
     let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-    let _server = Guard::spawn(
+    let mut server = Guard::spawn(
         "mirror serve",
         Command::new(mirror_bin())
             .current_dir(dir.path())
@@ -452,7 +452,7 @@ fn json_logs_name_the_client_on_every_request_and_never_a_secret() {
             .stdout(Stdio::null())
             .stderr(log),
     );
-    wait_for_port(&format!("127.0.0.1:{port}"), LIMIT);
+    server.wait_for_port(&format!("127.0.0.1:{port}"), LIMIT);
     let ca = dir.path().join("pki/ca.crt");
     let url = format!("https://127.0.0.1:{port}/v2/");
     let ok = curl(&[
@@ -647,7 +647,7 @@ fn serve_without_config_uses_the_system_config_when_it_exists() {
     std::fs::create_dir(&elsewhere).unwrap();
     let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
     let system_config = dir.path().join("mirror.toml");
-    let _server = Guard::spawn(
+    let mut server = Guard::spawn(
         "mirror serve",
         Command::new(mirror_bin())
             .current_dir(&elsewhere)
@@ -656,7 +656,7 @@ fn serve_without_config_uses_the_system_config_when_it_exists() {
             .stdout(Stdio::null())
             .stderr(log),
     );
-    wait_for_port(&format!("127.0.0.1:{port}"), LIMIT);
+    server.wait_for_port(&format!("127.0.0.1:{port}"), LIMIT);
     assert!(dir.path().join("data/mirror.db").is_file());
     assert!(!elsewhere.join("mirror-data").exists());
     // The other commands find the same data dir.
@@ -675,8 +675,8 @@ fn a_log_written_to_a_file_has_no_colour_codes() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     configured(dir.path(), port, "optional");
-    let _server = serve(dir.path(), &["--config", "mirror.toml"]);
-    wait_for_port(&format!("127.0.0.1:{port}"), LIMIT);
+    let mut server = serve(dir.path(), &["--config", "mirror.toml"]);
+    server.wait_for_port(&format!("127.0.0.1:{port}"), LIMIT);
     assert!(curl_as(dir.path(), "alice", port, "/v2/").status.success());
     let deadline = std::time::Instant::now() + LIMIT;
     let log = loop {
@@ -862,7 +862,7 @@ async fn sigterm_lets_a_request_in_flight_finish_refuses_new_connections_and_exi
     std::fs::write(dir.path().join("mirror.toml"), config).unwrap();
     let mut server = serve(dir.path(), &["--config", "mirror.toml"]);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_for_port(&addr.to_string(), LIMIT);
+    server.wait_for_port(&addr.to_string(), LIMIT);
 
     let folder = dir.path().join(format!("certs-alice/127.0.0.1:{port}"));
     let read = |name: &str| std::fs::read_to_string(folder.join(name)).unwrap();

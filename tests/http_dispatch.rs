@@ -228,12 +228,12 @@ async fn readyz_names_an_index_that_does_not_answer() {
 /// connection opened before keeps asking.
 #[test]
 fn readyz_names_a_listener_that_cannot_accept() {
-    use common::process::{Guard, free_port, mirror_bin, wait_for_port};
+    use common::process::{Guard, free_port, mirror_bin};
     use common::raw_tls::RawH1;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-    let server = Guard::spawn(
+    let mut server = Guard::spawn(
         "mirror serve",
         std::process::Command::new(mirror_bin())
             .current_dir(dir.path())
@@ -242,7 +242,7 @@ fn readyz_names_a_listener_that_cannot_accept() {
             .stdout(std::process::Stdio::null())
             .stderr(log),
     );
-    wait_for_port(&format!("127.0.0.1:{port}"), Duration::from_secs(60));
+    server.wait_for_port(&format!("127.0.0.1:{port}"), Duration::from_secs(60));
     let mut kept = RawH1::connect(port, &dir.path().join("mirror-data/pki/ca.crt"));
     assert_eq!(kept.get("/readyz", &[]), (200, "ready\n".into()));
 

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::TestPki;
-use common::process::{Guard, free_port, mirror_bin, run, text, wait_for_port};
+use common::process::{Guard, free_port, mirror_bin, run, text};
 use common::registry::layout::Layout;
 use common::registry::proxy::Proxy;
 use common::registry::{Auth, DockerRegistry};
@@ -64,7 +64,7 @@ fn start(setup: &Setup) -> Guard {
         .append(true)
         .open(setup.dir.join("serve.log"))
         .unwrap();
-    let guard = Guard::spawn(
+    let mut guard = Guard::spawn(
         "mirror serve",
         Command::new(mirror_bin())
             .current_dir(&setup.dir)
@@ -73,7 +73,7 @@ fn start(setup: &Setup) -> Guard {
             .stdout(Stdio::null())
             .stderr(log),
     );
-    wait_for_port(&format!("127.0.0.1:{}", setup.port), LIMIT);
+    guard.wait_for_port(&format!("127.0.0.1:{}", setup.port), LIMIT);
     guard
 }
 

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::process::{Guard, free_port, mirror_bin, run, text, tool, wait_for_port};
+use common::process::{Guard, free_port, mirror_bin, run, text, tool};
 use common::raw_tls::RawH1;
 use common::{MirrorOptions, TestMirror};
 
@@ -98,7 +98,7 @@ fn issue_evil_cert(dir: &Path) -> (String, String) {
 
 fn serve_logging(dir: &Path, port: u16) -> Guard {
     let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-    let server = Guard::spawn(
+    let mut server = Guard::spawn(
         "mirror serve",
         Command::new(mirror_bin())
             .current_dir(dir)
@@ -109,7 +109,7 @@ fn serve_logging(dir: &Path, port: u16) -> Guard {
             .stdout(Stdio::null())
             .stderr(log),
     );
-    wait_for_port(&format!("127.0.0.1:{port}"), LIMIT);
+    server.wait_for_port(&format!("127.0.0.1:{port}"), LIMIT);
     server
 }
 
@@ -349,7 +349,7 @@ fn a_readable_key_or_a_writable_trust_file_stops_the_start_naming_the_file_and_t
     chmod(&d.join("pki/server.key"), 0o640);
     let port = free_port();
     configured_port(d, port);
-    let _server = Guard::spawn(
+    let mut server = Guard::spawn(
         "mirror serve",
         Command::new(mirror_bin())
             .current_dir(d)
@@ -357,7 +357,7 @@ fn a_readable_key_or_a_writable_trust_file_stops_the_start_naming_the_file_and_t
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
-    wait_for_port(&format!("127.0.0.1:{port}"), LIMIT);
+    server.wait_for_port(&format!("127.0.0.1:{port}"), LIMIT);
 }
 
 /// Points the config at a new port.
@@ -383,11 +383,11 @@ fn a_generated_ca_key_others_can_read_stops_the_start() {
         command
     };
     let port = free_port();
-    let first = Guard::spawn(
+    let mut first = Guard::spawn(
         "mirror serve",
         serve(port).stdout(Stdio::null()).stderr(Stdio::null()),
     );
-    wait_for_port(&format!("127.0.0.1:{port}"), LIMIT);
+    first.wait_for_port(&format!("127.0.0.1:{port}"), LIMIT);
     drop(first);
     let ca_key = dir.path().join("mirror-data/pki/ca.key");
     assert_eq!(mode_of(&ca_key), 0o600);

@@ -327,7 +327,7 @@ async fn pki_revoke_and_sighup_refuse_the_next_request_on_an_open_connection() {
     )
     .unwrap();
     let log = std::fs::File::create(d.join("serve.log")).unwrap();
-    let server = process::Guard::spawn(
+    let mut server = process::Guard::spawn(
         "mirror serve",
         std::process::Command::new(process::mirror_bin())
             .current_dir(d)
@@ -336,7 +336,7 @@ async fn pki_revoke_and_sighup_refuse_the_next_request_on_an_open_connection() {
             .stdout(std::process::Stdio::null())
             .stderr(log),
     );
-    process::wait_for_port(&registry, Duration::from_secs(60));
+    server.wait_for_port(&registry, Duration::from_secs(60));
 
     let certs = d.join("certs").join(&registry);
     let read = |name: &str| std::fs::read_to_string(certs.join(name)).unwrap();

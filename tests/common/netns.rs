@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::process::{Guard, mirror_bin, run, text, tool, wait_for_port};
+use crate::common::process::{Guard, mirror_bin, run, text, tool};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -128,8 +128,8 @@ impl NetnsMirror {
             .arg(&config)
             .stdout(Stdio::null())
             .stderr(log);
-        let guard = Guard::spawn("mirror in netns", &mut command);
-        wait_for_port(&addr, Duration::from_secs(30));
+        let mut guard = Guard::spawn("mirror in netns", &mut command);
+        guard.wait_for_port(&addr, Duration::from_secs(30));
         NetnsMirror {
             guard,
             config,

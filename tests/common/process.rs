@@ -142,6 +142,14 @@ impl Guard {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Waits until this process listens on `addr`; fails the test at once,
+    /// saying so, when the process exits first.
+    pub fn wait_for_port(&mut self, addr: &str, limit: Duration) {
+        if let Err(why) = wait_until_listening(self, addr, limit) {
+            panic!("{why}");
+        }
+    }
 }
 
 impl Drop for Guard {
@@ -172,18 +180,6 @@ pub fn wait_until_listening(
         std::thread::sleep(Duration::from_millis(25));
     }
     Ok(())
-}
-
-/// Waits until `addr` accepts TCP connections.
-pub fn wait_for_port(addr: &str, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nothing listening on {addr} after {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 /// A free loopback port (bound then released) for a child process to bind.

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::process::{Guard, free_port, tool, wait_for_port};
+use crate::common::process::{Guard, free_port, tool};
 
 pub const UPSTREAM_USER: &str = "mirror-bot";
 pub const UPSTREAM_PASSWORD: &str = "upstream-secret-pw";
@@ -80,7 +80,7 @@ impl DockerRegistry {
     }
 
     fn spawn(&mut self) {
-        let guard = Guard::spawn(
+        let mut guard = Guard::spawn(
             "docker-registry",
             Command::new(tool("docker-registry"))
                 .arg("serve")
@@ -88,7 +88,7 @@ impl DockerRegistry {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );
-        wait_for_port(&self.addr, Duration::from_secs(20));
+        guard.wait_for_port(&self.addr, Duration::from_secs(20));
         self.guard = Some(guard);
     }
 
