@@ -4,25 +4,11 @@
 
 mod common;
 
-use std::process::Command;
-use std::time::Duration;
-
-use common::process::{run, text, tool};
+use common::process::skopeo;
 use common::registry::layout::{Layout, OCI_MANIFEST};
 use common::{MirrorOptions, TestMirror};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
-
-fn skopeo(args: &[String]) {
-    let mut command = Command::new(tool("skopeo"));
-    command.arg("--insecure-policy").args(args);
-    let output = run(&mut command, Duration::from_secs(120));
-    assert!(
-        output.status.success(),
-        "skopeo {args:?}: {}",
-        text(&output)
-    );
-}
 
 fn sha(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
@@ -65,7 +51,7 @@ async fn skopeo_pushes_to_a_hosted_repository_and_pulls_back_the_same_digests() 
         }
         args.push(format!("oci:{}:{tag}", layout.dir.display()));
         args.push(format!("docker://{host}/{repo}"));
-        skopeo(&args);
+        skopeo(&args.iter().map(String::as_str).collect::<Vec<_>>());
     }
     for (repo, digest, all) in [
         ("team/app:v1", &image.digest, false),
@@ -83,7 +69,7 @@ async fn skopeo_pushes_to_a_hosted_repository_and_pulls_back_the_same_digests() 
         }
         args.push(format!("docker://{host}/{repo}"));
         args.push(format!("oci:{}:t", out.display()));
-        skopeo(&args);
+        skopeo(&args.iter().map(String::as_str).collect::<Vec<_>>());
         let index: serde_json::Value =
             serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
         assert_eq!(index["manifests"][0]["digest"], json!(digest));
