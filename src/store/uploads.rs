@@ -151,8 +151,6 @@ impl Uploads<'_> {
     pub async fn progress(&self, id: &UploadId, file: &mut UploadFile) -> Result<bool, StoreError> {
         let recorded = self.record(id.as_str(), file).await?;
         if let Some(part) = &mut file.part {
-            // Already gone unless the chunk was empty.
-            let _ = tokio::fs::remove_file(&file.path).await;
             part.release().await;
         }
         Ok(recorded)
@@ -165,6 +163,9 @@ impl Uploads<'_> {
             return Ok(index.upload_progress(id, file.size(), &state).await?);
         };
         if file.size() == part.base {
+            // An empty chunk: no part to upload, and its file is done with
+            // (`put_part` removes a chunk's file once uploaded).
+            let _ = tokio::fs::remove_file(&file.path).await;
             return Ok(index.upload_progress(id, file.size(), &state).await?);
         }
         file.file
